@@ -1,0 +1,18 @@
+"""The host side of the timeSensor LEGAL plugin boundary.
+
+A plugin imports its markers from here, as a pluggy plugin imports them from
+its host. Nothing in this package imports a plugin.
+"""
+
+import pluggy
+
+PROJECT = "tsl"
+"""One name for the project, the markers and the entry-point group."""
+
+HOST_API_VERSION = "1.0"
+"""The hook API this host implements. A plugin's manifest names the oldest it needs."""
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+__all__ = ["HOST_API_VERSION", "PROJECT", "hookimpl", "hookspec"]

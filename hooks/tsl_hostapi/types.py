@@ -1,0 +1,376 @@
+"""Frozen dataclasses that cross the host/plugin boundary.
+
+Everything a hook receives or returns is one of these (or a tuple of them), so
+that fields can be added later without changing a hook's signature. Records are
+snapshots: a plugin may keep them (for example in its queue) and never needs to
+call back into the host to understand one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+# --------------------------------------------------------------------------- records
+
+RecordKind = Literal["contact", "case", "appointment", "deadline", "reminder"]
+RECORD_KINDS: tuple[str, ...] = ("contact", "case", "appointment", "deadline", "reminder")
+
+
+@dataclass(frozen=True)
+class RecordRef:
+    """Which record: its kind and the host's id for it."""
+
+    kind: str
+    id: str
+
+    @property
+    def key(self) -> str:
+        """Stable text key, e.g. ``contact:17``; what the plugin stamps on Exchange items."""
+        return f"{self.kind}:{self.id}"
+
+    @classmethod
+    def parse(cls, key: str) -> RecordRef:
+        kind, sep, rid = key.partition(":")
+        if not sep or not kind or not rid:
+            raise ValueError(f"Ungültiger Datensatzschlüssel: {key!r}")
+        return cls(kind, rid)
+
+
+@dataclass(frozen=True)
+class User:
+    """A user of the host (lawyer, clerk, administrator)."""
+
+    id: str
+    name: str
+    email: str = ""
+    active: bool = True
+    is_admin: bool = False
+    role: str = ""  # "Rechtsanwalt", "Fachangestellte", ... free text from the host
+
+
+@dataclass(frozen=True)
+class Phone:
+    """A phone number. ``kind`` is one of PHONE_KINDS."""
+
+    kind: str
+    number: str
+
+
+PHONE_KINDS: tuple[str, ...] = ("business", "business2", "mobile", "home", "business_fax", "home_fax", "other")
+
+
+@dataclass(frozen=True)
+class PostalAddress:
+    """A postal address. ``kind`` is "business", "home" or "other"."""
+
+    kind: str
+    street: str = ""
+    postal_code: str = ""
+    city: str = ""
+    state: str = ""
+    country: str = ""
+
+
+@dataclass(frozen=True)
+class Contact:
+    """A person or an organisation in the host's address book (Adressen)."""
+
+    id: str
+    kind: Literal["person", "organisation"] = "person"
+    salutation: str = ""  # "Herr", "Frau", "" ; shown in German order before the title
+    title: str = ""  # "Dr.", "Prof. Dr."
+    given_name: str = ""
+    middle_name: str = ""
+    surname: str = ""
+    generation: str = ""  # "jun.", "sen."
+    company: str = ""
+    department: str = ""
+    job_title: str = ""
+    emails: tuple[str, ...] = ()
+    phones: tuple[Phone, ...] = ()
+    addresses: tuple[PostalAddress, ...] = ()
+    birthday: dt.date | None = None
+    website: str = ""
+    notes: str = ""
+    categories: tuple[str, ...] = ()
+    modified_at: dt.datetime | None = None
+
+    @property
+    def ref(self) -> RecordRef:
+        return RecordRef("contact", self.id)
+
+
+@dataclass(frozen=True)
+class Case:
+    """A case file (Akte)."""
+
+    id: str
+    file_number: str  # Aktenzeichen, e.g. "123/26"
+    rubrum: str  # "Müller ./. Schmidt wegen Forderung"
+    lawyer_id: str = ""  # responsible lawyer (Sachbearbeiter)
+    clerk_id: str = ""
+    client_contact_id: str = ""
+    opponent_contact_id: str = ""
+    modified_at: dt.datetime | None = None
+
+    @property
+    def ref(self) -> RecordRef:
+        return RecordRef("case", self.id)
+
+
+@dataclass(frozen=True)
+class Appointment:
+    """A Termin: a time span in a time zone, or all-day (then only the dates count)."""
+
+    id: str
+    subject: str
+    start: dt.datetime | None = None  # naive wall-clock time in ``timezone``
+    end: dt.datetime | None = None
+    all_day: bool = False
+    start_date: dt.date | None = None  # for all-day appointments
+    end_date: dt.date | None = None  # inclusive
+    timezone: str = "Europe/Berlin"
+    location: str = ""
+    participant_ids: tuple[str, ...] = ()
+    case_id: str = ""
+    appointment_type: str = ""  # "Gerichtstermin", "Besprechung", ...
+    busy: bool = True
+    reminder_minutes: int | None = None
+    notes: str = ""
+    modified_at: dt.datetime | None = None
+
+    @property
+    def ref(self) -> RecordRef:
+        return RecordRef("appointment", self.id)
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """A Frist with its Vorfristen. The host computed every date; the plugin never recomputes one."""
+
+    id: str
+    due_date: dt.date | None
+    kind: str = ""  # "Berufungsfrist", "Berufungsbegründungsfrist", ...
+    pre_deadline_dates: tuple[dt.date, ...] = ()
+    responsible_ids: tuple[str, ...] = ()
+    case_id: str = ""
+    done: bool = False
+    notes: str = ""
+    modified_at: dt.datetime | None = None
+
+    @property
+    def ref(self) -> RecordRef:
+        return RecordRef("deadline", self.id)
+
+
+@dataclass(frozen=True)
+class Reminder:
+    """A Wiedervorlage: take a file up again on a date."""
+
+    id: str
+    due_date: dt.date | None
+    subject: str = ""
+    responsible_ids: tuple[str, ...] = ()
+    case_id: str = ""
+    done: bool = False
+    notes: str = ""
+    modified_at: dt.datetime | None = None
+
+    @property
+    def ref(self) -> RecordRef:
+        return RecordRef("reminder", self.id)
+
+
+Record = Contact | Case | Appointment | Deadline | Reminder
+
+
+@dataclass(frozen=True)
+class RecordEvent:
+    """What ``tsl_record_saved`` / ``tsl_record_deleted`` receive.
+
+    ``record`` is the committed state for a save and the last state for a delete
+    (may be None if the host no longer has it). ``user`` is who made the change.
+    """
+
+    ref: RecordRef
+    record: Record | None
+    user: User | None = None
+    at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+
+
+# --------------------------------------------------------------------------- licence
+
+
+@dataclass(frozen=True)
+class Licence:
+    """The licence document the host holds for a plugin, as text plus what it claims."""
+
+    plugin_id: str
+    document: str = ""  # the signed licence as the vendor issued it (opaque to the host)
+
+
+@dataclass(frozen=True)
+class LicenceDecision:
+    """A plugin's verdict on its own licence."""
+
+    allowed: bool
+    reason: str = ""  # German, shown greyed out under the Interfaces entry when not allowed
+    seats: int | None = None
+    expires: dt.date | None = None
+
+
+# --------------------------------------------------------------------------- settings UI
+
+SettingsScope = Literal["interfaces", "user", "contact"]
+FieldType = Literal["text", "password", "checkbox", "select", "user_list", "number", "status", "table"]
+
+
+@dataclass(frozen=True)
+class Choice:
+    value: str
+    label: str
+
+
+@dataclass(frozen=True)
+class SettingsField:
+    """One input in a settings tab. Labels are German, as the host shows them."""
+
+    name: str
+    label: str
+    type: FieldType = "text"
+    required: bool = False
+    help: str = ""
+    choices: tuple[Choice, ...] = ()
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class SettingsButton:
+    """A button on a tab; pressing it calls ``tsl_run_action`` with ``action_id``."""
+
+    action_id: str
+    label: str
+
+
+@dataclass(frozen=True)
+class SettingsTab:
+    """A declarative tab the host renders in one of its dialogs."""
+
+    plugin_id: str
+    tab_id: str
+    title: str
+    scope: str
+    fields: tuple[SettingsField, ...] = ()
+    buttons: tuple[SettingsButton, ...] = ()
+    enabled: bool = True
+    disabled_reason: str = ""
+
+
+@dataclass(frozen=True)
+class SettingsContext:
+    """Which object a settings tab is about: the firm (interfaces), a user, or a contact."""
+
+    scope: str
+    object_id: str = ""  # user id for scope "user", contact id for scope "contact"
+
+
+@dataclass(frozen=True)
+class SettingsValues:
+    """What ``tsl_settings_load`` returns: field name -> value (never a stored password)."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    status: str = ""
+
+
+@dataclass(frozen=True)
+class FieldError:
+    field: str
+    message: str
+
+
+@dataclass(frozen=True)
+class SaveResult:
+    """What ``tsl_settings_save`` returns."""
+
+    ok: bool
+    errors: tuple[FieldError, ...] = ()
+    message: str = ""
+
+
+# --------------------------------------------------------------------------- menus and actions
+
+
+@dataclass(frozen=True)
+class MenuAction:
+    """A plain-data menu item, e.g. Tools › Modify Selected › Set Exchange Sync."""
+
+    plugin_id: str
+    action_id: str
+    label: str
+    menu_path: tuple[str, ...] = ()  # ("Extras", "Auswahl ändern")
+    view: str = ""  # "contacts", ...
+    needs_selection: bool = True
+    asks: tuple[SettingsField, ...] = ()  # what the host asks before running it
+
+
+@dataclass(frozen=True)
+class RecordOutcome:
+    ref: RecordRef
+    status: Literal["done", "unchanged", "failed"]
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    """What the host shows after a menu action or a tab button."""
+
+    ok: bool
+    message: str = ""
+    outcomes: tuple[RecordOutcome, ...] = ()
+    status_icon: Literal["", "green", "red", "grey"] = ""
+
+
+# --------------------------------------------------------------------------- the host protocol
+
+
+@runtime_checkable
+class SettingsStore(Protocol):
+    """The host's settings store, namespaced per plugin. Values are JSON-serialisable."""
+
+    def get(self, namespace: str, key: str, default: Any = None) -> Any: ...
+
+    def set(self, namespace: str, key: str, value: Any) -> None: ...
+
+    def delete(self, namespace: str, key: str) -> None: ...
+
+    def keys(self, namespace: str, prefix: str = "") -> list[str]: ...
+
+    def set_many(self, namespace: str, values: dict[str, Any]) -> None:
+        """Set several keys in one transaction (a value of None deletes the key)."""
+        ...
+
+
+@runtime_checkable
+class Host(Protocol):
+    """What the host offers a plugin. The plugin never reaches into the host's database."""
+
+    api_version: str
+
+    def get_record(self, ref: RecordRef) -> Record | None: ...
+
+    def iter_records(self, kind: str) -> list[Record]: ...
+
+    def get_user(self, user_id: str) -> User | None: ...
+
+    def list_users(self) -> list[User]: ...
+
+    def data_dir(self, plugin_id: str) -> str: ...
+
+    @property
+    def settings(self) -> SettingsStore: ...
+
+    def licence(self, plugin_id: str) -> Licence | None: ...
+
+    def notify(self, message: str, *, user_id: str | None = None, level: str = "info") -> None: ...

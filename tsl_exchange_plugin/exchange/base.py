@@ -1,0 +1,123 @@
+"""The backend boundary: what the worker asks of Exchange, and the errors it can get back.
+
+``exchange/ews.py`` is the only implementation and the only module that imports
+exchangelib. The worker makes every retry decision; a backend never sleeps and
+never retries a write on its own (a retried batch can duplicate items).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+from urllib.parse import urlsplit
+
+from ..mapping.items import ExchangeItem
+
+ItemClass = Literal["contact", "calendar", "task"]
+AuthType = Literal["auto", "ntlm", "basic"]
+
+
+@dataclass(frozen=True)
+class MailboxAccount:
+    """How to reach one user's mailbox. ``password`` is decrypted only for the call."""
+
+    mailbox: str  # host user id
+    email: str  # primary SMTP address of the mailbox
+    ews_url: str  # https://mail.kanzlei.de/EWS/Exchange.asmx
+    username: str
+    password: str = field(repr=False)
+    auth_type: AuthType = "auto"
+    timezone: str = "Europe/Berlin"
+    verify_tls: bool = True  # False only where an administrator allowed a self-signed certificate
+    timeout: float = 30.0
+
+    @property
+    def server(self) -> str:
+        """host:port of the EWS endpoint: the unit for the in-flight request limit."""
+        parts = urlsplit(self.ews_url)
+        return parts.netloc.lower()
+
+
+@dataclass(frozen=True)
+class ItemRef:
+    item_id: str
+    change_key: str
+
+
+@dataclass(frozen=True)
+class Written:
+    """A successful create or update."""
+
+    item_id: str
+    change_key: str
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+class ExchangeError(Exception):
+    """Base of every backend error. ``str(err)`` is plain German for the status view;
+    it never contains a password."""
+
+
+class TransientError(ExchangeError):
+    """Try again later; ``back_off`` seconds if the server said so (BackOffMilliseconds, Retry-After)."""
+
+    def __init__(self, message: str, back_off: float | None = None):
+        super().__init__(message)
+        self.back_off = back_off
+
+
+class OutcomeUnknown(TransientError):
+    """A write may or may not have happened (timeout, dropped connection, busy inside a batch).
+    Look the record keys up before creating again."""
+
+
+class AuthFailed(ExchangeError):
+    """Wrong credentials or locked account: park the mailbox until its credentials change."""
+
+
+class ConfigError(ExchangeError):
+    """Wrong URL, redirect, TLS problem, mailbox or folder not found: the administrator must act."""
+
+
+class ItemNotFound(ExchangeError):
+    """The item is gone from the mailbox (deleted on the phone)."""
+
+
+class Conflict(ExchangeError):
+    """Stale ChangeKey (ErrorIrresolvableConflict): refresh and retry."""
+
+
+class ItemRejected(ExchangeError):
+    """The server refused this item (invalid value, quota): permanent for this snapshot."""
+
+
+PerItem = Written | ExchangeError
+
+
+class MailboxSession(Protocol):
+    """Operations on one mailbox. Batch methods return one result per input, in order;
+    an error that concerns the whole request (auth, transport) is raised instead."""
+
+    def create(self, items: Sequence[ExchangeItem]) -> list[PerItem]:
+        """Create items, stamping each with its record key (extended property)."""
+
+    def update(self, changes: Sequence[tuple[ItemRef, ExchangeItem]]) -> list[PerItem]:
+        """Overwrite every field the plugin owns (clearing the empty ones)."""
+
+    def delete(self, refs: Sequence[ItemRef]) -> list[ExchangeError | None]:
+        """Hard-delete; ItemNotFound for one already gone is reported, not raised."""
+
+    def find_by_keys(self, item_class: ItemClass, record_keys: Sequence[str]) -> dict[str, list[ItemRef]]:
+        """Items carrying our property with one of these keys, in the target folder."""
+
+    def find_all_ours(self, item_class: ItemClass) -> dict[str, list[ItemRef]]:
+        """Every item in the target folder that carries our property, by key."""
+
+    def close(self) -> None: ...
+
+
+class ExchangeBackend(Protocol):
+    def session(self, account: MailboxAccount) -> MailboxSession: ...

@@ -1,0 +1,167 @@
+"""The durable push queue: one interface, implemented by a SQLite and a PostgreSQL store.
+
+Model
+-----
+* One row per (mailbox, record_key). Enqueueing a change for a pair that already
+  has a row replaces its op and snapshot, raises ``version`` by one, makes it due
+  now and clears attempts and error (coalescing: ten edits in a second push once;
+  a permanently failed row is retried when the record changes).
+* Work is claimed per mailbox: ``claim`` takes a lease on one mailbox that has due
+  work, is not parked and is not leased by a live worker, and returns its due jobs.
+  A lease expires after ``lease_seconds`` so a dead worker's mailbox is picked up
+  again. While a worker holds the lease no other worker touches that mailbox.
+* ``ack`` removes a job only if its version is still the one that was claimed; a
+  newer snapshot enqueued meanwhile stays and is pushed next.
+* ``retry`` keeps the job and makes it due after ``delay`` seconds; ``fail`` keeps it
+  with status "failed" and the reason (nothing is dropped silently).
+* Sync state maps (mailbox, record_key) to the Exchange ItemId, ChangeKey and the
+  content hash last written. It lives in the same store so that an ack and the
+  state update are one transaction (``complete``).
+* Mailbox state: parked (e.g. wrong password) with a reason, last success, last error.
+
+All timestamps are UNIX seconds (float, UTC). Payloads are JSON text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+Op = Literal["upsert", "delete"]
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change to enqueue for one mailbox."""
+
+    mailbox: str  # the host user id whose Exchange mailbox receives it
+    record_key: str  # "contact:17", "deadline:4#pre1", ...
+    op: Op
+    payload: str = ""  # JSON snapshot (empty for deletes)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A queued change as a worker sees it."""
+
+    id: int
+    mailbox: str
+    record_key: str
+    op: Op
+    payload: str
+    version: int
+    attempts: int
+    status: Literal["pending", "failed"] = "pending"
+    last_error: str = ""
+    due_at: float = 0.0
+    enqueued_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A lease on one mailbox plus the due jobs taken with it."""
+
+    mailbox: str
+    worker_id: str
+    lease_until: float
+    jobs: tuple[Job, ...]
+
+
+@dataclass(frozen=True)
+class SyncEntry:
+    """What the plugin last wrote for a record into a mailbox."""
+
+    mailbox: str
+    record_key: str
+    item_id: str
+    change_key: str
+    content_hash: str
+    item_class: str = ""  # "contact", "calendar", "task"
+    updated_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class MailboxState:
+    mailbox: str
+    parked: bool = False
+    parked_reason: str = ""
+    last_success_at: float | None = None
+    last_error: str = ""
+    last_error_at: float | None = None
+    pending: int = 0
+    failed: int = 0
+
+
+class Outbox(Protocol):
+    """The one outbox interface. Every method is one short transaction."""
+
+    # -- producers (the host's save path) --------------------------------------
+    def enqueue(self, changes: Sequence[Change]) -> None:
+        """Insert or replace (coalesce) all changes in ONE transaction."""
+
+    # -- workers -----------------------------------------------------------------
+    def claim(
+        self,
+        worker_id: str,
+        *,
+        limit: int = 100,
+        lease_seconds: float = 60.0,
+        exclude: Sequence[str] = (),
+        now: float | None = None,
+    ) -> Claim | None:
+        """Lease one mailbox with due pending jobs (not parked, not leased, not in
+        ``exclude``) and return up to ``limit`` of its due jobs, oldest first."""
+
+    def renew(self, claim: Claim, *, lease_seconds: float = 60.0) -> Claim:
+        """Extend the lease; raises LeaseLost if another worker took the mailbox."""
+
+    def release(self, claim: Claim) -> None:
+        """Give the mailbox lease back (jobs not acked stay as they are)."""
+
+    def complete(self, job: Job, sync: SyncEntry | None, *, remove_sync: bool = False) -> bool:
+        """Ack ``job`` (delete it if its version is unchanged) and, in the same
+        transaction, store ``sync`` or remove the sync entry. Returns False when a
+        newer version superseded the job (the sync state is still written, because
+        it describes what is now in the mailbox)."""
+
+    def retry(self, job: Job, error: str, delay: float) -> None:
+        """Keep the job pending, attempts+1, due in ``delay`` seconds (no-op if superseded)."""
+
+    def fail(self, job: Job, reason: str) -> None:
+        """Mark permanently failed with a reason (no-op if superseded)."""
+
+    def next_due_at(self) -> float | None:
+        """Earliest due_at over claimable pending jobs, for the worker's sleep."""
+
+    # -- sync state ----------------------------------------------------------------
+    def get_sync(self, mailbox: str, record_keys: Sequence[str]) -> dict[str, SyncEntry]: ...
+
+    def put_sync(self, entry: SyncEntry) -> None: ...
+
+    def delete_sync(self, mailbox: str, record_key: str) -> None: ...
+
+    def sync_keys(self, mailbox: str, prefix: str = "") -> list[str]:
+        """Record keys with sync state in a mailbox (optionally with a key prefix)."""
+
+    # -- mailboxes -------------------------------------------------------------------
+    def park(self, mailbox: str, reason: str) -> None: ...
+
+    def unpark(self, mailbox: str) -> None: ...
+
+    def record_success(self, mailbox: str) -> None: ...
+
+    def record_error(self, mailbox: str, error: str) -> None: ...
+
+    def mailbox_states(self) -> list[MailboxState]: ...
+
+    # -- inspection ------------------------------------------------------------------
+    def pending_count(self, mailbox: str | None = None) -> int: ...
+
+    def jobs(self, mailbox: str | None = None, status: str | None = None) -> list[Job]: ...
+
+    def close(self) -> None: ...
+
+
+class LeaseLost(RuntimeError):
+    """Another worker holds the mailbox now; stop working on this claim."""
