@@ -56,6 +56,7 @@ class Job:
     last_error: str = ""
     due_at: float = 0.0
     enqueued_at: float = 0.0
+    claims: int = 0  # how often a worker has claimed this version; >1 means an earlier push may have written
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,14 @@ class Outbox(Protocol):
         newer version superseded the job (the sync state is still written, because
         it describes what is now in the mailbox)."""
 
+    def complete_many(self, jobs: Sequence[Job], entries: Sequence[SyncEntry] = (),
+                      removed: Sequence[tuple[str, str]] = ()) -> list[bool]:
+        """Batch form of ``complete`` in ONE transaction: ack ``jobs`` (version-checked),
+        upsert ``entries`` and remove the (mailbox, record_key) pairs in ``removed``."""
+
+    def put_sync_many(self, entries: Sequence[SyncEntry]) -> None:
+        """Upsert several sync entries in one transaction."""
+
     def retry(self, job: Job, error: str, delay: float) -> None:
         """Keep the job pending, attempts+1, due in ``delay`` seconds (no-op if superseded)."""
 
@@ -134,6 +143,16 @@ class Outbox(Protocol):
     def next_due_at(self) -> float | None:
         """Earliest due_at over claimable pending jobs, for the worker's sleep."""
 
+    def wait_for_work(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds until work may be claimable: a change was
+        enqueued (NOTIFY on PostgreSQL; in-process signal plus polling on SQLite) or a
+        pending job fell due. Returns True when woken for work, False on timeout.
+        Call it after ``claim`` returned None; a True answer is a hint, not a promise."""
+
+    def requeue_failed(self, mailbox: str | None = None) -> int:
+        """Make failed jobs pending and due now (attempts 0, error kept until the next
+        outcome); e.g. the administrator's "retry failed" action. Returns the count."""
+
     # -- sync state ----------------------------------------------------------------
     def get_sync(self, mailbox: str, record_keys: Sequence[str]) -> dict[str, SyncEntry]: ...
 
@@ -141,8 +160,17 @@ class Outbox(Protocol):
 
     def delete_sync(self, mailbox: str, record_key: str) -> None: ...
 
+    def holders(self, record_key: str) -> list[str]:
+        """Mailboxes that hold (sync state) or are about to receive (pending upsert) this record
+        or one of its sub-items (``record_key#...``): whom a delete or a change of recipients concerns."""
+
     def sync_keys(self, mailbox: str, prefix: str = "") -> list[str]:
         """Record keys with sync state in a mailbox (optionally with a key prefix)."""
+
+    def holders(self, record_key: str) -> list[str]:
+        """Mailboxes (sorted) that hold the record's item or are about to: those with
+        sync state for it plus those with a queued (pending or failed) upsert. The
+        save path asks this to send deletes to users a record no longer concerns."""
 
     # -- mailboxes -------------------------------------------------------------------
     def park(self, mailbox: str, reason: str) -> None: ...

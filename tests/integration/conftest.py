@@ -1,0 +1,118 @@
+"""A law firm wired end to end: reference host, the plugin loaded through its entry point
+and enabled with a licence, three lawyers with Exchange accounts on the sandbox."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from tsl_exchange_plugin import PLUGIN_ID, licence
+from tsl_exchange_plugin.plugin import runtime_for
+from tsl_exchange_plugin.runtime import SyncRuntime
+from tsl_exchange_plugin.sandbox.server import SandboxServer
+from tsl_exchange_plugin.sandbox.testing import SANDBOX_PASSWORDS
+from tsl_hostapi.reference import ReferenceHost
+from tsl_hostapi.reference.sample_firm import Firm, generate_firm
+from tsl_hostapi.types import SettingsContext, User
+
+USER_TAB = f"{PLUGIN_ID}.user"
+
+
+@pytest.fixture
+def licence_key(monkeypatch) -> Callable[..., str]:
+    """Trust a fresh test key; returns a function that issues licence documents with it."""
+    key = Ed25519PrivateKey.generate()
+    monkeypatch.setenv(licence.TRUSTED_KEYS_ENV, f"test={licence.public_key_b64(key)}")
+
+    def issue(*, seats: int = 10, modules=(licence.MODULE,), expires: dt.date | None = None) -> str:
+        claims = licence.LicenceClaims(
+            customer="Kanzlei Test",
+            modules=tuple(modules),
+            seats=seats,
+            expires=expires or dt.date.today() + dt.timedelta(days=365),
+        )
+        return licence.sign(claims, key, "test")
+
+    return issue
+
+
+@dataclass
+class Kanzlei:
+    host: ReferenceHost
+    server: SandboxServer
+    firm: Firm
+    admin: User
+    lawyers: list[User]  # three, each with an Exchange account on the sandbox
+    mailbox_of: dict[str, str]  # user id -> sandbox mailbox e-mail
+
+    @property
+    def runtime(self) -> SyncRuntime:
+        runtime = runtime_for(self.host)
+        assert runtime is not None, "plugin not started"
+        return runtime
+
+    def drain(self, timeout: float = 30.0) -> None:
+        """Wait until the queue holds nothing pending (polling with a deadline)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.runtime.outbox.pending_count() == 0:
+                return
+            self.runtime.worker.wake()
+            time.sleep(0.05)
+        jobs = self.runtime.outbox.jobs()
+        raise AssertionError(f"queue not drained after {timeout}s: {jobs[:5]}")
+
+    def items(self, user: User, folder: str = "contacts") -> list[dict]:
+        return self.server.engine.list_items(self.mailbox_of[user.id], folder)
+
+    def ours(self, user: User, record_key: str, folder: str = "contacts") -> list[dict]:
+        return [
+            i for i in self.items(user, folder) if (i.get("extended_properties") or {}).get("tslRecordId") == record_key
+        ]
+
+    def ours_any(self, user: User, folder: str = "contacts") -> list[dict]:
+        return [i for i in self.items(user, folder) if (i.get("extended_properties") or {}).get("tslRecordId")]
+
+    def configure(self, user: User, *, password: str | None = None, **values) -> None:
+        data = {
+            "enabled": True,
+            "host": self.server.url,
+            "username": self.mailbox_of[user.id],
+            "auth_type": "basic",
+            "allow_insecure": True,
+        }
+        data.update(values)
+        if password is not None:
+            data["password"] = password
+        result = self.host.save_tab(self.admin, "user", USER_TAB, SettingsContext("user", user.id), data)
+        assert result.ok, result
+
+
+@pytest.fixture
+def kanzlei(tmp_path: Path, sandbox: SandboxServer, licence_key) -> Iterator[Kanzlei]:
+    firm = generate_firm(seed=7, contacts=40)
+    host = ReferenceHost(tmp_path / "host")
+    host.load_firm(firm)
+    host.startup()
+    host.install_licence(PLUGIN_ID, licence_key())
+    decision = host.enable(PLUGIN_ID)
+    assert decision.allowed, decision.reason
+    admin = next(u for u in firm.users if u.is_admin)
+    lawyers = [u for u in firm.users if u.role.startswith("Rechtsanw")][:3]
+    emails = sorted(SANDBOX_PASSWORDS)
+    k = Kanzlei(host, sandbox, firm, admin, lawyers, {u.id: e for u, e in zip(lawyers, emails, strict=False)})
+    for user in lawyers:
+        k.configure(user, password=SANDBOX_PASSWORDS[k.mailbox_of[user.id]])
+    # Enabling an account pushes what already concerns the user (the sample firm's
+    # appointments, deadlines, reminders); start each test from a drained queue.
+    k.drain()
+    try:
+        yield k
+    finally:
+        host.close()

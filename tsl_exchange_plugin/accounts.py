@@ -1,0 +1,137 @@
+"""Each user's Exchange account (User Editor › Exchange), kept in the host's settings store.
+
+The password is stored only as a vault token and is never returned by ``load``;
+``mailbox_account`` decrypts it for the moment of a call.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from tsl_hostapi.types import SettingsStore, User
+
+from . import PLUGIN_ID
+from .credentials import Vault
+from .exchange.base import MailboxAccount
+
+NAMESPACE = PLUGIN_ID
+_KEY = "user:{}"
+
+
+class AccountError(Exception):
+    """A user's Exchange settings are missing or unusable. German, safe to show."""
+
+
+@dataclass(frozen=True)
+class ExchangeSettings:
+    """What the Exchange tab holds for one user (password only as ciphertext)."""
+
+    enabled: bool = False
+    host: str = ""  # "mail.kanzlei.de" or a full EWS URL
+    username: str = ""  # e-mail address or DOMAIN\\user
+    email: str = ""  # primary SMTP of the mailbox; defaults to username, else the host's user e-mail
+    auth_type: str = "auto"
+    timezone: str = "Europe/Berlin"
+    password_token: str = ""
+    allow_insecure: bool = False  # plain HTTP or a self-signed certificate, allowed by an administrator
+    credentials_version: int = 0
+
+    @property
+    def has_password(self) -> bool:
+        return bool(self.password_token)
+
+
+def ews_url(host: str, *, allow_insecure: bool = False) -> str:
+    """Full EWS URL from what the administrator typed: a host name or a complete URL."""
+    host = host.strip()
+    if not host:
+        raise AccountError("Kein Exchange-Server angegeben (Feld „Host“).")
+    if "://" in host:
+        if host.lower().startswith("http://") and not allow_insecure:
+            raise AccountError(
+                "Unverschlüsselte Verbindung (http://) ist nicht erlaubt. Bitte https:// verwenden "
+                "oder als Administrator unsichere Verbindungen für diesen Server zulassen."
+            )
+        return host
+    return f"https://{host.rstrip('/')}/EWS/Exchange.asmx"
+
+
+class AccountStore:
+    """Reads and writes users' Exchange settings through the host's settings store."""
+
+    def __init__(self, settings: SettingsStore, vault: Vault):
+        self._settings = settings
+        self._vault = vault
+
+    def load(self, user_id: str) -> ExchangeSettings:
+        raw = self._settings.get(NAMESPACE, _KEY.format(user_id))
+        if not isinstance(raw, dict):
+            return ExchangeSettings()
+        known = {k: v for k, v in raw.items() if k in ExchangeSettings.__dataclass_fields__}
+        try:
+            return ExchangeSettings(**known)
+        except TypeError:
+            return ExchangeSettings()
+
+    def save(
+        self, user_id: str, settings: ExchangeSettings, *, password: str | None = None
+    ) -> ExchangeSettings:
+        """Store settings; a new password is encrypted and bumps ``credentials_version``."""
+        if settings.timezone:
+            try:
+                zoneinfo.ZoneInfo(settings.timezone)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+                raise AccountError(f"Unbekannte Zeitzone: {settings.timezone!r}") from exc
+        old = self.load(user_id)
+        version = old.credentials_version
+        if password is not None and password != "":
+            settings = replace(settings, password_token=self._vault.encrypt(password))
+        else:
+            settings = replace(settings, password_token=old.password_token)
+        if (
+            settings.password_token != old.password_token
+            or settings.host != old.host
+            or settings.username != old.username
+            or settings.auth_type != old.auth_type
+        ):
+            version += 1
+        settings = replace(settings, credentials_version=version)
+        self._settings.set(NAMESPACE, _KEY.format(user_id), asdict(settings))
+        return settings
+
+    def enabled_user_ids(self) -> list[str]:
+        ids = []
+        for key in self._settings.keys(NAMESPACE, "user:"):
+            raw = self._settings.get(NAMESPACE, key)
+            if isinstance(raw, dict) and raw.get("enabled"):
+                ids.append(key.split(":", 1)[1])
+        return ids
+
+    def mailbox_account(self, user: User, settings: ExchangeSettings | None = None) -> MailboxAccount:
+        """Connection data for one call, password decrypted. Raises AccountError with a German reason."""
+        s = settings or self.load(user.id)
+        if not s.enabled:
+            raise AccountError(f"Exchange-Synchronisation ist für {user.name} nicht aktiviert.")
+        if not s.has_password:
+            raise AccountError(f"Für {user.name} ist kein Exchange-Passwort hinterlegt.")
+        url = ews_url(s.host, allow_insecure=s.allow_insecure)
+        return MailboxAccount(
+            mailbox=user.id,
+            email=s.email or (s.username if "@" in s.username else user.email),
+            ews_url=url,
+            username=s.username or user.email,
+            password=self._vault.decrypt(s.password_token),
+            auth_type=s.auth_type if s.auth_type in ("auto", "ntlm", "basic") else "auto",
+            timezone=s.timezone or "Europe/Berlin",
+            verify_tls=not s.allow_insecure,
+        )
+
+
+def public_view(settings: ExchangeSettings) -> dict[str, Any]:
+    """What a form may show: everything but the password token."""
+    data = asdict(settings)
+    data.pop("password_token", None)
+    data["password_set"] = settings.has_password
+    return data

@@ -1,0 +1,206 @@
+"""``tsl-exchange``: the demo, the sandbox, a worker process and the operators' commands.
+
+The operators' commands work on a reference host's data directory (``--data``);
+a real timeSensor LEGAL installation offers the same through its own shell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from . import PLUGIN_ID, __version__
+
+
+def _host(data: str):
+    from tsl_hostapi.reference import ReferenceHost
+
+    if not (Path(data) / "host.sqlite3").exists():
+        raise SystemExit(f"Kein timeSensor-Datenverzeichnis gefunden: {data} (Option --data prüfen)")
+    return ReferenceHost(data)
+
+
+def _runtime(host, *, start_worker: bool = False):
+    from .runtime import SyncRuntime
+
+    return SyncRuntime(host, start_worker=start_worker)
+
+
+def _user(host, ident: str):
+    for user in host.list_users():
+        if ident in (user.id, user.email, user.name):
+            return user
+    raise SystemExit(f"Benutzer nicht gefunden: {ident}")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(data=args.data, keep=args.keep, contacts=args.contacts, port=args.port)
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from .sandbox import cli as sandbox_cli
+
+    return sandbox_cli.run(args)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from .worker import WorkerConfig
+
+    host = _host(args.data)
+    from .runtime import SyncRuntime
+
+    runtime = SyncRuntime(
+        host, start_worker=False, worker_config=WorkerConfig(threads=args.threads, lease_seconds=args.lease)
+    )
+    if args.once:
+        drained = runtime.worker.drain(timeout=args.timeout)
+        print("Warteschlange leer." if drained else f"Noch {runtime.outbox.pending_count()} Änderungen offen.")
+        runtime.close()
+        return 0 if drained else 1
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    runtime.worker.start()
+    print(f"Exchange-Sync-Worker läuft ({args.threads} Threads). Beenden mit Strg+C.")
+    stop.wait()
+    runtime.close()
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .status import mailbox_rows
+
+    host = _host(args.data)
+    runtime = _runtime(host)
+    rows = mailbox_rows(host, runtime)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in rows], ensure_ascii=False, indent=2))
+    else:
+        print(f"{'Benutzer':<28} {'Zustand':<26} {'offen':>6} {'fehlg.':>6}  {'letzte Übertragung':<20} letzter Fehler")
+        for r in rows:
+            print(
+                f"{r.user_name[:28]:<28} {r.state_label:<26} {r.pending:>6} {r.failed:>6}  "
+                f"{r.last_success:<20} {r.last_error}"
+            )
+    runtime.close()
+    host.close()
+    return 0
+
+
+def cmd_test_connection(args: argparse.Namespace) -> int:
+    from .connection_test import run_test
+
+    host = _host(args.data)
+    runtime = _runtime(host)
+    user = _user(host, args.user)
+    admin = next((u for u in host.list_users() if u.is_admin), user)
+    result = run_test(runtime, admin, {"user_id": user.id})
+    print(("OK: " if result.ok else "FEHLER: ") + result.message)
+    runtime.close()
+    host.close()
+    return 0 if result.ok else 1
+
+
+def cmd_resync(args: argparse.Namespace) -> int:
+    host = _host(args.data)
+    runtime = _runtime(host)
+    user = _user(host, args.user)
+    count = runtime.resync(user.id)
+    print(f"{count} Einträge für {user.name} erneut eingereiht.")
+    drained = runtime.worker.drain(timeout=args.timeout)
+    print("Übertragen." if drained else f"Noch {runtime.outbox.pending_count(user.id)} offen; der Worker überträgt sie.")
+    runtime.close()
+    host.close()
+    return 0
+
+
+def cmd_rotate_key(args: argparse.Namespace) -> int:
+    from .credentials import KEY_FILE_NAME, Vault, rotate_key_file
+
+    host = _host(args.data)
+    runtime = _runtime(host)
+    key_path = Path(runtime.data_dir) / KEY_FILE_NAME
+    rotate_key_file(key_path)
+    vault = Vault.open(runtime.data_dir)
+    count = 0
+    for user in host.list_users():
+        settings = runtime.accounts.load(user.id)
+        if settings.password_token:
+            from dataclasses import asdict
+
+            data = asdict(settings)
+            data["password_token"] = vault.rotate(settings.password_token)
+            host.settings.set(PLUGIN_ID, f"user:{user.id}", data)
+            count += 1
+    print(f"Neuer Schlüssel aktiv; {count} Passwörter neu verschlüsselt.")
+    runtime.close()
+    host.close()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tsl-exchange", description="Exchange Sync for timeSensor LEGAL")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="ausführliche Protokollausgabe")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="die ganze Geschichte auf einem Rechner vorführen")
+    p.add_argument("--data", help="Verzeichnis für Host, Warteschlange und Sandbox (Standard: neues Temp-Verzeichnis)")
+    p.add_argument("--keep", action="store_true", help="danach weiterlaufen lassen, zum Ansehen")
+    p.add_argument("--contacts", type=int, default=300, help="Anzahl Kontakte der Beispielkanzlei")
+    p.add_argument("--port", type=int, default=0, help="Port der Sandbox (Standard: frei)")
+    p.set_defaults(func=cmd_demo)
+
+    from .sandbox import cli as sandbox_cli
+
+    p = sub.add_parser("sandbox", help="den EWS-Sandbox-Server starten")
+    sandbox_cli.add_arguments(p)
+    p.set_defaults(func=cmd_sandbox)
+
+    p = sub.add_parser("worker", help="Worker als eigener Prozess")
+    p.add_argument("--data", required=True)
+    p.add_argument("--threads", type=int, default=4)
+    p.add_argument("--lease", type=float, default=60.0, help="Sekunden, nach denen ein toter Worker abgelöst wird")
+    p.add_argument("--once", action="store_true", help="nur abarbeiten, was fällig ist, dann beenden")
+    p.add_argument("--timeout", type=float, default=300.0)
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("status", help="Zustand der Postfächer")
+    p.add_argument("--data", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("test-connection", help="Verbindungstest für einen Benutzer")
+    p.add_argument("user")
+    p.add_argument("--data", required=True)
+    p.set_defaults(func=cmd_test_connection)
+
+    p = sub.add_parser("resync", help="alles für ein Postfach erneut übertragen (ohne Dubletten)")
+    p.add_argument("user")
+    p.add_argument("--data", required=True)
+    p.add_argument("--timeout", type=float, default=300.0)
+    p.set_defaults(func=cmd_resync)
+
+    p = sub.add_parser("rotate-key", help="Schlüssel für die Passwortverschlüsselung erneuern")
+    p.add_argument("--data", required=True)
+    p.set_defaults(func=cmd_rotate_key)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

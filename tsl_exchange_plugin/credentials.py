@@ -1,0 +1,78 @@
+"""Encrypted credential vault: passwords at rest are Fernet tokens, never plain text.
+
+The key comes from the environment (``TSL_EXCHANGE_KEY``, for operators) or from a
+key file in the plugin's data directory, created readable only by the host's user.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+KEY_ENV = "TSL_EXCHANGE_KEY"
+KEY_FILE_ENV = "TSL_EXCHANGE_KEY_FILE"
+KEY_FILE_NAME = "credentials.key"
+
+
+class VaultError(Exception):
+    """A stored secret cannot be read (key missing or changed). Message is German, without the secret."""
+
+
+class Vault:
+    """Encrypts and decrypts secrets with the firm's key (newest key first, older keys still read)."""
+
+    def __init__(self, keys: list[bytes]):
+        if not keys:
+            raise VaultError("Kein Schlüssel für die Passwortverschlüsselung vorhanden.")
+        self._fernet = MultiFernet([Fernet(k) for k in keys])
+
+    @classmethod
+    def open(cls, data_dir: str | Path) -> Vault:
+        """Key from the environment, else from the key file (created on first use, mode 0600)."""
+        env_key = os.environ.get(KEY_ENV)
+        if env_key:
+            return cls([k.strip().encode() for k in env_key.split(",") if k.strip()])
+        path = Path(os.environ.get(KEY_FILE_ENV) or Path(data_dir) / KEY_FILE_NAME)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # O_EXCL so two processes starting at once cannot each write a different key.
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                pass
+            else:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(Fernet.generate_key() + b"\n")
+        keys = [line.strip() for line in path.read_bytes().splitlines() if line.strip()]
+        return cls(keys)
+
+    def encrypt(self, secret: str) -> str:
+        return self._fernet.encrypt(secret.encode("utf-8")).decode("ascii")
+
+    def decrypt(self, token: str) -> str:
+        try:
+            return self._fernet.decrypt(token.encode("ascii")).decode("utf-8")
+        except (InvalidToken, ValueError) as exc:
+            raise VaultError(
+                "Das gespeicherte Passwort kann nicht entschlüsselt werden (Schlüssel geändert?). "
+                "Bitte das Passwort im Benutzer-Editor › Exchange neu eingeben."
+            ) from exc
+
+    def rotate(self, token: str) -> str:
+        """Re-encrypt a token under the newest key."""
+        return self._fernet.rotate(token.encode("ascii")).decode("ascii")
+
+
+def rotate_key_file(path: str | Path) -> bytes:
+    """Put a new key in front of the key file; older keys stay so existing tokens still decrypt."""
+    path = Path(path)
+    old = path.read_bytes() if path.exists() else b""
+    new = Fernet.generate_key()
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(new + b"\n" + old)
+    os.replace(tmp, path)
+    return new

@@ -1,0 +1,764 @@
+"""The EWS backend: the only module of the plugin that imports exchangelib.
+
+What it does, and why (facts in ../shared/ews-reference/NOTES.md):
+
+- **No autodiscover.** ``Configuration(service_endpoint=account.ews_url)``. The auth type is
+  probed when the account says "auto" (exchangelib posts a dummy request without
+  credentials and reads WWW-Authenticate), NTLM or Basic otherwise. The server version is
+  probed unless the backend was given one.
+- **FailFast.** exchangelib never sleeps or retries here; the worker owns every retry
+  decision (NOTES §3: FaultTolerance retries whole bulk requests and duplicates items).
+- **Identity.** Every created item carries the extended property PublicStrings/``tslRecordId``
+  (String) with the record key. It is stamped at create only, never in an update, so an
+  item created by hand never becomes "ours".
+- **Unknown outcomes.** A create that meets ErrorServerBusy, a timeout, a dropped
+  connection, or any error after a first chunk was written, raises ``OutcomeUnknown``:
+  the worker must look the record keys up before creating again.
+- **Updates** overwrite every field the plugin owns; empty values become DeleteItemField
+  (exchangelib deletes a field whose value is None or an empty list, and deletes every
+  other index key of an indexed field such as phone numbers). The body is read first (one
+  batched GetItem) so that what the user wrote below ``USER_NOTES_MARKER`` is kept. A body
+  a phone turned into HTML is reduced to plain text before the user part is kept.
+- **Conflicts.** exchangelib raises ErrorIrresolvableConflict for the whole UpdateItem
+  request even in ``bulk_update`` (NOTES §3), so every item of that chunk is reported as
+  ``Conflict``; some may already be applied, which is harmless because an update is
+  idempotent (refresh the ChangeKey, push again).
+- **Concurrency.** One semaphore per server (host:port of the EWS URL) shared by all
+  sessions of a backend limits the requests in flight (Microsoft advises about 10). Every
+  exchangelib call runs under it; exchangelib sends the requests of one call one after another.
+- **TLS.** ``verify_tls=False`` (an administrator allowed a self-signed certificate for this
+  server) must not switch verification off for every other server. exchangelib's
+  ``HTTP_ADAPTER_CLS`` is a class attribute of the protocol, read by class methods, so the
+  backend moves only the cached protocol object of that endpoint and credentials to a
+  subclass that uses ``NoVerifyHTTPAdapter``. Limitation: exchangelib caches protocols per
+  (endpoint, credentials); two accounts with the same URL and credentials but different
+  ``verify_tls`` share one protocol, and the last session opened decides.
+- **Errors** become the classes of ``base.py`` in one place, ``translate_error``, with plain
+  German messages that never contain the password.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import html
+import re
+import threading
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from exchangelib import (
+    BASIC,
+    DELEGATE,
+    NTLM,
+    Account,
+    Body,
+    Build,
+    CalendarItem,
+    Configuration,
+    Contact,
+    Credentials,
+    EWSDate,
+    EWSDateTime,
+    EWSTimeZone,
+    ExtendedProperty,
+    FailFast,
+    HTMLBody,
+    NoVerifyHTTPAdapter,
+    Q,
+    Task,
+    Version,
+)
+from exchangelib import errors as exl_errors
+from exchangelib.fields import InvalidField
+from exchangelib.folders import SHALLOW, Calendar, Contacts, Tasks
+from exchangelib.folders.queryset import SingleFolderQuerySet
+from exchangelib.indexed_properties import EmailAddress, PhoneNumber, PhysicalAddress
+from exchangelib.protocol import Protocol
+
+from ..mapping.common import merge_body
+from ..mapping.items import CalendarEntry, ContactItem, ExchangeItem, TaskEntry
+from .base import (
+    AuthFailed,
+    ConfigError,
+    Conflict,
+    ExchangeError,
+    ItemClass,
+    ItemNotFound,
+    ItemRef,
+    ItemRejected,
+    MailboxAccount,
+    OutcomeUnknown,
+    PerItem,
+    TransientError,
+    Written,
+)
+
+T = TypeVar("T")
+
+RECORD_ID_FIELD = "tsl_record_id"
+QUOTA_BACK_OFF = 3600.0  # a full mailbox frees up when the user cleans up, not in seconds
+STORE_BACK_OFF = 300.0
+DEFAULT_BUSY_BACK_OFF = 30.0
+FIND_KEYS_PER_REQUEST = 50  # keys per Or-restriction; keeps each FindItem small
+
+# --------------------------------------------------------------------------- extended property
+
+
+class TslRecordId(ExtendedProperty):
+    """The record key the plugin stamps on every item it creates."""
+
+    distinguished_property_set_id = "PublicStrings"
+    property_name = "tslRecordId"
+    property_type = "String"
+
+
+_ITEM_CLASSES: dict[str, type] = {"contact": Contact, "calendar": CalendarItem, "task": Task}
+_register_lock = threading.Lock()
+
+
+def register_record_id_property() -> None:
+    """Register ``tsl_record_id`` on Contact, CalendarItem and Task (process-global, idempotent)."""
+    with _register_lock:
+        for cls in _ITEM_CLASSES.values():
+            try:
+                cls.get_field_by_fieldname(RECORD_ID_FIELD)
+            except InvalidField:
+                cls.register(RECORD_ID_FIELD, TslRecordId)
+
+
+# --------------------------------------------------------------------------- owned fields
+
+CONTACT_FIELDS: tuple[str, ...] = (
+    "display_name",
+    "file_as",
+    "given_name",
+    "middle_name",
+    "surname",
+    "nickname",
+    "initials",
+    "generation",
+    "company_name",
+    "department",
+    "job_title",
+    "email_addresses",
+    "phone_numbers",
+    "physical_addresses",
+    "birthday",
+    "business_homepage",
+    "body",
+    "categories",
+)
+CALENDAR_FIELDS: tuple[str, ...] = (
+    "subject",
+    "body",
+    "categories",
+    "start",
+    "end",
+    "is_all_day",
+    "legacy_free_busy_status",
+    "location",
+    "reminder_is_set",
+    "reminder_minutes_before_start",
+)
+TASK_FIELDS: tuple[str, ...] = (
+    "subject",
+    "body",
+    "categories",
+    "due_date",
+    "start_date",
+    "status",
+    "percent_complete",
+    "reminder_is_set",
+    "reminder_due_by",
+)
+OWNED_FIELDS: dict[str, tuple[str, ...]] = {
+    "contact": CONTACT_FIELDS,
+    "calendar": CALENDAR_FIELDS,
+    "task": TASK_FIELDS,
+}
+
+
+def update_fields(item: ExchangeItem) -> list[str]:
+    """The fields an update sends: all owned ones. Exception: a task's ReminderDueBy cannot be
+    deleted (exchangelib: required after save), so without a reminder only ReminderIsSet=false goes."""
+    fields = list(OWNED_FIELDS[item.item_class])
+    if isinstance(item, TaskEntry) and item.reminder_at is None:
+        fields.remove("reminder_due_by")
+    return fields
+
+
+def _text(value: str) -> str | None:
+    # None makes exchangelib send DeleteItemField (update) or leave the element out (create).
+    return value if value else None
+
+
+def _body(value: str) -> Body | None:
+    return Body(value) if value else None
+
+
+def _contact_fields(item: ContactItem) -> dict[str, Any]:
+    return {
+        "display_name": item.display_name,
+        "file_as": _text(item.file_as),
+        "given_name": _text(item.given_name),
+        "middle_name": _text(item.middle_name),
+        "surname": _text(item.surname),
+        "nickname": _text(item.nickname),
+        "initials": _text(item.initials),
+        "generation": _text(item.generation),
+        "company_name": _text(item.company_name),
+        "department": _text(item.department),
+        "job_title": _text(item.job_title),
+        "email_addresses": [EmailAddress(label=e.label, email=e.address) for e in item.email_addresses]
+        or None,
+        "phone_numbers": [PhoneNumber(label=p.label, phone_number=p.number) for p in item.phone_numbers]
+        or None,
+        "physical_addresses": [
+            PhysicalAddress(
+                label=a.label,
+                street=_text(a.street),
+                city=_text(a.city),
+                state=_text(a.state),
+                country=_text(a.country),
+                zipcode=_text(a.zipcode),
+            )
+            for a in item.physical_addresses
+        ]
+        or None,
+        "birthday": EWSDate.from_date(item.birthday) if item.birthday else None,
+        "business_homepage": _text(item.business_homepage),
+        "body": _body(item.body),
+        "categories": list(item.categories) or None,
+    }
+
+
+def _localise(value: dt.datetime, tz: EWSTimeZone) -> EWSDateTime:
+    if value.tzinfo is not None:
+        return EWSDateTime.from_datetime(value).astimezone(tz)
+    return EWSDateTime.from_datetime(value.replace(tzinfo=tz))
+
+
+def _calendar_fields(entry: CalendarEntry) -> dict[str, Any]:
+    tz = EWSTimeZone(entry.timezone)
+    if entry.all_day:
+        start_date = entry.start_date or (entry.start.date() if entry.start else None)
+        end_date = entry.end_date or start_date
+        if start_date is None:
+            raise ValueError("Ganztägiger Eintrag ohne Datum")
+        # exchangelib sends an EWSDate start/end as local midnight and adds one day to the end
+        # (the inclusive end date becomes the exclusive midnight after it), NOTES §2 all-day.
+        start: Any = EWSDate.from_date(start_date)
+        end: Any = EWSDate.from_date(end_date)
+    else:
+        if entry.start is None:
+            raise ValueError("Termin ohne Beginn")
+        start = _localise(entry.start, tz)
+        end = _localise(entry.end or entry.start, tz)
+    reminder = entry.reminder_minutes
+    return {
+        "subject": entry.subject,
+        "body": _body(entry.body),
+        "categories": list(entry.categories) or None,
+        "start": start,
+        "end": end,
+        "is_all_day": bool(entry.all_day),
+        "legacy_free_busy_status": entry.free_busy or "Busy",
+        "location": _text(entry.location),
+        "reminder_is_set": reminder is not None,
+        "reminder_minutes_before_start": reminder if reminder is not None else 0,
+        "_start_timezone": tz,
+        "_end_timezone": tz,
+    }
+
+
+def _task_fields(entry: TaskEntry) -> dict[str, Any]:
+    tz = EWSTimeZone(entry.timezone)
+    return {
+        "subject": entry.subject,
+        "body": _body(entry.body),
+        "categories": list(entry.categories) or None,
+        "due_date": EWSDate.from_date(entry.due_date) if entry.due_date else None,
+        "start_date": EWSDate.from_date(entry.start_date) if entry.start_date else None,
+        "status": Task.COMPLETED if entry.completed else Task.NOT_STARTED,
+        "percent_complete": Decimal(100) if entry.completed else Decimal(0),
+        "reminder_is_set": entry.reminder_at is not None,
+        "reminder_due_by": _localise(entry.reminder_at, tz) if entry.reminder_at else None,
+    }
+
+
+def to_exchangelib(item: ExchangeItem, *, account: Account | None = None, **extra: Any) -> Any:
+    """Build the exchangelib item for one plain-data item (``extra``: id, changekey, folder, ...)."""
+    if isinstance(item, ContactItem):
+        return Contact(account=account, **_contact_fields(item), **extra)
+    if isinstance(item, CalendarEntry):
+        return CalendarItem(account=account, **_calendar_fields(item), **extra)
+    if isinstance(item, TaskEntry):
+        return Task(account=account, **_task_fields(item), **extra)
+    raise TypeError(f"Unbekannter Elementtyp: {type(item).__name__}")
+
+
+# --------------------------------------------------------------------------- errors
+
+_UNREACHABLE = re.compile(
+    r"Connection refused|NewConnectionError|Failed to establish a new connection|Name or service not known"
+    r"|NameResolutionError|Temporary failure in name resolution|nodename nor servname|No route to host"
+    r"|Network is unreachable|ConnectTimeout",
+    re.IGNORECASE,
+)
+_TLS = re.compile(r"SSL|CERTIFICATE|certificate verify|TLS", re.IGNORECASE)
+_RETRY_AFTER = re.compile(r"'retry-after':\s*'(\d+)'", re.IGNORECASE)
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[:limit] + " …"
+
+
+def translate_error(exc: BaseException, *, writing: bool = False, creating: bool = False) -> ExchangeError:
+    """Turn any exception from exchangelib (or requests below it) into a backend error.
+
+    ``writing``: the request changes the mailbox (a lost answer leaves its outcome unknown).
+    ``creating``: a create, where an unknown outcome can duplicate items, so everything
+    that may have been processed is ``OutcomeUnknown``.
+    """
+    if isinstance(exc, ExchangeError):
+        return exc
+    name = type(exc).__name__
+    text = _short(exc)
+
+    if isinstance(exc, exl_errors.UnauthorizedError):
+        if "locked out" in str(exc).lower():
+            return AuthFailed("Anmeldung am Exchange-Server fehlgeschlagen: Das Konto ist gesperrt.")
+        return AuthFailed("Anmeldung am Exchange-Server fehlgeschlagen: Benutzername oder Passwort falsch.")
+    if isinstance(exc, exl_errors.RedirectError):
+        return ConfigError(
+            f"Der Exchange-Server leitet auf eine andere Adresse um ({text}); bitte die EWS-Adresse prüfen."
+        )
+    if isinstance(exc, exl_errors.CASError):
+        return ConfigError(f"Der Exchange-Server lehnt die Anfrage ab (CAS-Fehler: {text}).")
+    if isinstance(exc, exl_errors.ErrorItemNotFound):
+        return ItemNotFound("Das Element ist im Postfach nicht mehr vorhanden (z. B. am Telefon gelöscht).")
+    if isinstance(
+        exc,
+        (exl_errors.ErrorIrresolvableConflict, exl_errors.ErrorInvalidChangeKey, exl_errors.ErrorStaleObject),
+    ):
+        return Conflict(f"Das Element wurde inzwischen geändert ({name}); es wird neu abgeglichen.")
+    if isinstance(
+        exc,
+        (
+            exl_errors.ErrorFolderNotFound,
+            exl_errors.ErrorNonExistentMailbox,
+            exl_errors.ErrorAccessDenied,
+            exl_errors.ErrorImpersonateUserDenied,
+            exl_errors.ErrorImpersonationDenied,
+            exl_errors.ErrorInvalidServerVersion,
+        ),
+    ):
+        return ConfigError(f"Postfach oder Ordner nicht erreichbar ({name}): {text}")
+    if isinstance(exc, exl_errors.ErrorQuotaExceeded):
+        # Not permanent: the item is fine, the mailbox is full. Rejecting it would lose the record.
+        return _unknown_if(
+            creating,
+            "Das Postfach ist voll (Speicherkontingent überschritten); neuer Versuch später.",
+            QUOTA_BACK_OFF,
+        )
+    if isinstance(exc, (exl_errors.ErrorMailboxStoreUnavailable, exl_errors.ErrorMailboxMoveInProgress)):
+        return _unknown_if(
+            creating, f"Das Postfach ist vorübergehend nicht verfügbar ({name}).", STORE_BACK_OFF
+        )
+    if isinstance(exc, exl_errors.ErrorServerBusy):
+        back_off = exc.back_off if exc.back_off else None
+        if str(exc).startswith("Reraised from ErrorInternalServerTransientError"):
+            # exchangelib wraps HTTP 503 (and IIS's transient error page) this way, with its own
+            # RETRY_WAIT as back-off: the server did not take the request, so nothing was written.
+            return TransientError(
+                f"Der Exchange-Server ist vorübergehend nicht verfügbar ({text}).", back_off
+            )
+        msg = "Der Exchange-Server ist ausgelastet (ErrorServerBusy)"
+        if back_off:
+            msg += f"; neuer Versuch in {back_off:g} s"
+        # Busy inside a batch: some items of the request may already be written (NOTES §3).
+        return _unknown_if(creating, msg + ".", back_off)
+    if isinstance(exc, exl_errors.RateLimitError):
+        return TransientError(
+            f"Der Exchange-Server drosselt die Anfragen: {text}", getattr(exc, "wait", None)
+        )
+    if isinstance(exc, exl_errors.ErrorInternalServerTransientError):
+        # HTTP 503 and friends: the server did not take the request.
+        return TransientError(f"Der Exchange-Server ist vorübergehend nicht verfügbar ({text}).")
+    if isinstance(exc, exl_errors.ErrorTimeoutExpired):
+        if _UNREACHABLE.search(str(exc)):
+            return TransientError(f"Exchange-Server nicht erreichbar: {text}")
+        if writing or creating:
+            return OutcomeUnknown(
+                f"Keine Antwort vom Exchange-Server; ob geschrieben wurde, ist unbekannt ({text})."
+            )
+        return TransientError(f"Zeitüberschreitung bei der Anfrage an den Exchange-Server ({text}).")
+    if isinstance(exc, exl_errors.MalformedResponseError):
+        if "Code: 429" in str(exc):
+            match = _RETRY_AFTER.search(str(exc))
+            return TransientError(
+                "Der Exchange-Server drosselt die Anfragen (HTTP 429).",
+                float(match.group(1)) if match else None,
+            )
+        return _unknown_if(creating, f"Unerwartete Antwort des Exchange-Servers: {_short(exc, 160)}", None)
+    if isinstance(exc, exl_errors.ResponseMessageError):
+        if isinstance(exc, exl_errors.ErrorConnectionFailed | exl_errors.ErrorConnectionFailedTransientError):
+            return TransientError(f"Exchange-Server nicht erreichbar: {text}")
+        if creating:
+            return OutcomeUnknown(f"Der Exchange-Server hat die Anfrage abgelehnt ({name}: {text}).")
+        # ErrorInvalid*, ErrorItemSave, ErrorSchemaValidation, ...: the server's verdict on this item.
+        return ItemRejected(f"Der Exchange-Server hat das Element abgelehnt ({name}: {text}).")
+    if isinstance(exc, exl_errors.TransportError):
+        if _TLS.search(str(exc)):
+            return ConfigError(f"Das TLS-Zertifikat des Exchange-Servers ist nicht vertrauenswürdig: {text}")
+        if _UNREACHABLE.search(str(exc)):
+            return TransientError(f"Exchange-Server nicht erreichbar: {text}")
+        if "auth type" in str(exc).lower():
+            return ConfigError(f"Unter dieser Adresse antwortet kein Exchange-Webdienst (EWS): {text}")
+        return _unknown_if(creating, f"Übertragungsfehler zum Exchange-Server: {text}", None)
+    if isinstance(exc, ValueError | TypeError):
+        # exchangelib validates values before sending (e.g. lengths, choices).
+        return ItemRejected(f"Ungültiger Wert für Exchange: {text}")
+    return _unknown_if(creating or writing, f"Unerwarteter Fehler ({name}): {text}", None)
+
+
+def _unknown_if(unknown: bool, message: str, back_off: float | None) -> TransientError:
+    return OutcomeUnknown(message, back_off) if unknown else TransientError(message, back_off)
+
+
+# --------------------------------------------------------------------------- protocol and TLS
+
+
+class _NoVerifyProtocol(Protocol):
+    """The cached protocol of an endpoint whose self-signed certificate an administrator allowed."""
+
+    HTTP_ADAPTER_CLS = NoVerifyHTTPAdapter
+
+
+def _html_to_text(value: str) -> str:
+    text = re.sub(r"(?is)<(script|style).*?</\1>", "", value)
+    text = re.sub(r"(?i)<br\s*/?>|</p>|</div>", "\n", text)
+    text = re.sub(r"<[^>]+>", "", text)
+    return html.unescape(text).replace("\r\n", "\n").replace("\xa0", " ")
+
+
+def _body_text(body: Any) -> str:
+    if body is None:
+        return ""
+    if isinstance(body, HTMLBody):
+        return _html_to_text(str(body))
+    return str(body)
+
+
+def _chunks(seq: Sequence[T], size: int) -> list[Sequence[T]]:
+    return [seq[i : i + size] for i in range(0, len(seq), size)]
+
+
+# --------------------------------------------------------------------------- backend
+
+
+class EwsBackend:
+    """Opens ``EwsSession``s; holds what they share (the per-server request limit)."""
+
+    def __init__(
+        self,
+        *,
+        max_in_flight_per_server: int = 10,
+        version: tuple[int, int, int, int] | None = None,
+        chunk_size: int = 25,
+        target_folders: dict[str, str] | None = None,
+    ):
+        """``version``: an Exchange build such as (15, 1, 2507, 6) to skip the version probe.
+        ``chunk_size``: items per Create/Update/Delete/GetItem request (NOTES §3 advises 10-25).
+        ``target_folders``: item class -> subfolder name under the distinguished folder
+        (e.g. {"contact": "timeSensor LEGAL"}); created if missing. Default: the folder itself.
+        """
+        if max_in_flight_per_server < 1:
+            raise ValueError("max_in_flight_per_server muss mindestens 1 sein")
+        self.max_in_flight_per_server = max_in_flight_per_server
+        self.version = version
+        self.chunk_size = max(1, chunk_size)
+        self.target_folders = dict(target_folders or {})
+        self._limits: dict[str, threading.BoundedSemaphore] = {}
+        self._lock = threading.Lock()
+        register_record_id_property()
+
+    def limiter(self, server: str) -> threading.BoundedSemaphore:
+        with self._lock:
+            sem = self._limits.get(server)
+            if sem is None:
+                sem = self._limits[server] = threading.BoundedSemaphore(self.max_in_flight_per_server)
+            return sem
+
+    def session(self, account: MailboxAccount) -> EwsSession:
+        return EwsSession(self, account)
+
+
+class EwsSession:
+    """Operations on one mailbox (``MailboxSession``). Not thread-safe: one per worker thread."""
+
+    def __init__(self, backend: EwsBackend, account: MailboxAccount):
+        self._backend = backend
+        self._mailbox = account
+        self._limit = backend.limiter(account.server)
+        self._folders: dict[str, Any] = {}
+        auth_type = {"auto": None, "ntlm": NTLM, "basic": BASIC}.get(account.auth_type)
+        if account.auth_type not in ("auto", "ntlm", "basic"):
+            raise ConfigError(f"Unbekannte Anmeldeart: {account.auth_type!r}")
+        version = Version(build=Build(*backend.version)) if backend.version else None
+        try:
+            config = Configuration(
+                service_endpoint=account.ews_url,
+                credentials=Credentials(account.username, account.password),
+                auth_type=auth_type,
+                version=version,
+                retry_policy=FailFast(),
+            )
+            self._account = Account(
+                account.email,
+                config=config,
+                autodiscover=False,
+                access_type=DELEGATE,
+                default_timezone=EWSTimeZone(account.timezone),
+                locale="de_DE",
+            )
+        except Exception as exc:  # constructing sends nothing; this is bad configuration
+            raise ConfigError(self._scrub(f"Ungültige Exchange-Einstellungen: {_short(exc)}")) from None
+        protocol = self._account.protocol
+        wanted = Protocol if account.verify_tls else _NoVerifyProtocol
+        if type(protocol) is not wanted:
+            protocol.__class__ = wanted
+            protocol.close()  # pooled sessions were built with the other adapter
+        # exchangelib reads the timeout from the protocol object; an instance attribute scopes it.
+        protocol.TIMEOUT = account.timeout
+
+    # ----------------------------------------------------------------- plumbing
+
+    @property
+    def raw_account(self) -> Account:
+        """The exchangelib Account (for diagnostics and tests; the worker never needs it)."""
+        return self._account
+
+    def _scrub(self, message: str) -> str:
+        pw = self._mailbox.password
+        return message.replace(pw, "***") if pw and len(pw) >= 3 else message
+
+    def _fail(self, exc: BaseException, *, writing: bool = False, creating: bool = False) -> ExchangeError:
+        err = translate_error(exc, writing=writing, creating=creating)
+        message = self._scrub(str(err))
+        if message != str(err):
+            err = (
+                type(err)(message, getattr(err, "back_off", None))
+                if isinstance(err, TransientError)
+                else type(err)(message)
+            )
+        return err
+
+    def _call(self, fn: Callable[[], T], *, writing: bool = False, creating: bool = False) -> T:
+        with self._limit:
+            try:
+                return fn()
+            except Exception as exc:
+                raise self._fail(exc, writing=writing, creating=creating) from None
+
+    def _per_item(self, result: Any) -> ExchangeError | None:
+        if isinstance(result, BaseException):
+            return self._fail(result, writing=True)
+        return None
+
+    def folder(self, item_class: ItemClass) -> Any:
+        """The folder items of this class go to (resolved once per session)."""
+        if item_class not in self._folders:
+            self._folders[item_class] = self._call(lambda: self._resolve_folder(item_class))
+        return self._folders[item_class]
+
+    def _resolve_folder(self, item_class: str) -> Any:
+        acc = self._account
+        parent = {
+            "contact": lambda: acc.contacts,
+            "calendar": lambda: acc.calendar,
+            "task": lambda: acc.tasks,
+        }[item_class]()
+        name = self._backend.target_folders.get(item_class)
+        if not name:
+            return parent
+        found = self._find_subfolder(parent, name)
+        if found is not None:
+            return found
+        folder_cls = {"contact": Contacts, "calendar": Calendar, "task": Tasks}[item_class]
+        try:
+            folder = folder_cls(parent=parent, name=name)
+            folder.save()
+            return folder
+        except exl_errors.ErrorFolderExists:
+            found = self._find_subfolder(parent, name)  # created meanwhile by another worker
+            if found is None:
+                raise
+            return found
+
+    def _find_subfolder(self, parent: Any, name: str) -> Any | None:
+        matches = list(
+            SingleFolderQuerySet(account=self._account, folder=parent).depth(SHALLOW).filter(name=name)
+        )
+        matches = [f for f in matches if not isinstance(f, BaseException)]
+        return matches[0] if matches else None
+
+    # ----------------------------------------------------------------- MailboxSession
+
+    def create(self, items: Sequence[ExchangeItem]) -> list[PerItem]:
+        results: list[PerItem | None] = [None] * len(items)
+        groups: dict[str, list[tuple[int, Any]]] = {}
+        for pos, item in enumerate(items):
+            try:
+                obj = to_exchangelib(item, account=self._account)
+                setattr(obj, RECORD_ID_FIELD, item.record_key)
+            except Exception as exc:
+                results[pos] = ItemRejected(self._scrub(f"Element kann nicht erzeugt werden: {_short(exc)}"))
+                continue
+            groups.setdefault(item.item_class, []).append((pos, obj))
+
+        written_any = False
+        for item_class, members in groups.items():
+            folder = self.folder(item_class)  # type: ignore[arg-type]
+            version = self._call(lambda: self._account.version)
+            valid: list[tuple[int, Any]] = []
+            for pos, obj in members:
+                try:
+                    obj.folder = folder
+                    obj.clean(version=version)
+                    valid.append((pos, obj))
+                except Exception as exc:
+                    results[pos] = self._fail(exc)
+            for chunk in _chunks(valid, self._backend.chunk_size):
+                objs = [obj for _, obj in chunk]
+                try:
+                    created = self._call(
+                        lambda objs=objs, folder=folder: self._account.bulk_create(
+                            folder, objs, chunk_size=len(objs)
+                        ),
+                        creating=True,
+                    )
+                except ExchangeError as err:
+                    if written_any and not isinstance(err, OutcomeUnknown):
+                        # Earlier chunks were written; their ids die with this exception.
+                        raise OutcomeUnknown(
+                            f"{err} Ein Teil des Stapels wurde bereits geschrieben.",
+                            getattr(err, "back_off", None),
+                        ) from None
+                    raise
+                if len(created) != len(objs):
+                    raise OutcomeUnknown(
+                        f"Der Exchange-Server lieferte {len(created)} Antworten für {len(objs)} Elemente."
+                    )
+                written_any = True
+                for (pos, _), res in zip(chunk, created, strict=True):
+                    err = self._per_item(res)
+                    results[pos] = err if err is not None else Written(res.id, res.changekey)
+        return [r if r is not None else ItemRejected("Element wurde nicht verarbeitet.") for r in results]
+
+    def update(self, changes: Sequence[tuple[ItemRef, ExchangeItem]]) -> list[PerItem]:
+        results: list[PerItem | None] = [None] * len(changes)
+        if not changes:
+            return []
+        version = self._call(lambda: self._account.version)
+        for chunk_start in range(0, len(changes), self._backend.chunk_size):
+            chunk = list(
+                enumerate(changes[chunk_start : chunk_start + self._backend.chunk_size], start=chunk_start)
+            )
+            # 1. Current bodies, to keep the user's notes below the marker (one GetItem per chunk).
+            ids = [(ref.item_id, None) for _, (ref, _) in chunk]
+            folder = self.folder(chunk[0][1][1].item_class)  # validates the 'body' field path only
+            current = self._call(
+                lambda ids=ids, folder=folder: list(
+                    self._account.fetch(ids, folder=folder, only_fields=["body"])
+                )
+            )
+            todo: list[tuple[int, Any, list[str]]] = []
+            for (pos, (ref, item)), cur in zip(chunk, current, strict=True):
+                if isinstance(cur, BaseException):
+                    results[pos] = self._fail(cur)
+                    continue
+                try:
+                    body = merge_body(item.body, _body_text(cur.body))
+                    merged = _replace_body(item, body)
+                    obj = to_exchangelib(
+                        merged, account=self._account, id=ref.item_id, changekey=ref.change_key
+                    )
+                    fields = update_fields(merged)
+                    obj.clean(version=version)
+                    todo.append((pos, obj, fields))
+                except Exception as exc:
+                    results[pos] = self._fail(exc)
+            if not todo:
+                continue
+            pairs = [(obj, fields) for _, obj, fields in todo]
+            try:
+                answers = self._call(
+                    lambda pairs=pairs: self._account.bulk_update(pairs, chunk_size=len(pairs)), writing=True
+                )
+            except Conflict as err:
+                for pos, _, _ in todo:
+                    results[pos] = err
+                continue
+            for (pos, _, _), res in zip(todo, answers, strict=True):
+                err = self._per_item(res)
+                results[pos] = err if err is not None else Written(res[0], res[1])
+        return [r if r is not None else ItemRejected("Element wurde nicht verarbeitet.") for r in results]
+
+    def delete(self, refs: Sequence[ItemRef]) -> list[ExchangeError | None]:
+        if not refs:
+            return []
+        ids = [(r.item_id, r.change_key) for r in refs]
+        answers = self._call(
+            lambda: self._account.bulk_delete(ids, chunk_size=self._backend.chunk_size), writing=True
+        )
+        return [self._per_item(res) for res in answers]
+
+    def find_by_keys(self, item_class: ItemClass, record_keys: Sequence[str]) -> dict[str, list[ItemRef]]:
+        keys = list(dict.fromkeys(k for k in record_keys if k))
+        found: dict[str, list[ItemRef]] = {k: [] for k in keys}
+        if not keys:
+            return found
+        folder = self.folder(item_class)
+        for part in _chunks(keys, FIND_KEYS_PER_REQUEST):
+            query = (
+                Q(**{f"{RECORD_ID_FIELD}__in": list(part)})
+                if len(part) > 1
+                else Q(**{RECORD_ID_FIELD: part[0]})
+            )
+            for key, ref in self._find(folder, query):
+                if key in found:
+                    found[key].append(ref)
+        return found
+
+    def find_all_ours(self, item_class: ItemClass) -> dict[str, list[ItemRef]]:
+        folder = self.folder(item_class)
+        found: dict[str, list[ItemRef]] = {}
+        for key, ref in self._find(folder, Q(**{f"{RECORD_ID_FIELD}__exists": True})):
+            if key:
+                found.setdefault(key, []).append(ref)
+        return found
+
+    def _find(self, folder: Any, query: Q) -> list[tuple[str, ItemRef]]:
+        def run() -> list[tuple[str, ItemRef]]:
+            out = []
+            for it in folder.filter(query).only(RECORD_ID_FIELD, "changekey"):
+                if isinstance(it, BaseException):
+                    raise it
+                out.append((getattr(it, RECORD_ID_FIELD) or "", ItemRef(it.id, it.changekey)))
+            return out
+
+        return self._call(run)
+
+    def close(self) -> None:
+        try:
+            self._account.protocol.close()
+        except Exception:  # closing idle connections must never fail the caller
+            pass
+
+
+def _replace_body(item: ExchangeItem, body: str) -> ExchangeItem:
+    return dataclasses.replace(item, body=body)

@@ -1,0 +1,139 @@
+"""Helpers shared by the mapping modules: text cleaning, Exchange length limits, the body layout.
+
+The body of every item the plugin writes has two parts::
+
+    <text the plugin owns>
+
+    --- Ihre Notizen unterhalb dieser Linie bleiben erhalten ---
+    <what the user wrote on the phone or in Outlook>
+
+The mapping produces only the first part plus the marker line. The backend keeps
+whatever stands below the marker in the mailbox when it updates an item
+(``merge_body``). The plugin text never contains the marker itself
+(``neutralise_marker``), so splitting on its first occurrence is unambiguous.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterable
+
+USER_NOTES_MARKER = "--- Ihre Notizen unterhalb dieser Linie bleiben erhalten ---"
+
+# Exchange limits. Given name, middle name and surname are 255-character fields in EWS
+# (exchangelib enforces this with CharField and refuses longer values before sending).
+NAME_LIMIT = 255
+# Display name, file-as, company, department, job title and the like are not limited by the
+# schema, but Outlook and phones handle them as short single-line strings; 255 keeps them sane.
+SHORT_TEXT_LIMIT = 255
+# Category names are limited to 255 characters by Exchange.
+CATEGORY_LIMIT = 255
+# E-mail addresses: 320 is the SMTP maximum (64 local part + @ + 255 domain).
+EMAIL_LIMIT = 320
+PHONE_LIMIT = 255
+URL_LIMIT = 2048
+
+
+class MappingError(ValueError):
+    """A host record cannot become an Exchange item. ``str(err)`` is German, for the status view."""
+
+
+def clean_text(value: str | None) -> str:
+    """Remove what XML 1.0 or a phone cannot show; keep newlines, tabs, umlauts and emoji.
+
+    Line endings become ``\\n``. Control characters (C0 except tab and newline, DEL, C1),
+    lone surrogates and the non-characters U+FFFE/U+FFFF are dropped: exchangelib would
+    send them and the server (or the XML parser) would reject the whole request.
+    """
+    if not value:
+        return ""
+    text = value.replace("\r\n", "\n").replace("\r", "\n")
+    out = []
+    for ch in text:
+        if ch in "\n\t":
+            out.append(ch)
+            continue
+        cat = unicodedata.category(ch)
+        if cat in ("Cc", "Cs") or ch in "\ufffe\uffff":
+            continue
+        out.append(ch)
+    return "".join(out)
+
+
+def clean_line(value: str | None) -> str:
+    """``clean_text`` for single-line fields: tabs and newlines become spaces, runs collapse, ends trimmed."""
+    text = clean_text(value).replace("\n", " ").replace("\t", " ")
+    return " ".join(text.split())
+
+
+def trim(value: str, limit: int) -> str:
+    """Cut ``value`` to at most ``limit`` characters (code points), never inside a surrogate pair
+    (Python strings have none after ``clean_text``)."""
+    return value if len(value) <= limit else value[:limit].rstrip()
+
+
+def short(value: str | None, limit: int = SHORT_TEXT_LIMIT) -> str:
+    """A cleaned, single-line, length-limited field value."""
+    return trim(clean_line(value), limit)
+
+
+def clean_categories(values: Iterable[str]) -> tuple[str, ...]:
+    """Cleaned categories, empty ones dropped, duplicates (case-insensitive, as Outlook compares) removed."""
+    seen: set[str] = set()
+    out: list[str] = []
+    for raw in values:
+        name = short(raw, CATEGORY_LIMIT)
+        if name and name.casefold() not in seen:
+            seen.add(name.casefold())
+            out.append(name)
+    return tuple(out)
+
+
+def case_line(file_number: str, rubrum: str) -> str:
+    """How an item names its case: ``Az. 123/26 – Müller ./. Schmidt wegen Forderung``."""
+    number = clean_line(file_number)
+    title = clean_line(rubrum)
+    if number and title:
+        return f"Az. {number} – {title}"
+    if number:
+        return f"Az. {number}"
+    return title
+
+
+def neutralise_marker(text: str) -> str:
+    """Keep the marker out of plugin-owned text, so the first marker in a body is always ours."""
+    return text.replace(USER_NOTES_MARKER, USER_NOTES_MARKER.strip("- "))
+
+
+def compose_body(sections: Iterable[str]) -> str:
+    """Plugin-owned body: the non-empty sections separated by blank lines, then the marker line."""
+    parts = [neutralise_marker(s.strip("\n")) for s in sections if s and s.strip()]
+    text = "\n\n".join(parts)
+    return f"{text}\n\n{USER_NOTES_MARKER}\n" if text else f"{USER_NOTES_MARKER}\n"
+
+
+def split_body(body: str | None) -> tuple[str, str]:
+    """Split a body from the mailbox into (plugin part, user part).
+
+    The user part is everything after the marker line (without the newline that ends the
+    marker). A body without a marker has no user part we are allowed to keep: the plugin
+    wrote the marker at create, so a missing marker means the user removed it.
+    """
+    text = (body or "").replace("\r\n", "\n")
+    head, sep, tail = text.partition(USER_NOTES_MARKER)
+    if not sep:
+        return text, ""
+    if tail.startswith("\n"):
+        tail = tail[1:]
+    return head, tail
+
+
+def merge_body(new_body: str, current_body: str | None) -> str:
+    """The new plugin text with the user's notes from the mailbox kept below the marker."""
+    _, user_part = split_body(current_body)
+    if not user_part.strip():
+        return new_body
+    base = new_body if USER_NOTES_MARKER in new_body else compose_body([new_body])
+    if not base.endswith("\n"):
+        base += "\n"
+    return base + user_part

@@ -1,0 +1,576 @@
+"""The outbox on PostgreSQL, for several host instances or worker processes.
+
+Same model as the SQLite store (see ``base.py``). Differences that matter:
+
+* Claims lock the mailbox's row in ``mailboxes`` with ``FOR UPDATE SKIP LOCKED``,
+  so concurrent claimers never wait for each other and never take the same
+  mailbox; the lease write is guarded again (see ``_TAKE_LEASE``).
+* Timestamps come from the server's clock unless a caller passes ``now``: worker
+  processes may run on several machines whose clocks drift, and leases must mean
+  the same thing to all of them.
+* ``enqueue`` sends ``NOTIFY``; ``wait_for_work`` blocks on ``LISTEN``.
+
+One connection per thread (autocommit, explicit transactions); a broken
+connection is replaced on the next call.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+from .base import Change, Claim, Job, LeaseLost, MailboxState, SyncEntry
+
+SCHEMA_VERSION = 1
+
+# Transaction start time in UNIX seconds: stable within one transaction, so a claim's
+# pick and its lease use the same instant.
+_NOW = "extract(epoch from now())::float8"
+
+_SCHEMA = [
+    "CREATE SCHEMA IF NOT EXISTS {s}",
+    """CREATE TABLE IF NOT EXISTS {s}.meta (
+        key text PRIMARY KEY,
+        value text NOT NULL
+    )""",
+    # An identity column never reuses ids, so a stale Job (id, version) cannot
+    # match a row created later.
+    """CREATE TABLE IF NOT EXISTS {s}.jobs (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        mailbox text NOT NULL,
+        record_key text NOT NULL,
+        op text NOT NULL CHECK (op IN ('upsert', 'delete')),
+        payload text NOT NULL DEFAULT '',
+        version integer NOT NULL,
+        attempts integer NOT NULL DEFAULT 0,
+        status text NOT NULL CHECK (status IN ('pending', 'failed')),
+        last_error text NOT NULL DEFAULT '',
+        due_at double precision NOT NULL,
+        enqueued_at double precision NOT NULL,
+        claims integer NOT NULL DEFAULT 0,
+        UNIQUE (mailbox, record_key)
+    )""",
+    "CREATE INDEX IF NOT EXISTS jobs_status_due ON {s}.jobs (status, due_at)",
+    # holders() runs on the host's save path: find a record's mailboxes without a scan.
+    "CREATE INDEX IF NOT EXISTS jobs_record ON {s}.jobs (record_key)",
+    """CREATE TABLE IF NOT EXISTS {s}.leases (
+        mailbox text PRIMARY KEY,
+        worker_id text NOT NULL,
+        lease_until double precision NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS {s}.sync_state (
+        mailbox text NOT NULL,
+        record_key text NOT NULL,
+        item_id text NOT NULL,
+        change_key text NOT NULL,
+        content_hash text NOT NULL,
+        item_class text NOT NULL DEFAULT '',
+        updated_at double precision NOT NULL,
+        PRIMARY KEY (mailbox, record_key)
+    )""",
+    "CREATE INDEX IF NOT EXISTS sync_state_record ON {s}.sync_state (record_key)",
+    """CREATE TABLE IF NOT EXISTS {s}.mailboxes (
+        mailbox text PRIMARY KEY,
+        parked boolean NOT NULL DEFAULT false,
+        parked_reason text NOT NULL DEFAULT '',
+        last_success_at double precision,
+        last_error text NOT NULL DEFAULT '',
+        last_error_at double precision
+    )""",
+]
+
+_JOB_COLS = (
+    "id, mailbox, record_key, op, payload, version, attempts, status, last_error, due_at, enqueued_at, claims"
+)
+
+_Q = {
+    "enqueue": f"""
+        INSERT INTO {{s}}.jobs AS j
+            (mailbox, record_key, op, payload, version, attempts, status, last_error, due_at, enqueued_at)
+        VALUES (%s, %s, %s, %s, 1, 0, 'pending', '', {_NOW}, {_NOW})
+        ON CONFLICT (mailbox, record_key) DO UPDATE SET
+            op = EXCLUDED.op,
+            payload = EXCLUDED.payload,
+            version = j.version + 1,
+            attempts = 0,
+            status = 'pending',
+            last_error = '',
+            due_at = EXCLUDED.due_at,
+            enqueued_at = EXCLUDED.enqueued_at,
+            claims = 0
+    """,
+    # Mailbox rows are what claims lock; every mailbox with work must have one.
+    "know_mailbox": "INSERT INTO {s}.mailboxes (mailbox) VALUES (%s) ON CONFLICT (mailbox) DO NOTHING",
+    "notify": "SELECT pg_notify(%s, '')",
+    "now": f"SELECT {_NOW}",
+    # Walk due jobs oldest first and lock the first mailbox row nobody else has
+    # locked; a mailbox being claimed right now by another worker is skipped.
+    "pick": """
+        SELECT m.mailbox FROM {s}.jobs AS j
+        JOIN {s}.mailboxes AS m ON m.mailbox = j.mailbox
+        WHERE j.status = 'pending' AND j.due_at <= %(now)s
+          AND NOT m.parked
+          AND m.mailbox <> ALL(%(exclude)s::text[])
+          AND NOT EXISTS (
+              SELECT 1 FROM {s}.leases AS l WHERE l.mailbox = m.mailbox AND l.lease_until > %(now)s)
+        ORDER BY j.due_at, j.id
+        LIMIT 1
+        FOR UPDATE OF m SKIP LOCKED
+    """,
+    # The pick's snapshot may predate a lease another worker committed a moment
+    # ago (its mailbox row lock was already released, so SKIP LOCKED did not see
+    # it). ON CONFLICT re-reads the newest lease row, and the WHERE refuses to
+    # overwrite a live one; no row returned means "taken, try another mailbox".
+    "take_lease": """
+        INSERT INTO {s}.leases AS l (mailbox, worker_id, lease_until) VALUES (%(mailbox)s, %(worker)s, %(until)s)
+        ON CONFLICT (mailbox) DO UPDATE SET worker_id = EXCLUDED.worker_id, lease_until = EXCLUDED.lease_until
+        WHERE l.lease_until <= %(now)s
+        RETURNING l.mailbox
+    """,
+    # Hands out the mailbox's due jobs and counts the hand-out (RETURNING has no
+    # order; the caller sorts).
+    "take_jobs": f"""
+        UPDATE {{s}}.jobs SET claims = claims + 1
+        WHERE id IN (
+            SELECT id FROM {{s}}.jobs
+            WHERE mailbox = %s AND status = 'pending' AND due_at <= %s
+            ORDER BY due_at, id
+            LIMIT %s
+        )
+        RETURNING {_JOB_COLS}
+    """,
+    "renew": f"""
+        UPDATE {{s}}.leases SET lease_until = {_NOW} + %s
+        WHERE mailbox = %s AND worker_id = %s
+        RETURNING lease_until
+    """,
+    "release": "DELETE FROM {s}.leases WHERE mailbox = %s AND worker_id = %s",
+    # Wake other workers if the mailbox still has due work (the releasing worker
+    # stopped early, e.g. on shutdown or after its batch limit).
+    "release_notify": f"""
+        SELECT pg_notify(%s, '') WHERE EXISTS (
+            SELECT 1 FROM {{s}}.jobs WHERE mailbox = %s AND status = 'pending' AND due_at <= {_NOW})
+    """,
+    "ack": "DELETE FROM {s}.jobs WHERE id = %s AND version = %s",
+    "retry": f"""
+        UPDATE {{s}}.jobs SET attempts = attempts + 1, last_error = %s, due_at = {_NOW} + %s,
+            status = 'pending'
+        WHERE id = %s AND version = %s
+    """,
+    "fail": """
+        UPDATE {s}.jobs SET attempts = attempts + 1, last_error = %s, status = 'failed'
+        WHERE id = %s AND version = %s
+    """,
+    "requeue_failed": f"""
+        UPDATE {{s}}.jobs SET status = 'pending', attempts = 0, due_at = {_NOW}
+        WHERE status = 'failed' AND (%(mailbox)s::text IS NULL OR mailbox = %(mailbox)s)
+    """,
+    # A leased mailbox becomes claimable when its lease runs out, so its jobs
+    # count from greatest(due_at, lease_until).
+    "next_due": """
+        SELECT min(greatest(j.due_at, COALESCE(l.lease_until, 0))),
+               extract(epoch from clock_timestamp())::float8
+        FROM {s}.jobs AS j
+        LEFT JOIN {s}.leases AS l ON l.mailbox = j.mailbox
+        LEFT JOIN {s}.mailboxes AS m ON m.mailbox = j.mailbox
+        WHERE j.status = 'pending' AND NOT COALESCE(m.parked, false)
+    """,
+    "put_sync": f"""
+        INSERT INTO {{s}}.sync_state
+            (mailbox, record_key, item_id, change_key, content_hash, item_class, updated_at)
+        VALUES (%s, %s, %s, %s, %s, %s, COALESCE(%s, {_NOW}))
+        ON CONFLICT (mailbox, record_key) DO UPDATE SET
+            item_id = EXCLUDED.item_id,
+            change_key = EXCLUDED.change_key,
+            content_hash = EXCLUDED.content_hash,
+            item_class = EXCLUDED.item_class,
+            updated_at = EXCLUDED.updated_at
+    """,
+    "get_sync": """
+        SELECT mailbox, record_key, item_id, change_key, content_hash, item_class, updated_at
+        FROM {s}.sync_state WHERE mailbox = %s AND record_key = ANY(%s::text[])
+    """,
+    "delete_sync": "DELETE FROM {s}.sync_state WHERE mailbox = %s AND record_key = %s",
+    "sync_keys": """
+        SELECT record_key FROM {s}.sync_state WHERE mailbox = %s AND left(record_key, %s) = %s
+        ORDER BY record_key
+    """,
+    "holders": """
+        SELECT mailbox FROM {s}.sync_state WHERE record_key = %(key)s
+        UNION SELECT mailbox FROM {s}.jobs WHERE record_key = %(key)s AND op = 'upsert'
+        ORDER BY 1
+    """,
+    "park": """
+        INSERT INTO {s}.mailboxes AS m (mailbox, parked, parked_reason) VALUES (%s, true, %s)
+        ON CONFLICT (mailbox) DO UPDATE SET parked = true, parked_reason = EXCLUDED.parked_reason
+    """,
+    "unpark": "UPDATE {s}.mailboxes SET parked = false, parked_reason = '' WHERE mailbox = %s",
+    "unpark_jobs": f"""
+        UPDATE {{s}}.jobs SET due_at = {_NOW}
+        WHERE mailbox = %s AND status = 'pending' AND due_at > {_NOW}
+    """,
+    "record_success": f"""
+        INSERT INTO {{s}}.mailboxes AS m (mailbox, last_success_at) VALUES (%s, {_NOW})
+        ON CONFLICT (mailbox) DO UPDATE SET last_success_at = EXCLUDED.last_success_at
+    """,
+    "record_error": f"""
+        INSERT INTO {{s}}.mailboxes AS m (mailbox, last_error, last_error_at) VALUES (%s, %s, {_NOW})
+        ON CONFLICT (mailbox) DO UPDATE SET last_error = EXCLUDED.last_error,
+            last_error_at = EXCLUDED.last_error_at
+    """,
+    "mailbox_states": """
+        SELECT b.mailbox, COALESCE(m.parked, false), COALESCE(m.parked_reason, ''), m.last_success_at,
+               COALESCE(m.last_error, ''), m.last_error_at, COALESCE(c.pending, 0), COALESCE(c.failed, 0)
+        FROM (SELECT mailbox FROM {s}.mailboxes UNION SELECT mailbox FROM {s}.jobs) AS b
+        LEFT JOIN {s}.mailboxes AS m ON m.mailbox = b.mailbox
+        LEFT JOIN (
+            SELECT mailbox, count(*) FILTER (WHERE status = 'pending') AS pending,
+                   count(*) FILTER (WHERE status = 'failed') AS failed
+            FROM {s}.jobs GROUP BY mailbox
+        ) AS c ON c.mailbox = b.mailbox
+        ORDER BY b.mailbox
+    """,
+    "pending_count": """
+        SELECT count(*) FROM {s}.jobs
+        WHERE status = 'pending' AND (%(mailbox)s::text IS NULL OR mailbox = %(mailbox)s)
+    """,
+    "jobs": f"""
+        SELECT {_JOB_COLS} FROM {{s}}.jobs
+        WHERE (%(mailbox)s::text IS NULL OR mailbox = %(mailbox)s)
+          AND (%(status)s::text IS NULL OR status = %(status)s)
+        ORDER BY due_at, id
+    """,
+}
+
+
+def _job(row: Sequence) -> Job:
+    return Job(
+        id=row[0],
+        mailbox=row[1],
+        record_key=row[2],
+        op=row[3],
+        payload=row[4],
+        version=row[5],
+        attempts=row[6],
+        status=row[7],
+        last_error=row[8],
+        due_at=row[9],
+        enqueued_at=row[10],
+        claims=row[11],
+    )
+
+
+def _check_change(change: Change) -> None:
+    if not change.mailbox or not change.record_key:
+        raise ValueError(f"change needs a mailbox and a record key: {change!r}")
+    if change.op not in ("upsert", "delete"):
+        raise ValueError(f"unknown op {change.op!r} (expected 'upsert' or 'delete')")
+
+
+class PostgresOutbox:
+    """The outbox in a PostgreSQL schema; safe for many threads and processes."""
+
+    def __init__(self, url: str, *, schema: str = "tsl_exchange", connect_timeout: int = 10) -> None:
+        if not schema:
+            raise ValueError("schema must not be empty")
+        self.schema = schema
+        self.channel = f"{schema}_work"
+        self._url = url
+        self._connect_kwargs: dict[str, object] = {"application_name": "tsl-exchange-outbox"}
+        if "connect_timeout" not in conninfo_to_dict(url):
+            self._connect_kwargs["connect_timeout"] = connect_timeout
+        self._local = threading.local()
+        self._conns: list[psycopg.Connection] = []
+        self._conns_lock = threading.Lock()
+        self._closed = False
+        ident = sql.Identifier(schema)
+        # Composed once; psycopg prepares a statement server-side after a few uses
+        # (prepare_threshold), so hot statements are not re-planned.
+        self._sql = {name: sql.SQL(text).format(s=ident) for name, text in _Q.items()}
+        try:
+            self._init_schema(ident)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- connections -------------------------------------------------------------------
+    def _connect(self) -> psycopg.Connection:
+        if self._closed:
+            raise RuntimeError("outbox is closed")
+        conn = psycopg.connect(self._url, autocommit=True, **self._connect_kwargs)
+        with self._conns_lock:
+            self._conns.append(conn)
+        return conn
+
+    def _conn(self) -> psycopg.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed or conn.broken:
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    def _listen_conn(self) -> psycopg.Connection:
+        conn = getattr(self._local, "listen", None)
+        if conn is None or conn.closed or conn.broken:
+            conn = self._connect()
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+            self._local.listen = conn
+        return conn
+
+    def _init_schema(self, ident: sql.Identifier) -> None:
+        conn = self._conn()
+        with conn.transaction():
+            # Several processes may open a fresh schema at once; CREATE ... IF NOT
+            # EXISTS is not safe against that on its own.
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"tsl_exchange_outbox:{self.schema}",)
+            )
+            for statement in _SCHEMA:
+                conn.execute(sql.SQL(statement).format(s=ident))
+            row = conn.execute(
+                sql.SQL("SELECT value FROM {s}.meta WHERE key = 'schema_version'").format(s=ident)
+            ).fetchone()
+            found = int(row[0]) if row else 0
+            if found > SCHEMA_VERSION:
+                raise ValueError(
+                    f"Das PostgreSQL-Schema {self.schema!r} der Warteschlange stammt von einer neueren "
+                    f"Plugin-Version (Schema {found}, unterstützt bis {SCHEMA_VERSION}). "
+                    "Bitte das Plugin aktualisieren."
+                )
+            if found < SCHEMA_VERSION:
+                conn.execute(
+                    sql.SQL(
+                        "INSERT INTO {s}.meta (key, value) VALUES ('schema_version', %s) "
+                        "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+                    ).format(s=ident),
+                    (str(SCHEMA_VERSION),),
+                )
+
+    def close(self) -> None:
+        self._closed = True
+        with self._conns_lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            conn.close()
+        self._local = threading.local()
+
+    # -- producers -------------------------------------------------------------------------
+    def enqueue(self, changes: Sequence[Change]) -> None:
+        if not changes:
+            return
+        for change in changes:
+            _check_change(change)
+        # Row locks are taken in key order so two concurrent batches touching the
+        # same records cannot deadlock; the sort is stable, so for a record listed
+        # twice the later change still wins.
+        ordered = sorted(changes, key=lambda c: (c.mailbox, c.record_key))
+        rows = [(c.mailbox, c.record_key, c.op, c.payload) for c in ordered]
+        mailboxes = [(m,) for m in dict.fromkeys(c.mailbox for c in ordered)]
+        conn = self._conn()
+        with conn.transaction(), conn.cursor() as cur:
+            cur.executemany(self._sql["enqueue"], rows)
+            cur.executemany(self._sql["know_mailbox"], mailboxes)
+            cur.execute(self._sql["notify"], (self.channel,))  # delivered at commit
+
+    # -- workers -------------------------------------------------------------------------------
+    def claim(
+        self,
+        worker_id: str,
+        *,
+        limit: int = 100,
+        lease_seconds: float = 60.0,
+        exclude: Sequence[str] = (),
+        now: float | None = None,
+    ) -> Claim | None:
+        if not worker_id:
+            raise ValueError("worker_id must not be empty")
+        conn = self._conn()
+        skip = list(exclude)
+        with conn.transaction():
+            if now is None:
+                now = conn.execute(self._sql["now"]).fetchone()[0]
+            until = now + lease_seconds
+            # A few rounds: a candidate can lose the lease race (see take_lease).
+            for _ in range(8):
+                row = conn.execute(self._sql["pick"], {"now": now, "exclude": skip}).fetchone()
+                if row is None:
+                    return None
+                mailbox = row[0]
+                taken = conn.execute(
+                    self._sql["take_lease"],
+                    {"mailbox": mailbox, "worker": worker_id, "until": until, "now": now},
+                ).fetchone()
+                if taken is not None:
+                    rows = conn.execute(self._sql["take_jobs"], (mailbox, now, max(1, limit))).fetchall()
+                    jobs = tuple(sorted((_job(r) for r in rows), key=lambda j: (j.due_at, j.id)))
+                    return Claim(mailbox=mailbox, worker_id=worker_id, lease_until=until, jobs=jobs)
+                skip.append(mailbox)
+        return None
+
+    def renew(self, claim: Claim, *, lease_seconds: float = 60.0) -> Claim:
+        # Only a lease row naming us is extended: a claim overwrites the row when it
+        # takes an expired lease and release deletes it, so a missing or foreign row
+        # means someone else has (or had) the mailbox meanwhile.
+        row = (
+            self._conn()
+            .execute(self._sql["renew"], (lease_seconds, claim.mailbox, claim.worker_id))
+            .fetchone()
+        )
+        if row is None:
+            raise LeaseLost(f"lease on {claim.mailbox!r} is no longer held by {claim.worker_id!r}")
+        return Claim(mailbox=claim.mailbox, worker_id=claim.worker_id, lease_until=row[0], jobs=claim.jobs)
+
+    def release(self, claim: Claim) -> None:
+        conn = self._conn()
+        with conn.transaction():
+            cur = conn.execute(self._sql["release"], (claim.mailbox, claim.worker_id))
+            if cur.rowcount:
+                conn.execute(self._sql["release_notify"], (self.channel, claim.mailbox))
+
+    def complete(self, job: Job, sync: SyncEntry | None, *, remove_sync: bool = False) -> bool:
+        if sync is not None and remove_sync:
+            raise ValueError("complete() takes either a sync entry or remove_sync, not both")
+        conn = self._conn()
+        with conn.transaction():
+            acked = conn.execute(self._sql["ack"], (job.id, job.version)).rowcount == 1
+            if remove_sync:
+                conn.execute(self._sql["delete_sync"], (job.mailbox, job.record_key))
+            elif sync is not None:
+                conn.execute(self._sql["put_sync"], self._sync_row(sync))
+        return acked
+
+    def complete_many(
+        self,
+        jobs: Sequence[Job],
+        entries: Sequence[SyncEntry] = (),
+        removed: Sequence[tuple[str, str]] = (),
+    ) -> list[bool]:
+        # Entries are written before removals, so a pair named in both ends up removed.
+        conn = self._conn()
+        with conn.transaction(), conn.cursor() as cur:
+            acked = [cur.execute(self._sql["ack"], (j.id, j.version)).rowcount == 1 for j in jobs]
+            if entries:
+                cur.executemany(self._sql["put_sync"], [self._sync_row(e) for e in entries])
+            if removed:
+                cur.executemany(self._sql["delete_sync"], list(removed))
+        return acked
+
+    def retry(self, job: Job, error: str, delay: float) -> None:
+        self._conn().execute(self._sql["retry"], (error, max(0.0, delay), job.id, job.version))
+
+    def fail(self, job: Job, reason: str) -> None:
+        self._conn().execute(self._sql["fail"], (reason, job.id, job.version))
+
+    def requeue_failed(self, mailbox: str | None = None) -> int:
+        conn = self._conn()
+        with conn.transaction():
+            count = conn.execute(self._sql["requeue_failed"], {"mailbox": mailbox}).rowcount
+            if count:
+                conn.execute(self._sql["notify"], (self.channel,))
+        return count
+
+    def _next_due_and_now(self) -> tuple[float | None, float]:
+        due, server_now = self._conn().execute(self._sql["next_due"]).fetchone()
+        return due, server_now
+
+    def next_due_at(self) -> float | None:
+        return self._next_due_and_now()[0]
+
+    def wait_for_work(self, timeout: float) -> bool:
+        deadline = time.monotonic() + max(0.0, timeout)
+        listen = self._listen_conn()
+        while True:
+            # Drop old notifications first, then look at the table: anything
+            # committed after this look arrives as a fresh notification.
+            for _ in listen.notifies(timeout=0):
+                pass
+            due, server_now = self._next_due_and_now()
+            if due is not None and due <= server_now:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            wait = remaining if due is None else min(remaining, due - server_now)
+            if next(listen.notifies(timeout=max(wait, 0.0), stop_after=1), None) is not None:
+                return True
+            # No notification: either the deadline or a due time came; the loop
+            # head tells which.
+
+    # -- sync state ----------------------------------------------------------------------------
+    @staticmethod
+    def _sync_row(e: SyncEntry) -> tuple:
+        updated = e.updated_at or None  # None: the server's clock
+        return (e.mailbox, e.record_key, e.item_id, e.change_key, e.content_hash, e.item_class, updated)
+
+    def get_sync(self, mailbox: str, record_keys: Sequence[str]) -> dict[str, SyncEntry]:
+        if not record_keys:
+            return {}
+        rows = self._conn().execute(self._sql["get_sync"], (mailbox, list(record_keys)))
+        return {r[1]: SyncEntry(*r) for r in rows}
+
+    def put_sync(self, entry: SyncEntry) -> None:
+        self._conn().execute(self._sql["put_sync"], self._sync_row(entry))
+
+    def put_sync_many(self, entries: Sequence[SyncEntry]) -> None:
+        if not entries:
+            return
+        conn = self._conn()
+        with conn.transaction(), conn.cursor() as cur:
+            cur.executemany(self._sql["put_sync"], [self._sync_row(e) for e in entries])
+
+    def delete_sync(self, mailbox: str, record_key: str) -> None:
+        self._conn().execute(self._sql["delete_sync"], (mailbox, record_key))
+
+    def sync_keys(self, mailbox: str, prefix: str = "") -> list[str]:
+        rows = self._conn().execute(self._sql["sync_keys"], (mailbox, len(prefix), prefix))
+        return [r[0] for r in rows]
+
+    def holders(self, record_key: str) -> list[str]:
+        return [r[0] for r in self._conn().execute(self._sql["holders"], {"key": record_key})]
+
+    # -- mailboxes ---------------------------------------------------------------------------------
+    def park(self, mailbox: str, reason: str) -> None:
+        self._conn().execute(self._sql["park"], (mailbox, reason))
+
+    def unpark(self, mailbox: str) -> None:
+        # Unparking follows a fix (new credentials), so the mailbox's waiting jobs
+        # are made due now instead of sitting out a back-off chosen for the old fault.
+        conn = self._conn()
+        with conn.transaction():
+            conn.execute(self._sql["unpark"], (mailbox,))
+            conn.execute(self._sql["unpark_jobs"], (mailbox,))
+            conn.execute(self._sql["notify"], (self.channel,))
+
+    def record_success(self, mailbox: str) -> None:
+        self._conn().execute(self._sql["record_success"], (mailbox,))
+
+    def record_error(self, mailbox: str, error: str) -> None:
+        self._conn().execute(self._sql["record_error"], (mailbox, error))
+
+    def mailbox_states(self) -> list[MailboxState]:
+        return [
+            MailboxState(
+                mailbox=r[0],
+                parked=bool(r[1]),
+                parked_reason=r[2],
+                last_success_at=r[3],
+                last_error=r[4],
+                last_error_at=r[5],
+                pending=int(r[6]),
+                failed=int(r[7]),
+            )
+            for r in self._conn().execute(self._sql["mailbox_states"])
+        ]
+
+    # -- inspection --------------------------------------------------------------------------------
+    def pending_count(self, mailbox: str | None = None) -> int:
+        return int(self._conn().execute(self._sql["pending_count"], {"mailbox": mailbox}).fetchone()[0])
+
+    def jobs(self, mailbox: str | None = None, status: str | None = None) -> list[Job]:
+        rows = self._conn().execute(self._sql["jobs"], {"mailbox": mailbox, "status": status})
+        return [_job(r) for r in rows]

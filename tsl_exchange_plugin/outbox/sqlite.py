@@ -1,0 +1,568 @@
+"""The outbox in one SQLite file (the default; no server needed).
+
+Concurrency model: every thread gets its own connection (``threading.local``);
+writes run in ``BEGIN IMMEDIATE`` transactions, so the write lock is taken up front
+and a claim's read-then-lease can never interleave with another writer, whether it
+sits in another thread or another process on the same file. WAL mode lets readers
+(status views, ``jobs()``) run while a writer commits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from .base import Change, Claim, Job, LeaseLost, MailboxState, SyncEntry
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS jobs (
+        -- AUTOINCREMENT: ids are never reused, so a stale Job object (id, version)
+        -- can never match a row created later for the same record.
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        mailbox TEXT NOT NULL,
+        record_key TEXT NOT NULL,
+        op TEXT NOT NULL CHECK (op IN ('upsert', 'delete')),
+        payload TEXT NOT NULL DEFAULT '',
+        version INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'failed')),
+        last_error TEXT NOT NULL DEFAULT '',
+        due_at REAL NOT NULL,
+        enqueued_at REAL NOT NULL,
+        -- how often this version was handed to a worker; >1 warns that an earlier
+        -- push may already have written it
+        claims INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (mailbox, record_key)
+    )""",
+    # claim and next_due_at walk pending jobs in due order (a mailbox's own jobs are
+    # found through the UNIQUE (mailbox, record_key) index).
+    """CREATE INDEX IF NOT EXISTS jobs_status_due ON jobs (status, due_at)""",
+    # holders() runs on the host's save path: find a record's mailboxes without a scan.
+    """CREATE INDEX IF NOT EXISTS jobs_record ON jobs (record_key)""",
+    """CREATE TABLE IF NOT EXISTS leases (
+        mailbox TEXT PRIMARY KEY,
+        worker_id TEXT NOT NULL,
+        lease_until REAL NOT NULL
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS sync_state (
+        mailbox TEXT NOT NULL,
+        record_key TEXT NOT NULL,
+        item_id TEXT NOT NULL,
+        change_key TEXT NOT NULL,
+        content_hash TEXT NOT NULL,
+        item_class TEXT NOT NULL DEFAULT '',
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (mailbox, record_key)
+    ) WITHOUT ROWID""",
+    """CREATE INDEX IF NOT EXISTS sync_state_record ON sync_state (record_key)""",
+    """CREATE TABLE IF NOT EXISTS mailboxes (
+        mailbox TEXT PRIMARY KEY,
+        parked INTEGER NOT NULL DEFAULT 0,
+        parked_reason TEXT NOT NULL DEFAULT '',
+        last_success_at REAL,
+        last_error TEXT NOT NULL DEFAULT '',
+        last_error_at REAL
+    ) WITHOUT ROWID""",
+]
+
+_JOB_COLS = (
+    "id, mailbox, record_key, op, payload, version, attempts, status, last_error, due_at, enqueued_at, claims"
+)
+
+_ENQUEUE = """
+INSERT INTO jobs (mailbox, record_key, op, payload, version, attempts, status, last_error, due_at, enqueued_at)
+VALUES (?, ?, ?, ?, 1, 0, 'pending', '', ?, ?)
+ON CONFLICT (mailbox, record_key) DO UPDATE SET
+    op = excluded.op,
+    payload = excluded.payload,
+    version = jobs.version + 1,
+    attempts = 0,
+    status = 'pending',
+    last_error = '',
+    due_at = excluded.due_at,
+    enqueued_at = excluded.enqueued_at,
+    claims = 0
+"""
+
+_KNOW_MAILBOX = "INSERT INTO mailboxes (mailbox) VALUES (?) ON CONFLICT (mailbox) DO NOTHING"
+
+# The oldest due pending job whose mailbox is neither parked, nor leased by a live
+# worker, nor excluded by the caller. Walks jobs_status_due in due order and stops
+# at the first hit.
+_PICK_MAILBOX = """
+SELECT j.mailbox FROM jobs AS j
+WHERE j.status = 'pending' AND j.due_at <= :now
+  AND NOT EXISTS (SELECT 1 FROM mailboxes AS m WHERE m.mailbox = j.mailbox AND m.parked)
+  AND NOT EXISTS (SELECT 1 FROM leases AS l WHERE l.mailbox = j.mailbox AND l.lease_until > :now)
+  AND j.mailbox NOT IN (SELECT value FROM json_each(:exclude))
+ORDER BY j.due_at, j.id
+LIMIT 1
+"""
+
+_TAKE_LEASE = """
+INSERT INTO leases (mailbox, worker_id, lease_until) VALUES (?, ?, ?)
+ON CONFLICT (mailbox) DO UPDATE SET worker_id = excluded.worker_id, lease_until = excluded.lease_until
+"""
+
+# Hands out the mailbox's due jobs and counts the hand-out (RETURNING has no
+# order; the caller sorts).
+_TAKE_JOBS = f"""
+UPDATE jobs SET claims = claims + 1
+WHERE id IN (
+    SELECT id FROM jobs
+    WHERE mailbox = ? AND status = 'pending' AND due_at <= ?
+    ORDER BY due_at, id
+    LIMIT ?
+)
+RETURNING {_JOB_COLS}
+"""
+
+# A leased mailbox becomes claimable when its lease runs out, so its jobs count
+# from max(due_at, lease_until); that keeps idle workers from waking up for work
+# another live worker is holding.
+_NEXT_DUE = """
+SELECT MIN(MAX(j.due_at, COALESCE(l.lease_until, 0))) FROM jobs AS j
+LEFT JOIN leases AS l ON l.mailbox = j.mailbox
+WHERE j.status = 'pending'
+  AND NOT EXISTS (SELECT 1 FROM mailboxes AS m WHERE m.mailbox = j.mailbox AND m.parked)
+"""
+
+_PUT_SYNC = """
+INSERT INTO sync_state (mailbox, record_key, item_id, change_key, content_hash, item_class, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (mailbox, record_key) DO UPDATE SET
+    item_id = excluded.item_id,
+    change_key = excluded.change_key,
+    content_hash = excluded.content_hash,
+    item_class = excluded.item_class,
+    updated_at = excluded.updated_at
+"""
+
+_MAILBOX_STATES = """
+SELECT b.mailbox, COALESCE(m.parked, 0), COALESCE(m.parked_reason, ''), m.last_success_at,
+       COALESCE(m.last_error, ''), m.last_error_at, COALESCE(c.pending, 0), COALESCE(c.failed, 0)
+FROM (SELECT mailbox FROM mailboxes UNION SELECT mailbox FROM jobs) AS b
+LEFT JOIN mailboxes AS m ON m.mailbox = b.mailbox
+LEFT JOIN (
+    SELECT mailbox, SUM(status = 'pending') AS pending, SUM(status = 'failed') AS failed
+    FROM jobs GROUP BY mailbox
+) AS c ON c.mailbox = b.mailbox
+ORDER BY b.mailbox
+"""
+
+# How often wait_for_work looks for commits from other processes. It only reads
+# PRAGMA data_version (no table access) unless something changed.
+_POLL_SECONDS = 0.1
+
+
+class _WorkSignal:
+    """Wakes waiters in this process when any outbox object on the same file enqueues."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.generation = 0
+
+    def notify(self) -> None:
+        with self.cond:
+            self.generation += 1
+            self.cond.notify_all()
+
+
+_signals: dict[str, _WorkSignal] = {}
+_signals_lock = threading.Lock()
+
+
+def _signal_for(path: str) -> _WorkSignal:
+    key = os.path.realpath(path)
+    with _signals_lock:
+        return _signals.setdefault(key, _WorkSignal())
+
+
+def _job(row: Sequence) -> Job:
+    return Job(
+        id=row[0],
+        mailbox=row[1],
+        record_key=row[2],
+        op=row[3],
+        payload=row[4],
+        version=row[5],
+        attempts=row[6],
+        status=row[7],
+        last_error=row[8],
+        due_at=row[9],
+        enqueued_at=row[10],
+        claims=row[11],
+    )
+
+
+def _check_change(change: Change) -> None:
+    if not change.mailbox or not change.record_key:
+        raise ValueError(f"change needs a mailbox and a record key: {change!r}")
+    if change.op not in ("upsert", "delete"):
+        raise ValueError(f"unknown op {change.op!r} (expected 'upsert' or 'delete')")
+
+
+class SQLiteOutbox:
+    """The outbox in a SQLite file; safe for many threads and processes on one file."""
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 30.0) -> None:
+        self.path = os.fspath(path)
+        parent = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(parent, exist_ok=True)
+        self._busy_timeout = busy_timeout
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self._closed = False
+        self._signal = _signal_for(self.path)
+        try:
+            self._init_schema()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- connections -------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so every
+        # transaction boundary is visible in this file and not guessed by sqlite3.
+        # check_same_thread=False only so close() may close other threads'
+        # connections; each connection is still used by its own thread only.
+        # sqlite3 keeps compiled statements per connection keyed by their text
+        # (cached_statements); all SQL here is module constants, so each statement
+        # is prepared once per connection and the save path never re-parses it.
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self._busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+            cached_statements=64,
+        )
+        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+        # synchronous=FULL: in WAL mode, NORMAL survives a crash of the process but
+        # can lose the last commits on an OS crash or power cut. The host has told
+        # the user "saved" when it calls enqueue, and a law firm's server room does
+        # lose power; a lost change would leave a phone showing a stale deadline
+        # with nobody knowing. FULL syncs the WAL on every commit.
+        conn.execute("PRAGMA synchronous = FULL")
+        return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._closed:
+                raise RuntimeError("outbox is closed")
+            conn = self._connect()
+            self._local.conn = conn
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; IMMEDIATE takes the write lock before the first read."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _init_schema(self) -> None:
+        conn = self._conn()
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise ValueError(
+                f"Die Warteschlange {self.path!r} kann den SQLite-WAL-Modus nicht einschalten "
+                f"(Modus {mode!r}). Liegt das Datenverzeichnis auf einem Netzlaufwerk? "
+                "Bitte ein lokales Verzeichnis oder PostgreSQL verwenden."
+            )
+        with self._write() as c:
+            found = c.execute("PRAGMA user_version").fetchone()[0]
+            if found > SCHEMA_VERSION:
+                raise ValueError(
+                    f"Die Warteschlange {self.path!r} stammt von einer neueren Plugin-Version "
+                    f"(Schema {found}, unterstützt bis {SCHEMA_VERSION}). Bitte das Plugin aktualisieren."
+                )
+            for statement in _SCHEMA:
+                c.execute(statement)
+            if found < SCHEMA_VERSION:
+                c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self._closed = True
+        with self._conns_lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            conn.close()
+        self._local = threading.local()
+
+    # -- producers -----------------------------------------------------------------
+    def enqueue(self, changes: Sequence[Change]) -> None:
+        if not changes:
+            return
+        for change in changes:
+            _check_change(change)
+        now = time.time()
+        rows = [(c.mailbox, c.record_key, c.op, c.payload, now, now) for c in changes]
+        mailboxes = [(m,) for m in dict.fromkeys(c.mailbox for c in changes)]
+        with self._write() as conn:
+            conn.executemany(_ENQUEUE, rows)
+            # Every mailbox that ever had work gets a row, so the status view lists
+            # it (with its last success) even after its queue ran empty; the
+            # PostgreSQL store needs these rows as claim locks anyway.
+            conn.executemany(_KNOW_MAILBOX, mailboxes)
+        self._signal.notify()
+
+    # -- workers ---------------------------------------------------------------------
+    def claim(
+        self,
+        worker_id: str,
+        *,
+        limit: int = 100,
+        lease_seconds: float = 60.0,
+        exclude: Sequence[str] = (),
+        now: float | None = None,
+    ) -> Claim | None:
+        if not worker_id:
+            raise ValueError("worker_id must not be empty")
+        now = time.time() if now is None else now
+        until = now + lease_seconds
+        with self._write() as conn:
+            row = conn.execute(_PICK_MAILBOX, {"now": now, "exclude": json.dumps(list(exclude))}).fetchone()
+            if row is None:
+                return None
+            mailbox = row[0]
+            conn.execute(_TAKE_LEASE, (mailbox, worker_id, until))
+            rows = conn.execute(_TAKE_JOBS, (mailbox, now, max(1, limit))).fetchall()
+        jobs = tuple(sorted((_job(r) for r in rows), key=lambda j: (j.due_at, j.id)))
+        return Claim(mailbox=mailbox, worker_id=worker_id, lease_until=until, jobs=jobs)
+
+    def renew(self, claim: Claim, *, lease_seconds: float = 60.0) -> Claim:
+        # Only a lease row naming us is extended. Claims overwrite the row when they
+        # take an expired lease and release deletes it, so a missing or foreign row
+        # means someone else has (or had) the mailbox meanwhile.
+        until = time.time() + lease_seconds
+        cur = self._conn().execute(
+            "UPDATE leases SET lease_until = ? WHERE mailbox = ? AND worker_id = ?",
+            (until, claim.mailbox, claim.worker_id),
+        )
+        if cur.rowcount != 1:
+            raise LeaseLost(f"lease on {claim.mailbox!r} is no longer held by {claim.worker_id!r}")
+        return Claim(mailbox=claim.mailbox, worker_id=claim.worker_id, lease_until=until, jobs=claim.jobs)
+
+    def release(self, claim: Claim) -> None:
+        self._conn().execute(
+            "DELETE FROM leases WHERE mailbox = ? AND worker_id = ?", (claim.mailbox, claim.worker_id)
+        )
+
+    def complete(self, job: Job, sync: SyncEntry | None, *, remove_sync: bool = False) -> bool:
+        if sync is not None and remove_sync:
+            raise ValueError("complete() takes either a sync entry or remove_sync, not both")
+        with self._write() as conn:
+            cur = conn.execute("DELETE FROM jobs WHERE id = ? AND version = ?", (job.id, job.version))
+            acked = cur.rowcount == 1
+            if remove_sync:
+                conn.execute(
+                    "DELETE FROM sync_state WHERE mailbox = ? AND record_key = ?",
+                    (job.mailbox, job.record_key),
+                )
+            elif sync is not None:
+                conn.execute(_PUT_SYNC, self._sync_row(sync))
+        return acked
+
+    def complete_many(
+        self,
+        jobs: Sequence[Job],
+        entries: Sequence[SyncEntry] = (),
+        removed: Sequence[tuple[str, str]] = (),
+    ) -> list[bool]:
+        # Entries are written before removals, so a pair named in both ends up removed.
+        with self._write() as conn:
+            acked = [
+                conn.execute("DELETE FROM jobs WHERE id = ? AND version = ?", (j.id, j.version)).rowcount == 1
+                for j in jobs
+            ]
+            conn.executemany(_PUT_SYNC, [self._sync_row(e) for e in entries])
+            conn.executemany("DELETE FROM sync_state WHERE mailbox = ? AND record_key = ?", list(removed))
+        return acked
+
+    def retry(self, job: Job, error: str, delay: float) -> None:
+        due = time.time() + max(0.0, delay)
+        self._conn().execute(
+            "UPDATE jobs SET attempts = attempts + 1, last_error = ?, due_at = ?, status = 'pending' "
+            "WHERE id = ? AND version = ?",
+            (error, due, job.id, job.version),
+        )
+
+    def fail(self, job: Job, reason: str) -> None:
+        self._conn().execute(
+            "UPDATE jobs SET attempts = attempts + 1, last_error = ?, status = 'failed' "
+            "WHERE id = ? AND version = ?",
+            (reason, job.id, job.version),
+        )
+
+    def requeue_failed(self, mailbox: str | None = None) -> int:
+        now = time.time()
+        cur = self._conn().execute(
+            "UPDATE jobs SET status = 'pending', attempts = 0, due_at = ? "
+            "WHERE status = 'failed' AND (? IS NULL OR mailbox = ?)",
+            (now, mailbox, mailbox),
+        )
+        if cur.rowcount:
+            self._signal.notify()
+        return cur.rowcount
+
+    def next_due_at(self) -> float | None:
+        return self._conn().execute(_NEXT_DUE).fetchone()[0]
+
+    def wait_for_work(self, timeout: float) -> bool:
+        deadline = time.monotonic() + max(0.0, timeout)
+        conn = self._conn()
+        with self._signal.cond:
+            generation = self._signal.generation
+        # Read data_version before next_due_at so a commit in between is noticed.
+        data_version = conn.execute("PRAGMA data_version").fetchone()[0]
+        due = self.next_due_at()
+        while True:
+            if due is not None and due <= time.time():
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            step = min(remaining, _POLL_SECONDS)
+            if due is not None:
+                step = min(step, max(0.0, due - time.time()))
+            with self._signal.cond:
+                if self._signal.cond.wait_for(lambda: self._signal.generation != generation, step):
+                    return True
+            # data_version changes when another connection (thread or process)
+            # committed; only then is the (heavier) due query worth running again.
+            current = conn.execute("PRAGMA data_version").fetchone()[0]
+            if current != data_version:
+                data_version = current
+                due = self.next_due_at()
+
+    # -- sync state --------------------------------------------------------------------
+    @staticmethod
+    def _sync_row(e: SyncEntry) -> tuple:
+        updated = e.updated_at or time.time()
+        return (e.mailbox, e.record_key, e.item_id, e.change_key, e.content_hash, e.item_class, updated)
+
+    def get_sync(self, mailbox: str, record_keys: Sequence[str]) -> dict[str, SyncEntry]:
+        if not record_keys:
+            return {}
+        rows = self._conn().execute(
+            "SELECT mailbox, record_key, item_id, change_key, content_hash, item_class, updated_at "
+            "FROM sync_state WHERE mailbox = ? AND record_key IN (SELECT value FROM json_each(?))",
+            (mailbox, json.dumps(list(record_keys))),
+        )
+        return {r[1]: SyncEntry(*r) for r in rows}
+
+    def put_sync(self, entry: SyncEntry) -> None:
+        self._conn().execute(_PUT_SYNC, self._sync_row(entry))
+
+    def put_sync_many(self, entries: Sequence[SyncEntry]) -> None:
+        if not entries:
+            return
+        with self._write() as conn:
+            conn.executemany(_PUT_SYNC, [self._sync_row(e) for e in entries])
+
+    def delete_sync(self, mailbox: str, record_key: str) -> None:
+        self._conn().execute(
+            "DELETE FROM sync_state WHERE mailbox = ? AND record_key = ?", (mailbox, record_key)
+        )
+
+    def sync_keys(self, mailbox: str, prefix: str = "") -> list[str]:
+        rows = self._conn().execute(
+            "SELECT record_key FROM sync_state WHERE mailbox = ? AND substr(record_key, 1, ?) = ? "
+            "ORDER BY record_key",
+            (mailbox, len(prefix), prefix),
+        )
+        return [r[0] for r in rows]
+
+    def holders(self, record_key: str) -> list[str]:
+        rows = self._conn().execute(
+            "SELECT mailbox FROM sync_state WHERE record_key = ? "
+            "UNION SELECT mailbox FROM jobs WHERE record_key = ? AND op = 'upsert' ORDER BY 1",
+            (record_key, record_key),
+        )
+        return [r[0] for r in rows]
+
+    # -- mailboxes ------------------------------------------------------------------------
+    def park(self, mailbox: str, reason: str) -> None:
+        self._conn().execute(
+            "INSERT INTO mailboxes (mailbox, parked, parked_reason) VALUES (?, 1, ?) "
+            "ON CONFLICT (mailbox) DO UPDATE SET parked = 1, parked_reason = excluded.parked_reason",
+            (mailbox, reason),
+        )
+
+    def unpark(self, mailbox: str) -> None:
+        # Unparking follows a fix (new credentials), so the mailbox's waiting jobs
+        # are made due now instead of sitting out a back-off chosen for the old fault.
+        now = time.time()
+        with self._write() as conn:
+            conn.execute("UPDATE mailboxes SET parked = 0, parked_reason = '' WHERE mailbox = ?", (mailbox,))
+            conn.execute(
+                "UPDATE jobs SET due_at = ? WHERE mailbox = ? AND status = 'pending' AND due_at > ?",
+                (now, mailbox, now),
+            )
+        self._signal.notify()
+
+    def record_success(self, mailbox: str) -> None:
+        self._conn().execute(
+            "INSERT INTO mailboxes (mailbox, last_success_at) VALUES (?, ?) "
+            "ON CONFLICT (mailbox) DO UPDATE SET last_success_at = excluded.last_success_at",
+            (mailbox, time.time()),
+        )
+
+    def record_error(self, mailbox: str, error: str) -> None:
+        self._conn().execute(
+            "INSERT INTO mailboxes (mailbox, last_error, last_error_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (mailbox) DO UPDATE SET last_error = excluded.last_error, "
+            "last_error_at = excluded.last_error_at",
+            (mailbox, error, time.time()),
+        )
+
+    def mailbox_states(self) -> list[MailboxState]:
+        return [
+            MailboxState(
+                mailbox=r[0],
+                parked=bool(r[1]),
+                parked_reason=r[2],
+                last_success_at=r[3],
+                last_error=r[4],
+                last_error_at=r[5],
+                pending=r[6],
+                failed=r[7],
+            )
+            for r in self._conn().execute(_MAILBOX_STATES)
+        ]
+
+    # -- inspection ------------------------------------------------------------------------
+    def pending_count(self, mailbox: str | None = None) -> int:
+        return (
+            self._conn()
+            .execute(
+                "SELECT COUNT(*) FROM jobs WHERE status = 'pending' AND (? IS NULL OR mailbox = ?)",
+                (mailbox, mailbox),
+            )
+            .fetchone()[0]
+        )
+
+    def jobs(self, mailbox: str | None = None, status: str | None = None) -> list[Job]:
+        rows = self._conn().execute(
+            f"SELECT {_JOB_COLS} FROM jobs WHERE (? IS NULL OR mailbox = ?) AND (? IS NULL OR status = ?) "
+            "ORDER BY due_at, id",
+            (mailbox, mailbox, status, status),
+        )
+        return [_job(r) for r in rows]

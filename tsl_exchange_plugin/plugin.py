@@ -1,0 +1,135 @@
+"""The hook implementations: thin, each hands over to the module that owns the concern.
+
+Nothing here may raise into the host's save path or block on Exchange.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from tsl_hostapi import hookimpl
+from tsl_hostapi.types import (
+    ActionResult,
+    Host,
+    Licence,
+    LicenceDecision,
+    MenuAction,
+    RecordEvent,
+    RecordRef,
+    SaveResult,
+    SettingsContext,
+    SettingsTab,
+    SettingsValues,
+    User,
+)
+
+from . import PLUGIN_ID, actions, licence, settings
+from .runtime import SyncRuntime
+
+log = logging.getLogger(__name__)
+
+# One runtime per host object: tests and the demo may run several hosts in one process.
+_runtimes: dict[int, SyncRuntime] = {}
+
+
+def runtime_for(host: Host) -> SyncRuntime | None:
+    return _runtimes.get(id(host))
+
+
+@hookimpl
+def tsl_startup(host: Host) -> None:
+    if id(host) in _runtimes:
+        return
+    _runtimes[id(host)] = SyncRuntime(host)
+
+
+@hookimpl
+def tsl_shutdown(host: Host) -> None:
+    runtime = _runtimes.pop(id(host), None)
+    if runtime is not None:
+        runtime.close()
+
+
+@hookimpl
+def tsl_licence_check(host: Host, plugin_id: str, licence: Licence | None) -> LicenceDecision | None:
+    if plugin_id != PLUGIN_ID:
+        return None
+    return licence_module_check(licence)
+
+
+def licence_module_check(lic: Licence | None) -> LicenceDecision:
+    decision, _claims = licence.verify(lic.document if lic else None)
+    return decision
+
+
+@hookimpl
+def tsl_settings_tabs(host: Host, user: User, scope: str) -> list[SettingsTab]:
+    return settings.tabs(host, user, scope)
+
+
+@hookimpl
+def tsl_settings_load(
+    host: Host, user: User, plugin_id: str, tab_id: str, context: SettingsContext
+) -> SettingsValues | None:
+    if plugin_id != PLUGIN_ID:
+        return None
+    return settings.load(host, runtime_for(host), user, tab_id, context)
+
+
+@hookimpl
+def tsl_settings_save(
+    host: Host, user: User, plugin_id: str, tab_id: str, context: SettingsContext, values: dict[str, Any]
+) -> SaveResult | None:
+    if plugin_id != PLUGIN_ID:
+        return None
+    return settings.save(host, runtime_for(host), user, tab_id, context, values)
+
+
+@hookimpl
+def tsl_context_menu_actions(
+    host: Host, user: User, view: str, selection: tuple[RecordRef, ...]
+) -> list[MenuAction]:
+    return actions.menu(host, user, view, selection)
+
+
+@hookimpl
+def tsl_run_action(
+    host: Host,
+    user: User,
+    plugin_id: str,
+    action_id: str,
+    selection: tuple[RecordRef, ...],
+    values: dict[str, Any],
+) -> ActionResult | None:
+    if plugin_id != PLUGIN_ID:
+        return None
+    return actions.run(host, runtime_for(host), user, action_id, selection, values)
+
+
+@hookimpl
+def tsl_record_saved(host: Host, event: RecordEvent) -> None:
+    runtime = runtime_for(host)
+    if runtime is None:
+        return
+    try:
+        runtime.record_saved(event)
+    except Exception:  # never into the host's save; the change is logged for the administrator
+        log.exception("Exchange-Sync: Änderung an %s konnte nicht eingereiht werden", event.ref.key)
+        host.notify(
+            f"Exchange-Sync: Änderung an {event.ref.key} konnte nicht eingereiht werden.", level="error"
+        )
+
+
+@hookimpl
+def tsl_record_deleted(host: Host, event: RecordEvent) -> None:
+    runtime = runtime_for(host)
+    if runtime is None:
+        return
+    try:
+        runtime.record_deleted(event)
+    except Exception:
+        log.exception("Exchange-Sync: Löschung von %s konnte nicht eingereiht werden", event.ref.key)
+        host.notify(
+            f"Exchange-Sync: Löschung von {event.ref.key} konnte nicht eingereiht werden.", level="error"
+        )

@@ -1,0 +1,294 @@
+"""One batch for one mailbox: decide what to write, write it in bulk, record the outcome.
+
+Rules (DESIGN.md, "Identity, exactly once"):
+* An unchanged content hash writes nothing.
+* A create whose earlier attempt may have reached the server (the job was claimed
+  before, or failed with an unknown outcome) first looks its record key up in the
+  mailbox; what it finds is updated instead of created, and surplus copies removed.
+* ItemNotFound on update means the user deleted the item on the phone: create it again.
+* A stale ChangeKey refreshes the ids by key and updates once more.
+* Deletes remove the item we know plus anything else carrying the same key.
+The worker owns scheduling; this module raises nothing for per-item trouble and
+lets whole-request errors (auth, transport) propagate after saving what was done.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from . import signals
+from .exchange.base import (
+    Conflict,
+    ExchangeError,
+    ItemNotFound,
+    ItemRef,
+    MailboxSession,
+    TransientError,
+    Written,
+)
+from .mapping.items import ExchangeItem, content_hash
+from .outbox.base import Job, Outbox, SyncEntry
+from .snapshot import ITEM_CLASS_BY_KIND, Snapshot, SnapshotError, load
+
+log = logging.getLogger(__name__)
+
+Mapper = Callable[[Snapshot, str], list[ExchangeItem]]
+"""(snapshot, mailbox) -> the Exchange items this record shows in that mailbox."""
+
+
+class PermanentError(Exception):
+    """This snapshot can never be pushed as it is (mapping failed, server rejects it)."""
+
+
+@dataclass
+class JobState:
+    job: Job
+    failed: str = ""  # permanent reason
+    transient: str = ""  # try again later
+    back_off: float | None = None
+    pending: int = 0  # actions not yet confirmed
+
+
+@dataclass
+class _Action:
+    state: JobState
+    key: str
+    item_class: str
+    item: ExchangeItem | None = None
+    sync: SyncEntry | None = None
+    found: list[ItemRef] = field(default_factory=list)
+    forget: bool = True  # a delete that also drops the sync entry (not so for surplus copies)
+    lookup: bool = False  # a create that must first look for an earlier copy
+
+
+def base_key(key: str) -> str:
+    return key.split("#", 1)[0]
+
+
+def item_class_of(key: str) -> str:
+    kind = key.split(":", 1)[0]
+    return ITEM_CLASS_BY_KIND.get(kind, "contact")
+
+
+@dataclass
+class BatchResult:
+    done: list[Job] = field(default_factory=list)
+    failed: list[tuple[Job, str]] = field(default_factory=list)
+    retry: list[tuple[Job, str, float | None]] = field(default_factory=list)
+    writes: int = 0
+    fatal: ExchangeError | None = None  # a whole-request error that stopped the batch
+
+
+class Pusher:
+    def __init__(self, outbox: Outbox, mapper: Mapper):
+        self.outbox = outbox
+        self.mapper = mapper
+
+    # ------------------------------------------------------------------ planning
+    def _plan(self, mailbox: str, jobs: Sequence[Job]):
+        states = [JobState(j) for j in jobs]
+        known = self.outbox.get_sync(mailbox, [j.record_key for j in jobs])
+        creates: list[_Action] = []
+        updates: list[_Action] = []
+        deletes: list[_Action] = []
+        for st in states:
+            job = st.job
+            existing = {k: v for k, v in known.items() if k == job.record_key}
+            if job.record_key.startswith("deadline:"):
+                # A deadline also owns its Vorfrist items ("deadline:4#vorfrist1", ...).
+                extra = self.outbox.sync_keys(mailbox, job.record_key + "#")
+                if extra:
+                    existing.update(self.outbox.get_sync(mailbox, extra))
+            produced: dict[str, ExchangeItem] = {}
+            if job.op == "upsert":
+                try:
+                    snap = load(job.payload)
+                    for item in self.mapper(snap, mailbox):
+                        produced[item.record_key] = item
+                except (SnapshotError, PermanentError, ValueError) as exc:
+                    st.failed = str(exc)
+                    continue
+            maybe_written = job.claims > 1 or job.attempts > 0
+            for key, item in produced.items():
+                sync = existing.get(key)
+                act = _Action(st, key, item.item_class, item=item, sync=sync)
+                if sync is None:
+                    creates.append(act)
+                    act.lookup = maybe_written
+                elif sync.content_hash != content_hash(item):
+                    updates.append(act)
+                else:
+                    continue
+                st.pending += 1
+            for key, sync in existing.items():
+                if key not in produced:
+                    deletes.append(_Action(st, key, sync.item_class or item_class_of(key), sync=sync))
+                    st.pending += 1
+            if job.op == "delete" and job.record_key not in existing:
+                # Unknown to us, yet an earlier create may have landed: look it up and remove it.
+                deletes.append(_Action(st, job.record_key, item_class_of(job.record_key)))
+                st.pending += 1
+        return states, creates, updates, deletes
+
+    # ------------------------------------------------------------------ running
+    def run(self, mailbox: str, jobs: Sequence[Job], session: MailboxSession) -> BatchResult:
+        states, creates, updates, deletes = self._plan(mailbox, jobs)
+        new_sync: list[SyncEntry] = []
+        removed: list[tuple[str, str]] = []
+        result = BatchResult()
+        try:
+            self._lookups(session, creates, deletes, updates)
+            self._do_deletes(mailbox, session, deletes, removed, result)
+            self._do_updates(mailbox, session, updates, creates, new_sync, result)
+            self._do_creates(mailbox, session, creates, new_sync, result)
+        except ExchangeError as exc:
+            result.fatal = exc
+        finally:
+            # Whatever happened, what we know was written is recorded before anything else.
+            done_jobs = [st.job for st in states if not st.failed and not st.transient and st.pending == 0]
+            if new_sync or removed or done_jobs:
+                acked = self.outbox.complete_many(done_jobs, new_sync, removed)
+                result.done = [j for j, ok in zip(done_jobs, acked, strict=True) if ok]
+            for st in states:
+                if st.failed:
+                    result.failed.append((st.job, st.failed))
+                elif st.transient:
+                    result.retry.append((st.job, st.transient, st.back_off))
+        for st in states:
+            if st.pending and not st.failed and not st.transient:
+                # Interrupted by a whole-request error: the worker reschedules these.
+                back_off = getattr(result.fatal, "back_off", None)
+                result.retry.append((st.job, str(result.fatal or "Übertragung unterbrochen"), back_off))
+        return result
+
+    def _lookups(self, session, creates, deletes, updates) -> None:
+        by_class: dict[str, list[_Action]] = defaultdict(list)
+        for act in creates:
+            if act.lookup:
+                by_class[act.item_class].append(act)
+        for act in deletes:
+            by_class[act.item_class].append(act)
+        for item_class, acts in by_class.items():
+            found = session.find_by_keys(item_class, sorted({a.key for a in acts}))
+            for act in acts:
+                act.found = list(found.get(act.key, []))
+        # A create that finds its item becomes an update of the first copy; surplus copies go.
+        for act in list(creates):
+            if act.found:
+                first, *rest = act.found
+                creates.remove(act)
+                act.sync = SyncEntry(
+                    act.state.job.mailbox, act.key, first.item_id, first.change_key, "", act.item_class
+                )
+                updates.append(act)
+                for ref in rest:
+                    act.state.pending += 1
+                    deletes.append(_Action(act.state, act.key, act.item_class, found=[ref], forget=False))
+
+    def _do_deletes(self, mailbox, session, deletes, removed, result) -> None:
+        if not deletes:
+            return
+        refs: list[ItemRef] = []
+        owners: list[_Action] = []
+        for act in deletes:
+            targets = {r.item_id: r for r in act.found}
+            if act.sync is not None and act.sync.item_id not in targets:
+                targets[act.sync.item_id] = ItemRef(act.sync.item_id, act.sync.change_key)
+            for ref in targets.values():
+                refs.append(ref)
+                owners.append(act)
+            if not targets:
+                act.state.pending -= 1
+                if act.forget:
+                    removed.append((mailbox, act.key))
+        outcomes = session.delete(refs) if refs else []
+        per_action: dict[int, list[ExchangeError | None]] = defaultdict(list)
+        for act, outcome in zip(owners, outcomes, strict=True):
+            per_action[id(act)].append(outcome)
+        for act in deletes:
+            outs = per_action.get(id(act))
+            if outs is None:
+                continue
+            errors = [e for e in outs if e is not None and not isinstance(e, ItemNotFound)]
+            result.writes += len(outs)
+            if errors:
+                self._item_error(act.state, errors[0])
+            else:
+                act.state.pending -= 1
+                if act.forget:
+                    removed.append((mailbox, act.key))
+                signals.push_succeeded.send(
+                    self, mailbox=mailbox, record_key=act.key, op="delete", item_id=""
+                )
+
+    def _do_updates(self, mailbox, session, updates, creates, new_sync, result, *, refreshed=False) -> None:
+        if not updates:
+            return
+        changes = [(ItemRef(a.sync.item_id, a.sync.change_key), a.item) for a in updates]
+        outcomes = session.update(changes)
+        result.writes += len(outcomes)
+        conflicts: list[_Action] = []
+        for act, outcome in zip(updates, outcomes, strict=True):
+            if isinstance(outcome, Written):
+                self._written(mailbox, act, outcome, new_sync)
+            elif isinstance(outcome, ItemNotFound):
+                # Deleted on the phone: the host is the master, so it comes back.
+                act.sync = None
+                creates.append(act)
+            elif isinstance(outcome, Conflict) and not refreshed:
+                conflicts.append(act)
+            else:
+                self._item_error(act.state, outcome)
+        if conflicts:
+            by_class: dict[str, list[_Action]] = defaultdict(list)
+            for act in conflicts:
+                by_class[act.item_class].append(act)
+            retry: list[_Action] = []
+            for item_class, acts in by_class.items():
+                found = session.find_by_keys(item_class, [a.key for a in acts])
+                for act in acts:
+                    refs = found.get(act.key) or []
+                    match = next(
+                        (r for r in refs if r.item_id == act.sync.item_id), refs[0] if refs else None
+                    )
+                    if match is None:
+                        act.sync = None
+                        creates.append(act)
+                    else:
+                        act.sync = SyncEntry(
+                            mailbox, act.key, match.item_id, match.change_key, "", act.item_class
+                        )
+                        retry.append(act)
+            self._do_updates(mailbox, session, retry, creates, new_sync, result, refreshed=True)
+
+    def _do_creates(self, mailbox, session, creates, new_sync, result) -> None:
+        if not creates:
+            return
+        outcomes = session.create([a.item for a in creates])
+        result.writes += len(outcomes)
+        for act, outcome in zip(creates, outcomes, strict=True):
+            if isinstance(outcome, Written):
+                self._written(mailbox, act, outcome, new_sync)
+            else:
+                self._item_error(act.state, outcome)
+
+    def _written(self, mailbox: str, act: _Action, w: Written, new_sync: list[SyncEntry]) -> None:
+        new_sync.append(
+            SyncEntry(
+                mailbox, act.key, w.item_id, w.change_key, content_hash(act.item), act.item_class, time.time()
+            )
+        )
+        act.state.pending -= 1
+        signals.push_succeeded.send(self, mailbox=mailbox, record_key=act.key, op="upsert", item_id=w.item_id)
+
+    @staticmethod
+    def _item_error(state: JobState, err: ExchangeError) -> None:
+        if isinstance(err, (TransientError, Conflict)):
+            state.transient = str(err) or type(err).__name__
+            state.back_off = getattr(err, "back_off", None)
+        else:
+            state.failed = str(err) or type(err).__name__

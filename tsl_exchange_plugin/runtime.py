@@ -1,0 +1,207 @@
+"""The plugin's state for one host: stores, accounts, the enqueue path and the worker.
+
+``plugin.py`` creates one ``SyncRuntime`` per host in ``tsl_startup`` and hands every
+hook over to it. The save path (``record_saved``) only reads the subscription list
+and writes the queue in one short transaction; it never talks to Exchange.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable
+
+from tsl_hostapi.types import Appointment, Deadline, Host, Record, RecordEvent, RecordRef, Reminder, User
+
+from . import PLUGIN_ID, signals, snapshot, subscriptions
+from .accounts import AccountStore, ExchangeSettings
+from .credentials import Vault
+from .exchange.base import ExchangeBackend, MailboxAccount
+from .mapping.dispatch import make_mapper
+from .outbox.base import Change, Outbox
+from .outbox.factory import open_outbox
+from .worker import Worker, WorkerConfig
+
+log = logging.getLogger(__name__)
+
+QUEUE_URL_ENV = "TSL_EXCHANGE_QUEUE_URL"
+FIRM_KEY = "firm"
+SYNCED_KINDS = ("contact", "appointment", "deadline", "reminder")
+
+
+class SyncRuntime:
+    def __init__(
+        self,
+        host: Host,
+        *,
+        backend: ExchangeBackend | None = None,
+        outbox: Outbox | None = None,
+        worker_config: WorkerConfig | None = None,
+        start_worker: bool = True,
+    ):
+        self.host = host
+        self.data_dir = host.data_dir(PLUGIN_ID)
+        self.vault = Vault.open(self.data_dir)
+        self.accounts = AccountStore(host.settings, self.vault)
+        self.outbox = outbox or open_outbox(self.queue_url(), self.data_dir)
+        if backend is None:
+            from .exchange.ews import EwsBackend  # only here: exchangelib is slow to import
+
+            backend = EwsBackend()
+        self.backend = backend
+        self.worker = Worker(self.outbox, backend, self.resolve_account, make_mapper(), worker_config)
+        self._enabled_cache: tuple[float, frozenset[str]] = (0.0, frozenset())
+        self._cache_lock = threading.Lock()
+        if start_worker:
+            self.worker.start()
+
+    # ------------------------------------------------------------------ configuration
+    def firm_settings(self) -> dict:
+        raw = self.host.settings.get(PLUGIN_ID, FIRM_KEY, {})
+        return raw if isinstance(raw, dict) else {}
+
+    def queue_url(self) -> str | None:
+        return os.environ.get(QUEUE_URL_ENV) or self.firm_settings().get("queue_url") or None
+
+    def resolve_account(self, mailbox: str) -> MailboxAccount:
+        user = self.host.get_user(mailbox)
+        if user is None:
+            raise LookupError(f"Benutzer {mailbox} existiert nicht mehr.")
+        if not user.active:
+            raise LookupError(f"Benutzer {user.name} ist deaktiviert.")
+        account = self.accounts.mailbox_account(user)
+        timeout = self.firm_settings().get("request_timeout")
+        if isinstance(timeout, (int, float)) and timeout > 0:
+            account = dataclasses.replace(account, timeout=float(timeout))
+        return account
+
+    def enabled_users(self) -> frozenset[str]:
+        """Active users with Exchange Sync switched on (cached briefly: read on every save)."""
+        with self._cache_lock:
+            at, users = self._enabled_cache
+            if time.monotonic() - at < 5.0:
+                return users
+        enabled = set(self.accounts.enabled_user_ids())
+        users = frozenset(u.id for u in self.host.list_users() if u.active and u.id in enabled)
+        with self._cache_lock:
+            self._enabled_cache = (time.monotonic(), users)
+        return users
+
+    def _invalidate(self) -> None:
+        with self._cache_lock:
+            self._enabled_cache = (0.0, frozenset())
+
+    def save_account(
+        self, user_id: str, settings: ExchangeSettings, *, password: str | None = None
+    ) -> ExchangeSettings:
+        before = self.accounts.load(user_id)
+        saved = self.accounts.save(user_id, settings, password=password)
+        self._invalidate()
+        if saved.credentials_version != before.credentials_version or saved.enabled != before.enabled:
+            # New credentials or a new account: a parked mailbox gets another chance.
+            self.outbox.unpark(user_id)
+            signals.mailbox_status_changed.send(self, mailbox=user_id, status="unparked", reason="")
+        if saved.enabled and not before.enabled:
+            self.resync(user_id)
+        self.worker.wake()
+        return saved
+
+    # ------------------------------------------------------------------ enqueue path
+    def _snapshot_payload(self, record: Record) -> str:
+        kind = record.ref.kind
+        case = None
+        users: dict[str, User] = {}
+        if isinstance(record, (Appointment, Deadline, Reminder)):
+            if record.case_id:
+                case = self.host.get_record(RecordRef("case", record.case_id))
+            ids = set(getattr(record, "participant_ids", ())) | set(getattr(record, "responsible_ids", ()))
+            if case is not None:
+                ids |= {case.lawyer_id, case.clerk_id} - {""}
+            for uid in ids:
+                user = self.host.get_user(uid)
+                if user is not None:
+                    users[uid] = user
+        return snapshot.dump(snapshot.Snapshot(kind=kind, record=record, case=case, users=users))
+
+    def changes_for(self, record: Record, *, also: Iterable[str] = ()) -> list[Change]:
+        """Upserts for everyone the record concerns now; deletes for ``also`` users it no longer does."""
+        enabled = self.enabled_users()
+        key = record.ref.key
+        wanted = [u for u in subscriptions.intended_recipients(self.host.settings, record) if u in enabled]
+        changes: list[Change] = []
+        if wanted:
+            payload = self._snapshot_payload(record)
+            changes = [Change(u, key, "upsert", payload) for u in wanted]
+        for u in dict.fromkeys(also):
+            if u not in wanted:
+                changes.append(Change(u, key, "delete"))
+        return changes
+
+    def _enqueue(self, changes: list[Change]) -> None:
+        if not changes:
+            return
+        self.outbox.enqueue(changes)
+        signals.enqueued.send(self, changes=changes)
+        self.worker.wake()
+
+    def record_saved(self, event: RecordEvent) -> None:
+        record = event.record
+        if record is None or event.ref.kind not in SYNCED_KINDS:
+            if event.ref.kind == "case" and record is not None:
+                self.case_changed(event.ref.id)
+            return
+        holders = () if event.ref.kind == "contact" else self.outbox.holders(event.ref.key)
+        self._enqueue(self.changes_for(record, also=holders))
+
+    def record_deleted(self, event: RecordEvent) -> None:
+        if event.ref.kind not in SYNCED_KINDS:
+            return
+        key = event.ref.key
+        targets = set(self.outbox.holders(key))
+        if event.record is not None:
+            targets |= set(subscriptions.intended_recipients(self.host.settings, event.record))
+        if event.ref.kind == "contact":
+            subscriptions.set_subscribers(self.host.settings, event.ref.id, ())
+        self._enqueue([Change(u, key, "delete") for u in sorted(targets)])
+
+    def case_changed(self, case_id: str) -> None:
+        """A renamed case re-pushes every item that shows it."""
+        changes: list[Change] = []
+        for kind in ("appointment", "deadline", "reminder"):
+            for record in self.host.iter_records(kind):
+                if getattr(record, "case_id", "") == case_id:
+                    changes += self.changes_for(record)
+        self._enqueue(changes)
+
+    # ------------------------------------------------------------------ subscriptions
+    def change_subscriptions(
+        self, contact_ids: Iterable[str], *, add: Iterable[str] = (), remove: Iterable[str] = ()
+    ) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+        """Subscribe/unsubscribe users; enqueue the pushes and removals in one transaction."""
+        changed = subscriptions.change_subscriptions(self.host.settings, contact_ids, add=add, remove=remove)
+        changes: list[Change] = []
+        for cid, (before, _after) in changed.items():
+            record = self.host.get_record(RecordRef("contact", cid))
+            if record is None:
+                continue
+            changes += self.changes_for(record, also=before)
+        self._enqueue(changes)
+        return changed
+
+    def resync(self, user_id: str) -> int:
+        """Queue everything that concerns one user again; unchanged items are not rewritten."""
+        changes: list[Change] = []
+        for kind in SYNCED_KINDS:
+            for record in self.host.iter_records(kind):
+                if user_id in subscriptions.intended_recipients(self.host.settings, record):
+                    changes += [c for c in self.changes_for(record) if c.mailbox == user_id]
+        self._enqueue(changes)
+        return len(changes)
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        self.worker.stop()
+        self.outbox.close()

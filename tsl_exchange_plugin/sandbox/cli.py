@@ -1,0 +1,108 @@
+"""``tsl-exchange sandbox``: run the EWS sandbox in the foreground until Ctrl-C or SIGTERM.
+
+The lead wires this into the main CLI: ``add_arguments(subparser)`` then ``run(args)``.
+User-facing messages are German; passwords are never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from typing import TextIO
+
+
+def _mailbox(value: str) -> tuple[str, str]:
+    email, sep, password = value.partition(":")
+    if not sep or "@" not in email or not password:
+        raise argparse.ArgumentTypeError(
+            f"Ungültiges Postfach {email or value!r}: erwartet wird E-MAIL:PASSWORT, z. B. alice@kanzlei.test:Geheim1"
+        )
+    return email.strip(), password
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="Adresse, an die der Server bindet (Standard 127.0.0.1)"
+    )
+    parser.add_argument("--port", type=int, default=8787, help="TCP-Port (Standard 8787, 0 = freier Port)")
+    parser.add_argument("--data", required=True, metavar="DIR", help="Datenverzeichnis der Postfächer")
+    parser.add_argument(
+        "--mailbox",
+        action="append",
+        type=_mailbox,
+        default=[],
+        metavar="E-MAIL:PASSWORT",
+        help="Postfach anlegen (mehrfach möglich)",
+    )
+    parser.add_argument("--tls", action="store_true", help="HTTPS mit selbstsigniertem Zertifikat")
+    parser.add_argument("--no-validate", action="store_true", help="Schema-Prüfung abschalten (schneller)")
+    parser.add_argument("--no-ntlm", action="store_true", help="nur Basic-Anmeldung anbieten")
+    parser.add_argument("--no-basic", action="store_true", help="nur NTLM-Anmeldung anbieten")
+    parser.add_argument("--seed", type=int, default=None, help="Zufallsstartwert für Fehlerinjektion")
+
+
+def run(args: argparse.Namespace, *, out: TextIO | None = None, stop: threading.Event | None = None) -> int:
+    """Serve until Ctrl-C/SIGTERM (or ``stop`` is set, for tests). Returns the exit code."""
+    from .server import SandboxServer
+
+    out = out or sys.stdout
+    if args.no_ntlm and args.no_basic:
+        print("Fehler: --no-ntlm und --no-basic schließen jede Anmeldung aus.", file=sys.stderr)
+        return 2
+    try:
+        server = SandboxServer(
+            args.data,
+            mailboxes=dict(args.mailbox),
+            host=args.host,
+            port=args.port,
+            tls=args.tls,
+            validate=not args.no_validate,
+            ntlm=not args.no_ntlm,
+            basic=not args.no_basic,
+            seed=args.seed,
+        )
+    except OSError as exc:
+        print(f"Fehler: Der Server kann nicht an {args.host}:{args.port} binden: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"Fehler: {exc}", file=sys.stderr)
+        return 2
+    stop = stop or threading.Event()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    server.start()
+    try:
+        print(f"EWS-Sandbox läuft: {server.url}", file=out)
+        if server.cert_pem_path:
+            print(f"Zertifikat: {server.cert_pem_path}", file=out)
+        methods = [m for m, on in (("NTLM", server.ntlm), ("Basic", server.basic)) if on]
+        print(f"Anmeldung: {', '.join(methods)}", file=out)
+        for box in server.mailboxes():
+            print(f"Postfach: {box['email']} (Benutzer {box['domain']}\\{box['username']})", file=out)
+        print(f"Inspektion: {server.url.split('/EWS/')[0]}/sandbox/api/stats", file=out)
+        print("Beenden mit Strg+C.", file=out, flush=True)
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        print("EWS-Sandbox beendet.", file=out, flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="tsl-exchange sandbox", description="EWS-Sandbox für Tests und Demo"
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,516 @@
+"""CreateItem, GetItem, UpdateItem, DeleteItem, FindItem for Contact, CalendarItem and Task."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+from lxml import etree
+
+from . import ids, xmlio
+from .engine_ctx import TP, Ctx, E, M, MsgError, Unit
+from .fields import (
+    KINDS,
+    READ_ONLY,
+    Kind,
+    Path,
+    PathError,
+    check_path,
+    parse_path,
+    read_ext,
+    write_ext,
+)
+from .ops_folders import page
+from .restrictions import compile_restriction, sort_key
+from .schema import t
+
+_DEFAULT_FOLDER = {"Contact": "contacts", "CalendarItem": "calendar", "Task": "tasks"}
+_RIGHTS = {
+    k: True
+    for k in (
+        "CreateAssociated",
+        "CreateContents",
+        "CreateHierarchy",
+        "Delete",
+        "Modify",
+        "Read",
+        "ViewPrivateItems",
+    )
+}
+# Not part of AllProperties on real Exchange either (expensive or stream properties).
+_NOT_IN_ALL = frozenset({"MimeContent", "TextBody", "UniqueBody", "NormalizedBody"})
+
+
+# ---------------------------------------------------------------------------------------------
+# semantics shared by create, update and phone edits
+
+
+def normalize(kind: Kind, data: dict, changed: set[str]) -> None:
+    """Keep dependent fields coherent the way Exchange does (task completion, calendar span)."""
+    if kind.element == "Task":
+        status = data.get("Status")
+        pc = data.get("PercentComplete")
+        if "CompleteDate" in changed and data.get("CompleteDate") and "Status" not in changed:
+            data["Status"] = status = "Completed"
+            data["PercentComplete"] = pc = 100
+        if "Status" in changed and status is not None:
+            if status == "Completed":
+                data["PercentComplete"] = 100
+            elif status == "NotStarted":
+                data["PercentComplete"] = 0
+            elif pc is not None and pc >= 100:
+                data["PercentComplete"] = 0
+        elif "PercentComplete" in changed and pc is not None:
+            if pc >= 100:
+                data["Status"] = "Completed"
+            elif pc <= 0 and status in (None, "Completed", "InProgress"):
+                data["Status"] = "NotStarted"
+            elif 0 < pc < 100 and status in (None, "Completed", "NotStarted"):
+                data["Status"] = "InProgress"
+        if data.get("Status") == "Completed":
+            data.setdefault("CompleteDate", xmlio.utc_now())
+        else:
+            data.pop("CompleteDate", None)
+    elif kind.element == "CalendarItem":
+        start, end = data.get("Start"), data.get("End")
+        if start and end and end < start:
+            raise MsgError("ErrorCalendarEndDateIsEarlierThanStartDate")
+
+
+def defaults(kind: Kind, data: dict) -> None:
+    data.setdefault("Sensitivity", "Normal")
+    data.setdefault("Importance", "Normal")
+    if kind.element == "CalendarItem":
+        data.setdefault("IsAllDayEvent", False)
+        data.setdefault("LegacyFreeBusyStatus", "Busy")
+    elif kind.element == "Task":
+        data.setdefault("Status", "NotStarted")
+        data.setdefault("PercentComplete", 0)
+
+
+def item_view(ctx: Ctx, row: dict) -> dict:
+    """Stored fields plus the ones the server computes."""
+    kind = KINDS[row["kind"]]
+    view = dict(row["data"])
+    view["ItemId"] = {"@Id": row["id"], "@ChangeKey": row["change_key"]}
+    view["ParentFolderId"] = ctx.folder_id_attrs(row["folder_id"])
+    view.setdefault("ItemClass", kind.item_class)
+    view["DateTimeCreated"] = row["created"]
+    view["DateTimeReceived"] = row["created"]
+    view["LastModifiedTime"] = row["modified"]
+    view["Size"] = len(json.dumps(row["data"])) + 64
+    view["HasAttachments"] = False
+    view["IsAssociated"] = False
+    view["EffectiveRights"] = dict(_RIGHTS)
+    if kind.element == "Task":
+        view["IsComplete"] = view.get("Status") == "Completed"
+        view["IsRecurring"] = False
+    elif kind.element == "CalendarItem":
+        view["CalendarItemType"] = "Single"
+        view["IsRecurring"] = False
+    return view
+
+
+# ---------------------------------------------------------------------------------------------
+# shapes
+
+
+class Shape:
+    def __init__(self, ctx: Ctx, shape_el: etree._Element | None):
+        self.base = (shape_el.findtext(TP + "BaseShape") if shape_el is not None else None) or "Default"
+        self.paths: list[Path] = []
+        if shape_el is not None:
+            for p in shape_el.iterfind(f"{TP}AdditionalProperties/*"):
+                try:
+                    self.paths.append(parse_path(p))
+                except PathError:
+                    continue
+
+    def project(self, ctx: Ctx, row: dict, view: dict) -> dict:
+        kind = KINDS[row["kind"]]
+        info = ctx.model.type(kind.type)
+        if self.base in ("AllProperties", "Default"):
+            out = {k: v for k, v in view.items() if k in info.index and k not in _NOT_IN_ALL}
+        else:
+            out = {"ItemId": view["ItemId"]}
+        ext_out = []
+        for path in self.paths:
+            if path.kind == "ext":
+                entry = row["ext"].get(path.key)
+                if entry is not None and entry not in ext_out:
+                    ext_out.append(entry)
+                continue
+            prefix = path.uri.split(":", 1)[0]
+            if prefix not in ("item", kind.prefix) or path.name not in info.index:
+                continue
+            value = view.get(path.name)
+            if value is None:
+                continue
+            if path.kind == "field":
+                out[path.name] = value
+                continue
+            entry = next((e for e in value.get("Entry", []) if e.get("@Key") == path.key), None)
+            if entry is None or (path.sub and path.sub not in entry):
+                continue
+            box = out.setdefault(path.name, {"Entry": []})
+            if box is value:  # already complete from the base shape
+                continue
+            mine = next((e for e in box["Entry"] if e.get("@Key") == path.key), None)
+            if mine is None:
+                mine = {"@Key": path.key} if path.sub else dict(entry)
+                box["Entry"].append(mine)
+            if path.sub:
+                mine[path.sub] = entry[path.sub]
+        if ext_out:
+            out["ExtendedProperty"] = ext_out
+        return out
+
+
+def write_item(ctx: Ctx, parent: etree._Element, row: dict, data: dict) -> None:
+    kind = KINDS[row["kind"]]
+    ext = data.pop("ExtendedProperty", None)
+    if ext:
+        # Extended properties are written by hand (their value type comes from PropertyType);
+        # a placeholder keeps their schema position.
+        data["ExtendedProperty"] = {"$ext": True}
+    el = E(TP + kind.element, parent)
+    info = ctx.model.type(kind.type)
+    keys = sorted(data, key=lambda k: info.order.get(k, 10_000))
+    for k in keys:
+        if k == "ExtendedProperty":
+            for entry in ext:
+                write_ext(el, entry)
+            continue
+        c = info.index.get(k)
+        if c is None:
+            continue
+        v = data[k]
+        for item in v if (c.repeat and isinstance(v, list)) else [v]:
+            xmlio.write(ctx.model, el, k, item, c.type)
+
+
+# ---------------------------------------------------------------------------------------------
+# reading item elements
+
+
+def read_item(ctx: Ctx, kind: Kind, el: etree._Element) -> tuple[dict, dict]:
+    info = ctx.model.type(kind.type)
+    data: dict = {}
+    ext: dict = {}
+    for child in el:
+        if not isinstance(child.tag, str):
+            continue
+        name = etree.QName(child).localname
+        if name == "ExtendedProperty":
+            key, entry = read_ext(child, ctx.tz)
+            ext[key] = entry
+            continue
+        c = info.index.get(name)
+        if c is None or name in READ_ONLY:
+            raise MsgError("ErrorInvalidPropertySet", f"The property {name} cannot be set.")
+        try:
+            value = xmlio.read(ctx.model, child, c.type, ctx.tz)
+        except (ValueError, TypeError) as exc:
+            raise MsgError("ErrorInvalidPropertySet", f"The value of {name} is invalid.") from exc
+        if c.repeat:
+            data.setdefault(name, []).append(value)
+        else:
+            data[name] = value
+    return data, ext
+
+
+def _item_id(el: etree._Element) -> tuple[str, str | None]:
+    return el.get("Id", ""), el.get("ChangeKey")
+
+
+def load_row(ctx: Ctx, item_id: str) -> dict:
+    if not ids.is_well_formed(item_id, ids.ITEM_TAG):
+        raise MsgError("ErrorInvalidIdMalformed")
+    row = ctx.store.item(ctx.mailbox, item_id)
+    if row is None:
+        raise MsgError("ErrorItemNotFound")
+    return row
+
+
+# ---------------------------------------------------------------------------------------------
+# operations
+
+
+def create_item(ctx: Ctx, req: etree._Element) -> tuple[list[Unit], str | None]:
+    folder_el = req.find(f"{M}SavedItemFolderId/*")
+    units = []
+    for el in req.iterfind(f"{M}Items/*"):
+
+        def one(el=el):
+            name = etree.QName(el).localname
+            kind = KINDS.get(name)
+            if kind is None:
+                raise MsgError("ErrorInvalidItemForOperationCreateItem")
+            folder = (
+                ctx.resolve_folder(folder_el) if folder_el is not None else ctx.dist(_DEFAULT_FOLDER[name])
+            )
+            data, ext = read_item(ctx, kind, el)
+            defaults(kind, data)
+            normalize(kind, data, set(data))
+            now = xmlio.utc_now()
+            row = {
+                "id": ids.new_item_id(),
+                "mailbox": ctx.mailbox,
+                "folder_id": folder["id"],
+                "kind": name,
+                "change_key": ids.new_change_key(),
+                "data": data,
+                "ext": ext,
+                "created": now,
+                "modified": now,
+            }
+            ctx.store.insert_item(row)
+            msg = ctx.message()
+            out = E(TP + name, E(M + "Items", msg))
+            E(TP + "ItemId", out, Id=row["id"], ChangeKey=row["change_key"])
+            return msg
+
+        units.append(ctx.guarded(one, "Items"))
+    return units, "Items"
+
+
+def get_item(ctx: Ctx, req: etree._Element) -> tuple[list[Unit], str | None]:
+    shape = Shape(ctx, req.find(M + "ItemShape"))
+    units = []
+    for el in req.iterfind(f"{M}ItemIds/*"):
+
+        def one(el=el):
+            row = load_row(ctx, el.get("Id", ""))
+            msg = ctx.message()
+            write_item(ctx, E(M + "Items", msg), row, shape.project(ctx, row, item_view(ctx, row)))
+            return msg
+
+        units.append(ctx.guarded(one, "Items"))
+    return units, "Items"
+
+
+def delete_item(ctx: Ctx, req: etree._Element) -> tuple[list[Unit], str | None]:
+    units = []
+    for el in req.iterfind(f"{M}ItemIds/*"):
+
+        def one(el=el):
+            # Exchange ignores the ChangeKey on DeleteItem.
+            row = load_row(ctx, el.get("Id", ""))
+            ctx.store.delete_item(row["id"])
+            return ctx.message()
+
+        units.append(ctx.guarded(one, None))
+    return units, None
+
+
+def apply_updates(ctx: Ctx, row: dict, updates: etree._Element) -> None:
+    kind = KINDS[row["kind"]]
+    info = ctx.model.type(kind.type)
+    data, ext = row["data"], row["ext"]
+    changed: set[str] = set()
+    for upd in updates:
+        if not isinstance(upd.tag, str):
+            continue
+        op = etree.QName(upd).localname
+        parts = [c for c in upd if isinstance(c.tag, str)]
+        try:
+            path = parse_path(parts[0])
+            check_path(ctx.model, kind, path)
+        except PathError as exc:
+            raise MsgError(exc.code, exc.text) from exc
+        if path.kind != "ext" and path.name in READ_ONLY:
+            raise MsgError("ErrorInvalidPropertySet")
+        if op == "DeleteItemField":
+            _delete(data, ext, path)
+            changed.add(path.name)
+            continue
+        item_el = parts[1] if len(parts) > 1 else None
+        if item_el is None:
+            raise MsgError("ErrorInvalidPropertySet")
+        if path.kind == "ext":
+            src = item_el.find(TP + "ExtendedProperty")
+            if src is None:
+                raise MsgError("ErrorInvalidPropertySet")
+            key, entry = read_ext(src, ctx.tz)
+            if key != path.key:
+                raise MsgError("ErrorInvalidPropertySet", "The extended property does not match its path.")
+            ext[key] = entry
+            continue
+        src = item_el.find(TP + path.name)
+        if src is None:
+            raise MsgError("ErrorInvalidPropertySet", f"The item has no {path.name} for this update.")
+        child = info.index[path.name]
+        try:
+            value = xmlio.read(ctx.model, src, child.type, ctx.tz)
+        except (ValueError, TypeError) as exc:
+            raise MsgError("ErrorInvalidPropertySet", f"The value of {path.name} is invalid.") from exc
+        changed.add(path.name)
+        if path.kind == "field":
+            if op == "AppendToItemField" and path.name in data:
+                data[path.name] = _append(data[path.name], value)
+            else:
+                data[path.name] = value
+            continue
+        # indexed: replace one entry, or one sub-field of it
+        new = next((e for e in value.get("Entry", []) if e.get("@Key") == path.key), None)
+        if new is None:
+            raise MsgError("ErrorInvalidPropertySet", f"No entry {path.key} in {path.name}.")
+        box = data.setdefault(path.name, {"Entry": []})
+        entries = box.setdefault("Entry", [])
+        old = next((e for e in entries if e.get("@Key") == path.key), None)
+        if path.sub:
+            if path.sub not in new:
+                raise MsgError("ErrorInvalidPropertySet", f"No {path.sub} in entry {path.key}.")
+            if old is None:
+                old = {"@Key": path.key}
+                entries.append(old)
+            old[path.sub] = new[path.sub]
+        elif old is None:
+            entries.append(new)
+        else:
+            entries[entries.index(old)] = new
+    normalize(kind, data, changed)
+
+
+def _append(old, new):
+    if isinstance(old, dict) and isinstance(new, dict):
+        if "String" in old:
+            return {**old, "String": old["String"] + new.get("String", [])}
+        if "#" in old:
+            return {**old, "#": str(old["#"]) + str(new.get("#", ""))}
+    if isinstance(old, str) and isinstance(new, str):
+        return old + new
+    raise MsgError("ErrorInvalidPropertySet", "This property cannot be appended to.")
+
+
+def _delete(data: dict, ext: dict, path: Path) -> None:
+    # Deleting an absent field succeeds, as on Exchange.
+    if path.kind == "ext":
+        ext.pop(path.key, None)
+        return
+    if path.kind == "field":
+        data.pop(path.name, None)
+        return
+    box = data.get(path.name)
+    if not isinstance(box, dict):
+        return
+    entries = box.get("Entry", [])
+    for e in list(entries):
+        if e.get("@Key") != path.key:
+            continue
+        if path.sub:
+            e.pop(path.sub, None)
+            if not [k for k in e if not k.startswith("@")]:
+                entries.remove(e)
+        else:
+            entries.remove(e)
+    if not entries:
+        data.pop(path.name, None)
+
+
+def update_item(ctx: Ctx, req: etree._Element) -> tuple[list[Unit], str | None]:
+    resolution = req.get("ConflictResolution", "AutoResolve")
+    units = []
+    for change in req.iterfind(f"{M}ItemChanges/{TP}ItemChange"):
+
+        def one(change=change):
+            id_el = next((c for c in change if isinstance(c.tag, str) and c.tag != TP + "Updates"), None)
+            item_id, ck = _item_id(id_el) if id_el is not None else ("", None)
+            row = load_row(ctx, item_id)
+            if not ck:
+                raise MsgError("ErrorChangeKeyRequiredForWriteOperations")
+            if ck != row["change_key"] and resolution == "NeverOverwrite":
+                raise MsgError("ErrorIrresolvableConflict")
+            row = copy.deepcopy(row)
+            apply_updates(ctx, row, change.find(TP + "Updates"))
+            row["change_key"] = ids.new_change_key()
+            row["modified"] = xmlio.utc_now()
+            ctx.store.update_item(row)
+            msg = ctx.message()
+            out = E(TP + row["kind"], E(M + "Items", msg))
+            E(TP + "ItemId", out, Id=row["id"], ChangeKey=row["change_key"])
+            E(TP + "Count", E(M + "ConflictResults", msg), "0")
+            return msg
+
+        units.append(ctx.guarded(one, "Items"))
+    return units, "Items"
+
+
+def find_item(ctx: Ctx, req: etree._Element) -> tuple[list[Unit], str | None]:
+    shape = Shape(ctx, req.find(M + "ItemShape"))
+    restriction = req.find(M + "Restriction")
+    cal = req.find(M + "CalendarView")
+    view_el = None
+    for name in ("IndexedPageItemView", "FractionalPageItemView", "ContactsView"):
+        if req.find(M + name) is not None:
+            view_el = req.find(M + name)
+    preds: dict[str, object] = {}
+
+    def pred_for(kind_name: str):
+        if kind_name not in preds:
+            preds[kind_name] = compile_restriction(ctx.model, KINDS[kind_name].type, restriction, ctx.tz)
+        return preds[kind_name]
+
+    sort_paths = []
+    for fo in req.iterfind(f"{M}SortOrder/{TP}FieldOrder"):
+        p = next((c for c in fo if isinstance(c.tag, str)), None)
+        if p is not None:
+            sort_paths.append((parse_path(p), fo.get("Order", "Ascending") == "Descending"))
+
+    units = []
+    for pid in req.iterfind(f"{M}ParentFolderIds/*"):
+
+        def one(pid=pid):
+            folder = ctx.resolve_folder(pid)
+            rows = ctx.store.items(ctx.mailbox, folder["id"])
+            matched = []
+            for row in rows:
+                view = item_view(ctx, row)
+                if cal is not None:
+                    if row["kind"] != "CalendarItem":
+                        continue
+                    lo = xmlio.canon_datetime(cal.get("StartDate", ""), ctx.tz)
+                    hi = xmlio.canon_datetime(cal.get("EndDate", ""), ctx.tz)
+                    s, e = view.get("Start"), view.get("End") or view.get("Start")
+                    if not s or not (s < hi and e > lo or s == e == lo):
+                        continue
+                try:
+                    ok = pred_for(row["kind"])(view, row["ext"])
+                except PathError as exc:
+                    raise MsgError(exc.code, exc.text) from exc
+                if ok:
+                    matched.append((row, view))
+            for path, desc in reversed(sort_paths):
+                matched.sort(key=lambda rv, p=path: sort_key(p, desc)((rv[1], rv[0]["ext"])), reverse=desc)
+            if cal is not None:
+                n = min(int(cal.get("MaxEntriesReturned") or 1000), 1000)
+                start, end = 0, min(n, len(matched))
+                attrs = {
+                    "TotalItemsInView": str(len(matched)),
+                    "IncludesLastItemInRange": "true" if end >= len(matched) else "false",
+                }
+            else:
+                start, end, attrs = page(
+                    view_el if view_el is not None and "Page" in view_el.tag else None, len(matched)
+                )
+            msg = ctx.message()
+            box = E(TP + "Items", E(M + "RootFolder", msg, **attrs))
+            for row, view in matched[start:end]:
+                write_item(ctx, box, row, shape.project(ctx, row, view))
+            return msg
+
+        units.append(ctx.guarded(one, None))
+    return units, None
+
+
+__all__ = [
+    "create_item",
+    "get_item",
+    "update_item",
+    "delete_item",
+    "find_item",
+    "item_view",
+    "normalize",
+    "defaults",
+    "t",
+]

@@ -1,0 +1,357 @@
+"""Microsoft's EWS schema, loaded once per process: a validator and a small type model.
+
+The validator checks SOAP header blocks and the Body payload separately, because the
+schema files contain no SOAP envelope. The type model (element order, repeatable
+children, attribute and leaf types) is read from ``types.xsd`` itself, so the sandbox
+serialises in the order the schema demands instead of an order copied from a client.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lxml import etree
+
+log = logging.getLogger(__name__)
+
+XS = "http://www.w3.org/2001/XMLSchema"
+T_NS = "http://schemas.microsoft.com/exchange/services/2006/types"
+M_NS = "http://schemas.microsoft.com/exchange/services/2006/messages"
+XML_NS = "http://www.w3.org/XML/1998/namespace"
+
+_XS = f"{{{XS}}}"
+
+# libxml2 cannot fetch the W3C xml.xsd (no network, no catalog); this declares what types.xsd uses.
+_XML_XSD = f"""<?xml version="1.0"?>
+<xs:schema xmlns:xs="{XS}" targetNamespace="{XML_NS}">
+  <xs:attribute name="lang" type="xs:language"/>
+  <xs:attribute name="space"><xs:simpleType><xs:restriction base="xs:NCName">
+    <xs:enumeration value="default"/><xs:enumeration value="preserve"/></xs:restriction></xs:simpleType></xs:attribute>
+</xs:schema>
+"""
+
+
+class SchemaNotFound(RuntimeError):
+    pass
+
+
+def find_schema_dir() -> Path:
+    """TSL_EWS_SCHEMA_DIR, else ``shared/ews-schema`` found walking up from this file."""
+    env = os.environ.get("TSL_EWS_SCHEMA_DIR")
+    if env:
+        p = Path(env)
+        if (p / "messages.xsd").is_file():
+            return p
+        raise SchemaNotFound(f"TSL_EWS_SCHEMA_DIR={env} holds no messages.xsd")
+    here = Path(__file__).resolve().parent
+    for d in [here, *here.parents]:
+        for cand in (d / "shared" / "ews-schema", d.parent / "shared" / "ews-schema"):
+            if (cand / "messages.xsd").is_file():
+                return cand
+    raise SchemaNotFound("shared/ews-schema not found (set TSL_EWS_SCHEMA_DIR)")
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+
+
+@dataclass(frozen=True)
+class ValidationError:
+    message: str
+    line: int
+    column: int
+
+
+class Validator:
+    """lxml XMLSchema if it loads, xmlschema otherwise. ``check`` returns None or the first error."""
+
+    def __init__(self, schema_dir: Path):
+        self.backend = ""
+        self._lxml: etree.XMLSchema | None = None
+        self._xs = None
+        self._lock = threading.Lock()  # lxml schema objects are not documented as thread-safe
+        try:
+            self._lxml = self._load_lxml(schema_dir)
+            self.backend = "lxml"
+        except Exception as exc:  # fall back: slower but more forgiving loader
+            log.warning("lxml could not load the EWS schema (%s); using xmlschema", exc)
+            import xmlschema
+
+            self._xs = xmlschema.XMLSchema(str(schema_dir / "messages.xsd"))
+            self.backend = "xmlschema"
+
+    @staticmethod
+    def _load_lxml(schema_dir: Path) -> etree.XMLSchema:
+        tmp = Path(tempfile.gettempdir()) / f"tsl-ews-xml-{os.getuid()}.xsd"
+        if not tmp.is_file() or tmp.read_text() != _XML_XSD:
+            tmp.write_text(_XML_XSD)
+        # A wrapper imports the xml namespace from our local file first, so the location-less
+        # import inside types.xsd is satisfied without network access.
+        wrapper = f"""<xs:schema xmlns:xs="{XS}" targetNamespace="urn:tsl:ews-wrapper">
+          <xs:import namespace="{XML_NS}" schemaLocation="{tmp.as_uri()}"/>
+          <xs:import namespace="{M_NS}" schemaLocation="{(schema_dir / "messages.xsd").resolve().as_uri()}"/>
+        </xs:schema>"""
+        return etree.XMLSchema(etree.fromstring(wrapper.encode()))
+
+    def check(self, element: etree._Element) -> ValidationError | None:
+        if self._lxml is not None:
+            with self._lock:
+                ok = self._lxml.validate(element)
+                if ok:
+                    return None
+                err = self._lxml.error_log.last_error
+                errors = [e for e in self._lxml.error_log]
+                first = errors[0] if errors else err
+                return ValidationError(first.message, first.line, first.column)
+        try:
+            self._xs.validate(element)  # type: ignore[union-attr]
+            return None
+        except Exception as exc:  # xmlschema raises XMLSchemaValidationError
+            line = getattr(getattr(exc, "elem", None), "sourceline", None) or 0
+            return ValidationError(str(getattr(exc, "reason", exc)), int(line), 0)
+
+
+_validator: Validator | None = None
+_validator_lock = threading.Lock()
+
+
+def validator() -> Validator:
+    global _validator
+    with _validator_lock:
+        if _validator is None:
+            _validator = Validator(find_schema_dir())
+        return _validator
+
+
+# ---------------------------------------------------------------------------------------------
+# type model
+
+
+@dataclass
+class Child:
+    name: str
+    type: str  # "{ns}Name" of the type; "" when unknown (xs:any etc.)
+    repeat: bool
+
+
+@dataclass
+class TypeInfo:
+    name: str
+    simple: str | None = None  # builtin base for simple types and simple content ("boolean", "dateTime", ...)
+    children: list[Child] = field(default_factory=list)
+    attrs: dict[str, str] = field(default_factory=dict)  # attribute name -> builtin base
+    enum: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.index: dict[str, Child] = {}
+        self.order: dict[str, int] = {}
+
+    def finish(self) -> None:
+        self.index = {c.name: c for c in self.children}
+        self.order = {c.name: i for i, c in enumerate(self.children)}
+
+
+class Model:
+    """The subset of XSD semantics the sandbox needs to read and write values canonically."""
+
+    def __init__(self, schema_dir: Path):
+        self._defs: dict[str, etree._Element] = {}
+        self._groups: dict[str, etree._Element] = {}
+        self._attr_groups: dict[str, etree._Element] = {}
+        self.elements: dict[str, str] = {}  # global element "{ns}Name" -> type
+        self.types: dict[str, TypeInfo] = {}
+        for fname in ("types.xsd", "messages.xsd"):
+            root = etree.parse(str(schema_dir / fname)).getroot()
+            tns = root.get("targetNamespace")
+            for node in root:
+                if not isinstance(node.tag, str):
+                    continue
+                name = node.get("name")
+                key = f"{{{tns}}}{name}"
+                tag = etree.QName(node).localname
+                if tag in ("complexType", "simpleType"):
+                    self._defs[key] = node
+                elif tag == "group":
+                    self._groups[key] = node
+                elif tag == "attributeGroup":
+                    self._attr_groups[key] = node
+                elif tag == "element":
+                    t = node.get("type")
+                    if t:
+                        self.elements[key] = self._qname(node, t)
+                    else:
+                        anon = key + "#anon"
+                        inline = [c for c in node if isinstance(c.tag, str) and c.tag != _XS + "annotation"]
+                        if inline:
+                            self._defs[anon] = inline[0]
+                        self.elements[key] = anon
+        self._lock = threading.RLock()
+
+    @staticmethod
+    def _qname(node: etree._Element, value: str) -> str:
+        prefix, _, local = value.rpartition(":")
+        ns = node.nsmap.get(prefix or None)
+        return f"{{{ns}}}{local}"
+
+    def type(self, name: str) -> TypeInfo | None:
+        if not name:
+            return None
+        info = self.types.get(name)
+        if info is not None:
+            return info
+        with self._lock:
+            info = self.types.get(name)
+            if info is None:
+                info = self._build(name)
+                if info is not None:
+                    self.types[name] = info
+            return info
+
+    def simple_base(self, name: str) -> str:
+        """The builtin a simple type reduces to ("string" for lists, unions and unknowns)."""
+        if name.startswith(f"{{{XS}}}"):
+            return name.split("}", 1)[1]
+        info = self.type(name)
+        return (info.simple if info else None) or "string"
+
+    def element_type(self, qname: str) -> str:
+        return self.elements.get(qname, "")
+
+    # -- building ------------------------------------------------------------------------------
+
+    def _build(self, name: str) -> TypeInfo | None:
+        if name.startswith(f"{{{XS}}}"):
+            return TypeInfo(name, simple=name.split("}", 1)[1])
+        node = self._defs.get(name)
+        if node is None:
+            return None
+        info = TypeInfo(name)
+        self.types[name] = info  # recursion guard for self-referencing types
+        tag = etree.QName(node).localname
+        if tag == "simpleType":
+            self._simple(node, info)
+        else:
+            self._complex(node, info, name)
+        info.finish()
+        return info
+
+    def _simple(self, node: etree._Element, info: TypeInfo) -> None:
+        for c in node:
+            if c.tag == _XS + "restriction":
+                base = c.get("base")
+                if base:
+                    info.simple = self.simple_base(self._qname(c, base))
+                else:
+                    inner = c.find(_XS + "simpleType")
+                    info.simple = "string"
+                    if inner is not None:
+                        sub = TypeInfo("anon")
+                        self._simple(inner, sub)
+                        info.simple = sub.simple
+                info.enum = tuple(e.get("value") for e in c.findall(_XS + "enumeration"))
+                return
+            if c.tag in (_XS + "list", _XS + "union"):
+                info.simple = "string"
+                return
+        info.simple = "string"
+
+    def _complex(self, node: etree._Element, info: TypeInfo, name: str) -> None:
+        for c in node:
+            if not isinstance(c.tag, str):
+                continue
+            if c.tag == _XS + "complexContent":
+                for d in c:
+                    if d.tag in (_XS + "extension", _XS + "restriction"):
+                        base = self.type(self._qname(d, d.get("base")))
+                        if base is not None:
+                            info.attrs.update(base.attrs)
+                            if d.tag == _XS + "extension":
+                                info.children.extend(base.children)
+                        self._particles(d, info, False, name)
+                        self._attributes(d, info)
+            elif c.tag == _XS + "simpleContent":
+                for d in c:
+                    if d.tag in (_XS + "extension", _XS + "restriction"):
+                        bname = self._qname(d, d.get("base"))
+                        base = self.type(bname)
+                        if base is not None:
+                            info.simple = base.simple
+                            info.attrs.update(base.attrs)
+                        else:
+                            info.simple = "string"
+                        self._attributes(d, info)
+            elif c.tag in (_XS + "sequence", _XS + "choice", _XS + "all", _XS + "group"):
+                self._particle(c, info, False, name)
+        self._attributes(node, info)
+
+    def _particles(self, node: etree._Element, info: TypeInfo, repeat: bool, owner: str) -> None:
+        for c in node:
+            if isinstance(c.tag, str) and c.tag in (
+                _XS + "sequence",
+                _XS + "choice",
+                _XS + "all",
+                _XS + "group",
+            ):
+                self._particle(c, info, repeat, owner)
+
+    def _particle(self, node: etree._Element, info: TypeInfo, repeat: bool, owner: str) -> None:
+        rep = repeat or node.get("maxOccurs", "1") != "1"
+        if node.tag == _XS + "group":
+            grp = self._groups.get(self._qname(node, node.get("ref")))
+            if grp is not None:
+                self._particles(grp, info, rep, owner)
+            return
+        for c in node:
+            if not isinstance(c.tag, str):
+                continue
+            if c.tag == _XS + "element":
+                crep = rep or c.get("maxOccurs", "1") != "1"
+                if c.get("ref"):
+                    q = self._qname(c, c.get("ref"))
+                    info.children.append(Child(q.split("}", 1)[1], self.elements.get(q, ""), crep))
+                    continue
+                cname = c.get("name")
+                t = c.get("type")
+                if t:
+                    ctype = self._qname(c, t)
+                else:
+                    ctype = f"{owner}/{cname}#anon"
+                    inline = [x for x in c if isinstance(x.tag, str) and x.tag != _XS + "annotation"]
+                    if inline:
+                        self._defs[ctype] = inline[0]
+                    else:
+                        ctype = ""
+                info.children.append(Child(cname, ctype, crep))
+            elif c.tag in (_XS + "sequence", _XS + "choice", _XS + "all", _XS + "group"):
+                self._particle(c, info, rep, owner)
+
+    def _attributes(self, node: etree._Element, info: TypeInfo) -> None:
+        for c in node:
+            if c.tag == _XS + "attribute" and c.get("name"):
+                t = c.get("type")
+                info.attrs[c.get("name")] = self.simple_base(self._qname(c, t)) if t else "string"
+            elif c.tag == _XS + "attributeGroup" and c.get("ref"):
+                grp = self._attr_groups.get(self._qname(c, c.get("ref")))
+                if grp is not None:
+                    self._attributes(grp, info)
+
+
+_model: Model | None = None
+_model_lock = threading.Lock()
+
+
+def model() -> Model:
+    global _model
+    with _model_lock:
+        if _model is None:
+            _model = Model(find_schema_dir())
+        return _model
+
+
+def t(name: str) -> str:
+    return f"{{{T_NS}}}{name}"
