@@ -71,13 +71,14 @@ def main() -> int:
     ap.add_argument("--json", default="benchmarks/results/p1_save_latency.json")
     args = ap.parse_args()
 
+    from tsl_hostapi.reference import ReferenceHost
+    from tsl_hostapi.reference.sample_firm import generate_firm
+    from tsl_hostapi.types import RecordEvent
+
     from tsl_exchange_plugin import PLUGIN_ID, licence
     from tsl_exchange_plugin.accounts import ExchangeSettings
     from tsl_exchange_plugin.plugin import runtime_for
     from tsl_exchange_plugin.runtime import SyncRuntime
-    from tsl_hostapi.reference import ReferenceHost
-    from tsl_hostapi.reference.sample_firm import generate_firm
-    from tsl_hostapi.types import RecordEvent
 
     tmp = Path(tempfile.mkdtemp(prefix="tsl-p1-"))
     key = Ed25519PrivateKey.generate()
@@ -88,7 +89,11 @@ def main() -> int:
     host.startup()
     host.install_licence(
         PLUGIN_ID,
-        licence.sign(licence.LicenceClaims("Bench", (licence.MODULE,), 10, dt.date.today() + dt.timedelta(days=9)), key, "bench"),
+        licence.sign(
+            licence.LicenceClaims("Bench", (licence.MODULE,), 10, dt.date.today() + dt.timedelta(days=9)),
+            key,
+            "bench",
+        ),
     )
     assert host.enable(PLUGIN_ID).allowed
     runtime: SyncRuntime = runtime_for(host)
@@ -153,7 +158,9 @@ def main() -> int:
     verdict = "OK" if ratio <= 3 else "MISSED"
     print(f"hook p99 / baseline p99 = {ratio:.2f} (target <= 3.0): {verdict}")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"synchronous": "FULL", "rows": rows, "ratio_p99": ratio}, indent=2))
+    Path(args.json).write_text(
+        json.dumps({"synchronous": "FULL", "rows": rows, "ratio_p99": ratio}, indent=2)
+    )
     return 0
 
 

@@ -61,7 +61,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     )
     if args.once:
         drained = runtime.worker.drain(timeout=args.timeout)
-        print("Warteschlange leer." if drained else f"Noch {runtime.outbox.pending_count()} Änderungen offen.")
+        print(
+            "Warteschlange leer." if drained else f"Noch {runtime.outbox.pending_count()} Änderungen offen."
+        )
         runtime.close()
         return 0 if drained else 1
     stop = threading.Event()
@@ -83,7 +85,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([r.as_dict() for r in rows], ensure_ascii=False, indent=2))
     else:
-        print(f"{'Benutzer':<28} {'Zustand':<26} {'offen':>6} {'fehlg.':>6}  {'letzte Übertragung':<20} letzter Fehler")
+        print(
+            f"{'Benutzer':<28} {'Zustand':<26} {'offen':>6} {'fehlg.':>6}  {'letzte Übertragung':<20} letzter Fehler"
+        )
         for r in rows:
             print(
                 f"{r.user_name[:28]:<28} {r.state_label:<26} {r.pending:>6} {r.failed:>6}  "
@@ -115,7 +119,11 @@ def cmd_resync(args: argparse.Namespace) -> int:
     count = runtime.resync(user.id)
     print(f"{count} Einträge für {user.name} erneut eingereiht.")
     drained = runtime.worker.drain(timeout=args.timeout)
-    print("Übertragen." if drained else f"Noch {runtime.outbox.pending_count(user.id)} offen; der Worker überträgt sie.")
+    print(
+        "Übertragen."
+        if drained
+        else f"Noch {runtime.outbox.pending_count(user.id)} offen; der Worker überträgt sie."
+    )
     runtime.close()
     host.close()
     return 0
@@ -152,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="die ganze Geschichte auf einem Rechner vorführen")
-    p.add_argument("--data", help="Verzeichnis für Host, Warteschlange und Sandbox (Standard: neues Temp-Verzeichnis)")
+    p.add_argument(
+        "--data", help="Verzeichnis für Host, Warteschlange und Sandbox (Standard: neues Temp-Verzeichnis)"
+    )
     p.add_argument("--keep", action="store_true", help="danach weiterlaufen lassen, zum Ansehen")
     p.add_argument("--contacts", type=int, default=300, help="Anzahl Kontakte der Beispielkanzlei")
     p.add_argument("--port", type=int, default=0, help="Port der Sandbox (Standard: frei)")
@@ -167,7 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="Worker als eigener Prozess")
     p.add_argument("--data", required=True)
     p.add_argument("--threads", type=int, default=4)
-    p.add_argument("--lease", type=float, default=60.0, help="Sekunden, nach denen ein toter Worker abgelöst wird")
+    p.add_argument(
+        "--lease", type=float, default=60.0, help="Sekunden, nach denen ein toter Worker abgelöst wird"
+    )
     p.add_argument("--once", action="store_true", help="nur abarbeiten, was fällig ist, dann beenden")
     p.add_argument("--timeout", type=float, default=300.0)
     p.set_defaults(func=cmd_worker)
@@ -197,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     return int(args.func(args) or 0)
 

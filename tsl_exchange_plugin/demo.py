@@ -16,6 +16,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from tsl_hostapi.types import RecordRef, SettingsContext
 
@@ -80,19 +81,43 @@ def _progress(runtime, total_hint: int, timeout: float = 300.0) -> bool:
         signals.push_succeeded.disconnect(on_push)
 
 
+def _local_day(value: object, zone: str = "Europe/Berlin") -> str:
+    """The sandbox stores UTC instants; a lawyer reads the date in the firm's zone."""
+    try:
+        instant = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return str(value)[:10]
+    return instant.astimezone(ZoneInfo(zone)).strftime("%d.%m.%Y")
+
+
+def _sort_key(text: object) -> str:
+    return str(text or "").casefold().translate(str.maketrans({"ä": "a", "ö": "o", "ü": "u", "ß": "ss"}))
+
+
+def _first_email(item: dict) -> str:
+    emails = item.get("email_addresses") or {}
+    if isinstance(emails, dict):
+        return str(next(iter(emails.values()), ""))
+    return str(emails[0]) if emails else ""
+
+
 def _table(engine, mailbox: str, name: str) -> None:
-    items = engine.list_items(mailbox, "contacts")
-    _say(f"\nPostfach {mailbox} ({name}): {len(items)} Kontakte")
-    _say(f"  {'Speichern unter':<36} {'Firma':<30} {'E-Mail':<34}")
-    for item in sorted(items, key=lambda i: str(i.get("file_as") or ""))[:12]:
-        emails = item.get("email_addresses") or []
-        first = ""
-        if emails:
-            e = emails[0]
-            first = e.get("email") or e.get("address") or e.get("value") or "" if isinstance(e, dict) else str(e)
-        _say(f"  {str(item.get('file_as') or '')[:36]:<36} {str(item.get('company_name') or '')[:30]:<30} {first[:34]:<34}")
-    if len(items) > 12:
-        _say(f"  … und {len(items) - 12} weitere")
+    contacts = engine.list_items(mailbox, "contacts")
+    calendar = engine.list_items(mailbox, "calendar")
+    tasks = engine.list_items(mailbox, "tasks")
+    _say(
+        f"\nPostfach {mailbox} ({name}): {len(contacts)} Kontakte, "
+        f"{len(calendar)} Kalendereinträge (Termine, Fristen, Vorfristen), {len(tasks)} Aufgaben (Wiedervorlagen)"
+    )
+    _say(f"  {'Speichern unter':<34} {'Firma':<30} {'E-Mail':<36}")
+    for item in sorted(contacts, key=lambda i: _sort_key(i.get("file_as")))[:8]:
+        file_as = str(item.get("file_as") or "")[:34]
+        company = str(item.get("company_name") or "")[:30]
+        _say(f"  {file_as:<34} {company:<30} {_first_email(item)[:36]:<36}")
+    if len(contacts) > 8:
+        _say(f"  … und {len(contacts) - 8} weitere Kontakte")
+    for item in sorted(calendar, key=lambda i: str(i.get("start") or ""))[:4]:
+        _say(f"  Kalender: {_local_day(item.get('start'))}  {str(item.get('subject') or '')[:70]}")
 
 
 def run_demo(*, data: str | None = None, keep: bool = False, contacts: int = 300, port: int = 0) -> int:
@@ -117,7 +142,9 @@ def run_demo(*, data: str | None = None, keep: bool = False, contacts: int = 300
     host = ReferenceHost(root / "host")
     host.load_firm(firm)
     admin = next(u for u in firm.users if u.is_admin)
-    _say(f"2. Beispielkanzlei geladen: {len(firm.users)} Benutzer, {len(firm.contacts)} Kontakte, {len(firm.cases)} Akten")
+    _say(
+        f"2. Beispielkanzlei geladen: {len(firm.users)} Benutzer, {len(firm.contacts)} Kontakte, {len(firm.cases)} Akten"
+    )
 
     _install_demo_licence(host)
     decision = host.enable(PLUGIN_ID)
@@ -127,7 +154,9 @@ def run_demo(*, data: str | None = None, keep: bool = False, contacts: int = 300
     if not host.started:
         host.startup()
     runtime = runtime_for(host)
-    _say("3. Exchange-Sync unter Admin › Erweitert › System › Schnittstellen aktiviert (Vorführlizenz, 30 Tage)")
+    _say(
+        "3. Exchange-Sync unter Admin › Erweitert › System › Schnittstellen aktiviert (Vorführlizenz, 30 Tage)"
+    )
 
     for lawyer in lawyers:
         result = host.save_tab(
@@ -149,7 +178,9 @@ def run_demo(*, data: str | None = None, keep: bool = False, contacts: int = 300
             return 1
         test = host.press(admin, f"{PLUGIN_ID}.test_connection", (), {"user_id": lawyer.id})
         icon = "grün" if test.status_icon == "green" else "rot"
-        _say(f"4. Exchange-Konto für {lawyer.name} <{lawyer.email}> gespeichert; Testen: {icon} ({test.message})")
+        _say(
+            f"4. Exchange-Konto für {lawyer.name} <{lawyer.email}> gespeichert; Testen: {icon} ({test.message})"
+        )
 
     contact_ids = [c.id for c in firm.contacts]
     per_lawyer = max(10, len(contact_ids) // 4)
@@ -164,12 +195,20 @@ def run_demo(*, data: str | None = None, keep: bool = False, contacts: int = 300
     _progress(runtime, 0)
 
     edited = firm.contacts[0]
-    host.save(replace(edited, notes="Geändert in der Vorführung: neue Durchwahl.", phones=edited.phones[:1]), user=admin)
+    host.save(
+        replace(edited, notes="Geändert in der Vorführung: neue Durchwahl.", phones=edited.phones[:1]),
+        user=admin,
+    )
     host.save(replace(firm.contacts[1], job_title="Geschäftsführerin"), user=admin)
     gone = firm.contacts[2]
     host.delete(RecordRef("contact", gone.id), user=admin)
     removed_user = lawyers[0]
-    host.press(admin, f"{PLUGIN_ID}.remove_sync", [RecordRef("contact", firm.contacts[3].id)], {"users": [removed_user.id]})
+    host.press(
+        admin,
+        f"{PLUGIN_ID}.remove_sync",
+        [RecordRef("contact", firm.contacts[3].id)],
+        {"users": [removed_user.id]},
+    )
     _say(
         f"7. Bearbeitet: {edited.surname or edited.company}, {firm.contacts[1].surname or firm.contacts[1].company}; "
         f"gelöscht: {gone.surname or gone.company}; Sync entfernt für {removed_user.name}"
@@ -186,8 +225,12 @@ def run_demo(*, data: str | None = None, keep: bool = False, contacts: int = 300
         _say(f"  {row.user_name:<30} {row.state_label:<22} offen {row.pending}, fehlgeschlagen {row.failed}")
 
     if keep:
-        _say(f"\nLäuft weiter. Sandbox: {server.url}, Einblick: {server.url.split('/EWS')[0]}/sandbox/api/mailboxes")
-        _say(f"Status in einem zweiten Fenster: tsl-exchange status --data {root / 'host'}. Beenden mit Strg+C.")
+        _say(
+            f"\nLäuft weiter. Sandbox: {server.url}, Einblick: {server.url.split('/EWS')[0]}/sandbox/api/mailboxes"
+        )
+        _say(
+            f"Status in einem zweiten Fenster: tsl-exchange status --data {root / 'host'}. Beenden mit Strg+C."
+        )
         try:
             while True:
                 time.sleep(1)

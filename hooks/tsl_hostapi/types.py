@@ -58,7 +58,15 @@ class Phone:
     number: str
 
 
-PHONE_KINDS: tuple[str, ...] = ("business", "business2", "mobile", "home", "business_fax", "home_fax", "other")
+PHONE_KINDS: tuple[str, ...] = (
+    "business",
+    "business2",
+    "mobile",
+    "home",
+    "business_fax",
+    "home_fax",
+    "other",
+)
 
 
 @dataclass(frozen=True)

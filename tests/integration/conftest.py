@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from tsl_hostapi.reference import ReferenceHost
+from tsl_hostapi.reference.sample_firm import Firm, generate_firm
+from tsl_hostapi.types import SettingsContext, User
 
 from tsl_exchange_plugin import PLUGIN_ID, licence
 from tsl_exchange_plugin.plugin import runtime_for
 from tsl_exchange_plugin.runtime import SyncRuntime
 from tsl_exchange_plugin.sandbox.server import SandboxServer
 from tsl_exchange_plugin.sandbox.testing import SANDBOX_PASSWORDS
-from tsl_hostapi.reference import ReferenceHost
-from tsl_hostapi.reference.sample_firm import Firm, generate_firm
-from tsl_hostapi.types import SettingsContext, User
 
 USER_TAB = f"{PLUGIN_ID}.user"
 
@@ -73,11 +73,15 @@ class Kanzlei:
 
     def ours(self, user: User, record_key: str, folder: str = "contacts") -> list[dict]:
         return [
-            i for i in self.items(user, folder) if (i.get("extended_properties") or {}).get("tslRecordId") == record_key
+            i
+            for i in self.items(user, folder)
+            if (i.get("extended_properties") or {}).get("tslRecordId") == record_key
         ]
 
     def ours_any(self, user: User, folder: str = "contacts") -> list[dict]:
-        return [i for i in self.items(user, folder) if (i.get("extended_properties") or {}).get("tslRecordId")]
+        return [
+            i for i in self.items(user, folder) if (i.get("extended_properties") or {}).get("tslRecordId")
+        ]
 
     def configure(self, user: User, *, password: str | None = None, **values) -> None:
         data = {

@@ -6,15 +6,18 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from tsl_exchange_plugin import PLUGIN_ID
 from tsl_hostapi.types import Contact, Phone, RecordRef, SettingsContext
+
+from tsl_exchange_plugin import PLUGIN_ID
 
 SET_SYNC = f"{PLUGIN_ID}.set_sync"
 REMOVE_SYNC = f"{PLUGIN_ID}.remove_sync"
 
 
 def subscribe(k, contact_ids, users):
-    result = k.host.press(k.admin, SET_SYNC, [RecordRef("contact", c) for c in contact_ids], {"users": [u.id for u in users]})
+    result = k.host.press(
+        k.admin, SET_SYNC, [RecordRef("contact", c) for c in contact_ids], {"users": [u.id for u in users]}
+    )
     assert result.ok, result.message
     return result
 
@@ -43,7 +46,9 @@ def test_update_updates_one_item_in_place(kanzlei):
     subscribe(k, [contact.id], [alice])
     k.drain()
     (before,) = k.ours(alice, contact.ref.key)
-    k.host.save(dataclasses.replace(contact, job_title="Notarin", phones=(Phone("mobile", "+49 170 1234567"),)))
+    k.host.save(
+        dataclasses.replace(contact, job_title="Notarin", phones=(Phone("mobile", "+49 170 1234567"),))
+    )
     k.drain()
     (after,) = k.ours(alice, contact.ref.key)
     assert after["item_id"] == before["item_id"]
@@ -96,7 +101,9 @@ def test_item_not_created_by_plugin_is_never_touched(kanzlei):
     account = exchangelib_account(k.server, email, auth="basic")
     from exchangelib import Contact as EwsContact
 
-    own = EwsContact(folder=account.contacts, display_name="Privat Eintrag", given_name="Privat", surname="Eintrag")
+    own = EwsContact(
+        folder=account.contacts, display_name="Privat Eintrag", given_name="Privat", surname="Eintrag"
+    )
     own.save()
     contact = k.firm.contacts[4]
     subscribe(k, [contact.id], [alice])
@@ -131,7 +138,9 @@ def test_odd_contacts_push_or_fail_with_reason(kanzlei):
     odd = [
         Contact(id="odd-company", kind="organisation", company="Nur Firma GmbH"),
         Contact(id="odd-notes", surname="Lang", notes="ä" * 5000),
-        Contact(id="odd-emoji", given_name="Jürgen 😀", surname="Groß\u0007mann", emails=("kein-at-zeichen",)),
+        Contact(
+            id="odd-emoji", given_name="Jürgen 😀", surname="Groß\u0007mann", emails=("kein-at-zeichen",)
+        ),
         Contact(id="odd-birthday", surname="Schaltjahr", birthday=__import__("datetime").date(2028, 2, 29)),
         Contact(id="odd-noname"),
     ]

@@ -102,8 +102,18 @@ def test_worker_killed_mid_batch_resumes_without_duplicate_or_gap(kanzlei):
     k.server.inject("commit_then_hang", operation="CreateItem", seconds=60, mailbox=k.mailbox_of[alice.id])
     env = dict(os.environ)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tsl_exchange_plugin.cli", "worker", "--data", str(k.host.root), "--threads", "1",
-         "--lease", "2"],
+        [
+            sys.executable,
+            "-m",
+            "tsl_exchange_plugin.cli",
+            "worker",
+            "--data",
+            str(k.host.root),
+            "--threads",
+            "1",
+            "--lease",
+            "2",
+        ],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

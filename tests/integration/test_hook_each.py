@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from tsl_exchange_plugin import PLUGIN_ID
-from tsl_exchange_plugin.plugin import runtime_for
 from tsl_hostapi.reference import ReferenceHost
 from tsl_hostapi.types import Licence, RecordEvent, RecordRef, SettingsContext, User
+
+from tsl_exchange_plugin import PLUGIN_ID
+from tsl_exchange_plugin.plugin import runtime_for
 
 USER_TAB = f"{PLUGIN_ID}.user"
 
@@ -47,7 +48,9 @@ def test_tsl_licence_check(kanzlei, licence_key):
         licence=Licence(PLUGIN_ID, licence_key(expires=dt.date.today() - dt.timedelta(days=1))),
     )
     assert not expired.allowed and "abgelaufen" in expired.reason
-    wrong_module = hook(host=kanzlei.host, plugin_id=PLUGIN_ID, licence=Licence(PLUGIN_ID, licence_key(modules=("dms",))))
+    wrong_module = hook(
+        host=kanzlei.host, plugin_id=PLUGIN_ID, licence=Licence(PLUGIN_ID, licence_key(modules=("dms",)))
+    )
     assert not wrong_module.allowed
     tampered = licence_key().replace('"seats": 10', '"seats": 1000')
     assert not hook(host=kanzlei.host, plugin_id=PLUGIN_ID, licence=Licence(PLUGIN_ID, tampered)).allowed
@@ -71,7 +74,12 @@ def test_unlicensed_plugin_is_not_enabled(tmp_path, licence_key):
 def test_tsl_settings_tabs(kanzlei):
     k = kanzlei
     tabs = k.host.pm.hook.tsl_settings_tabs(host=k.host, user=k.admin, scope="user")
-    (tab,) = [t for group in tabs for t in (group if isinstance(group, list) else [group]) if t.plugin_id == PLUGIN_ID]
+    (tab,) = [
+        t
+        for group in tabs
+        for t in (group if isinstance(group, list) else [group])
+        if t.plugin_id == PLUGIN_ID
+    ]
     labels = {f.name: f.label for f in tab.fields}
     assert labels["host"] == "Host" and labels["password"] == "Passwort"
     assert [b.label for b in tab.buttons] == ["Testen"]
@@ -81,7 +89,11 @@ def test_tsl_settings_load_never_returns_password(kanzlei):
     k = kanzlei
     lawyer = k.lawyers[0]
     values = k.host.pm.hook.tsl_settings_load(
-        host=k.host, user=k.admin, plugin_id=PLUGIN_ID, tab_id=USER_TAB, context=SettingsContext("user", lawyer.id)
+        host=k.host,
+        user=k.admin,
+        plugin_id=PLUGIN_ID,
+        tab_id=USER_TAB,
+        context=SettingsContext("user", lawyer.id),
     )
     from tsl_exchange_plugin.sandbox.testing import SANDBOX_PASSWORDS
 
@@ -95,12 +107,27 @@ def test_tsl_settings_save_validates_and_checks_permission(kanzlei):
     lawyer, other, _ = k.lawyers
     hook = k.host.pm.hook.tsl_settings_save
     ctx = SettingsContext("user", lawyer.id)
-    bad = hook(host=k.host, user=k.admin, plugin_id=PLUGIN_ID, tab_id=USER_TAB, context=ctx,
-               values={"enabled": True, "host": "", "username": ""})
+    bad = hook(
+        host=k.host,
+        user=k.admin,
+        plugin_id=PLUGIN_ID,
+        tab_id=USER_TAB,
+        context=ctx,
+        values={"enabled": True, "host": "", "username": ""},
+    )
     assert not bad.ok and {e.field for e in bad.errors} >= {"host", "username"}
-    refused = hook(host=k.host, user=other, plugin_id=PLUGIN_ID, tab_id=USER_TAB, context=ctx, values={"timezone": "UTC"})
+    refused = hook(
+        host=k.host, user=other, plugin_id=PLUGIN_ID, tab_id=USER_TAB, context=ctx, values={"timezone": "UTC"}
+    )
     assert not refused.ok and "Berechtigung" in refused.message
-    own = hook(host=k.host, user=lawyer, plugin_id=PLUGIN_ID, tab_id=USER_TAB, context=ctx, values={"timezone": "Europe/Vienna"})
+    own = hook(
+        host=k.host,
+        user=lawyer,
+        plugin_id=PLUGIN_ID,
+        tab_id=USER_TAB,
+        context=ctx,
+        values={"timezone": "Europe/Vienna"},
+    )
     assert own.ok
     assert k.runtime.accounts.load(lawyer.id).timezone == "Europe/Vienna"
 
@@ -131,7 +158,9 @@ def test_tsl_record_saved_enqueues_without_touching_exchange(kanzlei):
     contact = k.firm.contacts[10]
     k.host.press(k.admin, f"{PLUGIN_ID}.set_sync", [contact.ref], {"users": [k.lawyers[0].id]})
     before = sum(k.server.engine.request_counts().values())
-    k.host.pm.hook.tsl_record_saved(host=k.host, event=RecordEvent(contact.ref, dataclasses.replace(contact, notes="neu")))
+    k.host.pm.hook.tsl_record_saved(
+        host=k.host, event=RecordEvent(contact.ref, dataclasses.replace(contact, notes="neu"))
+    )
     assert sum(k.server.engine.request_counts().values()) == before
     (job,) = k.runtime.outbox.jobs(k.lawyers[0].id)
     assert job.version == 2  # the subscription's push and this save coalesced into one row

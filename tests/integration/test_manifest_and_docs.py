@@ -8,11 +8,12 @@ import tomllib
 from importlib import metadata
 from pathlib import Path
 
+from tsl_hostapi import HOST_API_VERSION, PROJECT, hookspecs
+from tsl_hostapi.host import get_plugin_manager
+
 import tsl_exchange_plugin
 from tsl_exchange_plugin import PLUGIN_ID, actions, settings
 from tsl_exchange_plugin import plugin as plugin_module
-from tsl_hostapi import HOST_API_VERSION, PROJECT, hookspecs
-from tsl_hostapi.host import get_plugin_manager
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = tomllib.loads((Path(tsl_exchange_plugin.__file__).parent / "manifest.toml").read_text("utf-8"))
@@ -43,7 +44,9 @@ def test_manifest_hooks_are_exactly_the_registered_implementations():
     pm = get_plugin_manager(load_entrypoints=False)
     pm.register(plugin_module, name=PLUGIN_ID)
     registered = sorted(
-        name for name in hookspec_names() if any(i.plugin_name == PLUGIN_ID for i in getattr(pm.hook, name).get_hookimpls())
+        name
+        for name in hookspec_names()
+        if any(i.plugin_name == PLUGIN_ID for i in getattr(pm.hook, name).get_hookimpls())
     )
     assert sorted(MANIFEST["hooks"]) == registered
     # The plugin implements every hook the host offers.

@@ -342,6 +342,18 @@ def test_holders_are_mailboxes_with_the_item_or_a_queued_upsert(outbox):
     assert outbox.holders("appointment:8") == []
 
 
+def test_holders_include_sub_items_and_take_keys_literally(outbox):
+    outbox.put_sync(entry("anna", "deadline:4#pre1"))
+    outbox.enqueue(
+        [up("bernd", "deadline:4#pre2"), up("carla", "deadline:40#pre1"), up("dora", "deadline:4")]
+    )
+    outbox.put_sync(entry("erik", "dead_line%:4#pre1"))
+    assert outbox.holders("deadline:4") == ["anna", "bernd", "dora"]
+    assert outbox.holders("deadline:4#pre2") == ["bernd"]
+    assert outbox.holders("dead_line%:4") == ["erik"]
+    assert outbox.holders("deadXline%:4") == []  # "_" and "%" are not wildcards
+
+
 def test_complete_writes_or_removes_sync_state_in_the_same_transaction(outbox):
     outbox.enqueue([up("anna", "contact:1"), Change("anna", "contact:2", "delete")])
     outbox.put_sync(entry("anna", "contact:2", item="AAMkOld"))
@@ -431,3 +443,27 @@ def test_wait_for_work_wakes_when_a_retry_falls_due(outbox):
     assert outbox.wait_for_work(20) is True
     assert time.monotonic() - t < 5
     assert outbox.claim("w1") is not None
+
+
+@pytest.mark.postgres
+def test_postgres_store_reconnects_after_the_server_drops_its_connection(pg_schema, pg_url):
+
+    from tsl_exchange_plugin.outbox.postgres import PostgresOutbox
+
+    outbox = PostgresOutbox(pg_url, schema=pg_schema)
+    try:
+        _reconnects(outbox, pg_url)
+    finally:
+        outbox.close()
+
+
+def _reconnects(outbox, pg_url: str) -> None:
+    import psycopg
+
+    outbox.enqueue([up("anna", "contact:1")])
+    pid = outbox._conn().info.backend_pid
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    with pytest.raises(psycopg.OperationalError):
+        outbox.pending_count()  # the call that finds the connection dead fails ...
+    assert outbox.pending_count() == 1  # ... the next one runs on a fresh connection

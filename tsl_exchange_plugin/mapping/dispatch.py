@@ -25,7 +25,9 @@ def default_context(mailbox: str, snapshot: Snapshot) -> MappingContext:
     return MappingContext(recipient=recipient, cases=cases, users=snapshot.users)
 
 
-def make_mapper(context_for: ContextFactory = default_context) -> Callable[[Snapshot, str], list[ExchangeItem]]:
+def make_mapper(
+    context_for: ContextFactory = default_context,
+) -> Callable[[Snapshot, str], list[ExchangeItem]]:
     def mapper(snapshot: Snapshot, mailbox: str) -> list[ExchangeItem]:
         record = snapshot.record
         if isinstance(record, Contact):

@@ -126,8 +126,9 @@ class Outbox(Protocol):
         newer version superseded the job (the sync state is still written, because
         it describes what is now in the mailbox)."""
 
-    def complete_many(self, jobs: Sequence[Job], entries: Sequence[SyncEntry] = (),
-                      removed: Sequence[tuple[str, str]] = ()) -> list[bool]:
+    def complete_many(
+        self, jobs: Sequence[Job], entries: Sequence[SyncEntry] = (), removed: Sequence[tuple[str, str]] = ()
+    ) -> list[bool]:
         """Batch form of ``complete`` in ONE transaction: ack ``jobs`` (version-checked),
         upsert ``entries`` and remove the (mailbox, record_key) pairs in ``removed``."""
 
@@ -166,11 +167,6 @@ class Outbox(Protocol):
 
     def sync_keys(self, mailbox: str, prefix: str = "") -> list[str]:
         """Record keys with sync state in a mailbox (optionally with a key prefix)."""
-
-    def holders(self, record_key: str) -> list[str]:
-        """Mailboxes (sorted) that hold the record's item or are about to: those with
-        sync state for it plus those with a queued (pending or failed) upsert. The
-        save path asks this to send deletes to users a record no longer concerns."""
 
     # -- mailboxes -------------------------------------------------------------------
     def park(self, mailbox: str, reason: str) -> None: ...

@@ -57,7 +57,9 @@ _SCHEMA = [
     )""",
     "CREATE INDEX IF NOT EXISTS jobs_status_due ON {s}.jobs (status, due_at)",
     # holders() runs on the host's save path: find a record's mailboxes without a scan.
-    "CREATE INDEX IF NOT EXISTS jobs_record ON {s}.jobs (record_key)",
+    # text_pattern_ops: serves both "=" and the LIKE 'key#%' prefix search whatever
+    # the database's collation is.
+    "CREATE INDEX IF NOT EXISTS jobs_record ON {s}.jobs (record_key text_pattern_ops)",
     """CREATE TABLE IF NOT EXISTS {s}.leases (
         mailbox text PRIMARY KEY,
         worker_id text NOT NULL,
@@ -73,7 +75,7 @@ _SCHEMA = [
         updated_at double precision NOT NULL,
         PRIMARY KEY (mailbox, record_key)
     )""",
-    "CREATE INDEX IF NOT EXISTS sync_state_record ON {s}.sync_state (record_key)",
+    "CREATE INDEX IF NOT EXISTS sync_state_record ON {s}.sync_state (record_key text_pattern_ops)",
     """CREATE TABLE IF NOT EXISTS {s}.mailboxes (
         mailbox text PRIMARY KEY,
         parked boolean NOT NULL DEFAULT false,
@@ -200,9 +202,12 @@ _Q = {
         SELECT record_key FROM {s}.sync_state WHERE mailbox = %s AND left(record_key, %s) = %s
         ORDER BY record_key
     """,
+    # The record itself and its sub-items ("deadline:4#pre1"). Failed upserts count
+    # too: they are retried when the record changes.
     "holders": """
-        SELECT mailbox FROM {s}.sync_state WHERE record_key = %(key)s
-        UNION SELECT mailbox FROM {s}.jobs WHERE record_key = %(key)s AND op = 'upsert'
+        SELECT mailbox FROM {s}.sync_state WHERE record_key = %(key)s OR record_key LIKE %(sub)s
+        UNION
+        SELECT mailbox FROM {s}.jobs WHERE op = 'upsert' AND (record_key = %(key)s OR record_key LIKE %(sub)s)
         ORDER BY 1
     """,
     "park": """
@@ -307,9 +312,19 @@ class PostgresOutbox:
             self._conns.append(conn)
         return conn
 
+    def _forget(self, conn: psycopg.Connection | None) -> None:
+        """Drop a dead connection (server restart, network cut); the caller opens a new one."""
+        if conn is None:
+            return
+        with self._conns_lock:
+            if conn in self._conns:
+                self._conns.remove(conn)
+        conn.close()
+
     def _conn(self) -> psycopg.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None or conn.closed or conn.broken:
+            self._forget(conn)
             conn = self._connect()
             self._local.conn = conn
         return conn
@@ -317,6 +332,7 @@ class PostgresOutbox:
     def _listen_conn(self) -> psycopg.Connection:
         conn = getattr(self._local, "listen", None)
         if conn is None or conn.closed or conn.broken:
+            self._forget(conn)
             conn = self._connect()
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
             self._local.listen = conn
@@ -531,7 +547,9 @@ class PostgresOutbox:
         return [r[0] for r in rows]
 
     def holders(self, record_key: str) -> list[str]:
-        return [r[0] for r in self._conn().execute(self._sql["holders"], {"key": record_key})]
+        escaped = record_key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        params = {"key": record_key, "sub": escaped + "#%"}
+        return [r[0] for r in self._conn().execute(self._sql["holders"], params)]
 
     # -- mailboxes ---------------------------------------------------------------------------------
     def park(self, mailbox: str, reason: str) -> None:

@@ -491,10 +491,15 @@ class SQLiteOutbox:
         return [r[0] for r in rows]
 
     def holders(self, record_key: str) -> list[str]:
+        # The record itself and its sub-items ("deadline:4#pre1"): keys from
+        # "key#" up to (not including) "key$" ('$' follows '#'), an index range.
+        # Failed upserts count too: they are retried when the record changes.
+        lo, hi = record_key + "#", record_key + "$"
         rows = self._conn().execute(
-            "SELECT mailbox FROM sync_state WHERE record_key = ? "
-            "UNION SELECT mailbox FROM jobs WHERE record_key = ? AND op = 'upsert' ORDER BY 1",
-            (record_key, record_key),
+            "SELECT mailbox FROM sync_state WHERE record_key = :k OR (record_key >= :lo AND record_key < :hi) "
+            "UNION SELECT mailbox FROM jobs WHERE op = 'upsert' "
+            "AND (record_key = :k OR (record_key >= :lo AND record_key < :hi)) ORDER BY 1",
+            {"k": record_key, "lo": lo, "hi": hi},
         )
         return [r[0] for r in rows]
 
