@@ -38,24 +38,18 @@ def account(server):
         DELEGATE,
         Account,
         Build,
-        CalendarItem,
         Configuration,
-        Contact,
         Credentials,
         EWSTimeZone,
-        ExtendedProperty,
-        Task,
         Version,
     )
     from exchangelib.protocol import close_connections
 
-    class TslRecordId(ExtendedProperty):
-        distinguished_property_set_id = "PublicStrings"
-        property_name = "tslRecordId"
-        property_type = "String"
+    from tsl_exchange_plugin.exchange.ews import register_record_id_property
 
-    for cls in (Contact, CalendarItem, Task):
-        cls.register("tsl_record_id", TslRecordId)
+    # The plugin's own registration (process-global and idempotent, PublicStrings "tslRecordId"),
+    # so these tests and the plugin's never disagree or register it twice.
+    register_record_id_property()
     config = Configuration(
         service_endpoint=server.url,
         credentials=Credentials(ALICE, PASSWORD),
@@ -70,6 +64,4 @@ def account(server):
         default_timezone=EWSTimeZone("Europe/Berlin"),
     )
     yield acc
-    for cls in (Contact, CalendarItem, Task):
-        cls.deregister("tsl_record_id")
     close_connections()
