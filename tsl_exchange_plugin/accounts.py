@@ -37,6 +37,10 @@ class ExchangeSettings:
     password_token: str = ""
     allow_insecure: bool = False  # plain HTTP or a self-signed certificate, allowed by an administrator
     credentials_version: int = 0
+    # Reminder lead times in minutes; None means the firm's default (Interfaces tab).
+    appointment_reminder_minutes: int | None = None
+    deadline_reminder_minutes: int | None = None
+    pre_deadline_reminder_minutes: int | None = None
 
     @property
     def has_password(self) -> bool:

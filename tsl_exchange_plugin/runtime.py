@@ -20,6 +20,7 @@ from . import PLUGIN_ID, signals, snapshot, subscriptions
 from .accounts import AccountStore, ExchangeSettings
 from .credentials import Vault
 from .exchange.base import ExchangeBackend, MailboxAccount
+from .mapping.context import DEFAULT_TIMEZONE, DONE_DEADLINE_MODES, MappingContext
 from .mapping.dispatch import make_mapper
 from .outbox.base import Change, Outbox
 from .outbox.factory import open_outbox
@@ -52,7 +53,9 @@ class SyncRuntime:
 
             backend = EwsBackend()
         self.backend = backend
-        self.worker = Worker(self.outbox, backend, self.resolve_account, make_mapper(), worker_config)
+        self.worker = Worker(
+            self.outbox, backend, self.resolve_account, make_mapper(self.mapping_context), worker_config
+        )
         self._enabled_cache: tuple[float, frozenset[str]] = (0.0, frozenset())
         self._cache_lock = threading.Lock()
         if start_worker:
@@ -65,6 +68,35 @@ class SyncRuntime:
 
     def queue_url(self) -> str | None:
         return os.environ.get(QUEUE_URL_ENV) or self.firm_settings().get("queue_url") or None
+
+    def mapping_context(self, mailbox: str, snap: snapshot.Snapshot) -> MappingContext:
+        """How a record looks in one user's mailbox: their time zone and lead times, the firm's rules."""
+        firm = self.firm_settings()
+        mine = self.accounts.load(mailbox)
+        recipient = snap.users.get(mailbox) or self.host.get_user(mailbox) or User(id=mailbox, name=mailbox)
+
+        def minutes(own: int | None, key: str, default: int | None) -> int | None:
+            value = own if own is not None else firm.get(key, default)
+            return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else default
+
+        return MappingContext(
+            recipient=recipient,
+            timezone=mine.timezone or DEFAULT_TIMEZONE,
+            appointment_reminder_minutes=minutes(
+                mine.appointment_reminder_minutes, "appointment_reminder_minutes", 15
+            ),
+            deadline_reminder_minutes=minutes(
+                mine.deadline_reminder_minutes, "deadline_reminder_minutes", 1440
+            ),
+            pre_deadline_reminder_minutes=minutes(
+                mine.pre_deadline_reminder_minutes, "pre_deadline_reminder_minutes", 1440
+            ),
+            done_deadline=firm.get("done_deadline")
+            if firm.get("done_deadline") in DONE_DEADLINE_MODES
+            else "mark",
+            cases={snap.case.id: snap.case} if snap.case else {},
+            users=snap.users,
+        )
 
     def resolve_account(self, mailbox: str) -> MailboxAccount:
         user = self.host.get_user(mailbox)

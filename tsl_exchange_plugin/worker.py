@@ -54,12 +54,17 @@ class Worker:
         mapper: Mapper,
         config: WorkerConfig | None = None,
         worker_id: str | None = None,
+        gate: Callable[[], str | None] | None = None,
     ):
         self.outbox = outbox
         self.backend = backend
         self.resolve = resolve
         self.pusher = Pusher(outbox, mapper)
         self.config = config or WorkerConfig()
+        # Asked before every claim: a German reason to hold all pushing (e.g. the licence ended),
+        # or None. Held work stays queued.
+        self.gate = gate
+        self.held_reason = ""
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -129,6 +134,15 @@ class Worker:
 
     def run_once(self, now: float | None = None) -> bool:
         """Claim one mailbox and push one batch. Returns False when nothing was claimable."""
+        if self.gate is not None:
+            reason = self.gate() or ""
+            if reason != self.held_reason:
+                self.held_reason = reason
+                signals.mailbox_status_changed.send(
+                    self, mailbox="*", status="held" if reason else "resumed", reason=reason
+                )
+            if reason:
+                return False
         with self._lock:
             exclude = tuple(self._busy)
         claim = self.outbox.claim(
