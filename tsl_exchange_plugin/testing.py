@@ -1,5 +1,10 @@
-"""A law firm wired end to end: reference host, the plugin loaded through its entry point
-and enabled with a licence, three lawyers with Exchange accounts on the sandbox."""
+"""Pytest fixtures for end-to-end tests (loaded with ``-p tsl_exchange_plugin.testing``).
+
+``kanzlei``: a law firm wired end to end: reference host, the plugin loaded through
+its entry point and enabled with a licence, three lawyers with Exchange accounts on
+the sandbox (``sandbox`` fixture of ``tsl_exchange_plugin.sandbox.testing``).
+``licence_key``: trusts a fresh Ed25519 key and issues licences with it.
+"""
 
 from __future__ import annotations
 
