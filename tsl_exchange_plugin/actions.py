@@ -1,13 +1,15 @@
-"""Menu actions and tab buttons: Extras › Auswahl ändern › Exchange-Sync setzen / entfernen, Testen, Retry."""
+"""Menu actions and tab buttons: Extras › Auswahl ändern › Exchange-Sync setzen / entfernen, Testen,
+Jetzt erneut versuchen, Übertragene Elemente entfernen."""
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from tsl_hostapi.types import ActionResult, Host, MenuAction, RecordOutcome, RecordRef, SettingsField, User
 
-from . import PLUGIN_ID
-from .settings import RETRY_ACTION, TEST_ACTION
+from . import PLUGIN_ID, signals
+from .settings import CLEANUP_ACTION, RETRY_ACTION, TEST_ACTION
 
 if TYPE_CHECKING:
     from .runtime import SyncRuntime
@@ -16,6 +18,16 @@ SET_SYNC = f"{PLUGIN_ID}.set_sync"
 REMOVE_SYNC = f"{PLUGIN_ID}.remove_sync"
 MENU_PATH = ("Extras", "Auswahl ändern")
 ASK_USERS = (SettingsField("users", "Für welche Benutzer?", "user_list", required=True),)
+BULK_CHUNK = 1000  # contacts per progress step
+
+bulk_progress = signals.ns.signal(
+    "bulk-progress", doc="action_id, done: int, total: int (contacts handled so far in a bulk action)"
+)
+cleanup_progress = signals.ns.signal(
+    "cleanup-progress", doc="done: int, total: int, user_id, outcome, message (one mailbox finished)"
+)
+
+NOT_ADMIN = "Nur ein Administrator darf das."
 
 
 def menu(host: Host, user: User, view: str, selection: tuple[RecordRef, ...]) -> list[MenuAction]:
@@ -38,36 +50,146 @@ def run(
     if runtime is None:
         return ActionResult(False, "Exchange-Sync ist nicht aktiv.")
     if action_id in (SET_SYNC, REMOVE_SYNC):
-        return _bulk_subscribe(runtime, action_id == SET_SYNC, selection, values)
+        return bulk_subscribe(runtime, user, action_id, selection, values)
     if action_id == RETRY_ACTION:
-        if not user.is_admin:
-            return ActionResult(False, "Nur ein Administrator darf das.")
-        for state in runtime.outbox.mailbox_states():
-            if state.parked:
-                runtime.outbox.unpark(state.mailbox)
-        runtime.worker.wake()
-        return ActionResult(True, "Die Übertragung wird jetzt erneut versucht.")
+        return retry_now(runtime, user, values)
     if action_id == TEST_ACTION:
         from .connection_test import run_test
 
         return run_test(runtime, user, values)
+    if action_id == CLEANUP_ACTION:
+        return run_cleanup(runtime, user, values)
     return ActionResult(False, f"Unbekannte Aktion: {action_id}")
 
 
-def _bulk_subscribe(
-    runtime: SyncRuntime, add: bool, selection: tuple[RecordRef, ...], values: dict
+# --------------------------------------------------------------------------- retry
+
+
+def retry_now(runtime: SyncRuntime, user: User, values: dict[str, Any]) -> ActionResult:
+    if not user.is_admin:
+        return ActionResult(False, NOT_ADMIN)
+    only = str(values.get("user_id") or "") or None
+    unparked = 0
+    for state in runtime.outbox.mailbox_states():
+        if state.parked and (only is None or state.mailbox == only):
+            runtime.outbox.unpark(state.mailbox)
+            unparked += 1
+    requeued = runtime.outbox.requeue_failed(only)
+    runtime.release_hold()
+    held = runtime.push_gate()
+    if held:
+        return ActionResult(False, f"Erneuter Versuch nicht möglich: {held}")
+    return ActionResult(
+        True,
+        f"Die Übertragung wird jetzt erneut versucht ({unparked} Postfächer freigegeben, "
+        f"{requeued} fehlgeschlagene Änderungen neu eingereiht).",
+    )
+
+
+# --------------------------------------------------------------------------- cleanup
+
+
+def run_cleanup(runtime: SyncRuntime, user: User, values: dict[str, Any]) -> ActionResult:
+    """Remove the items we created. ``values``: ``users`` (ids; default: every mailbox offered),
+    ``all_mailboxes`` (the interface is being disabled: every mailbox, pushing held first),
+    ``confirm_over_limit`` (allow deleting more than the guard's share of a folder)."""
+    from .cleanup import candidates, clean, known_mailboxes
+
+    if not user.is_admin:
+        return ActionResult(False, NOT_ADMIN)
+    all_mailboxes = bool(values.get("all_mailboxes"))
+    if all_mailboxes:
+        targets = known_mailboxes(runtime)
+        runtime.hold(
+            "Alle Übertragungen angehalten: die übertragenen Elemente werden entfernt, damit die "
+            "Schnittstelle deaktiviert werden kann. „Jetzt erneut versuchen“ nimmt den Betrieb wieder auf."
+        )
+    else:
+        targets = [str(u) for u in values.get("users") or ()] or [c.user_id for c in candidates(runtime)]
+    if not targets:
+        return ActionResult(True, "Es gibt keine Postfächer, in denen aufzuräumen wäre.")
+
+    def progress(done: int, total: int, res: Any) -> None:
+        cleanup_progress.send(
+            runtime, done=done, total=total, user_id=res.user_id, outcome=res.outcome, message=res.message
+        )
+
+    results = clean(
+        runtime,
+        targets,
+        confirmed=bool(values.get("confirm_over_limit")),
+        all_mailboxes=all_mailboxes,
+        progress=progress,
+    )
+    status = {"done": "done", "nothing": "unchanged", "refused": "failed", "failed": "failed"}
+    outcomes = tuple(
+        RecordOutcome(RecordRef("user", r.user_id), status[r.outcome], f"{r.user_name}: {r.message}")  # type: ignore[arg-type]
+        for r in results
+    )
+    removed = sum(r.removed for r in results)
+    bad = [r for r in results if r.outcome in ("refused", "failed")]
+    message = f"{removed} Elemente aus {sum(1 for r in results if r.outcome == 'done')} Postfächern entfernt."
+    if bad:
+        message += f" {len(bad)} Postfächer nicht bereinigt (siehe Einzelergebnisse)."
+    runtime.host.notify(f"Exchange-Sync: {message}", level="warning" if bad else "info")
+    return ActionResult(not bad, message, outcomes)
+
+
+# --------------------------------------------------------------------------- bulk subscribe
+
+
+def bulk_subscribe(
+    runtime: SyncRuntime, actor: User, action_id: str, selection: tuple[RecordRef, ...], values: dict
 ) -> ActionResult:
+    """Set/remove Exchange Sync on every selected contact for the chosen users.
+
+    Reads happen before, and outside, the one short write: the subscription lists are
+    written in one transaction and the pushes queued in one more (the host's saves are
+    never held up behind a long transaction). Progress goes out on ``bulk_progress``.
+    """
+    add = action_id == SET_SYNC
     users = {str(u) for u in values.get("users") or ()}
     if not users:
         return ActionResult(False, "Bitte mindestens einen Benutzer wählen.")
+    if not actor.is_admin and users != {actor.id}:
+        return ActionResult(False, "Sie dürfen Exchange-Sync nur für sich selbst setzen oder entfernen.")
     enabled = runtime.enabled_users()
     unknown = users - enabled
-    contact_ids = [ref.id for ref in selection if ref.kind == "contact"]
-    outcomes = [RecordOutcome(ref, "failed", "Kein Kontakt") for ref in selection if ref.kind != "contact"]
     if unknown and add:
-        return ActionResult(False, "Benutzer ohne aktives Exchange-Konto können nicht gewählt werden.")
-    changed = runtime.change_subscriptions(contact_ids, add=users if add else (), remove=() if add else users)
-    for cid in contact_ids:
+        names = ", ".join(sorted(unknown))
+        return ActionResult(
+            False, f"Benutzer ohne aktives Exchange-Konto können nicht gewählt werden: {names}."
+        )
+    outcomes: list[RecordOutcome] = []
+    contact_ids: list[str] = []
+    seen: set[str] = set()
+    for ref in selection:
+        if ref.kind != "contact":
+            outcomes.append(RecordOutcome(ref, "failed", "Kein Kontakt"))
+        elif ref.id in seen:
+            continue
+        else:
+            seen.add(ref.id)
+            contact_ids.append(ref.id)
+    existing = _existing_contacts(runtime, contact_ids)
+    missing = [cid for cid in contact_ids if cid not in existing]
+    outcomes += [
+        RecordOutcome(RecordRef("contact", cid), "failed", "Kontakt existiert nicht (mehr)")
+        for cid in missing
+    ]
+    valid = [cid for cid in contact_ids if cid in existing]
+    started = time.monotonic()
+    bulk_progress.send(runtime, action_id=action_id, done=0, total=len(valid))
+    try:
+        changed = runtime.change_subscriptions(valid, add=users if add else (), remove=() if add else users)
+    except Exception as exc:  # nothing was written (one transaction); say so per record
+        reason = f"nicht geändert: {exc}"
+        outcomes += [RecordOutcome(RecordRef("contact", cid), "failed", reason) for cid in valid]
+        return ActionResult(
+            False, "Exchange-Sync konnte nicht geändert werden; nichts wurde gespeichert.", tuple(outcomes)
+        )
+    bulk_progress.send(runtime, action_id=action_id, done=len(valid), total=len(valid))
+    for cid in valid:
         ref = RecordRef("contact", cid)
         if cid in changed:
             outcomes.append(RecordOutcome(ref, "done"))
@@ -76,7 +198,18 @@ def _bulk_subscribe(
                 RecordOutcome(ref, "unchanged", "bereits gesetzt" if add else "war nicht gesetzt")
             )
     done = sum(1 for o in outcomes if o.status == "done")
+    failed = sum(1 for o in outcomes if o.status == "failed")
     verb = "gesetzt" if add else "entfernt"
-    return ActionResult(
-        True, f"Exchange-Sync für {done} von {len(selection)} Kontakten {verb}.", tuple(outcomes)
-    )
+    message = f"Exchange-Sync für {done} von {len(selection)} Kontakten {verb}"
+    if failed:
+        message += f", {failed} fehlgeschlagen"
+    message += f" ({time.monotonic() - started:.1f} s)."
+    return ActionResult(True, message, tuple(outcomes))
+
+
+def _existing_contacts(runtime: SyncRuntime, contact_ids: list[str]) -> set[str]:
+    if len(contact_ids) > 50:
+        # One scan beats thousands of single look-ups.
+        wanted = set(contact_ids)
+        return {r.id for r in runtime.host.iter_records("contact") if r.id in wanted}
+    return {cid for cid in contact_ids if runtime.host.get_record(RecordRef("contact", cid)) is not None}

@@ -203,7 +203,107 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rotate-key", help="Schlüssel für die Passwortverschlüsselung erneuern")
     p.add_argument("--data", required=True)
     p.set_defaults(func=cmd_rotate_key)
+    _admin_commands(sub)  # --- admin (issue 7)
     return parser
+
+
+# --- admin (issue 7): status --audit, audit, cleanup
+
+
+def cmd_status_admin(args: argparse.Namespace) -> int:
+    """``status`` as before, with the summary line (licence hold) and, with ``--audit``, the audit log."""
+    from .status import mailbox_rows, summary
+
+    host = _host(args.data)
+    runtime = _runtime(host)
+    try:
+        rows = mailbox_rows(host, runtime)
+        entries = runtime.audit.entries(limit=args.limit) if args.audit else []
+        if args.json:
+            data: dict | list = [r.as_dict() for r in rows]
+            if args.audit:
+                data = {
+                    "summary": summary(runtime),
+                    "mailboxes": data,
+                    "audit": [e.as_dict() for e in entries],
+                }
+            print(json.dumps(data, ensure_ascii=False, indent=2))
+            return 0
+        print(summary(runtime))
+        print(
+            f"{'Benutzer':<28} {'Zustand':<30} {'offen':>6} {'fehlg.':>6}  {'letzte Übertragung':<20} "
+            f"{'Test':<14} letzter Fehler"
+        )
+        for r in rows:
+            print(
+                f"{r.user_name[:28]:<28} {r.state_label:<30} {r.pending:>6} {r.failed:>6}  "
+                f"{r.last_success:<20} {r.test_label:<14} {r.last_error}"
+            )
+        if args.audit:
+            _print_audit(entries)
+        return 0
+    finally:
+        runtime.close()
+        host.close()
+
+
+def _print_audit(entries: list) -> None:
+    from .audit import OP_LABELS
+
+    print()
+    print("Protokoll (neueste zuerst):")
+    print(f"{'Zeit':<20} {'Postfach':<12} {'Datensatz':<24} {'Vorgang':<12} Ergebnis")
+    for e in entries:
+        d = e.as_dict()
+        detail = f" – {e.detail}" if e.detail else ""
+        print(
+            f"{d['when']:<20} {e.mailbox[:12]:<12} {e.record_key[:24]:<24} "
+            f"{OP_LABELS.get(e.op, e.op):<12} {d['outcome_label']}{detail}"
+        )
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    """Remove the items the plugin created (also works while the plugin is disabled)."""
+    from .actions import run_cleanup
+
+    host = _host(args.data)
+    runtime = _runtime(host)
+    try:
+        admin = next((u for u in host.list_users() if u.is_admin), None)
+        if admin is None:
+            print("Kein Administrator im Host gefunden.")
+            return 1
+        users = [_user(host, u).id for u in args.user]
+        result = run_cleanup(
+            runtime,
+            admin,
+            {"users": users, "all_mailboxes": args.all, "confirm_over_limit": args.confirm_over_limit},
+        )
+        print(result.message)
+        for o in result.outcomes:
+            print(f"  [{o.status}] {o.message}")
+        return 0 if result.ok else 1
+    finally:
+        runtime.close()
+        host.close()
+
+
+def _admin_commands(sub) -> None:
+    p = sub.choices["status"]
+    p.add_argument("--audit", action="store_true", help="auch das Protokoll der Übertragungen zeigen")
+    p.add_argument("--limit", type=int, default=50, help="so viele Protokolleinträge (Standard 50)")
+    p.set_defaults(func=cmd_status_admin)
+
+    p = sub.add_parser("cleanup", help="von Exchange-Sync angelegte Elemente aus Postfächern entfernen")
+    p.add_argument("--data", required=True)
+    p.add_argument("--user", action="append", default=[], help="nur dieses Postfach (mehrfach möglich)")
+    p.add_argument(
+        "--all", action="store_true", help="alle Postfächer (vor dem Deaktivieren der Schnittstelle)"
+    )
+    p.add_argument(
+        "--confirm-over-limit", action="store_true", help="auch mehr als den Grenzwert eines Ordners löschen"
+    )
+    p.set_defaults(func=cmd_cleanup)
 
 
 def main(argv: list[str] | None = None) -> int:

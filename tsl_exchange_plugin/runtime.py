@@ -58,7 +58,9 @@ class SyncRuntime:
         )
         self._enabled_cache: tuple[float, frozenset[str]] = (0.0, frozenset())
         self._cache_lock = threading.Lock()
-        if start_worker:
+        # --- admin (issue 7)
+        self._init_admin()
+        if start_worker and self.worker_mode() == "host":  # --- worker mode
             self.worker.start()
 
     # ------------------------------------------------------------------ configuration
@@ -66,6 +68,19 @@ class SyncRuntime:
         raw = self.host.settings.get(PLUGIN_ID, FIRM_KEY, {})
         return raw if isinstance(raw, dict) else {}
 
+    # --- worker mode
+    def worker_mode(self) -> str:
+        """Where pushing runs: "host" (default) in worker threads of this process, or
+        "external" (firm setting ``worker``): this process only enqueues and separate
+        ``tsl-exchange worker`` processes push. An unknown value counts as "host", so a
+        typo never leaves the queue without a worker."""
+        mode = self.firm_settings().get("worker", "host")
+        if mode in ("host", "external"):
+            return mode
+        log.warning("Exchange-Sync: unbekannte Worker-Einstellung %r, es gilt 'host'.", mode)
+        return "host"
+
+    # --- worker mode (end)
     def queue_url(self) -> str | None:
         return os.environ.get(QUEUE_URL_ENV) or self.firm_settings().get("queue_url") or None
 
@@ -237,3 +252,60 @@ class SyncRuntime:
     def close(self) -> None:
         self.worker.stop()
         self.outbox.close()
+
+    # --- admin (issue 7)
+    # Licence at run time, the firm's settings, the audit log, holding all pushes. Added by the
+    # administration work (issue 7); the methods above are owned elsewhere.
+    def _init_admin(self) -> None:
+        from .audit import DEFAULT_RETENTION_DAYS, AuditLog
+        from .licensing import LicenceState
+
+        self.licensing = LicenceState(self.host)
+        self.admin_hold = ""  # German reason while an administrator holds all pushes (cleanup before disable)
+        self.worker.gate = self.push_gate
+        self.audit = AuditLog(
+            self.data_dir,
+            senders=lambda: (self.worker, self.worker.pusher),
+            retention_days=lambda: self.firm_settings().get("audit_retention_days", DEFAULT_RETENTION_DAYS),
+        ).listen()
+        self.audit.purge()
+        targets = self.firm_target_folders()
+        folders = getattr(self.backend, "target_folders", None)
+        if targets and isinstance(folders, dict) and not folders:
+            folders.update(targets)  # read when a session opens its folders; takes effect from the start
+
+    def push_gate(self) -> str | None:
+        """For the worker: why every push is held now (licence ended, administrator's hold), or None."""
+        return self.admin_hold or self.licensing.gate()
+
+    def seat_problem(self, user_id: str) -> str | None:
+        """Why switching Exchange Sync on for ``user_id`` would exceed the licence, or None."""
+        active = {u.id for u in self.host.list_users() if u.active}
+        return self.licensing.seat_problem(user_id, set(self.accounts.enabled_user_ids()) & active)
+
+    def firm_target_folders(self) -> dict[str, str]:
+        firm = self.firm_settings()
+        name = str(firm.get("subfolder") or "").strip()
+        if firm.get("target") == "subfolder" and name:
+            return {"contact": name, "calendar": name, "task": name}
+        return {}
+
+    def save_firm_settings(self, values: dict) -> dict:
+        merged = {**self.firm_settings(), **values}
+        self.host.settings.set(PLUGIN_ID, FIRM_KEY, merged)
+        self.worker.wake()
+        return merged
+
+    def hold(self, reason: str) -> None:
+        self.admin_hold = reason
+        signals.mailbox_status_changed.send(self, mailbox="*", status="held", reason=reason)
+
+    def release_hold(self) -> None:
+        if self.admin_hold:
+            self.admin_hold = ""
+            self.licensing.invalidate()
+            signals.mailbox_status_changed.send(self, mailbox="*", status="resumed", reason="")
+        self.worker.wake()
+
+    def _close_admin(self) -> None:
+        self.audit.close()

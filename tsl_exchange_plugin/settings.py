@@ -41,6 +41,9 @@ USER_FIELDS = (
     SettingsField("host", "Host", "text", help="z. B. mail.kanzlei.de oder die vollständige EWS-Adresse"),
     SettingsField("username", "Benutzername", "text", help="E-Mail-Adresse oder DOMÄNE\\Benutzer"),
     SettingsField(
+        "email", "Postfach (E-Mail-Adresse)", "text", help="Nur nötig, wenn sie vom Benutzernamen abweicht"
+    ),
+    SettingsField(
         "password", "Passwort", "password", help="Wird verschlüsselt gespeichert und nie angezeigt"
     ),
     SettingsField("auth_type", "Authentifizierung", "select", choices=AUTH_CHOICES),
@@ -48,6 +51,48 @@ USER_FIELDS = (
     SettingsField("allow_insecure", "Unsichere Verbindung zulassen (nur Administrator)", "checkbox"),
     SettingsField("status", "Status", "status", read_only=True),
 )
+
+TARGET_CHOICES = (
+    Choice("default", "Standardordner (Kontakte, Kalender, Aufgaben)"),
+    Choice("subfolder", "Eigener Unterordner in jedem dieser Ordner"),
+)
+DONE_CHOICES = (Choice("mark", "als erledigt markieren"), Choice("remove", "aus dem Kalender entfernen"))
+MAX_LEAD_MINUTES = 60 * 24 * 28  # four weeks
+INTERFACES_FIELDS = (
+    SettingsField("summary", "Zustand", "status", read_only=True),
+    SettingsField("target", "Ziel der Einträge", "select", choices=TARGET_CHOICES),
+    SettingsField("subfolder", "Name des Unterordners", "text", help="z. B. timeSensor LEGAL"),
+    SettingsField("done_deadline", "Erledigte Fristen", "select", choices=DONE_CHOICES),
+    SettingsField("appointment_reminder_minutes", "Erinnerung vor Terminen (Minuten)", "number"),
+    SettingsField("deadline_reminder_minutes", "Erinnerung vor Fristen (Minuten)", "number"),
+    SettingsField("pre_deadline_reminder_minutes", "Erinnerung vor Vorfristen (Minuten)", "number"),
+    SettingsField(
+        "queue_url",
+        "Warteschlange",
+        "text",
+        help="Leer: SQLite im Datenverzeichnis. Für mehrere Server: postgresql://benutzer@server/datenbank "
+        "(Passwort in .pgpass oder PGPASSWORD, nicht in der Adresse). Wirkt nach dem nächsten Start.",
+    ),
+    SettingsField("audit_retention_days", "Protokoll aufbewahren (Tage)", "number"),
+    SettingsField("cleanup_max_percent", "Aufräumen: höchstens so viel Prozent eines Ordners", "number"),
+    SettingsField("mailboxes", "Postfächer", "table", read_only=True),
+    SettingsField(
+        "cleanup_offer", "Postfächer ohne Zugang mit übertragenen Elementen", "table", read_only=True
+    ),
+    SettingsField("audit", "Protokoll (neueste zuerst)", "table", read_only=True),
+)
+FIRM_DEFAULTS: dict[str, Any] = {
+    "target": "default",
+    "subfolder": "",
+    "done_deadline": "mark",
+    "appointment_reminder_minutes": 15,
+    "deadline_reminder_minutes": 1440,
+    "pre_deadline_reminder_minutes": 1440,
+    "queue_url": "",
+    "audit_retention_days": 90,
+    "cleanup_max_percent": 50,
+}
+CLEANUP_ACTION = f"{PLUGIN_ID}.cleanup"
 
 
 class NotAllowed(Exception):
@@ -83,8 +128,11 @@ def tabs(host: Host, user: User, scope: str) -> list[SettingsTab]:
                 INTERFACES_TAB,
                 "Exchange-Synchronisation",
                 "interfaces",
-                (SettingsField("mailboxes", "Postfächer", "table", read_only=True),),
-                (SettingsButton(RETRY_ACTION, "Jetzt erneut versuchen"),),
+                INTERFACES_FIELDS,
+                (
+                    SettingsButton(RETRY_ACTION, "Jetzt erneut versuchen"),
+                    SettingsButton(CLEANUP_ACTION, "Übertragene Elemente entfernen …"),
+                ),
             )
         ]
     return []
@@ -103,15 +151,25 @@ def load(
     if tab_id == USER_TAB:
         if not may_edit_user(actor, ctx.object_id):
             return SettingsValues({}, status="Keine Berechtigung für das Exchange-Konto dieses Benutzers.")
+        from .connection_test import stored_outcome
+
         values = public_view(runtime.accounts.load(ctx.object_id))
         states = {s.mailbox: s for s in runtime.outbox.mailbox_states()}
         state = states.get(ctx.object_id)
+        test = stored_outcome(runtime, ctx.object_id)
         status = ""
         if state is not None and state.parked:
             status = f"Angehalten: {state.parked_reason}"
         elif state is not None and state.last_error:
             status = f"Letzter Fehler: {state.last_error}"
+        elif test is not None:
+            status = ("Verbindungstest erfolgreich: " if test.ok else "Verbindungstest fehlgeschlagen: ") + (
+                test.message
+            )
+        else:
+            status = "Noch nicht getestet."
         values["status"] = status
+        values["status_icon"] = test.icon if test else ""
         return SettingsValues(values, status=status)
     if tab_id == CONTACT_TAB:
         current = set(subscriptions.subscribers(host.settings, ctx.object_id))
@@ -120,9 +178,9 @@ def load(
             {"users": [{"id": u.id, "name": u.name, "checked": u.id in current} for u in users]}
         )
     if tab_id == INTERFACES_TAB:
-        from .status import mailbox_rows
-
-        return SettingsValues({"mailboxes": [row.as_dict() for row in mailbox_rows(host, runtime)]})
+        if not actor.is_admin:
+            return SettingsValues({}, status="Nur ein Administrator darf die Schnittstellen einsehen.")
+        return interfaces_values(host, runtime)
     return SettingsValues({}, status="Unbekannter Reiter.")
 
 
@@ -138,6 +196,10 @@ def save(
         return SaveResult(False, message="Exchange-Sync ist nicht aktiv.")
     if tab_id == USER_TAB:
         return _save_user(runtime, actor, ctx.object_id, values)
+    if tab_id == INTERFACES_TAB:
+        if not actor.is_admin:
+            return SaveResult(False, message="Nur ein Administrator darf die Schnittstellen ändern.")
+        return _save_interfaces(runtime, values)
     if tab_id == CONTACT_TAB:
         wanted = {str(u) for u in values.get("users") or ()}
         allowed = {u.id for u in _exchange_users(host, runtime)}
@@ -187,6 +249,12 @@ def _save_user(runtime: SyncRuntime, actor: User, user_id: str, values: dict[str
             errors.append(FieldError("username", "Bitte den Benutzernamen (E-Mail-Adresse) angeben."))
         if not values.get("password") and not current.has_password:
             errors.append(FieldError("password", "Bitte das Passwort eingeben."))
+    if "email" in values:
+        new = replace(new, email=str(values.get("email") or "").strip())
+    if new.enabled and not current.enabled:
+        problem = runtime.seat_problem(user_id)
+        if problem:
+            errors.append(FieldError("enabled", problem))
     if errors:
         return SaveResult(False, tuple(errors))
     password = values.get("password") or None
@@ -194,4 +262,146 @@ def _save_user(runtime: SyncRuntime, actor: User, user_id: str, values: dict[str
         runtime.save_account(user_id, new, password=password)
     except AccountError as exc:
         return SaveResult(False, (FieldError("timezone", str(exc)),))
+    if current.enabled and not new.enabled and runtime.outbox.sync_keys(user_id):
+        return SaveResult(
+            True,
+            message="Gespeichert. Exchange-Sync ist für diesen Benutzer abgeschaltet; die bisher "
+            "übertragenen Elemente bleiben im Postfach. Ein Administrator kann sie unter Schnittstellen › "
+            "Exchange-Synchronisation › „Übertragene Elemente entfernen …“ entfernen.",
+        )
     return SaveResult(True, message="Gespeichert.")
+
+
+# --------------------------------------------------------------------------- Interfaces tab
+
+
+def interfaces_values(host: Host, runtime: SyncRuntime) -> SettingsValues:
+    from .cleanup import candidates
+    from .status import mailbox_rows, summary
+
+    firm = {**FIRM_DEFAULTS, **{k: v for k, v in runtime.firm_settings().items() if k in FIRM_DEFAULTS}}
+    text = summary(runtime)
+    return SettingsValues(
+        {
+            **firm,
+            "summary": text,
+            "mailboxes": [row.as_dict() for row in mailbox_rows(host, runtime)],
+            "cleanup_offer": [
+                {"user_id": c.user_id, "user_name": c.user_name, "reason": c.reason}
+                for c in candidates(runtime)
+            ],
+            "audit": [e.as_dict() for e in runtime.audit.entries(limit=50)],
+        },
+        status=text,
+    )
+
+
+def _int_field(values: dict[str, Any], name: str, lo: int, hi: int, errors: list[FieldError], label: str):
+    raw = values.get(name)
+    try:
+        if isinstance(raw, bool):
+            raise ValueError
+        number = int(str(raw).strip())
+    except (TypeError, ValueError):
+        errors.append(FieldError(name, f"{label}: bitte eine ganze Zahl eingeben."))
+        return None
+    if not lo <= number <= hi:
+        errors.append(FieldError(name, f"{label}: erlaubt sind {lo} bis {hi}."))
+        return None
+    return number
+
+
+def validate_queue_url(url: str) -> str | None:
+    """A German problem with the queue URL, or None. PostgreSQL is tried for real (a few seconds)."""
+    url = url.strip()
+    if not url:
+        return None
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if sep and scheme == "sqlite":
+        if rest in ("", "/") or rest.startswith("/"):
+            return None
+        return "SQLite-Adresse ungültig: erwartet wird sqlite:///datei.sqlite3 oder sqlite:////pfad/datei.sqlite3."
+    if not (sep and scheme in ("postgresql", "postgres")):
+        return (
+            "Unbekannte Warteschlange: leer lassen (SQLite) oder postgresql://benutzer@server:5432/datenbank."
+        )
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(url)
+    except Exception:
+        return (
+            "Die PostgreSQL-Adresse ist nicht lesbar. Beispiel: postgresql://benutzer@server:5432/datenbank."
+        )
+    if params.get("password"):
+        return (
+            "Bitte kein Passwort in die Adresse schreiben (es stünde sonst unverschlüsselt in den "
+            "Einstellungen). Das Passwort gehört in die Datei .pgpass des Dienstkontos oder in PGPASSWORD."
+        )
+    import psycopg
+
+    try:
+        with psycopg.connect(url, connect_timeout=3):
+            pass
+    except psycopg.Error as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return f"PostgreSQL ist unter dieser Adresse nicht erreichbar ({first}). Bitte Server, Port, Datenbank und Benutzer prüfen."
+    return None
+
+
+def _save_interfaces(runtime: SyncRuntime, values: dict[str, Any]) -> SaveResult:
+    from .mapping.context import DONE_DEADLINE_MODES
+
+    current = {**FIRM_DEFAULTS, **runtime.firm_settings()}
+    errors: list[FieldError] = []
+    new: dict[str, Any] = {}
+    target = str(values.get("target", current["target"]) or "default")
+    if target not in {c.value for c in TARGET_CHOICES}:
+        errors.append(FieldError("target", "Bitte Standardordner oder eigenen Unterordner wählen."))
+    subfolder = str(values.get("subfolder", current["subfolder"]) or "").strip()
+    if target == "subfolder":
+        if not subfolder:
+            errors.append(FieldError("subfolder", "Bitte einen Namen für den Unterordner angeben."))
+        elif len(subfolder) > 120 or any(ch in subfolder for ch in "/\\") or subfolder in (".", ".."):
+            errors.append(
+                FieldError(
+                    "subfolder", "Der Ordnername darf keinen Schrägstrich enthalten (max. 120 Zeichen)."
+                )
+            )
+    new.update(target=target, subfolder=subfolder)
+    done = str(values.get("done_deadline", current["done_deadline"]) or "")
+    if done not in DONE_DEADLINE_MODES:
+        errors.append(FieldError("done_deadline", "Bitte „markieren“ oder „entfernen“ wählen."))
+    new["done_deadline"] = done
+    labels = {
+        "appointment_reminder_minutes": ("Erinnerung vor Terminen", 0, MAX_LEAD_MINUTES),
+        "deadline_reminder_minutes": ("Erinnerung vor Fristen", 0, MAX_LEAD_MINUTES),
+        "pre_deadline_reminder_minutes": ("Erinnerung vor Vorfristen", 0, MAX_LEAD_MINUTES),
+        "audit_retention_days": ("Aufbewahrung des Protokolls", 1, 3650),
+        "cleanup_max_percent": ("Grenzwert beim Aufräumen", 1, 100),
+    }
+    for name, (label, lo, hi) in labels.items():
+        if name in values:
+            number = _int_field(values, name, lo, hi, errors, label)
+            if number is not None:
+                new[name] = number
+    queue_url = str(values.get("queue_url", current["queue_url"]) or "").strip()
+    queue_changed = queue_url != (current.get("queue_url") or "")
+    if queue_changed:
+        problem = validate_queue_url(queue_url)
+        if problem:
+            errors.append(FieldError("queue_url", problem))
+    new["queue_url"] = queue_url
+    if errors:
+        return SaveResult(False, tuple(errors))
+    folders_changed = (target, subfolder) != (current["target"], current["subfolder"])
+    runtime.save_firm_settings(new)
+    notes = ["Gespeichert."]
+    if queue_changed:
+        notes.append("Die neue Warteschlange wird beim nächsten Start verwendet.")
+    if folders_changed:
+        notes.append(
+            "Der neue Zielordner gilt ab dem nächsten Start; bereits übertragene Einträge bleiben, wo sie sind."
+        )
+    return SaveResult(True, message=" ".join(notes))

@@ -45,12 +45,12 @@ def dump(snapshot: Snapshot) -> str:
     data: dict[str, Any] = {
         "v": 1,
         "kind": snapshot.kind,
-        "record": json.loads(serialize.to_json(snapshot.record)),
+        "record": serialize.to_data(snapshot.record),
     }
     if snapshot.case is not None:
-        data["case"] = json.loads(serialize.to_json(snapshot.case))
+        data["case"] = serialize.to_data(snapshot.case)
     if snapshot.users:
-        data["users"] = {uid: json.loads(serialize.to_json(u)) for uid, u in snapshot.users.items()}
+        data["users"] = {uid: serialize.to_data(u) for uid, u in snapshot.users.items()}
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 

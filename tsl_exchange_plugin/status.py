@@ -1,8 +1,15 @@
-"""The mailbox status shown on the Interfaces tab and by ``tsl-exchange status``."""
+"""The mailbox status shown on the Interfaces tab and by ``tsl-exchange status``.
+
+One row per user mailbox the plugin knows: its state in words an administrator
+understands (ok, never tested, wrong password, unreachable, throttled, parked,
+held by the licence), the last successful push, the queue depth, the last error in
+plain German and the last connection test.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -13,11 +20,25 @@ if TYPE_CHECKING:
 
 STATE_LABELS = {
     "ok": "in Ordnung",
-    "never": "noch nie übertragen",
+    "never": "noch nichts übertragen",
+    "never_tested": "noch nie getestet",
+    "wrong_password": "Passwort falsch",
+    "unreachable": "Server nicht erreichbar",
+    "throttled": "vom Server gedrosselt",
     "parked": "angehalten",
+    "held": "angehalten (Lizenz/Administrator)",
     "error": "Fehler, wird wiederholt",
     "disabled": "nicht aktiviert",
 }
+TEST_LABELS = {"green": "erfolgreich", "red": "fehlgeschlagen", "": "nie getestet"}
+
+_PASSWORD = re.compile(r"Passwort falsch|Anmeldung .*fehlgeschlagen|Anmeldung abgelehnt|gesperrt", re.I)
+_THROTTLED = re.compile(r"drosselt|ausgelastet|ServerBusy|HTTP 429", re.I)
+_UNREACHABLE = re.compile(
+    r"nicht erreichbar|vorübergehend nicht verfügbar|Keine Antwort|Zeitüberschreitung|nicht gefunden"
+    r"|antwortet nicht|Verbindung zu",
+    re.I,
+)
 
 
 @dataclass(frozen=True)
@@ -30,6 +51,9 @@ class MailboxRow:
     failed: int
     last_success: str
     last_error: str
+    test: str = ""  # "green", "red", "" (never tested since the credentials last changed)
+    test_label: str = "nie getestet"
+    test_message: str = ""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -41,26 +65,47 @@ def _when(ts: float | None) -> str:
     return dt.datetime.fromtimestamp(ts).strftime("%d.%m.%Y %H:%M:%S")
 
 
+def classify_error(text: str) -> str:
+    if _PASSWORD.search(text):
+        return "wrong_password"
+    if _THROTTLED.search(text):
+        return "throttled"
+    if _UNREACHABLE.search(text):
+        return "unreachable"
+    return "error"
+
+
 def mailbox_rows(host: Host, runtime: SyncRuntime) -> list[MailboxRow]:
+    from .connection_test import stored_outcome
+
     states = {s.mailbox: s for s in runtime.outbox.mailbox_states()}
     enabled = runtime.enabled_users()
+    held = runtime.push_gate() if hasattr(runtime, "push_gate") else None
     rows = []
     for user in host.list_users():
         s = states.get(user.id)
         if user.id not in enabled and s is None:
             continue
+        test = stored_outcome(runtime, user.id)
         if user.id not in enabled:
             state = "disabled"
-        elif s is None:
-            state = "never"
-        elif s.parked:
-            state = "parked"
-        elif s.last_error and (s.last_error_at or 0) >= (s.last_success_at or 0):
-            state = "error"
-        elif s.last_success_at:
+        elif held:
+            state = "held"
+        elif s is not None and s.parked:
+            state = "wrong_password" if _PASSWORD.search(s.parked_reason) else "parked"
+        elif s is not None and s.last_error and (s.last_error_at or 0) >= (s.last_success_at or 0):
+            state = classify_error(s.last_error)
+        elif s is not None and s.last_success_at:
             state = "ok"
+        elif test is None:
+            state = "never_tested"
+        elif not test.ok:
+            state = classify_error(test.message)
         else:
             state = "never"
+        last_error = (s.parked_reason or s.last_error) if s else ""
+        if state == "held":
+            last_error = held or ""
         rows.append(
             MailboxRow(
                 user_id=user.id,
@@ -70,7 +115,19 @@ def mailbox_rows(host: Host, runtime: SyncRuntime) -> list[MailboxRow]:
                 pending=s.pending if s else 0,
                 failed=s.failed if s else 0,
                 last_success=_when(s.last_success_at if s else None),
-                last_error=(s.parked_reason or s.last_error) if s else "",
+                last_error=last_error,
+                test=test.icon if test else "",
+                test_label=TEST_LABELS[test.icon if test else ""],
+                test_message=test.message if test else "",
             )
         )
     return rows
+
+
+def summary(runtime: SyncRuntime) -> str:
+    """One German line above the table: running, or why everything is held."""
+    held = runtime.push_gate()
+    pending = runtime.outbox.pending_count()
+    if held:
+        return f"{held} ({pending} Änderungen warten.)"
+    return f"Exchange-Sync läuft. {pending} Änderungen in der Warteschlange."

@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import signals
 from .exchange.base import (
@@ -27,7 +27,7 @@ from .exchange.base import (
     MailboxSession,
 )
 from .outbox.backoff import retry_delay
-from .outbox.base import Claim, Outbox
+from .outbox.base import Claim, LeaseLost, Outbox
 from .push import Mapper, Pusher
 
 log = logging.getLogger(__name__)
@@ -36,13 +36,48 @@ AccountResolver = Callable[[str], MailboxAccount]
 """mailbox -> connection data; raises an exception with a German message if the mailbox cannot be used."""
 
 
+IDLE_WAIT_ENV = "TSL_EXCHANGE_IDLE_WAIT"
+DEFAULT_IDLE_WAIT = 2.0
+
+
+def _idle_wait_default() -> float:
+    """The idle re-check interval; operators may set it for worker processes via the environment."""
+    raw = os.environ.get(IDLE_WAIT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_IDLE_WAIT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0.05 <= value <= 3600:
+        log.warning(
+            "Exchange-Sync: %s=%r ist keine Zahl zwischen 0,05 und 3600 Sekunden; es gilt %s.",
+            IDLE_WAIT_ENV,
+            raw,
+            DEFAULT_IDLE_WAIT,
+        )
+        return DEFAULT_IDLE_WAIT
+    return value
+
+
 @dataclass(frozen=True)
 class WorkerConfig:
     threads: int = 4
-    batch_size: int = 50
+    batch_size: int = 100  # one claim = one CreateItem of up to 100 items (the backend's chunk)
     lease_seconds: float = 60.0
-    idle_wait: float = 2.0
+    # How long an idle thread sleeps when nothing wakes it. New work wakes it at once
+    # (the outbox's wait_for_work: NOTIFY on PostgreSQL, an in-process signal on SQLite),
+    # so this is only the safety net for a lost notification and the gate re-check.
+    idle_wait: float = field(default_factory=_idle_wait_default)
     max_back_off: float = 900.0
+
+
+@dataclass
+class _Held:
+    """A lease this process holds, and when it was last extended (monotonic clock)."""
+
+    claim: Claim
+    renewed: float
 
 
 class Worker:
@@ -67,12 +102,22 @@ class Worker:
         self.held_reason = ""
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._stop = threading.Event()
-        self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
         self._busy: set[str] = set()
         self._lock = threading.Lock()
+        # Idle threads wait on this for a kick (wake(), or the watcher seeing new work).
+        self._cv = threading.Condition(self._lock)
+        self._kicks = 0
+        self._tries = 0  # claim attempts, so the watcher knows a kick was acted on
+        self._claims = 0  # successful claims
         self._sessions: dict[str, tuple[MailboxAccount, MailboxSession]] = {}
         self._idle_threads = 0
+        # Leases held right now, extended by the keeper while a batch runs: a batch that
+        # takes longer than the lease must not let another worker into the mailbox.
+        self._held: dict[str, _Held] = {}
+        self._lease_lock = threading.Lock()  # a lease is never renewed while it is released
+        self._keeper: tuple[threading.Thread, threading.Event] | None = None
+        self._watcher: tuple[threading.Thread, threading.Event] | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> Worker:
@@ -81,16 +126,37 @@ class Worker:
             t = threading.Thread(target=self._loop, name=f"tsl-exchange-worker-{n}", daemon=True)
             t.start()
             self._threads.append(t)
+        # One watcher per worker (so one LISTEN connection per process, not one per thread).
+        stop = threading.Event()
+        watcher = threading.Thread(
+            target=self._watch, args=(stop,), name="tsl-exchange-worker-watch", daemon=True
+        )
+        self._watcher = (watcher, stop)
+        watcher.start()
+        self._ensure_keeper()
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
         """Finish the batches in hand, then stop. Unfinished work stays queued."""
         self._stop.set()
-        self._wake.set()
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher[1].set()
+        with self._cv:
+            self._cv.notify_all()
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
         self._threads.clear()
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            keeper[1].set()
+            keeper[0].join(max(0.0, min(5.0, deadline - time.monotonic())))
+        if watcher is not None:
+            # The watcher may sit in the store's wait (a LISTEN on PostgreSQL) until that
+            # wait's timeout; it acts on nothing once its stop event is set, so a short
+            # join is enough and a shutdown is not held up by it.
+            watcher[0].join(0.2)
         with self._lock:
             sessions, self._sessions = list(self._sessions.values()), {}
         for _, session in sessions:
@@ -100,7 +166,9 @@ class Worker:
                 log.debug("closing a session failed", exc_info=True)
 
     def wake(self) -> None:
-        self._wake.set()
+        with self._cv:
+            self._kicks += 1
+            self._cv.notify_all()
 
     @property
     def running(self) -> bool:
@@ -109,28 +177,124 @@ class Worker:
     # ------------------------------------------------------------------ loop
     def _loop(self) -> None:
         while not self._stop.is_set():
+            with self._lock:
+                # Taken before the claim: a kick that arrives while the claim finds
+                # nothing (the enqueue committed just after it looked) is not lost.
+                seen = self._kicks
             try:
                 worked = self.run_once()
             except Exception:  # the loop must survive anything; the job stays queued
                 log.exception("Exchange-Sync: unerwarteter Fehler im Worker")
                 worked = False
             if not worked:
-                self._idle()
+                self._idle(seen)
 
-    def _idle(self) -> None:
-        with self._lock:
+    def _idle(self, seen: int) -> None:
+        with self._cv:
             self._idle_threads += 1
             all_idle = self._idle_threads == len(self._threads) and not self._busy
-        if all_idle and self.outbox.pending_count() == 0:
-            signals.queue_drained.send(self)
-        due = self.outbox.next_due_at()
-        wait = (
-            self.config.idle_wait if due is None else min(self.config.idle_wait, max(0.05, due - time.time()))
-        )
-        self._wake.wait(wait)
-        self._wake.clear()
+            self._cv.notify_all()  # the watcher listens only while some thread is idle
+        try:
+            try:
+                if all_idle and self.outbox.pending_count() == 0:
+                    signals.queue_drained.send(self)
+                due = self.outbox.next_due_at()
+            except Exception:  # e.g. the database is gone for a moment; try again after idle_wait
+                log.warning("Exchange-Sync: Warteschlange nicht lesbar", exc_info=True)
+                due = None
+            wait = (
+                self.config.idle_wait
+                if due is None
+                else min(self.config.idle_wait, max(0.05, due - time.time()))
+            )
+            with self._cv:
+                self._cv.wait_for(lambda: self._kicks != seen or self._stop.is_set(), wait)
+        finally:
+            with self._cv:
+                self._idle_threads -= 1
+
+    def _watch(self, stop: threading.Event) -> None:
+        """Turn the outbox's wake-ups into kicks for idle threads.
+
+        ``wait_for_work`` returns at once on a PostgreSQL NOTIFY (from any process) or,
+        on SQLite, on an enqueue in this process (other processes: within its poll).
+        Its answer is a hint that stays true while due work waits, so the watcher only
+        listens while a thread is idle and the gate is open, and after a kick it waits
+        for a claim attempt before it listens again; otherwise it would spin.
+        """
+        fruitless = False
+        while not stop.is_set():
+            with self._cv:
+                ready = self._cv.wait_for(
+                    lambda: stop.is_set() or (self._idle_threads > 0 and not self.held_reason),
+                    self.config.idle_wait,
+                )
+            if stop.is_set():
+                return
+            if not ready:
+                continue
+            if fruitless:
+                # The last hint led to no claim (another process was quicker, or the due
+                # work is not ours to take): do not ask again at once.
+                stop.wait(0.1)
+            try:
+                woke = self.outbox.wait_for_work(self.config.idle_wait)
+            except Exception:
+                if stop.is_set():
+                    return  # the store was closed under us during shutdown
+                log.warning("Exchange-Sync: Warten auf neue Arbeit fehlgeschlagen", exc_info=True)
+                stop.wait(self.config.idle_wait)
+                continue
+            if stop.is_set():
+                return
+            if not woke:
+                fruitless = False
+                continue
+            with self._cv:
+                tries, claims = self._tries, self._claims
+                self._kicks += 1
+                self._cv.notify_all()
+                self._cv.wait_for(lambda t=tries: stop.is_set() or self._tries != t, self.config.idle_wait)
+                fruitless = self._claims == claims
+
+    # ------------------------------------------------------------------ leases
+    def _ensure_keeper(self) -> None:
         with self._lock:
-            self._idle_threads -= 1
+            if self._stop.is_set() or (self._keeper is not None and self._keeper[0].is_alive()):
+                return
+            stop = threading.Event()
+            keeper = threading.Thread(
+                target=self._keep_leases, args=(stop,), name="tsl-exchange-lease-keeper", daemon=True
+            )
+            self._keeper = (keeper, stop)
+        keeper.start()
+
+    def _keep_leases(self, stop: threading.Event) -> None:
+        """Extend the leases of running batches every third of the lease time.
+
+        A dead process stops renewing, so its mailboxes are free again one lease
+        time after its last renewal; a live one keeps its mailbox however long a
+        batch takes (each request is bounded by its own timeout)."""
+        lease = self.config.lease_seconds
+        while not stop.wait(max(0.05, lease / 6)):
+            with self._lease_lock:
+                with self._lock:
+                    due = [h for h in self._held.values() if time.monotonic() - h.renewed >= lease / 3]
+                for held in due:
+                    try:
+                        claim = self.outbox.renew(held.claim, lease_seconds=lease)
+                    except LeaseLost:
+                        log.warning(
+                            "Exchange-Sync: Postfach %s: Sperre verloren (Stapel lief länger als %s s)",
+                            held.claim.mailbox,
+                            lease,
+                        )
+                        with self._lock:
+                            self._held.pop(held.claim.mailbox, None)
+                    except Exception:  # a database hiccup: the next round tries again
+                        log.debug("renewing a lease failed", exc_info=True)
+                    else:
+                        held.claim, held.renewed = claim, time.monotonic()
 
     def run_once(self, now: float | None = None) -> bool:
         """Claim one mailbox and push one batch. Returns False when nothing was claimable."""
@@ -142,27 +306,43 @@ class Worker:
                     self, mailbox="*", status="held" if reason else "resumed", reason=reason
                 )
             if reason:
+                self._tried(False)
                 return False
         with self._lock:
             exclude = tuple(self._busy)
-        claim = self.outbox.claim(
-            self.worker_id,
-            limit=self.config.batch_size,
-            lease_seconds=self.config.lease_seconds,
-            exclude=exclude,
-            now=now,
-        )
+        try:
+            claim = self.outbox.claim(
+                self.worker_id,
+                limit=self.config.batch_size,
+                lease_seconds=self.config.lease_seconds,
+                exclude=exclude,
+                now=now,
+            )
+        except BaseException:
+            self._tried(False)
+            raise
+        self._tried(claim is not None)
         if claim is None:
             return False
         with self._lock:
             self._busy.add(claim.mailbox)
+            self._held[claim.mailbox] = _Held(claim, time.monotonic())
+        self._ensure_keeper()
         try:
             self._process(claim)
         finally:
-            with self._lock:
-                self._busy.discard(claim.mailbox)
-            self.outbox.release(claim)
+            with self._lease_lock:
+                with self._lock:
+                    self._busy.discard(claim.mailbox)
+                    self._held.pop(claim.mailbox, None)
+                self.outbox.release(claim)
         return True
+
+    def _tried(self, claimed: bool) -> None:
+        with self._cv:
+            self._tries += 1
+            self._claims += claimed
+            self._cv.notify_all()
 
     def drain(self, timeout: float = 60.0) -> bool:
         """Run in the calling thread until nothing is due (tests, demo, CLI). True if drained."""

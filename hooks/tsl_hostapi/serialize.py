@@ -82,20 +82,29 @@ def _elem_hint(hint: Any, index: int) -> Any:
 # --------------------------------------------------------------------------- encode
 
 
+_PRIMITIVES = (bool, int, float, str)
+_TEMPORAL = (dt.datetime, dt.date, dt.time)
+
+
+@functools.cache
+def _field_plan(cls: type) -> tuple[tuple[str, Any], ...]:
+    # Resolving type hints is the costly part of encoding; records are encoded on the host's
+    # save path, so do it once per class.
+    hints = _hints(cls)
+    return tuple((f.name, hints.get(f.name, Any)) for f in dataclasses.fields(cls))
+
+
 def _encode(value: Any, hint: Any) -> Any:
-    if value is None or isinstance(value, bool | int | float | str):
+    if value is None or isinstance(value, _PRIMITIVES):
         return value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         cls = type(value)
-        hints = _hints(cls)
-        out = {
-            f.name: _encode(getattr(value, f.name), hints.get(f.name, Any)) for f in dataclasses.fields(value)
-        }
+        out = {name: _encode(getattr(value, name), fhint) for name, fhint in _field_plan(cls)}
         # Name the class only where the declared type does not already say which one it is.
         if hint is not cls:
             out[TYPE_KEY] = cls.__name__
         return out
-    if isinstance(value, dt.datetime | dt.date | dt.time):
+    if isinstance(value, _TEMPORAL):
         return value.isoformat()
     if isinstance(value, tuple | list):
         return [_encode(v, _elem_hint(hint, i)) for i, v in enumerate(value)]

@@ -116,6 +116,10 @@ class MailboxSession(Protocol):
     def find_all_ours(self, item_class: ItemClass) -> dict[str, list[ItemRef]]:
         """Every item in the target folder that carries our property, by key."""
 
+    def folder_count(self, item_class: ItemClass) -> int:
+        """How many items the target folder holds, ours or not (opens the folder; the cleanup
+        guard compares this with what it would delete)."""
+
     def close(self) -> None: ...
 
 

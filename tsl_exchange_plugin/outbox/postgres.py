@@ -9,6 +9,10 @@ Same model as the SQLite store (see ``base.py``). Differences that matter:
   processes may run on several machines whose clocks drift, and leases must mean
   the same thing to all of them.
 * ``enqueue`` sends ``NOTIFY``; ``wait_for_work`` blocks on ``LISTEN``.
+* The URL may name the schema: ``postgresql://host/db?schema=kanzlei_sync``. The
+  parameter is the plugin's, not libpq's, and is removed before connecting. It wins
+  over the ``schema`` argument, because the URL is the one setting an operator gives
+  the host and every ``tsl-exchange worker`` alike, and they must share one schema.
 
 One connection per thread (autocommit, explicit transactions); a broken
 connection is replaced on the next call.
@@ -16,9 +20,11 @@ connection is replaced on the next call.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Sequence
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
@@ -253,6 +259,33 @@ _Q = {
 }
 
 
+SCHEMA_PARAM = "schema"
+# Letters, digits, underscore: the name also forms the NOTIFY channel ("<schema>_work",
+# at most 63 bytes) and appears unquoted in operators' psql sessions.
+_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,47}")
+
+
+def split_schema(url: str) -> tuple[str, str | None]:
+    """The URL without the plugin's ``schema`` query parameter, and that schema (or None).
+
+    Only the query part is rebuilt; user, password and host stay byte for byte."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("postgresql", "postgres") or not parts.query:
+        return url, None
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    named = [v for k, v in pairs if k == SCHEMA_PARAM]
+    if not named:
+        return url, None
+    if len(named) > 1 or not _SCHEMA_NAME.fullmatch(named[0]):
+        raise ValueError(
+            f"Die Warteschlangen-URL nennt ein ungültiges Schema ({', '.join(map(repr, named))}). "
+            "Erlaubt ist genau ein Name aus Buchstaben, Ziffern und '_' (höchstens 48 Zeichen), "
+            "z. B. ?schema=tsl_exchange."
+        )
+    rest = urlencode([(k, v) for k, v in pairs if k != SCHEMA_PARAM])
+    return urlunsplit(parts._replace(query=rest)), named[0]
+
+
 def _job(row: Sequence) -> Job:
     return Job(
         id=row[0],
@@ -281,6 +314,8 @@ class PostgresOutbox:
     """The outbox in a PostgreSQL schema; safe for many threads and processes."""
 
     def __init__(self, url: str, *, schema: str = "tsl_exchange", connect_timeout: int = 10) -> None:
+        url, url_schema = split_schema(url)
+        schema = url_schema or schema
         if not schema:
             raise ValueError("schema must not be empty")
         self.schema = schema

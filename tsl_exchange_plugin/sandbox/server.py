@@ -128,6 +128,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._ntlm: NtlmHandshake | None = None
         self._conn_email: str | None = None  # set once NTLM authenticated this connection
         self._conn_generation = -1
+        try:
+            # Headers and body go out in two writes; with Nagle on, the second waits for the
+            # client's delayed ACK (40 ms on Linux loopback) and every request pays for it.
+            self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
         if sb._ssl_context is not None:
             raw = self.request
             sb._track(raw, True)
