@@ -71,14 +71,13 @@ def main() -> int:
     ap.add_argument("--json", default="benchmarks/results/p1_save_latency.json")
     args = ap.parse_args()
 
-    from tsl_hostapi.reference import ReferenceHost
-    from tsl_hostapi.reference.sample_firm import generate_firm
-    from tsl_hostapi.types import RecordEvent
-
     from tsl_exchange_plugin import PLUGIN_ID, licence
     from tsl_exchange_plugin.accounts import ExchangeSettings
     from tsl_exchange_plugin.plugin import runtime_for
     from tsl_exchange_plugin.runtime import SyncRuntime
+    from tsl_hostapi.reference import ReferenceHost
+    from tsl_hostapi.reference.sample_firm import generate_firm
+    from tsl_hostapi.types import RecordEvent
 
     tmp = Path(tempfile.mkdtemp(prefix="tsl-p1-"))
     key = Ed25519PrivateKey.generate()
