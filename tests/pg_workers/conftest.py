@@ -11,44 +11,28 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
-from tsl_hostapi.reference.sample_firm import generate_firm
 
 from tsl_exchange_plugin import PLUGIN_ID
 from tsl_exchange_plugin.outbox.postgres import PostgresOutbox
 from tsl_exchange_plugin.plugin import runtime_for
 from tsl_exchange_plugin.runtime import FIRM_KEY, QUEUE_URL_ENV
 from tsl_exchange_plugin.worker import IDLE_WAIT_ENV
+from tsl_hostapi.reference.sample_firm import generate_firm
 
 PG_URL = os.environ.get("TSL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-SET_SYNC = f"{PLUGIN_ID}.set_sync"
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def drop_schema(schema: str) -> None:
     with psycopg.connect(PG_URL, autocommit=True) as conn:
         conn.execute("SET lock_timeout = '10s'")
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-
-
-def pg_query(query: str, params: tuple = ()) -> list[tuple]:
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        return conn.execute(query, params).fetchall()
 
 
 @pytest.fixture
@@ -74,7 +58,9 @@ class Workers:
         self.log_dir = log_dir
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, *, threads: int = 2, lease: float = 2.0, idle_wait: float | None = None) -> subprocess.Popen:
+    def start(
+        self, *, threads: int = 2, lease: float = 2.0, idle_wait: float | None = None
+    ) -> subprocess.Popen:
         env = dict(os.environ)  # carries TSL_EXCHANGE_QUEUE_URL and the trusted licence key
         if idle_wait is not None:
             env[IDLE_WAIT_ENV] = str(idle_wait)

@@ -21,11 +21,15 @@ def engine(tmp_path) -> Iterator[SandboxEngine]:
     eng.close()
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+@pytest.fixture(scope="module", params=["http-basic", "https-ntlm"])
+def server(request, tmp_path_factory):
+    """The client scenarios run twice: plain HTTP with Basic, and HTTPS (self-signed, trusted
+    explicitly) with NTLM through pyspnego's acceptor."""
     from tsl_exchange_plugin.sandbox.server import SandboxServer
 
-    srv = SandboxServer(tmp_path_factory.mktemp("srv"), mailboxes={ALICE: PASSWORD}, ntlm=False).start()
+    tls = request.param == "https-ntlm"
+    srv = SandboxServer(tmp_path_factory.mktemp("srv"), mailboxes={ALICE: PASSWORD}, tls=tls, ntlm=tls).start()
+    srv.client_auth = "ntlm" if tls else "basic"
     yield srv
     srv.stop()
     assert srv.engine.violations == 0, srv.engine.violation_details()
@@ -33,35 +37,22 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def account(server):
-    from exchangelib import (
-        BASIC,
-        DELEGATE,
-        Account,
-        Build,
-        Configuration,
-        Credentials,
-        EWSTimeZone,
-        Version,
-    )
+    from exchangelib import Build, Version
     from exchangelib.protocol import close_connections
 
     from tsl_exchange_plugin.exchange.ews import register_record_id_property
+    from tsl_exchange_plugin.sandbox.testing import exchangelib_account, restore_http_adapter
 
     # The plugin's own registration (process-global and idempotent, PublicStrings "tslRecordId"),
     # so these tests and the plugin's never disagree or register it twice.
     register_record_id_property()
-    config = Configuration(
-        service_endpoint=server.url,
-        credentials=Credentials(ALICE, PASSWORD),
-        auth_type=BASIC,
-        version=Version(build=Build(15, 1, 2507, 6)),
-    )
-    acc = Account(
+    acc = exchangelib_account(
+        server,
         ALICE,
-        config=config,
-        autodiscover=False,
-        access_type=DELEGATE,
-        default_timezone=EWSTimeZone("Europe/Berlin"),
+        auth=server.client_auth,
+        password=PASSWORD,
+        version=Version(build=Build(15, 1, 2507, 6)),
     )
     yield acc
     close_connections()
+    restore_http_adapter()

@@ -560,10 +560,19 @@ class EwsSession:
             )
         return err
 
-    def _call(self, fn: Callable[[], T], *, writing: bool = False, creating: bool = False) -> T:
+    def _call(
+        self,
+        fn: Callable[[], T],
+        *,
+        writing: bool = False,
+        creating: bool = False,
+        passthrough: tuple[type[BaseException], ...] = (),
+    ) -> T:
         with self._limit:
             try:
                 return fn()
+            except passthrough:
+                raise
             except Exception as exc:
                 raise self._fail(exc, writing=writing, creating=creating) from None
 
@@ -627,23 +636,12 @@ class EwsSession:
         for item_class, members in groups.items():
             folder = self.folder(item_class)  # type: ignore[arg-type]
             version = self._call(lambda: self._account.version)
-            valid: list[tuple[int, Any]] = []
-            for pos, obj in members:
-                try:
-                    obj.folder = folder
-                    obj.clean(version=version)
-                    valid.append((pos, obj))
-                except Exception as exc:
-                    results[pos] = self._fail(exc)
+            for _, obj in members:
+                obj.folder = folder
+            valid = members
             for chunk in _chunks(valid, self._backend.chunk_size):
-                objs = [obj for _, obj in chunk]
                 try:
-                    created = self._call(
-                        lambda objs=objs, folder=folder: self._account.bulk_create(
-                            folder, objs, chunk_size=len(objs)
-                        ),
-                        creating=True,
-                    )
+                    chunk, created = self._create_chunk(folder, chunk, version, results)
                 except ExchangeError as err:
                     if written_any and not isinstance(err, OutcomeUnknown):
                         # Earlier chunks were written; their ids die with this exception.
@@ -652,6 +650,7 @@ class EwsSession:
                             getattr(err, "back_off", None),
                         ) from None
                     raise
+                objs = [obj for _, obj in chunk]
                 if len(created) != len(objs):
                     raise OutcomeUnknown(
                         f"Der Exchange-Server lieferte {len(created)} Antworten für {len(objs)} Elemente."
@@ -661,6 +660,38 @@ class EwsSession:
                     err = self._per_item(res)
                     results[pos] = err if err is not None else Written(res.id, res.changekey)
         return [r if r is not None else ItemRejected("Element wurde nicht verarbeitet.") for r in results]
+
+    def _create_chunk(
+        self, folder: Any, chunk: list[tuple[int, Any]], version: Any, results: list
+    ) -> tuple[list[tuple[int, Any]], list[Any]]:
+        """bulk_create one chunk; returns the members actually sent and exchangelib's answers.
+
+        exchangelib validates each item while it builds the request (before anything goes on
+        the wire) and one bad item fails the whole chunk with a ValueError or TypeError.
+        Validating every item up front would double that work for the common, valid case, so
+        only a failed build is followed by item-by-item validation: the bad items are
+        rejected and the rest sent again.
+        """
+        send = lambda members: self._account.bulk_create(  # noqa: E731
+            folder, [obj for _, obj in members], chunk_size=len(members)
+        )
+        try:
+            return chunk, self._call(lambda: send(chunk), creating=True, passthrough=(ValueError, TypeError))
+        except (ValueError, TypeError):
+            pass
+        good: list[tuple[int, Any]] = []
+        for pos, obj in chunk:
+            try:
+                obj.clean(version=version)
+                good.append((pos, obj))
+            except Exception as exc:
+                results[pos] = self._fail(exc)
+        if len(good) == len(chunk):
+            # Every item is valid on its own, so the error came from elsewhere: be safe.
+            raise OutcomeUnknown("Unerwartete Antwort beim Anlegen; der Stapel wird geprüft und wiederholt.")
+        if not good:
+            return [], []
+        return good, self._call(lambda: send(good), creating=True)
 
     def update(self, changes: Sequence[tuple[ItemRef, ExchangeItem]]) -> list[PerItem]:
         results: list[PerItem | None] = [None] * len(changes)
