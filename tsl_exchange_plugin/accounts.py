@@ -6,7 +6,6 @@ The password is stored only as a vault token and is never returned by ``load``;
 
 from __future__ import annotations
 
-import zoneinfo
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -15,6 +14,7 @@ from tsl_hostapi.types import SettingsStore, User
 from . import PLUGIN_ID
 from .credentials import Vault
 from .exchange.base import MailboxAccount
+from .mapping.context import is_known_zone
 
 NAMESPACE = PLUGIN_ID
 _KEY = "user:{}"
@@ -83,11 +83,9 @@ class AccountStore:
         self, user_id: str, settings: ExchangeSettings, *, password: str | None = None
     ) -> ExchangeSettings:
         """Store settings; a new password is encrypted and bumps ``credentials_version``."""
-        if settings.timezone:
-            try:
-                zoneinfo.ZoneInfo(settings.timezone)
-            except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-                raise AccountError(f"Unbekannte Zeitzone: {settings.timezone!r}") from exc
+        if settings.timezone and not is_known_zone(settings.timezone):
+            # ZoneInfo("Europe") raises IsADirectoryError on some systems: check by name instead.
+            raise AccountError(f"Unbekannte Zeitzone: {settings.timezone!r}")
         old = self.load(user_id)
         version = old.credentials_version
         if password is not None and password != "":

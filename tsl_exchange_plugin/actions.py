@@ -3,6 +3,7 @@ Jetzt erneut versuchen, Übertragene Elemente entfernen."""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ cleanup_progress = signals.ns.signal(
 )
 
 NOT_ADMIN = "Nur ein Administrator darf das."
+log = logging.getLogger(__name__)
 
 
 def menu(host: Host, user: User, view: str, selection: tuple[RecordRef, ...]) -> list[MenuAction]:
@@ -160,43 +162,52 @@ def bulk_subscribe(
         return ActionResult(
             False, f"Benutzer ohne aktives Exchange-Konto können nicht gewählt werden: {names}."
         )
-    outcomes: list[RecordOutcome] = []
-    contact_ids: list[str] = []
-    seen: set[str] = set()
-    for ref in selection:
-        if ref.kind != "contact":
-            outcomes.append(RecordOutcome(ref, "failed", "Kein Kontakt"))
-        elif ref.id in seen:
-            continue
-        else:
-            seen.add(ref.id)
-            contact_ids.append(ref.id)
+    contact_ids = list(dict.fromkeys(ref.id for ref in selection if ref.kind == "contact"))
     existing = _existing_contacts(runtime, contact_ids)
-    missing = [cid for cid in contact_ids if cid not in existing]
-    outcomes += [
-        RecordOutcome(RecordRef("contact", cid), "failed", "Kontakt existiert nicht (mehr)")
-        for cid in missing
-    ]
     valid = [cid for cid in contact_ids if cid in existing]
     started = time.monotonic()
     bulk_progress.send(runtime, action_id=action_id, done=0, total=len(valid))
+
+    def progress(done: int) -> None:
+        bulk_progress.send(runtime, action_id=action_id, done=done, total=len(valid))
+
     try:
-        changed = runtime.change_subscriptions(valid, add=users if add else (), remove=() if add else users)
+        changed = runtime.change_subscriptions_bulk(
+            valid,
+            add=users if add else (),
+            remove=() if add else users,
+            records=existing,
+            progress=progress,
+            chunk=BULK_CHUNK,
+        )
     except Exception as exc:  # nothing was written (one transaction); say so per record
+        log.exception("Exchange-Sync: Sammeländerung fehlgeschlagen")
         reason = f"nicht geändert: {exc}"
-        outcomes += [RecordOutcome(RecordRef("contact", cid), "failed", reason) for cid in valid]
+        outcomes = tuple(
+            RecordOutcome(ref, "failed", reason if ref.kind == "contact" else "Kein Kontakt")
+            for ref in selection
+        )
         return ActionResult(
-            False, "Exchange-Sync konnte nicht geändert werden; nichts wurde gespeichert.", tuple(outcomes)
+            False, "Exchange-Sync konnte nicht geändert werden; nichts wurde gespeichert.", outcomes
         )
     bulk_progress.send(runtime, action_id=action_id, done=len(valid), total=len(valid))
-    for cid in valid:
-        ref = RecordRef("contact", cid)
-        if cid in changed:
+    outcomes = []
+    reported: set[str] = set()
+    for ref in selection:
+        if ref.kind != "contact":
+            outcomes.append(RecordOutcome(ref, "failed", "Kein Kontakt"))
+        elif ref.id in reported:
+            continue  # selected twice: reported once
+        elif ref.id not in existing:
+            outcomes.append(RecordOutcome(ref, "failed", "Kontakt existiert nicht (mehr)"))
+        elif ref.id in changed:
             outcomes.append(RecordOutcome(ref, "done"))
         else:
             outcomes.append(
                 RecordOutcome(ref, "unchanged", "bereits gesetzt" if add else "war nicht gesetzt")
             )
+        if ref.kind == "contact":
+            reported.add(ref.id)
     done = sum(1 for o in outcomes if o.status == "done")
     failed = sum(1 for o in outcomes if o.status == "failed")
     verb = "gesetzt" if add else "entfernt"
@@ -207,9 +218,11 @@ def bulk_subscribe(
     return ActionResult(True, message, tuple(outcomes))
 
 
-def _existing_contacts(runtime: SyncRuntime, contact_ids: list[str]) -> set[str]:
+def _existing_contacts(runtime: SyncRuntime, contact_ids: list[str]) -> dict[str, Any]:
+    """The selected contacts that exist, by id (the records are reused for the snapshots)."""
     if len(contact_ids) > 50:
         # One scan beats thousands of single look-ups.
         wanted = set(contact_ids)
-        return {r.id for r in runtime.host.iter_records("contact") if r.id in wanted}
-    return {cid for cid in contact_ids if runtime.host.get_record(RecordRef("contact", cid)) is not None}
+        return {r.id: r for r in runtime.host.iter_records("contact") if r.id in wanted}
+    found = {cid: runtime.host.get_record(RecordRef("contact", cid)) for cid in contact_ids}
+    return {cid: r for cid, r in found.items() if r is not None}

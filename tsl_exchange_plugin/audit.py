@@ -25,6 +25,11 @@ from . import signals
 FILE_NAME = "audit.sqlite3"
 DEFAULT_RETENTION_DAYS = 90
 PURGE_EVERY = 500  # entries between purges on the write path
+# Entries are written once per pushed batch (signal batch-done): one transaction per item
+# would cost the worker more than the push itself. Reads in the same process flush first;
+# a crash can lose the audit entries of the batch in hand (never a change).
+FLUSH_EVERY = 500
+FLUSH_SECONDS = 1.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit (
@@ -81,6 +86,8 @@ class AuditLog:
             conn.executescript(_SCHEMA)
         self._since_purge = 0
         self._listening = False
+        self._pending: list[tuple] = []
+        self._flushed_at = time.monotonic()
 
     def _connect(self) -> contextlib.closing[sqlite3.Connection]:
         # A short connection per operation: nothing stays open when the runtime goes away
@@ -93,6 +100,7 @@ class AuditLog:
         # Weak references (blinker's default): a log that is no longer referenced stops listening.
         signals.push_succeeded.connect(self._on_success)
         signals.push_failed.connect(self._on_failure)
+        signals.batch_done.connect(self._on_batch_done)
         self._listening = True
         return self
 
@@ -108,6 +116,10 @@ class AuditLog:
                 "ok",
             )
 
+    def _on_batch_done(self, sender: object, **extra: Any) -> None:
+        if self._mine(sender):
+            self.flush()  # one transaction per batch, visible to other processes right away
+
     def _on_failure(self, sender: object, **extra: Any) -> None:
         if self._mine(sender):
             outcome = "failed" if extra.get("permanent") else "retry"
@@ -121,12 +133,26 @@ class AuditLog:
 
     # ----------------------------------------------------------------- store
     def record(self, mailbox: str, record_key: str, op: str, outcome: str, detail: str = "") -> None:
-        with self._lock, self._connect() as conn:
-            conn.execute(
-                "INSERT INTO audit(at, mailbox, record_key, op, outcome, detail) VALUES (?,?,?,?,?,?)",
-                (time.time(), mailbox, record_key, op, outcome, detail),
-            )
-            self._since_purge += 1
+        with self._lock:
+            self._pending.append((time.time(), mailbox, record_key, op, outcome, detail))
+            due = len(self._pending) >= FLUSH_EVERY or time.monotonic() - self._flushed_at >= FLUSH_SECONDS
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            rows, self._pending = self._pending, []
+            self._flushed_at = time.monotonic()
+            if not rows:
+                return
+            with self._connect() as conn:
+                conn.execute("BEGIN")
+                conn.executemany(
+                    "INSERT INTO audit(at, mailbox, record_key, op, outcome, detail) VALUES (?,?,?,?,?,?)",
+                    rows,
+                )
+                conn.execute("COMMIT")
+            self._since_purge += len(rows)
             due = self._since_purge >= PURGE_EVERY
         if due:
             self.purge()
@@ -135,6 +161,7 @@ class AuditLog:
         self, *, mailbox: str | None = None, limit: int = 200, since: float | None = None
     ) -> list[AuditEntry]:
         """Newest first."""
+        self.flush()
         sql = "SELECT at, mailbox, record_key, op, outcome, detail FROM audit WHERE 1=1"
         args: list[Any] = []
         if mailbox:
@@ -161,7 +188,9 @@ class AuditLog:
             return cur.rowcount
 
     def close(self) -> None:
+        self.flush()
         if self._listening:
             signals.push_succeeded.disconnect(self._on_success)
             signals.push_failed.disconnect(self._on_failure)
+            signals.batch_done.disconnect(self._on_batch_done)
             self._listening = False

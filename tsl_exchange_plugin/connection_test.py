@@ -359,7 +359,7 @@ def run_test(runtime: SyncRuntime, actor: User, values: dict[str, Any]) -> Actio
             skew,
         )
     # An unsaved form is tested but its outcome is not stored: it does not describe the saved account.
-    if _matches_saved(runtime, user_id, values):
+    if _matches_saved(runtime, actor, user_id, values):
         _store(runtime, user_id, outcome)
     prefix = "" if outcome.ok else "Verbindungstest fehlgeschlagen: "
     return ActionResult(outcome.ok, prefix + outcome.message, status_icon=outcome.icon)  # type: ignore[arg-type]
@@ -373,9 +373,16 @@ def _transport_words(account: MailboxAccount) -> str:
     return "verschlüsselt, Zertifikat nicht geprüft (vom Administrator zugelassen)"
 
 
-def _matches_saved(runtime: SyncRuntime, user_id: str, values: dict[str, Any]) -> bool:
+def _matches_saved(runtime: SyncRuntime, actor: User, user_id: str, values: dict[str, Any]) -> bool:
+    """Did this test use exactly the saved account? Only then is its outcome the account's."""
     saved = runtime.accounts.load(user_id)
     if values.get("password"):
+        return False
+    if (
+        actor.is_admin
+        and "allow_insecure" in values
+        and bool(values["allow_insecure"]) != saved.allow_insecure
+    ):
         return False
     return all(
         not values.get(k) or str(values[k]).strip() == getattr(saved, k)

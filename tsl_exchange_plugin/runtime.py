@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from tsl_hostapi.types import Appointment, Deadline, Host, Record, RecordEvent, RecordRef, Reminder, User
 
@@ -31,6 +31,22 @@ log = logging.getLogger(__name__)
 QUEUE_URL_ENV = "TSL_EXCHANGE_QUEUE_URL"
 FIRM_KEY = "firm"
 SYNCED_KINDS = ("contact", "appointment", "deadline", "reminder")
+FIRM_KEYS_SHOWN = (
+    "done_deadline",
+    "appointment_reminder_minutes",
+    "deadline_reminder_minutes",
+    "pre_deadline_reminder_minutes",
+)
+
+
+def _shown(s: ExchangeSettings) -> tuple:
+    """The user settings that change how items look in the mailbox."""
+    return (
+        s.timezone,
+        s.appointment_reminder_minutes,
+        s.deadline_reminder_minutes,
+        s.pre_deadline_reminder_minutes,
+    )
 
 
 class SyncRuntime:
@@ -147,11 +163,17 @@ class SyncRuntime:
         before = self.accounts.load(user_id)
         saved = self.accounts.save(user_id, settings, password=password)
         self._invalidate()
-        if saved.credentials_version != before.credentials_version or saved.enabled != before.enabled:
-            # New credentials or a new account: a parked mailbox gets another chance.
+        looks_different = _shown(saved) != _shown(before)
+        if (
+            saved.credentials_version != before.credentials_version
+            or saved.enabled != before.enabled
+            or looks_different
+        ):
+            # New credentials, a new account or a corrected time zone: a parked mailbox gets another chance.
             self.outbox.unpark(user_id)
             signals.mailbox_status_changed.send(self, mailbox=user_id, status="unparked", reason="")
-        if saved.enabled and not before.enabled:
+        if saved.enabled and (not before.enabled or looks_different):
+            # A new zone or lead time changes how every item looks; unchanged ones are not rewritten.
             self.resync(user_id)
         self.worker.wake()
         return saved
@@ -202,6 +224,34 @@ class SyncRuntime:
             return
         holders = () if event.ref.kind == "contact" else self.outbox.holders(event.ref.key)
         self._enqueue(self.changes_for(record, also=holders))
+        if event.ref.kind != "contact":
+            self._explain_unreached(record, event)
+
+    def _explain_unreached(self, record: Record, event: RecordEvent) -> None:
+        """Say why a calendar entry reaches nobody, or not everyone it concerns: no queue job
+        exists for those, so the status view alone would stay silent."""
+        intended = subscriptions.intended_recipients(self.host.settings, record)
+        title = getattr(record, "subject", "") or getattr(record, "kind", "") or event.ref.key
+        who = event.user.id if event.user else None
+        if not intended:
+            what = "Der Termin" if event.ref.kind == "appointment" else "Der Eintrag"
+            self.host.notify(
+                f"Exchange-Sync: {what} „{title}“ hat keine Teilnehmer oder Verantwortlichen "
+                "und wird in kein Postfach übertragen.",
+                user_id=who,
+                level="warning",
+            )
+            return
+        enabled = self.enabled_users()
+        missing = [u for u in intended if u not in enabled]
+        if missing:
+            names = ", ".join((self.host.get_user(u).name if self.host.get_user(u) else u) for u in missing)
+            self.host.notify(
+                f"Exchange-Sync: {names} hat kein Exchange-Konto (oder es ist abgeschaltet); "
+                f"„{title}“ wird dort nicht eingetragen.",
+                user_id=who,
+                level="info",
+            )
 
     def record_deleted(self, event: RecordEvent) -> None:
         if event.ref.kind not in SYNCED_KINDS:
@@ -251,6 +301,7 @@ class SyncRuntime:
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
         self.worker.stop()
+        self._close_admin()
         self.outbox.close()
 
     # --- admin (issue 7)
@@ -291,8 +342,13 @@ class SyncRuntime:
         return {}
 
     def save_firm_settings(self, values: dict) -> dict:
-        merged = {**self.firm_settings(), **values}
+        before = self.firm_settings()
+        merged = {**before, **values}
         self.host.settings.set(PLUGIN_ID, FIRM_KEY, merged)
+        if any(before.get(k) != merged.get(k) for k in FIRM_KEYS_SHOWN):
+            # How done deadlines and reminders look changed for everyone; the hash skips the rest.
+            for uid in sorted(self.enabled_users()):
+                self.resync(uid)
         self.worker.wake()
         return merged
 
@@ -306,6 +362,46 @@ class SyncRuntime:
             self.licensing.invalidate()
             signals.mailbox_status_changed.send(self, mailbox="*", status="resumed", reason="")
         self.worker.wake()
+
+    def change_subscriptions_bulk(
+        self,
+        contact_ids: list[str],
+        *,
+        add: Iterable[str] = (),
+        remove: Iterable[str] = (),
+        records: dict[str, Record] | None = None,
+        progress: Callable[[int], None] | None = None,
+        chunk: int = 1000,
+    ) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+        """``change_subscriptions`` for thousands of contacts (the bulk menu actions).
+
+        Everything is read and every snapshot built first, outside any transaction; then the
+        subscription lists are written in ONE host transaction and the pushes queued in ONE
+        outbox transaction, so the host's own saves are never queued behind a long write. If
+        queueing fails, the lists are put back and the error is raised: nothing half-done.
+        Only newly added users get a push (who already had the contact has it), removed users
+        get a removal."""
+        changed = subscriptions.plan_subscriptions(self.host.settings, contact_ids, add=add, remove=remove)
+        enabled = self.enabled_users()
+        changes: list[Change] = []
+        for n, (cid, (before, after)) in enumerate(changed.items(), start=1):
+            record = (records or {}).get(cid) or self.host.get_record(RecordRef("contact", cid))
+            if record is not None:
+                key = record.ref.key
+                new = [u for u in after if u in enabled and u not in before]
+                if new:
+                    payload = self._snapshot_payload(record)
+                    changes += [Change(u, key, "upsert", payload) for u in new]
+                changes += [Change(u, key, "delete") for u in before if u not in after]
+            if progress is not None and n % chunk == 0:
+                progress(n)
+        subscriptions.write_subscriptions(self.host.settings, changed)
+        try:
+            self._enqueue(changes)
+        except Exception:
+            subscriptions.write_subscriptions(self.host.settings, changed, undo=True)
+            raise
+        return changed
 
     def _close_admin(self) -> None:
         self.audit.close()

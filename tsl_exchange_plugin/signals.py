@@ -14,5 +14,14 @@ push_succeeded = ns.signal("push-succeeded", doc="mailbox, record_key, op, item_
 push_failed = ns.signal("push-failed", doc="mailbox, record_key, op, error, permanent: bool, retry_in")
 mailbox_status_changed = ns.signal("mailbox-status-changed", doc="mailbox, status, reason")
 queue_drained = ns.signal("queue-drained", doc="the worker found nothing left to do")
+batch_done = ns.signal("batch-done", doc="mailbox: one claimed batch is finished (pushed, retried or parked)")
 
-__all__ = ["enqueued", "mailbox_status_changed", "ns", "push_failed", "push_succeeded", "queue_drained"]
+__all__ = [
+    "batch_done",
+    "enqueued",
+    "mailbox_status_changed",
+    "ns",
+    "push_failed",
+    "push_succeeded",
+    "queue_drained",
+]

@@ -31,6 +31,42 @@ def set_subscribers(settings: SettingsStore, contact_id: str, user_ids: Iterable
     return ids
 
 
+def plan_subscriptions(
+    settings: SettingsStore,
+    contact_ids: Iterable[str],
+    *,
+    add: Iterable[str] = (),
+    remove: Iterable[str] = (),
+) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """What adding/removing users on these contacts would change, without writing:
+    contact id -> (before, after) for the contacts whose list changes.
+
+    Reads only the contacts that have a list at all (one ``keys`` query first), so a
+    selection of thousands of never-subscribed contacts costs one query, not thousands."""
+    add, remove = set(add), set(remove)
+    listed = set(settings.keys(NAMESPACE))
+    changed: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+    for cid in dict.fromkeys(contact_ids):
+        before = subscribers(settings, cid) if cid in listed else ()
+        after = tuple(sorted((set(before) | add) - remove))
+        if after != before:
+            changed[cid] = (before, after)
+    return changed
+
+
+def write_subscriptions(
+    settings: SettingsStore,
+    changed: dict[str, tuple[tuple[str, ...], tuple[str, ...]]],
+    *,
+    undo: bool = False,
+) -> None:
+    """Write the ``after`` lists of a plan in one transaction (``undo``: the ``before`` lists)."""
+    pick = 0 if undo else 1
+    updates = {cid: (list(pair[pick]) if pair[pick] else None) for cid, pair in changed.items()}
+    if updates:
+        settings.set_many(NAMESPACE, updates)
+
+
 def change_subscriptions(
     settings: SettingsStore,
     contact_ids: Iterable[str],
@@ -40,17 +76,8 @@ def change_subscriptions(
 ) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
     """Add/remove users on many contacts in one write. Returns contact id -> (before, after)
     for the contacts whose list changed."""
-    add, remove = set(add), set(remove)
-    changed: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
-    updates: dict[str, list[str] | None] = {}
-    for cid in contact_ids:
-        before = subscribers(settings, cid)
-        after = tuple(sorted((set(before) | add) - remove))
-        if after != before:
-            changed[cid] = (before, after)
-            updates[cid] = list(after) if after else None
-    if updates:
-        settings.set_many(NAMESPACE, updates)
+    changed = plan_subscriptions(settings, contact_ids, add=add, remove=remove)
+    write_subscriptions(settings, changed)
     return changed
 
 

@@ -16,15 +16,15 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from tsl_hostapi.reference import ReferenceHost
-from tsl_hostapi.reference.sample_firm import Firm, generate_firm
-from tsl_hostapi.types import SettingsContext, User
 
 from tsl_exchange_plugin import PLUGIN_ID, licence
 from tsl_exchange_plugin.plugin import runtime_for
 from tsl_exchange_plugin.runtime import SyncRuntime
 from tsl_exchange_plugin.sandbox.server import SandboxServer
 from tsl_exchange_plugin.sandbox.testing import SANDBOX_PASSWORDS
+from tsl_hostapi.reference import ReferenceHost
+from tsl_hostapi.reference.sample_firm import Firm, generate_firm
+from tsl_hostapi.types import SettingsContext, User
 
 USER_TAB = f"{PLUGIN_ID}.user"
 

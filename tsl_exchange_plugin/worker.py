@@ -202,11 +202,11 @@ class Worker:
             except Exception:  # e.g. the database is gone for a moment; try again after idle_wait
                 log.warning("Exchange-Sync: Warteschlange nicht lesbar", exc_info=True)
                 due = None
-            wait = (
-                self.config.idle_wait
-                if due is None
-                else min(self.config.idle_wait, max(0.05, due - time.time()))
-            )
+            # A due time already past is work this worker cannot take (gate held, or a
+            # race lost to another process): polling it would spin. The watcher kicks
+            # when the store's state changes; only a future due time shortens the wait.
+            ahead = None if due is None else due - time.time()
+            wait = self.config.idle_wait if ahead is None or ahead <= 0 else min(self.config.idle_wait, ahead)
             with self._cv:
                 self._cv.wait_for(lambda: self._kicks != seen or self._stop.is_set(), wait)
         finally:
@@ -336,6 +336,7 @@ class Worker:
                     self._busy.discard(claim.mailbox)
                     self._held.pop(claim.mailbox, None)
                 self.outbox.release(claim)
+            signals.batch_done.send(self, mailbox=claim.mailbox)
         return True
 
     def _tried(self, claimed: bool) -> None:

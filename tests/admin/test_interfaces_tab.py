@@ -145,7 +145,7 @@ def test_subfolder_target_takes_effect_on_next_start(kanzlei):
     assert k.ours(alice, contact.ref.key) == []  # not in the default Contacts folder
 
 
-def test_status_section_names_each_mailbox_state_and_retry_now_unparks(kanzlei):
+def test_status_section_names_each_mailbox_state_and_retry_now_unparks(kanzlei, wait_for):
     k = kanzlei
     alice, bob, carol = k.lawyers
     # Bob: wrong password (parked). Carol: server answers 503 (error, retried). Alice: ok.
@@ -170,7 +170,6 @@ def test_status_section_names_each_mailbox_state_and_retry_now_unparks(kanzlei):
             and r[bob.id]["state"] == "wrong_password"
             and r[carol.id]["state"] == "unreachable"
         ):
-            print("DBG", 20 - (deadline - time.monotonic()))
             break
         time.sleep(0.1)
     r = rows()
@@ -184,14 +183,18 @@ def test_status_section_names_each_mailbox_state_and_retry_now_unparks(kanzlei):
     # Fix both causes, then "Jetzt erneut versuchen".
     k.server.faults.clear()
     k.server.set_password(k.mailbox_of[bob.id], "Xy-wrong-77")  # the server now agrees with the stored one
-    t0 = time.monotonic()
     result = k.host.press(k.admin, RETRY)
     assert result.ok and "1 Postfächer freigegeben" in result.message
-    k.drain()
+    wait_for(lambda: k.runtime.outbox.pending_count(bob.id) == 0, what="bob pushed")
     r = rows()
-    print("DBG2", time.monotonic() - t0)
     assert r[bob.id]["state"] == "ok" and r[bob.id]["pending"] == 0
     assert len(k.ours(bob, refs[0].key)) == 1
+    # Throttling (HTTP 429) is named as such.
+    k.server.inject("http_status", status=429, retry_after=30, mailbox=k.mailbox_of[alice.id], count=None)
+    k.host.press(k.admin, SET_SYNC, [k.firm.contacts[4].ref], {"users": [alice.id]})
+    wait_for(lambda: rows()[alice.id]["state"] == "throttled", what="alice throttled")
+    assert rows()[alice.id]["state_label"] == "vom Server gedrosselt"
+    k.server.faults.clear()
 
 
 def test_never_tested_and_test_outcome_show_in_status(kanzlei):

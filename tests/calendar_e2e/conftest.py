@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from tsl_hostapi.types import User
 
 from tsl_exchange_plugin.exchange.ews import RECORD_ID_FIELD, register_record_id_property
 from tsl_exchange_plugin.sandbox.testing import exchangelib_account
 from tsl_exchange_plugin.testing import Kanzlei
+from tsl_hostapi.types import User
 
 ZONES = ("Europe/Berlin", "Europe/Vienna", "Europe/Zurich", "UTC")
 FOURTH_MAILBOX = ("dave@kanzlei.test", "Dave-Sandbox-4!")
@@ -93,7 +93,11 @@ class Cal:
 
     def of(self, user: User, record_key: str, folder: str = "calendar") -> list[str]:
         """Keys of the items one record shows in a mailbox: itself and its ``#`` sub-items."""
-        return [k for k in self.keys(user, folder, record_key) if k == record_key or k.startswith(record_key + "#")]
+        return [
+            k
+            for k in self.keys(user, folder, record_key)
+            if k == record_key or k.startswith(record_key + "#")
+        ]
 
 
 def local_midnight_utc(day: dt.date, zone: str) -> dt.datetime:

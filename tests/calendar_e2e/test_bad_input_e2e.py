@@ -7,9 +7,9 @@ import dataclasses
 import datetime as dt
 
 import pytest
-from tsl_hostapi.types import Appointment, Deadline, Reminder, SettingsContext
 
 from tsl_exchange_plugin import PLUGIN_ID
+from tsl_hostapi.types import Appointment, Deadline, Reminder, SettingsContext
 
 from .conftest import local_midnight_utc, wait_until
 
@@ -21,8 +21,13 @@ def good_and_bad(cal, bad: list, *, user) -> None:
     k = cal.k
     good = [
         Deadline(id="ok-d", due_date=D, responsible_ids=(user.id,)),
-        Appointment(id="ok-a", subject="Termin", start=dt.datetime(2026, 5, 20, 9),
-                    end=dt.datetime(2026, 5, 20, 10), participant_ids=(user.id,)),
+        Appointment(
+            id="ok-a",
+            subject="Termin",
+            start=dt.datetime(2026, 5, 20, 9),
+            end=dt.datetime(2026, 5, 20, 10),
+            participant_ids=(user.id,),
+        ),
         Reminder(id="ok-r", due_date=D, subject="WV", responsible_ids=(user.id,)),
     ]
     failures_before = len(k.host.hook_failures)
@@ -36,8 +41,13 @@ def good_and_bad(cal, bad: list, *, user) -> None:
 
 BAD_CASES = {
     "end before start": (
-        Appointment(id="bad-1", subject="Verkehrt", start=dt.datetime(2026, 5, 20, 11),
-                    end=dt.datetime(2026, 5, 20, 10), participant_ids=("{u}",)),
+        Appointment(
+            id="bad-1",
+            subject="Verkehrt",
+            start=dt.datetime(2026, 5, 20, 11),
+            end=dt.datetime(2026, 5, 20, 10),
+            participant_ids=("{u}",),
+        ),
         "Das Terminende (20.05.2026 10:00) liegt vor dem Beginn (20.05.2026 11:00)",
     ),
     "deadline without a date": (
@@ -45,13 +55,20 @@ BAD_CASES = {
         "Die Frist hat kein Fälligkeitsdatum",
     ),
     "Vorfrist after its deadline": (
-        Deadline(id="bad-3", due_date=D, pre_deadline_dates=(D + dt.timedelta(days=2),),
-                 responsible_ids=("{u}",)),
+        Deadline(
+            id="bad-3", due_date=D, pre_deadline_dates=(D + dt.timedelta(days=2),), responsible_ids=("{u}",)
+        ),
         "Die Vorfrist 22.05.2026 liegt nach dem Fristende 20.05.2026",
     ),
     "unknown time zone": (
-        Appointment(id="bad-4", subject="Atlantis", start=dt.datetime(2026, 5, 20, 9),
-                    end=dt.datetime(2026, 5, 20, 10), timezone="Europe/Atlantis", participant_ids=("{u}",)),
+        Appointment(
+            id="bad-4",
+            subject="Atlantis",
+            start=dt.datetime(2026, 5, 20, 9),
+            end=dt.datetime(2026, 5, 20, 10),
+            timezone="Europe/Atlantis",
+            participant_ids=("{u}",),
+        ),
         "Unbekannte Zeitzone 'Europe/Atlantis' im Termin",
     ),
     "deadline far in the past": (
@@ -59,8 +76,13 @@ BAD_CASES = {
         "Das Fristende 20.05.0226 liegt außerhalb des erlaubten Bereichs",
     ),
     "appointment far in the future": (
-        Appointment(id="bad-6", subject="Zukunft", start=dt.datetime(9999, 5, 20, 9),
-                    end=dt.datetime(9999, 5, 20, 10), participant_ids=("{u}",)),
+        Appointment(
+            id="bad-6",
+            subject="Zukunft",
+            start=dt.datetime(9999, 5, 20, 9),
+            end=dt.datetime(9999, 5, 20, 10),
+            participant_ids=("{u}",),
+        ),
         "Der Terminbeginn 20.05.9999 liegt außerhalb des erlaubten Bereichs",
     ),
     "reminder without a date": (
@@ -68,8 +90,13 @@ BAD_CASES = {
         "Die Wiedervorlage hat kein Datum",
     ),
     "DST gap": (
-        Appointment(id="bad-8", subject="Lücke", start=dt.datetime(2026, 3, 29, 2, 30),
-                    end=dt.datetime(2026, 3, 29, 3, 30), participant_ids=("{u}",)),
+        Appointment(
+            id="bad-8",
+            subject="Lücke",
+            start=dt.datetime(2026, 3, 29, 2, 30),
+            end=dt.datetime(2026, 3, 29, 3, 30),
+            participant_ids=("{u}",),
+        ),
         "29.03.2026 02:30 Uhr gibt es in der Zeitzone Europe/Berlin nicht",
     ),
 }
@@ -97,14 +124,24 @@ def test_each_bad_record_fails_with_its_german_reason_and_the_rest_flows(cal):
 def test_a_bad_edit_leaves_the_mailbox_as_it_was_and_a_fix_flows(cal):
     k = cal.k
     user = cal.by_zone["Europe/Zurich"]
-    d = Deadline(id="bad-edit", due_date=D, pre_deadline_dates=(D - dt.timedelta(days=5),),
-                 responsible_ids=(user.id,), kind="Berufungsfrist")
+    d = Deadline(
+        id="bad-edit",
+        due_date=D,
+        pre_deadline_dates=(D - dt.timedelta(days=5),),
+        responsible_ids=(user.id,),
+        kind="Berufungsfrist",
+    )
     k.host.save(d)
     k.drain()
     before = {key: cal.one(user, key) for key in cal.of(user, d.ref.key)}
     # A Vorfrist after the deadline, and a moved deadline, in one edit: nothing of it may land.
-    k.host.save(dataclasses.replace(d, due_date=D + dt.timedelta(days=1),
-                                    pre_deadline_dates=(D - dt.timedelta(days=5), D + dt.timedelta(days=9))))
+    k.host.save(
+        dataclasses.replace(
+            d,
+            due_date=D + dt.timedelta(days=1),
+            pre_deadline_dates=(D - dt.timedelta(days=5), D + dt.timedelta(days=9)),
+        )
+    )
     k.drain()
     assert "liegt nach dem Fristende" in cal.failed()[(user.id, d.ref.key)]
     assert {key: cal.one(user, key) for key in cal.of(user, d.ref.key)} == before
@@ -119,8 +156,10 @@ def test_a_bad_edit_leaves_the_mailbox_as_it_was_and_a_fix_flows(cal):
 def test_the_edges_of_the_allowed_range_still_land_on_their_date(cal):
     k = cal.k
     users = (cal.by_zone["Europe/Berlin"], cal.by_zone["UTC"])
-    edges = [Deadline(id=f"edge-{day}", due_date=day, responsible_ids=tuple(u.id for u in users))
-             for day in (dt.date(1900, 1, 1), dt.date(2100, 12, 31))]
+    edges = [
+        Deadline(id=f"edge-{day}", due_date=day, responsible_ids=tuple(u.id for u in users))
+        for day in (dt.date(1900, 1, 1), dt.date(2100, 12, 31))
+    ]
     k.host.save_many(edges)
     k.drain()
     assert cal.failed() == {}
@@ -135,30 +174,43 @@ def test_participant_without_exchange_account_gets_nothing_and_others_do(cal):
     k = cal.k
     user = cal.by_zone["Europe/Vienna"]
     clerk = next(u for u in k.firm.users if "fachangestellte" in u.role)  # no Exchange account
-    appt = Appointment(id="bad-np", subject="Besprechung", start=dt.datetime(2026, 5, 21, 9),
-                       end=dt.datetime(2026, 5, 21, 10), participant_ids=(clerk.id, user.id))
+    appt = Appointment(
+        id="bad-np",
+        subject="Besprechung",
+        start=dt.datetime(2026, 5, 21, 9),
+        end=dt.datetime(2026, 5, 21, 10),
+        participant_ids=(clerk.id, user.id),
+    )
     good_and_bad(cal, [appt], user=user)
     assert len(k.ours(user, appt.ref.key, "calendar")) == 1
     assert [j for j in k.runtime.outbox.jobs() if j.mailbox == clerk.id] == []
     assert cal.failed() == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runtime.record_saved says nothing when a participant has no Exchange account or an "
-    "appointment has no participants: no status entry, no notification (fix in the report)",
-)
 def test_recipients_that_cannot_receive_are_named_in_a_notification(cal):
     k = cal.k
     user = cal.by_zone["Europe/Vienna"]
     clerk = next(u for u in k.firm.users if "fachangestellte" in u.role)
     before = len(k.host.notifications)
-    k.host.save_many([
-        Appointment(id="bad-np2", subject="Besprechung", start=dt.datetime(2026, 5, 21, 9),
-                    end=dt.datetime(2026, 5, 21, 10), participant_ids=(clerk.id, user.id)),
-        Appointment(id="bad-np3", subject="Niemand", start=dt.datetime(2026, 5, 21, 9),
-                    end=dt.datetime(2026, 5, 21, 10), participant_ids=()),
-    ], user=k.admin)
+    k.host.save_many(
+        [
+            Appointment(
+                id="bad-np2",
+                subject="Besprechung",
+                start=dt.datetime(2026, 5, 21, 9),
+                end=dt.datetime(2026, 5, 21, 10),
+                participant_ids=(clerk.id, user.id),
+            ),
+            Appointment(
+                id="bad-np3",
+                subject="Niemand",
+                start=dt.datetime(2026, 5, 21, 9),
+                end=dt.datetime(2026, 5, 21, 10),
+                participant_ids=(),
+            ),
+        ],
+        user=k.admin,
+    )
     k.drain()
     texts = [n.message for n in k.host.notifications[before:]]
     assert any(clerk.name in t and "kein Exchange-Konto" in t for t in texts), texts
@@ -170,14 +222,7 @@ def test_recipients_that_cannot_receive_are_named_in_a_notification(cal):
     [
         "Europe/Atlantis",
         "europe/berlin",
-        pytest.param(
-            "Europe",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="accounts.AccountStore.save checks with zoneinfo.ZoneInfo(), which raises "
-                "IsADirectoryError (not caught) for a zone directory such as 'Europe'",
-            ),
-        ),
+        "Europe",
         "Mitteleuropa",
     ],
 )
@@ -217,11 +262,6 @@ def test_a_stored_unknown_user_zone_holds_that_mailbox_with_a_reason_and_loses_n
     assert k.ours(user, d.ref.key, "calendar") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runtime.SyncRuntime.save_account unparks a mailbox only when credentials or the "
-    "enabled flag change, so correcting the time zone leaves it held (fix in the report)",
-)
 def test_correcting_the_zone_in_the_user_editor_resumes_the_mailbox(cal):
     k = cal.k
     user = cal.by_zone["Europe/Berlin"]
@@ -230,6 +270,6 @@ def test_correcting_the_zone_in_the_user_editor_resumes_the_mailbox(cal):
     k.host.save(d)
     wait_until(lambda: _row(k, user).state == "parked", what="the mailbox to be held")
     k.configure(user, timezone="Europe/Vienna")
-    k.drain(timeout=10)  # short: with the fix this takes well under a second
+    k.drain(timeout=5)  # short: with the fix this takes well under a second
     (raw,) = cal.read(user, "calendar", "start")[d.ref.key]
     assert raw.start == local_midnight_utc(D, "Europe/Vienna")

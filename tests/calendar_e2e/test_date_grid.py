@@ -29,16 +29,17 @@ Two readings per item:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import random
 import time
 import zoneinfo
 
 import pytest
-from exchangelib import EWSDate
-from tsl_hostapi.types import Deadline
+from exchangelib import EWSDate, EWSDateTime
 
 from tsl_exchange_plugin.exchange.ews import RECORD_ID_FIELD
+from tsl_hostapi.types import Deadline
 
 from .conftest import ZONES, dst_switches, local_midnight_utc
 
@@ -130,10 +131,23 @@ def test_all_day_deadlines_land_on_their_own_date(cal):
                 and stored._start_timezone is not None
                 and stored._start_timezone.key == _ews_zone_for(zone)
             ):
-                wrong.append(
-                    f"{key} raw: start={stored.start} end={stored.end} tz={stored._start_timezone}"
-                )
+                wrong.append(f"{key} raw: start={stored.start} end={stored.end} tz={stored._start_timezone}")
         assert not wrong, f"{zone}: {len(wrong)} of {len(due)} wrong, e.g. {wrong[:5]}"
+        # A phone's day view (CalendarView from local midnight to local midnight) around each
+        # DST switch shows that day's Frist and no neighbour's.
+        acc = cal.account(user)
+        tz = zoneinfo.ZoneInfo(zone)
+        for day in [d for d in days if _near_switch(d)]:
+            lo = EWSDateTime.from_datetime(dt.datetime.combine(day, dt.time(0), tzinfo=tz))
+            hi = EWSDateTime.from_datetime(
+                dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0), tzinfo=tz)
+            )
+            seen = {
+                key
+                for it in acc.calendar.view(start=lo, end=hi).only(RECORD_ID_FIELD)
+                if (key := getattr(it, RECORD_ID_FIELD, None) or "").startswith("deadline:grid-")
+            }
+            assert seen == {f"deadline:grid-{day.isoformat()}"}, (zone, day, seen)
     read_back = time.monotonic() - started - pushed
     print(
         f"\ndate grid ({'full' if FULL else 'CI sample'}): {len(days)} dates x {len(cal.by_zone)} zones "
@@ -142,6 +156,15 @@ def test_all_day_deadlines_land_on_their_own_date(cal):
     # Nothing else of ours appeared (no duplicates under other keys).
     for user in cal.users:
         assert len(cal.keys(user, prefix="deadline:grid-")) == len(days)
+
+
+@functools.cache
+def _switches(year: int) -> frozenset[dt.date]:
+    return frozenset(s for z in ZONES for s in dst_switches([year], z))
+
+
+def _near_switch(day: dt.date) -> bool:
+    return any(abs((day - s).days) <= 1 for s in _switches(day.year))
 
 
 def _ews_zone_for(zone: str) -> str:

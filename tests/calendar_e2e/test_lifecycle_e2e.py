@@ -6,9 +6,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from tsl_hostapi.types import Appointment, Case, Deadline, Reminder
-
+from tsl_exchange_plugin import PLUGIN_ID
 from tsl_exchange_plugin.mapping.common import USER_NOTES_MARKER
+from tsl_hostapi.types import Appointment, Case, Deadline, Reminder, SettingsContext
+
+from .conftest import local_midnight_utc
 
 D = dt.date(2026, 9, 30)
 
@@ -26,8 +28,11 @@ def frist(did: str, users, **kw) -> Deadline:
 
 
 def dates(cal, user, prefix: str) -> dict[str, dt.date]:
-    return {key: items[0].start for key, items in cal.read(user, "calendar", "start", "is_all_day").items()
-            if (key == prefix or key.startswith(prefix + "#")) and len(items) == 1}
+    return {
+        key: items[0].start
+        for key, items in cal.read(user, "calendar", "start", "is_all_day").items()
+        if (key == prefix or key.startswith(prefix + "#")) and len(items) == 1
+    }
 
 
 def test_a_vorfrist_moves_when_its_date_changes(cal):
@@ -79,8 +84,10 @@ def test_done_deadline_is_marked_and_reopened_restores(cal):
     d = frist("lc-3", [user])
     k.host.save(d)
     k.drain()
-    original = {key: (cal.one(user, key)["subject"], cal.one(user, key)["categories"])
-                for key in cal.of(user, d.ref.key)}
+    original = {
+        key: (cal.one(user, key)["subject"], cal.one(user, key)["categories"])
+        for key in cal.of(user, d.ref.key)
+    }
     k.host.save(dataclasses.replace(d, done=True))
     k.drain()
     for key in original:
@@ -140,15 +147,27 @@ def test_reminder_done_is_completed_and_reopened_is_not_started(cal):
 def test_case_rename_repushes_every_item_showing_it_in_every_mailbox_without_duplicates(cal):
     k = cal.k
     berlin, vienna, zurich, utc = cal.users
-    case = Case(id="lc-case", file_number="417/26", rubrum="Huber ./. Maier wegen Räumung",
-                lawyer_id=berlin.id, clerk_id="")
+    case = Case(
+        id="lc-case",
+        file_number="417/26",
+        rubrum="Huber ./. Maier wegen Räumung",
+        lawyer_id=berlin.id,
+        clerk_id="",
+    )
     k.host.save(case)
     records = [
-        Appointment(id="lc-6a", subject="Ortstermin", start=dt.datetime(2026, 10, 5, 9),
-                    end=dt.datetime(2026, 10, 5, 10), participant_ids=(berlin.id, vienna.id), case_id=case.id),
+        Appointment(
+            id="lc-6a",
+            subject="Ortstermin",
+            start=dt.datetime(2026, 10, 5, 9),
+            end=dt.datetime(2026, 10, 5, 10),
+            participant_ids=(berlin.id, vienna.id),
+            case_id=case.id,
+        ),
         frist("lc-6d", [zurich, berlin], case_id=case.id),
-        Reminder(id="lc-6r", due_date=D, subject="Räumungstitel prüfen", responsible_ids=(utc.id,),
-                 case_id=case.id),
+        Reminder(
+            id="lc-6r", due_date=D, subject="Räumungstitel prüfen", responsible_ids=(utc.id,), case_id=case.id
+        ),
         Reminder(id="lc-6x", due_date=D, subject="Andere Akte", responsible_ids=(utc.id,)),
     ]
     k.host.save_many(records)
@@ -186,8 +205,14 @@ def test_phone_edit_host_fields_come_back_user_notes_stay(cal):
     user = cal.by_zone["Europe/Berlin"]
     email = k.mailbox_of[user.id]
     d = frist("lc-7", [user], notes="Gegner hat Verlängerung beantragt")
-    appt = Appointment(id="lc-7a", subject="Mandantengespräch", start=dt.datetime(2026, 10, 6, 14),
-                       end=dt.datetime(2026, 10, 6, 15), participant_ids=(user.id,), location="Büro")
+    appt = Appointment(
+        id="lc-7a",
+        subject="Mandantengespräch",
+        start=dt.datetime(2026, 10, 6, 14),
+        end=dt.datetime(2026, 10, 6, 15),
+        participant_ids=(user.id,),
+        location="Büro",
+    )
     r = Reminder(id="lc-7r", due_date=D, subject="Rückruf", responsible_ids=(user.id,))
     k.host.save_many([d, appt, r])
     k.drain()
@@ -197,14 +222,28 @@ def test_phone_edit_host_fields_come_back_user_notes_stay(cal):
         item = cal.one(user, key, folder)
         originals[key] = item
         assert USER_NOTES_MARKER in item["body"]
-        k.server.engine.phone_edit(email, item["item_id"], subject="Vom Handy",
-                                   body=item["body"] + "Meine Notiz")
+        k.server.engine.phone_edit(
+            email, item["item_id"], subject="Vom Handy", body=item["body"] + "Meine Notiz"
+        )
     k.server.engine.phone_edit(email, cal.one(user, appt.ref.key)["item_id"], location="Café")
+    # The Frist dragged to the next day on the phone.
+    frist_item = cal.one(user, d.ref.key)
+    k.server.engine.phone_edit(
+        email,
+        frist_item["item_id"],
+        start=local_midnight_utc(D + dt.timedelta(days=1), "Europe/Berlin"),
+        end=local_midnight_utc(D + dt.timedelta(days=2), "Europe/Berlin"),
+    )
+    assert cal.read(user, "calendar", "start", "is_all_day")[d.ref.key][0].start == D + dt.timedelta(days=1)
     # Next push of the records (any save; unchanged host data is pushed again only if the
     # item changed on the phone, so edit the host side too).
-    k.host.save_many([dataclasses.replace(d, notes="Verlängerung gewährt"),
-                      dataclasses.replace(appt, notes="Unterlagen mitbringen"),
-                      dataclasses.replace(r, notes="Nummer in der Akte")])
+    k.host.save_many(
+        [
+            dataclasses.replace(d, notes="Verlängerung gewährt"),
+            dataclasses.replace(appt, notes="Unterlagen mitbringen"),
+            dataclasses.replace(r, notes="Nummer in der Akte"),
+        ]
+    )
     k.drain()
     for key, folder in targets:
         item = cal.one(user, key, folder)
@@ -214,5 +253,26 @@ def test_phone_edit_host_fields_come_back_user_notes_stay(cal):
         assert tail.strip() == "Meine Notiz"  # below the marker: kept
         assert item["body"].count(USER_NOTES_MARKER) == 1
     assert cal.one(user, appt.ref.key)["location"] == "Büro"
+    (back,) = cal.read(user, "calendar", "start", "end", "is_all_day")[d.ref.key]
+    assert (back.start, back.end, back.is_all_day) == (D, D, True)  # the host's date, not the phone's
     assert "Verlängerung gewährt" in cal.one(user, d.ref.key)["body"]
     assert cal.failed() == {}
+
+
+def test_switching_the_firm_to_remove_done_deadlines_removes_those_already_marked(cal):
+    k = cal.k
+    user = cal.by_zone["Europe/Berlin"]
+    d = frist("lc-8", [user], done=True)
+    k.host.save(d)
+    k.drain()
+    assert cal.one(user, d.ref.key)["subject"].startswith("Erledigt: ")
+    result = k.host.save_tab(
+        k.admin,
+        "interfaces",
+        f"{PLUGIN_ID}.interfaces",
+        SettingsContext("interfaces"),
+        {"done_deadline": "remove"},
+    )
+    assert result.ok, result
+    k.drain(timeout=5)  # short: with the fix this takes well under a second
+    assert cal.of(user, d.ref.key) == []

@@ -44,7 +44,9 @@ def test_appointment_goes_to_every_participant_and_only_to_them(cal, caplog):
     k.host.save(dataclasses.replace(appt, participant_ids=(berlin.id, vienna.id), location="Saal 3"))
     k.drain()
     # SendToNone on every create, update and delete: five mailboxes, no mail to anyone.
-    sent = [str(r.args) for r in caplog.records if "CalendarItem" in str(r.args) or "DeleteItem" in str(r.args)]
+    sent = [
+        str(r.args) for r in caplog.records if "CalendarItem" in str(r.args) or "DeleteItem" in str(r.args)
+    ]
     creates = [x for x in sent if "<m:CreateItem " in x]
     updates = [x for x in sent if "<m:UpdateItem " in x]
     deletes = [x for x in sent if "<m:DeleteItem " in x]
@@ -115,7 +117,9 @@ def test_change_of_responsibility_moves_the_items(cal):
     deadline = Deadline(
         id="e2e-d2", due_date=D, pre_deadline_dates=(D - dt.timedelta(days=5),), responsible_ids=(berlin.id,)
     )
-    reminder = Reminder(id="e2e-r2", due_date=D, subject="Zahlungseingang prüfen", responsible_ids=(berlin.id,))
+    reminder = Reminder(
+        id="e2e-r2", due_date=D, subject="Zahlungseingang prüfen", responsible_ids=(berlin.id,)
+    )
     k.host.save_many([deadline, reminder])
     k.drain()
     assert len(cal.of(berlin, deadline.ref.key)) == 2

@@ -10,7 +10,6 @@ from exchangelib import Contact as ExlContact
 from exchangelib import EWSTimeZone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tsl_hostapi.types import PHONE_KINDS, Contact, Phone, PostalAddress
 
 from tsl_exchange_plugin.exchange.base import (
     AuthFailed,
@@ -26,6 +25,7 @@ from tsl_exchange_plugin.exchange.ews import EwsBackend
 from tsl_exchange_plugin.mapping.common import USER_NOTES_MARKER, MappingError, case_line
 from tsl_exchange_plugin.mapping.contact import map_contact
 from tsl_exchange_plugin.mapping.items import CalendarEntry, ContactItem, TaskEntry
+from tsl_hostapi.types import PHONE_KINDS, Contact, Phone, PostalAddress
 
 from .conftest import mailbox_account
 

@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from tsl_hostapi import hookimpl
 from tsl_hostapi.host import get_plugin_manager
 from tsl_hostapi.reference import ReferenceHost

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pluggy
 import pytest
+
 from tsl_hostapi import HOST_API_VERSION, PROJECT, hookimpl, hookspec, hookspecs
 from tsl_hostapi.host import (
     ENTRY_POINT_GROUP,

@@ -7,6 +7,7 @@ import sqlite3
 import threading
 
 import pytest
+
 from tsl_hostapi import hookimpl
 from tsl_hostapi.host import register_plugin
 from tsl_hostapi.reference import ReferenceHost

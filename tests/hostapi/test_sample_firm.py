@@ -6,6 +6,7 @@ import datetime as dt
 import re
 
 import pytest
+
 from tsl_hostapi.reference.sample_firm import generate_firm
 from tsl_hostapi.reference.workdays import easter_sunday, is_working_day, next_working_day
 from tsl_hostapi.serialize import to_json

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from tsl_hostapi.serialize import from_json, to_json
 from tsl_hostapi.types import (
     ActionResult,

@@ -6,9 +6,8 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from tsl_hostapi.types import Contact, Phone, RecordRef, SettingsContext
-
 from tsl_exchange_plugin import PLUGIN_ID
+from tsl_hostapi.types import Contact, Phone, RecordRef, SettingsContext
 
 SET_SYNC = f"{PLUGIN_ID}.set_sync"
 REMOVE_SYNC = f"{PLUGIN_ID}.remove_sync"

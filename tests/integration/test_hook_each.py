@@ -5,11 +5,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from tsl_hostapi.reference import ReferenceHost
-from tsl_hostapi.types import Licence, RecordEvent, RecordRef, SettingsContext, User
-
 from tsl_exchange_plugin import PLUGIN_ID
 from tsl_exchange_plugin.plugin import runtime_for
+from tsl_hostapi.reference import ReferenceHost
+from tsl_hostapi.types import Licence, RecordEvent, RecordRef, SettingsContext, User
 
 USER_TAB = f"{PLUGIN_ID}.user"
 

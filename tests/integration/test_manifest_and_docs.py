@@ -8,12 +8,11 @@ import tomllib
 from importlib import metadata
 from pathlib import Path
 
-from tsl_hostapi import HOST_API_VERSION, PROJECT, hookspecs
-from tsl_hostapi.host import get_plugin_manager
-
 import tsl_exchange_plugin
 from tsl_exchange_plugin import PLUGIN_ID, actions, settings
 from tsl_exchange_plugin import plugin as plugin_module
+from tsl_hostapi import HOST_API_VERSION, PROJECT, hookspecs
+from tsl_hostapi.host import get_plugin_manager
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = tomllib.loads((Path(tsl_exchange_plugin.__file__).parent / "manifest.toml").read_text("utf-8"))

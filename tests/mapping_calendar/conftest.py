@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from tsl_hostapi.types import Case, User
 
 from tsl_exchange_plugin.mapping.context import MappingContext
+from tsl_hostapi.types import Case, User
 
 ANNA = User("u1", "Dr. Anna Berg", "anna.berg@kanzlei.example")
 MAX = User("u2", "Max Weber", "max.weber@kanzlei.example")

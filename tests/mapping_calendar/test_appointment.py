@@ -7,11 +7,11 @@ import datetime as dt
 from zoneinfo import ZoneInfo
 
 import pytest
-from tsl_hostapi.types import Appointment, Case
 
 from tsl_exchange_plugin.mapping.appointment import map_appointment
 from tsl_exchange_plugin.mapping.common import USER_NOTES_MARKER, MappingError
 from tsl_exchange_plugin.mapping.items import content_hash
+from tsl_hostapi.types import Appointment, Case
 
 START = dt.datetime(2026, 3, 10, 14, 0)
 END = dt.datetime(2026, 3, 10, 15, 30)

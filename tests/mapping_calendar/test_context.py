@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from tsl_hostapi.types import Case, User
 
 from tsl_exchange_plugin.mapping.common import MappingError
 from tsl_exchange_plugin.mapping.context import MappingContext, check_date, german_date
+from tsl_hostapi.types import Case, User
 
 
 def test_defaults(firm):

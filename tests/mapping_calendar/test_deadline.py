@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from tsl_hostapi.types import Appointment, Deadline, RecordRef, Reminder
 
 from tsl_exchange_plugin.mapping.common import USER_NOTES_MARKER, MappingError
 from tsl_exchange_plugin.mapping.deadline import keys_for, map_deadline, ref_for_key
+from tsl_hostapi.types import Appointment, Deadline, RecordRef, Reminder
 
 DUE = dt.date(2026, 4, 14)
 PRE1 = dt.date(2026, 3, 31)

@@ -8,7 +8,6 @@ from zoneinfo import ZoneInfo
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tsl_hostapi.types import Appointment, Case, Deadline, Reminder, User
 
 from tsl_exchange_plugin.mapping.appointment import map_appointment
 from tsl_exchange_plugin.mapping.common import USER_NOTES_MARKER, MappingError
@@ -16,6 +15,7 @@ from tsl_exchange_plugin.mapping.context import MappingContext
 from tsl_exchange_plugin.mapping.deadline import keys_for, map_deadline
 from tsl_exchange_plugin.mapping.items import content_hash, to_json
 from tsl_exchange_plugin.mapping.reminder import map_reminder
+from tsl_hostapi.types import Appointment, Case, Deadline, Reminder, User
 
 USERS = {u.id: u for u in (User("u1", "Dr. Anna Berg"), User("u2", "Max Weber"))}
 CASES = {"c1": Case("c1", "123/26", "Müller ./. Schmidt wegen Forderung", lawyer_id="u1")}

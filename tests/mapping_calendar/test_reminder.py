@@ -6,10 +6,10 @@ import datetime as dt
 from zoneinfo import ZoneInfo
 
 import pytest
-from tsl_hostapi.types import Reminder
 
 from tsl_exchange_plugin.mapping.common import USER_NOTES_MARKER, MappingError
 from tsl_exchange_plugin.mapping.reminder import map_reminder
+from tsl_hostapi.types import Reminder
 
 DUE = dt.date(2026, 5, 4)
 

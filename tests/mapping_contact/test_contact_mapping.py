@@ -7,7 +7,6 @@ import datetime as dt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tsl_hostapi.types import PHONE_KINDS, Contact, Phone, PostalAddress
 
 from tsl_exchange_plugin.mapping.common import (
     USER_NOTES_MARKER,
@@ -20,6 +19,7 @@ from tsl_exchange_plugin.mapping.common import (
 )
 from tsl_exchange_plugin.mapping.contact import PHONE_LABELS, is_valid_email, map_contact
 from tsl_exchange_plugin.mapping.items import ContactItem, content_hash
+from tsl_hostapi.types import PHONE_KINDS, Contact, Phone, PostalAddress
 
 
 def m(**kw) -> ContactItem:

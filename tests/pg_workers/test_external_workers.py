@@ -55,6 +55,12 @@ def all_arrived(k, contacts) -> bool:
     return all(keys <= {key for key, n in counts(k, u).items() if n} for u in k.lawyers)
 
 
+def listeners(k) -> int:
+    """Worker connections LISTENing on the queue's channel (one per worker process)."""
+    channel = f"{k.runtime.outbox.schema}_work"
+    return len(pg_query("SELECT 1 FROM pg_stat_activity WHERE query = %s", (f'LISTEN "{channel}"',)))
+
+
 class RequestTimeline:
     """Records, per mailbox, when each EWS request to the sandbox started and ended.
 
@@ -110,10 +116,10 @@ def test_two_worker_processes_push_300_items_exactly_once_one_writer_per_mailbox
     # Every request takes at least 50 ms: two writers on one mailbox could not slip
     # between each other's requests unnoticed.
     k.server.inject("delay", seconds=0.05, count=None)
-    subscribe(k, k.contacts, k.lawyers)
-    assert k.runtime.outbox.pending_count() == 300
     # One thread each: two requests in flight at once can only come from two processes.
     first, second = workers.start(threads=1), workers.start(threads=1)
+    wait_for(lambda: listeners(k) == 2, timeout=30, what="both workers to listen")
+    subscribe(k, k.contacts, k.lawyers)  # one NOTIFY wakes both
     wait_for(lambda: k.runtime.outbox.pending_count() == 0, timeout=60, what="the queue to drain")
     wait_for(lambda: all_arrived(k, k.contacts), timeout=10, what="all items")
     assert timeline.overlaps() == {m: 0 for m in timeline.spans}, "a mailbox was written by two at once"
@@ -167,17 +173,10 @@ def test_killed_worker_process_loses_and_duplicates_nothing(pg_kanzlei, workers)
 def test_notify_wakes_an_idle_worker_process_at_once(pg_kanzlei, workers):
     k = pg_kanzlei
     alice = k.lawyers[0]
-    channel = f"{k.runtime.outbox.schema}_work"
     workers.start(threads=2, idle_wait=10.0)
     # The worker's watcher LISTENs from inside wait_for_work; once that connection
     # exists the process is up and idle (the queue is empty), waiting up to 10 s.
-    wait_for(
-        lambda: pg_query(
-            "SELECT 1 FROM pg_stat_activity WHERE query = %s AND state = 'idle'", (f'LISTEN "{channel}"',)
-        ),
-        timeout=30,
-        what="the worker to listen",
-    )
+    wait_for(lambda: listeners(k) == 1, timeout=30, what="the worker to listen")
     assert k.runtime.outbox.pending_count() == 0
     latencies = []
     for contact in k.contacts[:3]:

@@ -8,6 +8,7 @@ import pytest
 
 from tsl_exchange_plugin import PLUGIN_ID
 from tsl_exchange_plugin.mapping.dispatch import make_mapper
+from tsl_exchange_plugin.outbox.base import Change
 from tsl_exchange_plugin.outbox.postgres import PostgresOutbox
 from tsl_exchange_plugin.outbox.sqlite import SQLiteOutbox
 from tsl_exchange_plugin.plugin import runtime_for
@@ -116,3 +117,37 @@ def test_worker_mode_defaults_to_host_and_a_bad_value_falls_back(kanzlei):
 def test_idle_wait_from_the_environment(monkeypatch, raw, expected):
     monkeypatch.setenv(IDLE_WAIT_ENV, raw)
     assert WorkerConfig().idle_wait == expected
+
+
+def _tries_in_one_second(worker: Worker) -> int:
+    wait_for(lambda: worker._idle_threads == worker.config.threads, what="all threads idle")
+    before = worker._tries
+    time.sleep(1.0)  # deliberate: a measuring window, not a wait for an event
+    return worker._tries - before
+
+
+def test_held_gate_does_not_spin_on_due_work(tmp_path):
+    store = SQLiteOutbox(tmp_path / "outbox.sqlite3")
+    store.enqueue([Change("anna", "contact:1", "upsert", "{}")])
+    # The gate holds everything, yet the job is due: the store's hint stays true.
+    worker = Worker(store, None, None, None, WorkerConfig(threads=2, idle_wait=IDLE), gate=lambda: "gesperrt")
+    worker.start()
+    try:
+        assert _tries_in_one_second(worker) <= 2
+        assert worker.held_reason == "gesperrt"
+        assert store.pending_count() == 1
+    finally:
+        worker.stop()
+        store.close()
+
+
+def test_mailbox_leased_elsewhere_does_not_make_an_idle_worker_spin(tmp_path):
+    store = SQLiteOutbox(tmp_path / "outbox.sqlite3")
+    store.enqueue([Change("anna", "contact:1", "upsert", "{}")])
+    assert store.claim("other-process", lease_seconds=30) is not None
+    worker = Worker(store, None, None, None, WorkerConfig(threads=2, idle_wait=IDLE)).start()
+    try:
+        assert _tries_in_one_second(worker) <= 2
+    finally:
+        worker.stop()
+        store.close()

@@ -28,7 +28,9 @@ def server(request, tmp_path_factory):
     from tsl_exchange_plugin.sandbox.server import SandboxServer
 
     tls = request.param == "https-ntlm"
-    srv = SandboxServer(tmp_path_factory.mktemp("srv"), mailboxes={ALICE: PASSWORD}, tls=tls, ntlm=tls).start()
+    srv = SandboxServer(
+        tmp_path_factory.mktemp("srv"), mailboxes={ALICE: PASSWORD}, tls=tls, ntlm=tls
+    ).start()
     srv.client_auth = "ntlm" if tls else "basic"
     yield srv
     srv.stop()

@@ -54,8 +54,11 @@ def _driver_detail(exc: Exception, url: str) -> str:
 def _open_postgres(url: str, schema: str) -> Outbox:
     import psycopg
 
-    from .postgres import PostgresOutbox
+    from .postgres import PostgresOutbox, split_schema
 
+    bare, named = split_schema(url)  # "?schema=" is ours, not libpq's: describe the bare URL
+    schema = named or schema
+    url = bare
     where = _describe_pg(url)
     try:
         return PostgresOutbox(url, schema=schema)
@@ -75,7 +78,7 @@ def _open_postgres(url: str, schema: str) -> Outbox:
         raise ValueError(
             f"Die PostgreSQL-Warteschlange konnte nicht eingerichtet werden ({where}; Meldung: "
             f"{_driver_detail(exc, url)}). Bitte prüfen, ob der Benutzer in der Datenbank das "
-            "Schema 'tsl_exchange' und seine Tabellen anlegen darf."
+            f"Schema {schema!r} und seine Tabellen anlegen darf."
         ) from None
 
 
