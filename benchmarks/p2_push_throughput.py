@@ -62,7 +62,8 @@ def main() -> int:
 
     # -- raw bulk_create
     raw = exchangelib_account(server, "raw@kanzlei.test", auth="basic", password=boxes["raw@kanzlei.test"])
-    objs = [to_exchangelib(i, account=raw) for i in items]
+    # The same items the plugin writes, with the same record-id property (fair to both sides).
+    objs = [to_exchangelib(i, account=raw, tsl_record_id=i.record_key) for i in items]
     t0 = time.perf_counter()
     raw.bulk_create(raw.contacts, objs, chunk_size=100)
     raw_s = time.perf_counter() - t0
@@ -71,7 +72,7 @@ def main() -> int:
     naive = exchangelib_account(
         server, "naive@kanzlei.test", auth="basic", password=boxes["naive@kanzlei.test"]
     )
-    objs = [to_exchangelib(i, account=naive) for i in items]
+    objs = [to_exchangelib(i, account=naive, tsl_record_id=i.record_key) for i in items]
     t0 = time.perf_counter()
     for obj in objs:
         obj.folder = naive.contacts

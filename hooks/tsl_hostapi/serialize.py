@@ -94,6 +94,12 @@ def _field_plan(cls: type) -> tuple[tuple[str, Any], ...]:
     return tuple((f.name, hints.get(f.name, Any)) for f in dataclasses.fields(cls))
 
 
+@functools.cache
+def _init_plan(cls: type) -> tuple[tuple[str, Any], ...]:
+    hints = _hints(cls)
+    return tuple((f.name, hints.get(f.name, Any)) for f in dataclasses.fields(cls) if f.init)
+
+
 def _encode(value: Any, hint: Any) -> Any:
     if value is None or isinstance(value, _PRIMITIVES):
         return value
@@ -126,6 +132,8 @@ def _fail(where: str, expected: str, data: Any) -> ValueError:
 
 
 def _decode(data: Any, hint: Any, where: str) -> Any:
+    if hint is str and type(data) is str:  # the common case first: records are mostly text
+        return data
     if hint is Any or hint is object:
         return data
     if hint is type(None):
@@ -215,12 +223,10 @@ def _decode_union(data: Any, hint: Any, where: str) -> Any:
 def _decode_dataclass(data: Any, cls: type, where: str) -> Any:
     if not isinstance(data, dict):
         raise _fail(where, f"ein Objekt {cls.__name__}", data)
-    hints = _hints(cls)
     kwargs = {}
-    for f in dataclasses.fields(cls):
-        if not f.init or f.name not in data:
-            continue
-        kwargs[f.name] = _decode(data[f.name], hints.get(f.name, Any), f"{where}.{f.name}")
+    for name, hint in _init_plan(cls):
+        if name in data:
+            kwargs[name] = _decode(data[name], hint, f"{where}.{name}")
     try:
         return cls(**kwargs)
     except TypeError as exc:
