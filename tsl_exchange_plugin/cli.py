@@ -7,6 +7,7 @@ a real timeSensor LEGAL installation offers the same through its own shell.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import signal
@@ -25,10 +26,18 @@ def _host(data: str):
     return ReferenceHost(data)
 
 
-def _runtime(host, *, start_worker: bool = False):
+@contextlib.contextmanager
+def _opened(data: str, **runtime_options):
+    """The reference host on ``data`` and the plugin's runtime on it (worker not started)."""
     from .runtime import SyncRuntime
 
-    return SyncRuntime(host, start_worker=start_worker)
+    host = _host(data)
+    runtime = SyncRuntime(host, start_worker=False, **runtime_options)
+    try:
+        yield host, runtime
+    finally:
+        runtime.close()
+        host.close()
 
 
 def _user(host, ident: str):
@@ -53,103 +62,61 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from .worker import WorkerConfig
 
-    host = _host(args.data)
-    from .runtime import SyncRuntime
-
-    runtime = SyncRuntime(
-        host, start_worker=False, worker_config=WorkerConfig(threads=args.threads, lease_seconds=args.lease)
-    )
-    if args.once:
-        drained = runtime.worker.drain(timeout=args.timeout)
-        print(
-            "Warteschlange leer." if drained else f"Noch {runtime.outbox.pending_count()} Änderungen offen."
-        )
-        runtime.close()
-        return 0 if drained else 1
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    runtime.worker.start()
-    print(f"Exchange-Sync-Worker läuft ({args.threads} Threads). Beenden mit Strg+C.")
-    stop.wait()
-    runtime.close()
-    return 0
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    from .status import mailbox_rows
-
-    host = _host(args.data)
-    runtime = _runtime(host)
-    rows = mailbox_rows(host, runtime)
-    if args.json:
-        print(json.dumps([r.as_dict() for r in rows], ensure_ascii=False, indent=2))
-    else:
-        print(
-            f"{'Benutzer':<28} {'Zustand':<26} {'offen':>6} {'fehlg.':>6}  {'letzte Übertragung':<20} letzter Fehler"
-        )
-        for r in rows:
-            print(
-                f"{r.user_name[:28]:<28} {r.state_label:<26} {r.pending:>6} {r.failed:>6}  "
-                f"{r.last_success:<20} {r.last_error}"
-            )
-    runtime.close()
-    host.close()
+    config = WorkerConfig(threads=args.threads, lease_seconds=args.lease)
+    with _opened(args.data, worker_config=config) as (_, runtime):
+        if args.once:
+            drained = runtime.worker.drain(timeout=args.timeout)
+            left = runtime.outbox.pending_count()
+            print("Warteschlange leer." if drained else f"Noch {left} Änderungen offen.")
+            return 0 if drained else 1
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        runtime.worker.start()
+        print(f"Exchange-Sync-Worker läuft ({args.threads} Threads). Beenden mit Strg+C.")
+        stop.wait()
     return 0
 
 
 def cmd_test_connection(args: argparse.Namespace) -> int:
     from .connection_test import run_test
 
-    host = _host(args.data)
-    runtime = _runtime(host)
-    user = _user(host, args.user)
-    admin = next((u for u in host.list_users() if u.is_admin), user)
-    result = run_test(runtime, admin, {"user_id": user.id})
+    with _opened(args.data) as (host, runtime):
+        user = _user(host, args.user)
+        admin = next((u for u in host.list_users() if u.is_admin), user)
+        result = run_test(runtime, admin, {"user_id": user.id})
     print(("OK: " if result.ok else "FEHLER: ") + result.message)
-    runtime.close()
-    host.close()
     return 0 if result.ok else 1
 
 
 def cmd_resync(args: argparse.Namespace) -> int:
-    host = _host(args.data)
-    runtime = _runtime(host)
-    user = _user(host, args.user)
-    count = runtime.resync(user.id)
-    print(f"{count} Einträge für {user.name} erneut eingereiht.")
-    drained = runtime.worker.drain(timeout=args.timeout)
-    print(
-        "Übertragen."
-        if drained
-        else f"Noch {runtime.outbox.pending_count(user.id)} offen; der Worker überträgt sie."
-    )
-    runtime.close()
-    host.close()
+    with _opened(args.data) as (host, runtime):
+        user = _user(host, args.user)
+        count = runtime.resync(user.id)
+        print(f"{count} Einträge für {user.name} erneut eingereiht.")
+        drained = runtime.worker.drain(timeout=args.timeout)
+        left = runtime.outbox.pending_count(user.id)
+    print("Übertragen." if drained else f"Noch {left} offen; der Worker überträgt sie.")
     return 0
 
 
 def cmd_rotate_key(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
     from .credentials import KEY_FILE_NAME, Vault, rotate_key_file
 
-    host = _host(args.data)
-    runtime = _runtime(host)
-    key_path = Path(runtime.data_dir) / KEY_FILE_NAME
-    rotate_key_file(key_path)
-    vault = Vault.open(runtime.data_dir)
-    count = 0
-    for user in host.list_users():
-        settings = runtime.accounts.load(user.id)
-        if settings.password_token:
-            from dataclasses import asdict
-
-            data = asdict(settings)
-            data["password_token"] = vault.rotate(settings.password_token)
-            host.settings.set(PLUGIN_ID, f"user:{user.id}", data)
-            count += 1
+    with _opened(args.data) as (host, runtime):
+        rotate_key_file(Path(runtime.data_dir) / KEY_FILE_NAME)
+        vault = Vault.open(runtime.data_dir)
+        count = 0
+        for user in host.list_users():
+            settings = runtime.accounts.load(user.id)
+            if settings.password_token:
+                data = asdict(settings)
+                data["password_token"] = vault.rotate(settings.password_token)
+                host.settings.set(PLUGIN_ID, f"user:{user.id}", data)
+                count += 1
     print(f"Neuer Schlüssel aktiv; {count} Passwörter neu verschlüsselt.")
-    runtime.close()
-    host.close()
     return 0
 
 
@@ -187,7 +154,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="Zustand der Postfächer")
     p.add_argument("--data", required=True)
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("test-connection", help="Verbindungstest für einen Benutzer")
     p.add_argument("user")
@@ -214,9 +180,7 @@ def cmd_status_admin(args: argparse.Namespace) -> int:
     """``status`` as before, with the summary line (licence hold) and, with ``--audit``, the audit log."""
     from .status import mailbox_rows, summary
 
-    host = _host(args.data)
-    runtime = _runtime(host)
-    try:
+    with _opened(args.data) as (host, runtime):
         rows = mailbox_rows(host, runtime)
         entries = runtime.audit.entries(limit=args.limit) if args.audit else []
         if args.json:
@@ -242,9 +206,6 @@ def cmd_status_admin(args: argparse.Namespace) -> int:
         if args.audit:
             _print_audit(entries)
         return 0
-    finally:
-        runtime.close()
-        host.close()
 
 
 def _print_audit(entries: list) -> None:
@@ -266,9 +227,7 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     """Remove the items the plugin created (also works while the plugin is disabled)."""
     from .actions import run_cleanup
 
-    host = _host(args.data)
-    runtime = _runtime(host)
-    try:
+    with _opened(args.data) as (host, runtime):
         admin = next((u for u in host.list_users() if u.is_admin), None)
         if admin is None:
             print("Kein Administrator im Host gefunden.")
@@ -283,9 +242,6 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
         for o in result.outcomes:
             print(f"  [{o.status}] {o.message}")
         return 0 if result.ok else 1
-    finally:
-        runtime.close()
-        host.close()
 
 
 def _admin_commands(sub) -> None:

@@ -31,6 +31,17 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from .base import Change, Claim, Job, LeaseLost, MailboxState, SyncEntry
+from .rows import (
+    JOB_COLS,
+    SYNC_COLS,
+    check_changes,
+    check_complete,
+    check_worker_id,
+    claimed_jobs,
+    job_from_row,
+    mailbox_state,
+    sync_params,
+)
 
 SCHEMA_VERSION = 1
 
@@ -92,10 +103,6 @@ _SCHEMA = [
     )""",
 ]
 
-_JOB_COLS = (
-    "id, mailbox, record_key, op, payload, version, attempts, status, last_error, due_at, enqueued_at, claims"
-)
-
 _Q = {
     "enqueue": f"""
         INSERT INTO {{s}}.jobs AS j
@@ -150,7 +157,7 @@ _Q = {
             ORDER BY due_at, id
             LIMIT %s
         )
-        RETURNING {_JOB_COLS}
+        RETURNING {JOB_COLS}
     """,
     "renew": f"""
         UPDATE {{s}}.leases SET lease_until = {_NOW} + %s
@@ -189,8 +196,7 @@ _Q = {
         WHERE j.status = 'pending' AND NOT COALESCE(m.parked, false)
     """,
     "put_sync": f"""
-        INSERT INTO {{s}}.sync_state
-            (mailbox, record_key, item_id, change_key, content_hash, item_class, updated_at)
+        INSERT INTO {{s}}.sync_state ({SYNC_COLS})
         VALUES (%s, %s, %s, %s, %s, %s, COALESCE(%s, {_NOW}))
         ON CONFLICT (mailbox, record_key) DO UPDATE SET
             item_id = EXCLUDED.item_id,
@@ -199,9 +205,9 @@ _Q = {
             item_class = EXCLUDED.item_class,
             updated_at = EXCLUDED.updated_at
     """,
-    "get_sync": """
-        SELECT mailbox, record_key, item_id, change_key, content_hash, item_class, updated_at
-        FROM {s}.sync_state WHERE mailbox = %s AND record_key = ANY(%s::text[])
+    "get_sync": f"""
+        SELECT {SYNC_COLS}
+        FROM {{s}}.sync_state WHERE mailbox = %s AND record_key = ANY(%s::text[])
     """,
     "delete_sync": "DELETE FROM {s}.sync_state WHERE mailbox = %s AND record_key = %s",
     "sync_keys": """
@@ -251,7 +257,7 @@ _Q = {
         WHERE status = 'pending' AND (%(mailbox)s::text IS NULL OR mailbox = %(mailbox)s)
     """,
     "jobs": f"""
-        SELECT {_JOB_COLS} FROM {{s}}.jobs
+        SELECT {JOB_COLS} FROM {{s}}.jobs
         WHERE (%(mailbox)s::text IS NULL OR mailbox = %(mailbox)s)
           AND (%(status)s::text IS NULL OR status = %(status)s)
         ORDER BY due_at, id
@@ -284,30 +290,6 @@ def split_schema(url: str) -> tuple[str, str | None]:
         )
     rest = urlencode([(k, v) for k, v in pairs if k != SCHEMA_PARAM])
     return urlunsplit(parts._replace(query=rest)), named[0]
-
-
-def _job(row: Sequence) -> Job:
-    return Job(
-        id=row[0],
-        mailbox=row[1],
-        record_key=row[2],
-        op=row[3],
-        payload=row[4],
-        version=row[5],
-        attempts=row[6],
-        status=row[7],
-        last_error=row[8],
-        due_at=row[9],
-        enqueued_at=row[10],
-        claims=row[11],
-    )
-
-
-def _check_change(change: Change) -> None:
-    if not change.mailbox or not change.record_key:
-        raise ValueError(f"change needs a mailbox and a record key: {change!r}")
-    if change.op not in ("upsert", "delete"):
-        raise ValueError(f"unknown op {change.op!r} (expected 'upsert' or 'delete')")
 
 
 class PostgresOutbox:
@@ -414,8 +396,7 @@ class PostgresOutbox:
     def enqueue(self, changes: Sequence[Change]) -> None:
         if not changes:
             return
-        for change in changes:
-            _check_change(change)
+        check_changes(changes)
         # Row locks are taken in key order so two concurrent batches touching the
         # same records cannot deadlock; the sort is stable, so for a record listed
         # twice the later change still wins.
@@ -438,8 +419,7 @@ class PostgresOutbox:
         exclude: Sequence[str] = (),
         now: float | None = None,
     ) -> Claim | None:
-        if not worker_id:
-            raise ValueError("worker_id must not be empty")
+        check_worker_id(worker_id)
         conn = self._conn()
         skip = list(exclude)
         with conn.transaction():
@@ -458,7 +438,7 @@ class PostgresOutbox:
                 ).fetchone()
                 if taken is not None:
                     rows = conn.execute(self._sql["take_jobs"], (mailbox, now, max(1, limit))).fetchall()
-                    jobs = tuple(sorted((_job(r) for r in rows), key=lambda j: (j.due_at, j.id)))
+                    jobs = claimed_jobs(rows)
                     return Claim(mailbox=mailbox, worker_id=worker_id, lease_until=until, jobs=jobs)
                 skip.append(mailbox)
         return None
@@ -484,8 +464,7 @@ class PostgresOutbox:
                 conn.execute(self._sql["release_notify"], (self.channel, claim.mailbox))
 
     def complete(self, job: Job, sync: SyncEntry | None, *, remove_sync: bool = False) -> bool:
-        if sync is not None and remove_sync:
-            raise ValueError("complete() takes either a sync entry or remove_sync, not both")
+        check_complete(sync, remove_sync)
         conn = self._conn()
         with conn.transaction():
             acked = conn.execute(self._sql["ack"], (job.id, job.version)).rowcount == 1
@@ -556,7 +535,7 @@ class PostgresOutbox:
     @staticmethod
     def _sync_row(e: SyncEntry) -> tuple:
         updated = e.updated_at or None  # None: the server's clock
-        return (e.mailbox, e.record_key, e.item_id, e.change_key, e.content_hash, e.item_class, updated)
+        return sync_params(e, updated)
 
     def get_sync(self, mailbox: str, record_keys: Sequence[str]) -> dict[str, SyncEntry]:
         if not record_keys:
@@ -606,19 +585,7 @@ class PostgresOutbox:
         self._conn().execute(self._sql["record_error"], (mailbox, error))
 
     def mailbox_states(self) -> list[MailboxState]:
-        return [
-            MailboxState(
-                mailbox=r[0],
-                parked=bool(r[1]),
-                parked_reason=r[2],
-                last_success_at=r[3],
-                last_error=r[4],
-                last_error_at=r[5],
-                pending=int(r[6]),
-                failed=int(r[7]),
-            )
-            for r in self._conn().execute(self._sql["mailbox_states"])
-        ]
+        return [mailbox_state(r) for r in self._conn().execute(self._sql["mailbox_states"])]
 
     # -- inspection --------------------------------------------------------------------------------
     def pending_count(self, mailbox: str | None = None) -> int:
@@ -626,4 +593,4 @@ class PostgresOutbox:
 
     def jobs(self, mailbox: str | None = None, status: str | None = None) -> list[Job]:
         rows = self._conn().execute(self._sql["jobs"], {"mailbox": mailbox, "status": status})
-        return [_job(r) for r in rows]
+        return [job_from_row(r) for r in rows]

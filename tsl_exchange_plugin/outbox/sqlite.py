@@ -18,6 +18,17 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from .base import Change, Claim, Job, LeaseLost, MailboxState, SyncEntry
+from .rows import (
+    JOB_COLS,
+    SYNC_COLS,
+    check_changes,
+    check_complete,
+    check_worker_id,
+    claimed_jobs,
+    job_from_row,
+    mailbox_state,
+    sync_params,
+)
 
 SCHEMA_VERSION = 1
 
@@ -72,10 +83,6 @@ _SCHEMA = [
     ) WITHOUT ROWID""",
 ]
 
-_JOB_COLS = (
-    "id, mailbox, record_key, op, payload, version, attempts, status, last_error, due_at, enqueued_at, claims"
-)
-
 _ENQUEUE = """
 INSERT INTO jobs (mailbox, record_key, op, payload, version, attempts, status, last_error, due_at, enqueued_at)
 VALUES (?, ?, ?, ?, 1, 0, 'pending', '', ?, ?)
@@ -121,7 +128,7 @@ WHERE id IN (
     ORDER BY due_at, id
     LIMIT ?
 )
-RETURNING {_JOB_COLS}
+RETURNING {JOB_COLS}
 """
 
 # A leased mailbox becomes claimable when its lease runs out, so its jobs count
@@ -134,8 +141,8 @@ WHERE j.status = 'pending'
   AND NOT EXISTS (SELECT 1 FROM mailboxes AS m WHERE m.mailbox = j.mailbox AND m.parked)
 """
 
-_PUT_SYNC = """
-INSERT INTO sync_state (mailbox, record_key, item_id, change_key, content_hash, item_class, updated_at)
+_PUT_SYNC = f"""
+INSERT INTO sync_state ({SYNC_COLS})
 VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (mailbox, record_key) DO UPDATE SET
     item_id = excluded.item_id,
@@ -183,30 +190,6 @@ def _signal_for(path: str) -> _WorkSignal:
     key = os.path.realpath(path)
     with _signals_lock:
         return _signals.setdefault(key, _WorkSignal())
-
-
-def _job(row: Sequence) -> Job:
-    return Job(
-        id=row[0],
-        mailbox=row[1],
-        record_key=row[2],
-        op=row[3],
-        payload=row[4],
-        version=row[5],
-        attempts=row[6],
-        status=row[7],
-        last_error=row[8],
-        due_at=row[9],
-        enqueued_at=row[10],
-        claims=row[11],
-    )
-
-
-def _check_change(change: Change) -> None:
-    if not change.mailbox or not change.record_key:
-        raise ValueError(f"change needs a mailbox and a record key: {change!r}")
-    if change.op not in ("upsert", "delete"):
-        raise ValueError(f"unknown op {change.op!r} (expected 'upsert' or 'delete')")
 
 
 class SQLiteOutbox:
@@ -310,8 +293,7 @@ class SQLiteOutbox:
     def enqueue(self, changes: Sequence[Change]) -> None:
         if not changes:
             return
-        for change in changes:
-            _check_change(change)
+        check_changes(changes)
         now = time.time()
         rows = [(c.mailbox, c.record_key, c.op, c.payload, now, now) for c in changes]
         mailboxes = [(m,) for m in dict.fromkeys(c.mailbox for c in changes)]
@@ -333,8 +315,7 @@ class SQLiteOutbox:
         exclude: Sequence[str] = (),
         now: float | None = None,
     ) -> Claim | None:
-        if not worker_id:
-            raise ValueError("worker_id must not be empty")
+        check_worker_id(worker_id)
         now = time.time() if now is None else now
         until = now + lease_seconds
         with self._write() as conn:
@@ -344,7 +325,7 @@ class SQLiteOutbox:
             mailbox = row[0]
             conn.execute(_TAKE_LEASE, (mailbox, worker_id, until))
             rows = conn.execute(_TAKE_JOBS, (mailbox, now, max(1, limit))).fetchall()
-        jobs = tuple(sorted((_job(r) for r in rows), key=lambda j: (j.due_at, j.id)))
+        jobs = claimed_jobs(rows)
         return Claim(mailbox=mailbox, worker_id=worker_id, lease_until=until, jobs=jobs)
 
     def renew(self, claim: Claim, *, lease_seconds: float = 60.0) -> Claim:
@@ -366,8 +347,7 @@ class SQLiteOutbox:
         )
 
     def complete(self, job: Job, sync: SyncEntry | None, *, remove_sync: bool = False) -> bool:
-        if sync is not None and remove_sync:
-            raise ValueError("complete() takes either a sync entry or remove_sync, not both")
+        check_complete(sync, remove_sync)
         with self._write() as conn:
             cur = conn.execute("DELETE FROM jobs WHERE id = ? AND version = ?", (job.id, job.version))
             acked = cur.rowcount == 1
@@ -456,13 +436,13 @@ class SQLiteOutbox:
     @staticmethod
     def _sync_row(e: SyncEntry) -> tuple:
         updated = e.updated_at or time.time()
-        return (e.mailbox, e.record_key, e.item_id, e.change_key, e.content_hash, e.item_class, updated)
+        return sync_params(e, updated)
 
     def get_sync(self, mailbox: str, record_keys: Sequence[str]) -> dict[str, SyncEntry]:
         if not record_keys:
             return {}
         rows = self._conn().execute(
-            "SELECT mailbox, record_key, item_id, change_key, content_hash, item_class, updated_at "
+            f"SELECT {SYNC_COLS} "
             "FROM sync_state WHERE mailbox = ? AND record_key IN (SELECT value FROM json_each(?))",
             (mailbox, json.dumps(list(record_keys))),
         )
@@ -539,19 +519,7 @@ class SQLiteOutbox:
         )
 
     def mailbox_states(self) -> list[MailboxState]:
-        return [
-            MailboxState(
-                mailbox=r[0],
-                parked=bool(r[1]),
-                parked_reason=r[2],
-                last_success_at=r[3],
-                last_error=r[4],
-                last_error_at=r[5],
-                pending=r[6],
-                failed=r[7],
-            )
-            for r in self._conn().execute(_MAILBOX_STATES)
-        ]
+        return [mailbox_state(r) for r in self._conn().execute(_MAILBOX_STATES)]
 
     # -- inspection ------------------------------------------------------------------------
     def pending_count(self, mailbox: str | None = None) -> int:
@@ -566,8 +534,8 @@ class SQLiteOutbox:
 
     def jobs(self, mailbox: str | None = None, status: str | None = None) -> list[Job]:
         rows = self._conn().execute(
-            f"SELECT {_JOB_COLS} FROM jobs WHERE (? IS NULL OR mailbox = ?) AND (? IS NULL OR status = ?) "
+            f"SELECT {JOB_COLS} FROM jobs WHERE (? IS NULL OR mailbox = ?) AND (? IS NULL OR status = ?) "
             "ORDER BY due_at, id",
             (mailbox, mailbox, status, status),
         )
-        return [_job(r) for r in rows]
+        return [job_from_row(r) for r in rows]
