@@ -29,6 +29,20 @@ from tsl_hostapi.types import SettingsContext, User
 USER_TAB = f"{PLUGIN_ID}.user"
 
 
+def wait_for(
+    predicate: Callable[[], object], timeout: float = 30.0, what: str = "condition", *, step: float = 0.02
+):
+    """Poll ``predicate`` until it returns something truthy (returned), or fail after ``timeout``:
+    tests wait for a state, never sleep for luck."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
 @pytest.fixture
 def licence_key(monkeypatch) -> Callable[..., str]:
     """Trust a fresh test key; returns a function that issues licence documents with it."""

@@ -11,7 +11,6 @@ each of the four zones the issue names has one mailbox (``cal.by_zone``).
 from __future__ import annotations
 
 import datetime as dt
-import time
 import zoneinfo
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -117,15 +116,6 @@ def dst_switches(years: Iterable[int], zone: str = "Europe/Berlin") -> list[dt.d
                 out.append(day)
             day += dt.timedelta(days=1)
     return out
-
-
-def wait_until(predicate, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

@@ -9,9 +9,10 @@ import datetime as dt
 import pytest
 
 from tsl_exchange_plugin import PLUGIN_ID
+from tsl_exchange_plugin.testing import wait_for as wait_until
 from tsl_hostapi.types import Appointment, Deadline, Reminder, SettingsContext
 
-from .conftest import local_midnight_utc, wait_until
+from .conftest import local_midnight_utc
 
 D = dt.date(2026, 5, 20)
 

@@ -12,6 +12,7 @@ from collections import Counter
 from tsl_exchange_plugin import PLUGIN_ID
 from tsl_exchange_plugin.sandbox.server import SandboxServer
 from tsl_exchange_plugin.sandbox.testing import SANDBOX_PASSWORDS
+from tsl_exchange_plugin.testing import wait_for
 
 SET_SYNC = f"{PLUGIN_ID}.set_sync"
 
@@ -24,15 +25,6 @@ def assert_exactly_once(k, user, contacts):
     keys = Counter((i.get("extended_properties") or {}).get("tslRecordId") for i in k.items(user))
     for c in contacts:
         assert keys[c.ref.key] == 1, f"{c.ref.key}: {keys[c.ref.key]} items"
-
-
-def wait_for(predicate, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_server_busy_with_back_off_is_honoured(kanzlei):

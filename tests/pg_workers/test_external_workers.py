@@ -11,20 +11,12 @@ import psycopg
 import pytest
 
 from tsl_exchange_plugin import PLUGIN_ID
+from tsl_exchange_plugin.testing import wait_for
 
 pytestmark = pytest.mark.postgres
 
 PG_URL = os.environ.get("TSL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 SET_SYNC = f"{PLUGIN_ID}.set_sync"
-
-
-def wait_for(predicate, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def pg_query(query: str, params: tuple = ()) -> list[tuple]:

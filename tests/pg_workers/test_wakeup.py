@@ -13,19 +13,11 @@ from tsl_exchange_plugin.outbox.postgres import PostgresOutbox
 from tsl_exchange_plugin.outbox.sqlite import SQLiteOutbox
 from tsl_exchange_plugin.plugin import runtime_for
 from tsl_exchange_plugin.runtime import FIRM_KEY
+from tsl_exchange_plugin.testing import wait_for
 from tsl_exchange_plugin.worker import IDLE_WAIT_ENV, Worker, WorkerConfig
 
 SET_SYNC = f"{PLUGIN_ID}.set_sync"
 IDLE = 10.0  # an idle thread's own timeout; every bound below is far under it
-
-
-def wait_for(predicate, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def push_latency(k, contact, user) -> float:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from lxml import etree
@@ -13,6 +14,22 @@ from .store import Store
 
 M = f"{{{M_NS}}}"
 TP = f"{{{T_NS}}}"
+
+# The sandbox has no permissions model: the mailbox owner may do everything, on
+# folders and items alike (callers copy it before handing it out).
+FULL_RIGHTS = {
+    k: True
+    for k in (
+        "CreateAssociated",
+        "CreateContents",
+        "CreateHierarchy",
+        "Delete",
+        "Modify",
+        "Read",
+        "ViewPrivateItems",
+    )
+}
+
 NSMAP = {"m": M_NS, "t": T_NS}
 
 # distinguished id -> (display name, folder class, parent distinguished id)
@@ -110,6 +127,16 @@ class Ctx:
                 return self.error(exc, container)
 
         return run
+
+    def each(
+        self,
+        elements: Iterable[etree._Element],
+        handle: Callable[[etree._Element], etree._Element],
+        container: str | None,
+    ) -> tuple[list[Unit], str | None]:
+        """One guarded unit per request element (an Id, a folder, an item change), so a
+        bad element answers with its own error message and the others still run."""
+        return [self.guarded(functools.partial(handle, el), container) for el in elements], container
 
     # -- folders ---------------------------------------------------------------------------------
     def folders(self) -> dict[str, dict]:

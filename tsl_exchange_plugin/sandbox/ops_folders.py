@@ -5,23 +5,21 @@ from __future__ import annotations
 from lxml import etree
 
 from . import xmlio
-from .engine_ctx import TP, Ctx, E, M, MsgError, Unit, folder_element_name, new_folder
+from .engine_ctx import (
+    FULL_RIGHTS,
+    TP,
+    Ctx,
+    E,
+    M,
+    MsgError,
+    Unit,
+    folder_element_name,
+    new_folder,
+)
 from .fields import PathError, parse_path
 from .restrictions import compile_restriction
 from .schema import t
 
-_RIGHTS = {
-    k: True
-    for k in (
-        "CreateAssociated",
-        "CreateContents",
-        "CreateHierarchy",
-        "Delete",
-        "Modify",
-        "Read",
-        "ViewPrivateItems",
-    )
-}
 _DEFAULT_SHAPE = ("FolderId", "DisplayName", "TotalCount", "ChildFolderCount", "UnreadCount")
 
 
@@ -35,7 +33,7 @@ def folder_view(ctx: Ctx, f: dict, counts: dict[str, int]) -> dict:
     view["DisplayName"] = f["display_name"]
     view["TotalCount"] = counts.get(f["id"], 0)
     view["ChildFolderCount"] = sum(1 for x in folders.values() if x["parent_id"] == f["id"])
-    view["EffectiveRights"] = dict(_RIGHTS)
+    view["EffectiveRights"] = dict(FULL_RIGHTS)
     if f["distinguished"]:
         view["DistinguishedFolderId"] = f["distinguished"]
     view["UnreadCount"] = 0
@@ -71,17 +69,14 @@ def write_folder(ctx: Ctx, parent: etree._Element, f: dict, view: dict, base: st
 def get_folder(ctx: Ctx, req: etree._Element) -> tuple[list[Unit], str | None]:
     base, extra = _shape(ctx, req.find(M + "FolderShape"))
     counts = ctx.store.item_counts(ctx.mailbox)
-    units = []
-    for fid in req.iterfind(f"{M}FolderIds/*"):
 
-        def one(fid=fid):
-            f = ctx.resolve_folder(fid)
-            msg = ctx.message()
-            write_folder(ctx, E(M + "Folders", msg), f, folder_view(ctx, f, counts), base, extra)
-            return msg
+    def one(fid: etree._Element) -> etree._Element:
+        f = ctx.resolve_folder(fid)
+        msg = ctx.message()
+        write_folder(ctx, E(M + "Folders", msg), f, folder_view(ctx, f, counts), base, extra)
+        return msg
 
-        units.append(ctx.guarded(one, "Folders"))
-    return units, "Folders"
+    return ctx.each(req.iterfind(f"{M}FolderIds/*"), one, "Folders")
 
 
 def _descendants(ctx: Ctx, root_id: str, deep: bool) -> list[dict]:
@@ -168,71 +163,61 @@ def find_folder(ctx: Ctx, req: etree._Element) -> tuple[list[Unit], str | None]:
         err = MsgError(exc.code, exc.text)
         return [lambda: ctx.error(err) for _ in req.iterfind(f"{M}ParentFolderIds/*")], None
     counts = ctx.store.item_counts(ctx.mailbox)
-    units = []
-    for pid in req.iterfind(f"{M}ParentFolderIds/*"):
 
-        def one(pid=pid):
-            parent = ctx.resolve_folder(pid)
-            if traversal == "SoftDeleted":
-                found = []
-            else:
-                found = _descendants(ctx, parent["id"], traversal == "Deep")
-            views = [(f, folder_view(ctx, f, counts)) for f in found]
-            views = [(f, v) for f, v in views if pred(v, {})]
-            start, end, attrs = page(view_el, len(views))
-            msg = ctx.message()
-            root = E(M + "RootFolder", msg, **attrs)
-            box = E(TP + "Folders", root)
-            for f, v in views[start:end]:
-                write_folder(ctx, box, f, v, base, extra)
-            return msg
+    def one(pid: etree._Element) -> etree._Element:
+        parent = ctx.resolve_folder(pid)
+        if traversal == "SoftDeleted":
+            found = []
+        else:
+            found = _descendants(ctx, parent["id"], traversal == "Deep")
+        views = [(f, folder_view(ctx, f, counts)) for f in found]
+        views = [(f, v) for f, v in views if pred(v, {})]
+        start, end, attrs = page(view_el, len(views))
+        msg = ctx.message()
+        root = E(M + "RootFolder", msg, **attrs)
+        box = E(TP + "Folders", root)
+        for f, v in views[start:end]:
+            write_folder(ctx, box, f, v, base, extra)
+        return msg
 
-        units.append(ctx.guarded(one, None))
-    return units, None
+    return ctx.each(req.iterfind(f"{M}ParentFolderIds/*"), one, None)
 
 
 def create_folder(ctx: Ctx, req: etree._Element) -> tuple[list[Unit], str | None]:
     parent_el = req.find(f"{M}ParentFolderId/*")
-    units = []
-    for fel in req.iterfind(f"{M}Folders/*"):
 
-        def one(fel=fel):
-            parent = ctx.resolve_folder(parent_el)
-            name = fel.findtext(TP + "DisplayName") or ""
-            element = etree.QName(fel).localname
-            fclass = fel.findtext(TP + "FolderClass") or {
-                "ContactsFolder": "IPF.Contact",
-                "CalendarFolder": "IPF.Appointment",
-                "TasksFolder": "IPF.Task",
-            }.get(element, "IPF.Note")
-            for f in ctx.folders().values():
-                if f["parent_id"] == parent["id"] and f["display_name"].casefold() == name.casefold():
-                    raise MsgError("ErrorFolderExists")
-            f = new_folder(ctx.mailbox, parent["id"], name, fclass, None)
-            ctx.store.insert_folder(f)
-            ctx.invalidate_folders()
-            msg = ctx.message()
-            out = E(TP + folder_element_name(fclass), E(M + "Folders", msg))
-            E(TP + "FolderId", out, Id=f["id"], ChangeKey=f["change_key"])
-            return msg
+    def one(fel: etree._Element) -> etree._Element:
+        parent = ctx.resolve_folder(parent_el)
+        name = fel.findtext(TP + "DisplayName") or ""
+        element = etree.QName(fel).localname
+        fclass = fel.findtext(TP + "FolderClass") or {
+            "ContactsFolder": "IPF.Contact",
+            "CalendarFolder": "IPF.Appointment",
+            "TasksFolder": "IPF.Task",
+        }.get(element, "IPF.Note")
+        for f in ctx.folders().values():
+            if f["parent_id"] == parent["id"] and f["display_name"].casefold() == name.casefold():
+                raise MsgError("ErrorFolderExists")
+        f = new_folder(ctx.mailbox, parent["id"], name, fclass, None)
+        ctx.store.insert_folder(f)
+        ctx.invalidate_folders()
+        msg = ctx.message()
+        out = E(TP + folder_element_name(fclass), E(M + "Folders", msg))
+        E(TP + "FolderId", out, Id=f["id"], ChangeKey=f["change_key"])
+        return msg
 
-        units.append(ctx.guarded(one, "Folders"))
-    return units, "Folders"
+    return ctx.each(req.iterfind(f"{M}Folders/*"), one, "Folders")
 
 
 def delete_folder(ctx: Ctx, req: etree._Element) -> tuple[list[Unit], str | None]:
-    units = []
-    for fid in req.iterfind(f"{M}FolderIds/*"):
+    def one(fid: etree._Element) -> etree._Element:
+        f = ctx.resolve_folder(fid)
+        if f["distinguished"]:
+            raise MsgError("ErrorDeleteDistinguishedFolder")
+        for sub in reversed(_descendants(ctx, f["id"], True)):
+            ctx.store.delete_folder(sub["id"])
+        ctx.store.delete_folder(f["id"])
+        ctx.invalidate_folders()
+        return ctx.message()
 
-        def one(fid=fid):
-            f = ctx.resolve_folder(fid)
-            if f["distinguished"]:
-                raise MsgError("ErrorDeleteDistinguishedFolder")
-            for sub in reversed(_descendants(ctx, f["id"], True)):
-                ctx.store.delete_folder(sub["id"])
-            ctx.store.delete_folder(f["id"])
-            ctx.invalidate_folders()
-            return ctx.message()
-
-        units.append(ctx.guarded(one, None))
-    return units, None
+    return ctx.each(req.iterfind(f"{M}FolderIds/*"), one, None)

@@ -8,7 +8,7 @@ import json
 from lxml import etree
 
 from . import ids, xmlio
-from .engine_ctx import TP, Ctx, E, M, MsgError, Unit
+from .engine_ctx import FULL_RIGHTS, TP, Ctx, E, M, MsgError, Unit
 from .fields import (
     KINDS,
     READ_ONLY,
@@ -25,18 +25,6 @@ from .restrictions import compile_restriction, sort_key
 from .schema import t
 
 _DEFAULT_FOLDER = {"Contact": "contacts", "CalendarItem": "calendar", "Task": "tasks"}
-_RIGHTS = {
-    k: True
-    for k in (
-        "CreateAssociated",
-        "CreateContents",
-        "CreateHierarchy",
-        "Delete",
-        "Modify",
-        "Read",
-        "ViewPrivateItems",
-    )
-}
 # Not part of AllProperties on real Exchange either (expensive or stream properties).
 _NOT_IN_ALL = frozenset({"MimeContent", "TextBody", "UniqueBody", "NormalizedBody"})
 
@@ -101,7 +89,7 @@ def item_view(ctx: Ctx, row: dict) -> dict:
     view["Size"] = len(json.dumps(row["data"])) + 64
     view["HasAttachments"] = False
     view["IsAssociated"] = False
-    view["EffectiveRights"] = dict(_RIGHTS)
+    view["EffectiveRights"] = dict(FULL_RIGHTS)
     if kind.element == "Task":
         view["IsComplete"] = view.get("Status") == "Completed"
         view["IsRecurring"] = False
@@ -238,69 +226,57 @@ def load_row(ctx: Ctx, item_id: str) -> dict:
 
 def create_item(ctx: Ctx, req: etree._Element) -> tuple[list[Unit], str | None]:
     folder_el = req.find(f"{M}SavedItemFolderId/*")
-    units = []
-    for el in req.iterfind(f"{M}Items/*"):
 
-        def one(el=el):
-            name = etree.QName(el).localname
-            kind = KINDS.get(name)
-            if kind is None:
-                raise MsgError("ErrorInvalidItemForOperationCreateItem")
-            folder = (
-                ctx.resolve_folder(folder_el) if folder_el is not None else ctx.dist(_DEFAULT_FOLDER[name])
-            )
-            data, ext = read_item(ctx, kind, el)
-            defaults(kind, data)
-            normalize(kind, data, set(data))
-            now = xmlio.utc_now()
-            row = {
-                "id": ids.new_item_id(),
-                "mailbox": ctx.mailbox,
-                "folder_id": folder["id"],
-                "kind": name,
-                "change_key": ids.new_change_key(),
-                "data": data,
-                "ext": ext,
-                "created": now,
-                "modified": now,
-            }
-            ctx.store.insert_item(row)
-            msg = ctx.message()
-            out = E(TP + name, E(M + "Items", msg))
-            E(TP + "ItemId", out, Id=row["id"], ChangeKey=row["change_key"])
-            return msg
+    def one(el: etree._Element) -> etree._Element:
+        name = etree.QName(el).localname
+        kind = KINDS.get(name)
+        if kind is None:
+            raise MsgError("ErrorInvalidItemForOperationCreateItem")
+        folder = ctx.resolve_folder(folder_el) if folder_el is not None else ctx.dist(_DEFAULT_FOLDER[name])
+        data, ext = read_item(ctx, kind, el)
+        defaults(kind, data)
+        normalize(kind, data, set(data))
+        now = xmlio.utc_now()
+        row = {
+            "id": ids.new_item_id(),
+            "mailbox": ctx.mailbox,
+            "folder_id": folder["id"],
+            "kind": name,
+            "change_key": ids.new_change_key(),
+            "data": data,
+            "ext": ext,
+            "created": now,
+            "modified": now,
+        }
+        ctx.store.insert_item(row)
+        msg = ctx.message()
+        out = E(TP + name, E(M + "Items", msg))
+        E(TP + "ItemId", out, Id=row["id"], ChangeKey=row["change_key"])
+        return msg
 
-        units.append(ctx.guarded(one, "Items"))
-    return units, "Items"
+    return ctx.each(req.iterfind(f"{M}Items/*"), one, "Items")
 
 
 def get_item(ctx: Ctx, req: etree._Element) -> tuple[list[Unit], str | None]:
     shape = Shape(ctx, req.find(M + "ItemShape"))
-    units = []
-    for el in req.iterfind(f"{M}ItemIds/*"):
 
-        def one(el=el):
-            row = load_row(ctx, el.get("Id", ""))
-            msg = ctx.message()
-            write_item(ctx, E(M + "Items", msg), row, shape.project(ctx, row, item_view(ctx, row)))
-            return msg
+    def one(el: etree._Element) -> etree._Element:
+        row = load_row(ctx, el.get("Id", ""))
+        msg = ctx.message()
+        write_item(ctx, E(M + "Items", msg), row, shape.project(ctx, row, item_view(ctx, row)))
+        return msg
 
-        units.append(ctx.guarded(one, "Items"))
-    return units, "Items"
+    return ctx.each(req.iterfind(f"{M}ItemIds/*"), one, "Items")
 
 
 def delete_item(ctx: Ctx, req: etree._Element) -> tuple[list[Unit], str | None]:
-    units = []
-    for el in req.iterfind(f"{M}ItemIds/*"):
+    def one(el: etree._Element) -> etree._Element:
+        # Exchange ignores the ChangeKey on DeleteItem.
+        row = load_row(ctx, el.get("Id", ""))
+        ctx.store.delete_item(row["id"])
+        return ctx.message()
 
-        def one(el=el):
-            # Exchange ignores the ChangeKey on DeleteItem.
-            row = load_row(ctx, el.get("Id", ""))
-            ctx.store.delete_item(row["id"])
-            return ctx.message()
-
-        units.append(ctx.guarded(one, None))
-    return units, None
+    return ctx.each(req.iterfind(f"{M}ItemIds/*"), one, None)
 
 
 def apply_updates(ctx: Ctx, row: dict, updates: etree._Element) -> None:
@@ -410,30 +386,27 @@ def _delete(data: dict, ext: dict, path: Path) -> None:
 
 def update_item(ctx: Ctx, req: etree._Element) -> tuple[list[Unit], str | None]:
     resolution = req.get("ConflictResolution", "AutoResolve")
-    units = []
-    for change in req.iterfind(f"{M}ItemChanges/{TP}ItemChange"):
 
-        def one(change=change):
-            id_el = next((c for c in change if isinstance(c.tag, str) and c.tag != TP + "Updates"), None)
-            item_id, ck = _item_id(id_el) if id_el is not None else ("", None)
-            row = load_row(ctx, item_id)
-            if not ck:
-                raise MsgError("ErrorChangeKeyRequiredForWriteOperations")
-            if ck != row["change_key"] and resolution == "NeverOverwrite":
-                raise MsgError("ErrorIrresolvableConflict")
-            row = copy.deepcopy(row)
-            apply_updates(ctx, row, change.find(TP + "Updates"))
-            row["change_key"] = ids.new_change_key()
-            row["modified"] = xmlio.utc_now()
-            ctx.store.update_item(row)
-            msg = ctx.message()
-            out = E(TP + row["kind"], E(M + "Items", msg))
-            E(TP + "ItemId", out, Id=row["id"], ChangeKey=row["change_key"])
-            E(TP + "Count", E(M + "ConflictResults", msg), "0")
-            return msg
+    def one(change: etree._Element) -> etree._Element:
+        id_el = next((c for c in change if isinstance(c.tag, str) and c.tag != TP + "Updates"), None)
+        item_id, ck = _item_id(id_el) if id_el is not None else ("", None)
+        row = load_row(ctx, item_id)
+        if not ck:
+            raise MsgError("ErrorChangeKeyRequiredForWriteOperations")
+        if ck != row["change_key"] and resolution == "NeverOverwrite":
+            raise MsgError("ErrorIrresolvableConflict")
+        row = copy.deepcopy(row)
+        apply_updates(ctx, row, change.find(TP + "Updates"))
+        row["change_key"] = ids.new_change_key()
+        row["modified"] = xmlio.utc_now()
+        ctx.store.update_item(row)
+        msg = ctx.message()
+        out = E(TP + row["kind"], E(M + "Items", msg))
+        E(TP + "ItemId", out, Id=row["id"], ChangeKey=row["change_key"])
+        E(TP + "Count", E(M + "ConflictResults", msg), "0")
+        return msg
 
-        units.append(ctx.guarded(one, "Items"))
-    return units, "Items"
+    return ctx.each(req.iterfind(f"{M}ItemChanges/{TP}ItemChange"), one, "Items")
 
 
 def find_item(ctx: Ctx, req: etree._Element) -> tuple[list[Unit], str | None]:
@@ -457,50 +430,46 @@ def find_item(ctx: Ctx, req: etree._Element) -> tuple[list[Unit], str | None]:
         if p is not None:
             sort_paths.append((parse_path(p), fo.get("Order", "Ascending") == "Descending"))
 
-    units = []
-    for pid in req.iterfind(f"{M}ParentFolderIds/*"):
-
-        def one(pid=pid):
-            folder = ctx.resolve_folder(pid)
-            rows = ctx.store.items(ctx.mailbox, folder["id"])
-            matched = []
-            for row in rows:
-                view = item_view(ctx, row)
-                if cal is not None:
-                    if row["kind"] != "CalendarItem":
-                        continue
-                    lo = xmlio.canon_datetime(cal.get("StartDate", ""), ctx.tz)
-                    hi = xmlio.canon_datetime(cal.get("EndDate", ""), ctx.tz)
-                    s, e = view.get("Start"), view.get("End") or view.get("Start")
-                    if not s or not (s < hi and e > lo or s == e == lo):
-                        continue
-                try:
-                    ok = pred_for(row["kind"])(view, row["ext"])
-                except PathError as exc:
-                    raise MsgError(exc.code, exc.text) from exc
-                if ok:
-                    matched.append((row, view))
-            for path, desc in reversed(sort_paths):
-                matched.sort(key=lambda rv, p=path: sort_key(p, desc)((rv[1], rv[0]["ext"])), reverse=desc)
+    def one(pid: etree._Element) -> etree._Element:
+        folder = ctx.resolve_folder(pid)
+        rows = ctx.store.items(ctx.mailbox, folder["id"])
+        matched = []
+        for row in rows:
+            view = item_view(ctx, row)
             if cal is not None:
-                n = min(int(cal.get("MaxEntriesReturned") or 1000), 1000)
-                start, end = 0, min(n, len(matched))
-                attrs = {
-                    "TotalItemsInView": str(len(matched)),
-                    "IncludesLastItemInRange": "true" if end >= len(matched) else "false",
-                }
-            else:
-                start, end, attrs = page(
-                    view_el if view_el is not None and "Page" in view_el.tag else None, len(matched)
-                )
-            msg = ctx.message()
-            box = E(TP + "Items", E(M + "RootFolder", msg, **attrs))
-            for row, view in matched[start:end]:
-                write_item(ctx, box, row, shape.project(ctx, row, view))
-            return msg
+                if row["kind"] != "CalendarItem":
+                    continue
+                lo = xmlio.canon_datetime(cal.get("StartDate", ""), ctx.tz)
+                hi = xmlio.canon_datetime(cal.get("EndDate", ""), ctx.tz)
+                s, e = view.get("Start"), view.get("End") or view.get("Start")
+                if not s or not (s < hi and e > lo or s == e == lo):
+                    continue
+            try:
+                ok = pred_for(row["kind"])(view, row["ext"])
+            except PathError as exc:
+                raise MsgError(exc.code, exc.text) from exc
+            if ok:
+                matched.append((row, view))
+        for path, desc in reversed(sort_paths):
+            matched.sort(key=lambda rv, p=path: sort_key(p, desc)((rv[1], rv[0]["ext"])), reverse=desc)
+        if cal is not None:
+            n = min(int(cal.get("MaxEntriesReturned") or 1000), 1000)
+            start, end = 0, min(n, len(matched))
+            attrs = {
+                "TotalItemsInView": str(len(matched)),
+                "IncludesLastItemInRange": "true" if end >= len(matched) else "false",
+            }
+        else:
+            start, end, attrs = page(
+                view_el if view_el is not None and "Page" in view_el.tag else None, len(matched)
+            )
+        msg = ctx.message()
+        box = E(TP + "Items", E(M + "RootFolder", msg, **attrs))
+        for row, view in matched[start:end]:
+            write_item(ctx, box, row, shape.project(ctx, row, view))
+        return msg
 
-        units.append(ctx.guarded(one, None))
-    return units, None
+    return ctx.each(req.iterfind(f"{M}ParentFolderIds/*"), one, None)
 
 
 __all__ = [
