@@ -109,27 +109,20 @@ def tsl_run_action(
 
 @hookimpl
 def tsl_record_saved(host: Host, event: RecordEvent) -> None:
-    runtime = runtime_for(host)
-    if runtime is None:
-        return
-    try:
-        runtime.record_saved(event)
-    except Exception:  # never into the host's save; the change is logged for the administrator
-        log.exception("Exchange-Sync: Änderung an %s konnte nicht eingereiht werden", event.ref.key)
-        host.notify(
-            f"Exchange-Sync: Änderung an {event.ref.key} konnte nicht eingereiht werden.", level="error"
-        )
+    _enqueue_for(host, event, "record_saved", "Änderung an")
 
 
 @hookimpl
 def tsl_record_deleted(host: Host, event: RecordEvent) -> None:
+    _enqueue_for(host, event, "record_deleted", "Löschung von")
+
+
+def _enqueue_for(host: Host, event: RecordEvent, method: str, what: str) -> None:
     runtime = runtime_for(host)
     if runtime is None:
         return
     try:
-        runtime.record_deleted(event)
-    except Exception:
-        log.exception("Exchange-Sync: Löschung von %s konnte nicht eingereiht werden", event.ref.key)
-        host.notify(
-            f"Exchange-Sync: Löschung von {event.ref.key} konnte nicht eingereiht werden.", level="error"
-        )
+        getattr(runtime, method)(event)
+    except Exception:  # never into the host's save; the administrator is told instead
+        log.exception("Exchange-Sync: %s %s konnte nicht eingereiht werden", what, event.ref.key)
+        host.notify(f"Exchange-Sync: {what} {event.ref.key} konnte nicht eingereiht werden.", level="error")

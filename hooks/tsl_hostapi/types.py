@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 # --------------------------------------------------------------------------- records
 
@@ -36,6 +36,17 @@ class RecordRef:
         if not sep or not kind or not rid:
             raise ValueError(f"Ungültiger Datensatzschlüssel: {key!r}")
         return cls(kind, rid)
+
+
+class _Record:
+    """What every record has: a kind and the host's id, hence a ``ref``."""
+
+    KIND: ClassVar[str] = ""
+    id: str
+
+    @property
+    def ref(self) -> RecordRef:
+        return RecordRef(self.KIND, self.id)
 
 
 @dataclass(frozen=True)
@@ -82,8 +93,10 @@ class PostalAddress:
 
 
 @dataclass(frozen=True)
-class Contact:
+class Contact(_Record):
     """A person or an organisation in the host's address book (Adressen)."""
+
+    KIND: ClassVar[str] = "contact"
 
     id: str
     kind: Literal["person", "organisation"] = "person"
@@ -105,14 +118,12 @@ class Contact:
     categories: tuple[str, ...] = ()
     modified_at: dt.datetime | None = None
 
-    @property
-    def ref(self) -> RecordRef:
-        return RecordRef("contact", self.id)
-
 
 @dataclass(frozen=True)
-class Case:
+class Case(_Record):
     """A case file (Akte)."""
+
+    KIND: ClassVar[str] = "case"
 
     id: str
     file_number: str  # Aktenzeichen, e.g. "123/26"
@@ -123,14 +134,12 @@ class Case:
     opponent_contact_id: str = ""
     modified_at: dt.datetime | None = None
 
-    @property
-    def ref(self) -> RecordRef:
-        return RecordRef("case", self.id)
-
 
 @dataclass(frozen=True)
-class Appointment:
+class Appointment(_Record):
     """A Termin: a time span in a time zone, or all-day (then only the dates count)."""
+
+    KIND: ClassVar[str] = "appointment"
 
     id: str
     subject: str
@@ -149,14 +158,12 @@ class Appointment:
     notes: str = ""
     modified_at: dt.datetime | None = None
 
-    @property
-    def ref(self) -> RecordRef:
-        return RecordRef("appointment", self.id)
-
 
 @dataclass(frozen=True)
-class Deadline:
+class Deadline(_Record):
     """A Frist with its Vorfristen. The host computed every date; the plugin never recomputes one."""
+
+    KIND: ClassVar[str] = "deadline"
 
     id: str
     due_date: dt.date | None
@@ -168,14 +175,12 @@ class Deadline:
     notes: str = ""
     modified_at: dt.datetime | None = None
 
-    @property
-    def ref(self) -> RecordRef:
-        return RecordRef("deadline", self.id)
-
 
 @dataclass(frozen=True)
-class Reminder:
+class Reminder(_Record):
     """A Wiedervorlage: take a file up again on a date."""
+
+    KIND: ClassVar[str] = "reminder"
 
     id: str
     due_date: dt.date | None
@@ -185,10 +190,6 @@ class Reminder:
     done: bool = False
     notes: str = ""
     modified_at: dt.datetime | None = None
-
-    @property
-    def ref(self) -> RecordRef:
-        return RecordRef("reminder", self.id)
 
 
 Record = Contact | Case | Appointment | Deadline | Reminder

@@ -21,7 +21,6 @@ connection is replaced on the next call.
 from __future__ import annotations
 
 import re
-import threading
 import time
 from collections.abc import Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -31,6 +30,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from .base import Change, Claim, Job, LeaseLost, MailboxState, SyncEntry
+from .conns import PerThreadConnections
 from .rows import (
     JOB_COLS,
     SYNC_COLS,
@@ -292,7 +292,7 @@ def split_schema(url: str) -> tuple[str, str | None]:
     return urlunsplit(parts._replace(query=rest)), named[0]
 
 
-class PostgresOutbox:
+class PostgresOutbox(PerThreadConnections):
     """The outbox in a PostgreSQL schema; safe for many threads and processes."""
 
     def __init__(self, url: str, *, schema: str = "tsl_exchange", connect_timeout: int = 10) -> None:
@@ -306,10 +306,7 @@ class PostgresOutbox:
         self._connect_kwargs: dict[str, object] = {"application_name": "tsl-exchange-outbox"}
         if "connect_timeout" not in conninfo_to_dict(url):
             self._connect_kwargs["connect_timeout"] = connect_timeout
-        self._local = threading.local()
-        self._conns: list[psycopg.Connection] = []
-        self._conns_lock = threading.Lock()
-        self._closed = False
+        self._init_conns()
         ident = sql.Identifier(schema)
         # Composed once; psycopg prepares a statement server-side after a few uses
         # (prepare_threshold), so hot statements are not re-planned.
@@ -383,14 +380,6 @@ class PostgresOutbox:
                     ).format(s=ident),
                     (str(SCHEMA_VERSION),),
                 )
-
-    def close(self) -> None:
-        self._closed = True
-        with self._conns_lock:
-            conns, self._conns = self._conns, []
-        for conn in conns:
-            conn.close()
-        self._local = threading.local()
 
     # -- producers -------------------------------------------------------------------------
     def enqueue(self, changes: Sequence[Change]) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from .base import Change, Claim, Job, LeaseLost, MailboxState, SyncEntry
+from .conns import PerThreadConnections
 from .rows import (
     JOB_COLS,
     SYNC_COLS,
@@ -192,7 +193,7 @@ def _signal_for(path: str) -> _WorkSignal:
         return _signals.setdefault(key, _WorkSignal())
 
 
-class SQLiteOutbox:
+class SQLiteOutbox(PerThreadConnections):
     """The outbox in a SQLite file; safe for many threads and processes on one file."""
 
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 30.0) -> None:
@@ -200,10 +201,7 @@ class SQLiteOutbox:
         parent = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(parent, exist_ok=True)
         self._busy_timeout = busy_timeout
-        self._local = threading.local()
-        self._conns: list[sqlite3.Connection] = []
-        self._conns_lock = threading.Lock()
-        self._closed = False
+        self._init_conns()
         self._signal = _signal_for(self.path)
         try:
             self._init_schema()
@@ -280,14 +278,6 @@ class SQLiteOutbox:
                 c.execute(statement)
             if found < SCHEMA_VERSION:
                 c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-
-    def close(self) -> None:
-        self._closed = True
-        with self._conns_lock:
-            conns, self._conns = self._conns, []
-        for conn in conns:
-            conn.close()
-        self._local = threading.local()
 
     # -- producers -----------------------------------------------------------------
     def enqueue(self, changes: Sequence[Change]) -> None:
