@@ -97,7 +97,7 @@ class Pusher:
         deletes: list[_Action] = []
         for st in states:
             job = st.job
-            existing = {k: v for k, v in known.items() if k == job.record_key}
+            existing = {job.record_key: known[job.record_key]} if job.record_key in known else {}
             if job.record_key.startswith("deadline:"):
                 # A deadline also owns its Vorfrist items ("deadline:4#vorfrist1", ...).
                 extra = self.outbox.sync_keys(mailbox, job.record_key + "#")

@@ -7,12 +7,9 @@ plugin owns is always present: an empty value means "clear it in Exchange".
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import hashlib
-import json
 from dataclasses import dataclass
-from typing import Any
 
 # Exchange labels, as EWS spells them (EmailAddressKeyType, PhoneNumberKeyType, PhysicalAddressKeyType).
 EMAIL_LABELS = ("EmailAddress1", "EmailAddress2", "EmailAddress3")
@@ -113,23 +110,10 @@ class TaskEntry:
 ExchangeItem = ContactItem | CalendarEntry | TaskEntry
 
 
-def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (dt.date, dt.datetime)):
-        return value.isoformat()
-    return value
-
-
-def to_json(item: ExchangeItem) -> str:
-    """Canonical JSON of an item (sorted keys), used for hashing and for the queue."""
-    data = _plain(item)
-    data["item_class"] = item.item_class
-    return json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-
-
 def content_hash(item: ExchangeItem) -> str:
-    """Hash of everything the plugin writes: an unchanged hash means no write."""
-    return hashlib.sha256(to_json(item).encode("utf-8")).hexdigest()
+    """Hash of everything the plugin writes: an unchanged hash means no write.
+
+    The repr of these frozen dataclasses holds only text, numbers, dates and tuples, so it
+    is stable and complete, and several times cheaper than canonical JSON on the push path.
+    """
+    return hashlib.sha256(f"{item.item_class}|{item!r}".encode()).hexdigest()
