@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 from zoneinfo import ZoneInfo
@@ -13,7 +14,7 @@ from tsl_exchange_plugin.mapping.appointment import map_appointment
 from tsl_exchange_plugin.mapping.common import USER_NOTES_MARKER, MappingError
 from tsl_exchange_plugin.mapping.context import MappingContext
 from tsl_exchange_plugin.mapping.deadline import keys_for, map_deadline
-from tsl_exchange_plugin.mapping.items import content_hash, to_json
+from tsl_exchange_plugin.mapping.items import content_hash
 from tsl_exchange_plugin.mapping.reminder import map_reminder
 from tsl_hostapi.types import Appointment, Case, Deadline, Reminder, User
 
@@ -112,7 +113,9 @@ def assert_well_formed(item) -> None:
     assert "\n" not in item.subject and len(item.subject) <= 255
     assert item.body.rstrip("\n").endswith(USER_NOTES_MARKER)
     assert item.body.count(USER_NOTES_MARKER) == 1
-    assert to_json(item) and content_hash(item)
+    # The hash is stable for an equal item and sees a change in what the plugin writes.
+    assert content_hash(item) == content_hash(dataclasses.replace(item))
+    assert content_hash(dataclasses.replace(item, subject=item.subject + "x")) != content_hash(item)
 
 
 @FAST
