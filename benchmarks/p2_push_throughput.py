@@ -37,6 +37,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from tsl_exchange_plugin import PLUGIN_ID, licence
+    from tsl_exchange_plugin.demo import sandbox_tab_values
     from tsl_exchange_plugin.exchange.ews import register_record_id_property, to_exchangelib
     from tsl_exchange_plugin.mapping.contact import map_contact
     from tsl_exchange_plugin.plugin import runtime_for
@@ -96,14 +97,7 @@ def main() -> int:
         "user",
         f"{PLUGIN_ID}.user",
         SettingsContext("user", lawyer.id),
-        {
-            "enabled": True,
-            "host": server.url,
-            "username": "plugin@kanzlei.test",
-            "password": boxes["plugin@kanzlei.test"],
-            "auth_type": "basic",
-            "allow_insecure": True,
-        },
+        sandbox_tab_values(server.url, "plugin@kanzlei.test", boxes["plugin@kanzlei.test"]),
     )
     assert saved.ok, saved
     deadline = time.monotonic() + 120

@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from exchangelib import Contact
@@ -145,18 +146,6 @@ def run_separate_process(items: int, chunk: int) -> dict[str, Any]:
     import socket
     import subprocess
 
-    from exchangelib import (
-        BASIC,
-        DELEGATE,
-        Account,
-        Build,
-        Configuration,
-        Credentials,
-        EWSTimeZone,
-        FailFast,
-        Version,
-    )
-
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -178,21 +167,13 @@ def run_separate_process(items: int, chunk: int) -> dict[str, Any]:
                     if time.monotonic() > deadline:
                         raise RuntimeError("sandbox process did not start") from None
                     time.sleep(0.1)
-            config = Configuration(
-                service_endpoint=f"http://127.0.0.1:{port}/EWS/Exchange.asmx",
-                credentials=Credentials(MAILBOX, password),
-                auth_type=BASIC,
-                version=Version(build=Build(15, 1, 2507, 6)),
-                retry_policy=FailFast(),
-                max_connections=1,
+            # exchangelib_account needs only what a server shows a client: URL, certificate, host.
+            remote = SimpleNamespace(
+                url=f"http://127.0.0.1:{port}/EWS/Exchange.asmx",
+                cert_pem_path=None,
+                host_port=f"127.0.0.1:{port}",
             )
-            account = Account(
-                MAILBOX,
-                config=config,
-                autodiscover=False,
-                access_type=DELEGATE,
-                default_timezone=EWSTimeZone("Europe/Berlin"),
-            )
+            account = exchangelib_account(remote, MAILBOX, auth="basic", password=password)
             account.contacts  # noqa: B018 - warm-up outside the timing
             contacts = _contacts(account, items, "p")
             start = time.perf_counter()

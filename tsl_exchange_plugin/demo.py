@@ -25,6 +25,18 @@ from . import PLUGIN_ID, licence, signals
 DEMO_PASSWORD_PREFIX = "Demo-Passwort-"
 
 
+def sandbox_tab_values(url: str, username: str, password: str) -> dict:
+    """What an administrator enters on the Exchange tab for a sandbox mailbox."""
+    return {
+        "enabled": True,
+        "host": url,
+        "username": username,
+        "password": password,
+        "auth_type": "basic",
+        "allow_insecure": True,  # the sandbox speaks plain HTTP on loopback
+    }
+
+
 def _say(text: str = "") -> None:
     print(text, flush=True)
 
@@ -164,14 +176,7 @@ def run_demo(*, data: str | None = None, keep: bool = False, contacts: int = 300
             "user",
             f"{PLUGIN_ID}.user",
             SettingsContext("user", lawyer.id),
-            {
-                "enabled": True,
-                "host": server.url,
-                "username": lawyer.email,
-                "password": mailboxes[lawyer.email],
-                "auth_type": "basic",
-                "allow_insecure": True,  # the sandbox speaks plain HTTP on loopback
-            },
+            sandbox_tab_values(server.url, lawyer.email, mailboxes[lawyer.email]),
         )
         if not result.ok:
             _say(f"   Exchange-Konto für {lawyer.name} abgelehnt: {[e.message for e in result.errors]}")

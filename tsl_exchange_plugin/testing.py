@@ -18,6 +18,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tsl_exchange_plugin import PLUGIN_ID, licence
+from tsl_exchange_plugin.demo import sandbox_tab_values
 from tsl_exchange_plugin.plugin import runtime_for
 from tsl_exchange_plugin.runtime import SyncRuntime
 from tsl_exchange_plugin.sandbox.server import SandboxServer
@@ -103,16 +104,10 @@ class Kanzlei:
         ]
 
     def configure(self, user: User, *, password: str | None = None, **values) -> None:
-        data = {
-            "enabled": True,
-            "host": self.server.url,
-            "username": self.mailbox_of[user.id],
-            "auth_type": "basic",
-            "allow_insecure": True,
-        }
+        data = sandbox_tab_values(self.server.url, self.mailbox_of[user.id], password or "")
+        if password is None:
+            del data["password"]  # keep the stored one
         data.update(values)
-        if password is not None:
-            data["password"] = password
         result = self.host.save_tab(self.admin, "user", USER_TAB, SettingsContext("user", user.id), data)
         assert result.ok, result
 

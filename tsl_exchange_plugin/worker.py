@@ -27,7 +27,7 @@ from .exchange.base import (
     MailboxSession,
 )
 from .outbox.backoff import retry_delay
-from .outbox.base import Claim, LeaseLost, Outbox
+from .outbox.base import Claim, Job, LeaseLost, Outbox
 from .push import Mapper, Pusher
 
 log = logging.getLogger(__name__)
@@ -381,15 +381,7 @@ class Worker:
         result = self.pusher.run(mailbox, claim.jobs, session)
         for job, reason in result.failed:
             self.outbox.fail(job, reason)
-            signals.push_failed.send(
-                self,
-                mailbox=mailbox,
-                record_key=job.record_key,
-                op=job.op,
-                error=reason,
-                permanent=True,
-                retry_in=None,
-            )
+            self._failed(job, reason, retry_in=None)
         fatal = result.fatal
         if isinstance(fatal, (AuthFailed, ConfigError)):
             self._park(mailbox, str(fatal))
@@ -399,20 +391,24 @@ class Worker:
         for job, error, hint in result.retry:
             delay = retry_delay(job.attempts + 1, cap=self.config.max_back_off, server_hint=hint)
             self.outbox.retry(job, error, delay)
-            signals.push_failed.send(
-                self,
-                mailbox=mailbox,
-                record_key=job.record_key,
-                op=job.op,
-                error=error,
-                permanent=False,
-                retry_in=delay,
-            )
+            self._failed(job, error, retry_in=delay)
         if fatal is not None:
             self.outbox.record_error(mailbox, str(fatal))
             signals.mailbox_status_changed.send(self, mailbox=mailbox, status="error", reason=str(fatal))
         elif result.done or not result.retry:
             self.outbox.record_success(mailbox)
+
+    def _failed(self, job: Job, error: str, *, retry_in: float | None) -> None:
+        """Tell the listeners (status, audit); ``retry_in`` None means permanently failed."""
+        signals.push_failed.send(
+            self,
+            mailbox=job.mailbox,
+            record_key=job.record_key,
+            op=job.op,
+            error=error,
+            permanent=retry_in is None,
+            retry_in=retry_in,
+        )
 
     def _park(self, mailbox: str, reason: str) -> None:
         log.warning("Exchange-Sync: Postfach %s angehalten: %s", mailbox, reason)

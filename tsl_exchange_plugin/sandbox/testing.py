@@ -108,8 +108,8 @@ def exchangelib_account(
         Version,
     )
 
-    acc = server.credentials.account(email)
     if password is None:
+        acc = server.credentials.account(email)
         if acc is None:
             raise KeyError(f"the sandbox has no mailbox {email}")
         password = acc.password
