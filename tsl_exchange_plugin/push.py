@@ -235,12 +235,13 @@ class Pusher:
         for act, outcome in zip(updates, outcomes, strict=True):
             if isinstance(outcome, Written):
                 self._written(mailbox, act, outcome, new_sync)
+            elif isinstance(outcome, (Conflict, ItemNotFound)) and not refreshed:
+                # A stale ChangeKey, or an item deleted on the phone: look the key up first, because
+                # an earlier create of ours may have landed without its answer; recreate only if not.
+                conflicts.append(act)
             elif isinstance(outcome, ItemNotFound):
-                # Deleted on the phone: the host is the master, so it comes back.
                 act.sync = None
                 creates.append(act)
-            elif isinstance(outcome, Conflict) and not refreshed:
-                conflicts.append(act)
             else:
                 self._item_error(act.state, outcome)
         if conflicts:

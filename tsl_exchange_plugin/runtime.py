@@ -210,11 +210,28 @@ class SyncRuntime:
         return changes
 
     def _enqueue(self, changes: list[Change]) -> None:
+        changes = self._reachable(changes)
         if not changes:
             return
         self.outbox.enqueue(changes)
         signals.enqueued.send(self, changes=changes)
         self.worker.wake()
+
+    def _reachable(self, changes: list[Change]) -> list[Change]:
+        """Drop removals for mailboxes that have nothing of ours and no account: such a job
+        could never run and would wait forever at a parked mailbox. A removal still goes to
+        every enabled mailbox and to every mailbox that holds (or is about to get) the record."""
+        enabled = self.enabled_users()
+        holders: dict[str, set[str]] = {}
+        kept = []
+        for change in changes:
+            if change.op == "delete" and change.mailbox not in enabled:
+                if change.record_key not in holders:
+                    holders[change.record_key] = set(self.outbox.holders(change.record_key))
+                if change.mailbox not in holders[change.record_key]:
+                    continue
+            kept.append(change)
+        return kept
 
     def record_saved(self, event: RecordEvent) -> None:
         record = event.record

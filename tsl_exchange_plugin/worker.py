@@ -19,10 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import signals
+from .credentials import VaultError
 from .exchange.base import (
     AuthFailed,
     ConfigError,
     ExchangeBackend,
+    ExchangeError,
     MailboxAccount,
     MailboxSession,
 )
@@ -375,8 +377,18 @@ class Worker:
         mailbox = claim.mailbox
         try:
             session = self._session(mailbox)
-        except Exception as exc:  # no account, bad settings, undecryptable password
+        except (LookupError, ValueError, ExchangeError, VaultError) as exc:
+            # No account, bad settings, undecryptable password: an administrator must act.
+            # (AccountError and MappingError are ValueErrors.)
             self._park(mailbox, str(exc))
+            return
+        except Exception as exc:  # a passing hiccup (settings store busy): try again later
+            reason = f"Vorübergehender Fehler beim Lesen der Einstellungen: {exc}"
+            for job in claim.jobs:
+                delay = retry_delay(job.attempts + 1, cap=self.config.max_back_off)
+                self.outbox.retry(job, reason, delay)
+                self._failed(job, reason, retry_in=delay)
+            self.outbox.record_error(mailbox, reason)
             return
         result = self.pusher.run(mailbox, claim.jobs, session)
         for job, reason in result.failed:

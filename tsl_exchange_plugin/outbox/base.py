@@ -4,7 +4,7 @@ Model
 -----
 * One row per (mailbox, record_key). Enqueueing a change for a pair that already
   has a row replaces its op and snapshot, raises ``version`` by one, makes it due
-  now and clears attempts and error (coalescing: ten edits in a second push once;
+  now and clears attempts and error (but keeps ``claims``) (coalescing: ten edits in a second push once;
   a permanently failed row is retried when the record changes).
 * Work is claimed per mailbox: ``claim`` takes a lease on one mailbox that has due
   work, is not parked and is not leased by a live worker, and returns its due jobs.
@@ -56,7 +56,9 @@ class Job:
     last_error: str = ""
     due_at: float = 0.0
     enqueued_at: float = 0.0
-    claims: int = 0  # how often a worker has claimed this version; >1 means an earlier push may have written
+    # How often workers were handed this row, over all its coalesced versions; >1 means an
+    # earlier push may have written, so a create looks its key up first.
+    claims: int = 0
 
 
 @dataclass(frozen=True)

@@ -116,9 +116,8 @@ _Q = {
             status = 'pending',
             last_error = '',
             due_at = EXCLUDED.due_at,
-            enqueued_at = EXCLUDED.enqueued_at,
-            claims = 0
-    """,
+            enqueued_at = EXCLUDED.enqueued_at
+    """,  # claims kept: see the SQLite store
     # Mailbox rows are what claims lock; every mailbox with work must have one.
     "know_mailbox": "INSERT INTO {s}.mailboxes (mailbox) VALUES (%s) ON CONFLICT (mailbox) DO NOTHING",
     "notify": "SELECT pg_notify(%s, '')",

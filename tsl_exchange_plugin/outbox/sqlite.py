@@ -95,9 +95,10 @@ ON CONFLICT (mailbox, record_key) DO UPDATE SET
     status = 'pending',
     last_error = '',
     due_at = excluded.due_at,
-    enqueued_at = excluded.enqueued_at,
-    claims = 0
+    enqueued_at = excluded.enqueued_at
 """
+# ``claims`` is kept on purpose: a newer version of a job whose earlier hand-out may have
+# written to the mailbox must still look its key up before creating (no duplicate).
 
 _KNOW_MAILBOX = "INSERT INTO mailboxes (mailbox) VALUES (?) ON CONFLICT (mailbox) DO NOTHING"
 
