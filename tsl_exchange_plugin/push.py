@@ -176,6 +176,7 @@ class Pusher:
             found = session.find_by_keys(item_class, sorted({a.key for a in acts}))
             for act in acts:
                 act.found = list(found.get(act.key, []))
+        self._sweep_deleted_deadlines(session, deletes)
         # A create that finds its item becomes an update of the first copy; surplus copies go.
         for act in list(creates):
             if act.found:
@@ -188,6 +189,21 @@ class Pusher:
                 for ref in rest:
                     act.state.pending += 1
                     deletes.append(_Action(act.state, act.key, act.item_class, found=[ref], forget=False))
+
+    @staticmethod
+    def _sweep_deleted_deadlines(session, deletes) -> None:
+        """A deleted deadline takes every Vorfrist item with it, also those whose create never
+        answered (no sync entry, so their keys are unknown here): find them by key prefix."""
+        jobs = {a.state.job.record_key: a.state for a in deletes if a.state.job.op == "delete"}
+        prefixes = {key + "#": state for key, state in jobs.items() if key.startswith("deadline:")}
+        if not prefixes:
+            return
+        covered = {a.key for a in deletes}
+        for key, refs in session.find_all_ours("calendar").items():
+            state = next((st for prefix, st in prefixes.items() if key.startswith(prefix)), None)
+            if state is not None and key not in covered and refs:
+                state.pending += 1
+                deletes.append(_Action(state, key, "calendar", found=list(refs)))
 
     def _do_deletes(self, mailbox, session, deletes, removed, result) -> None:
         if not deletes:

@@ -75,3 +75,30 @@ def test_deleting_an_appointment_with_a_participant_without_exchange_drains(kanz
     assert k.ours(alice, appt.ref.key, "calendar") == []
     assert k.runtime.outbox.jobs(other.id) == []
     assert not any(s.parked for s in k.runtime.outbox.mailbox_states() if s.mailbox == other.id)
+
+
+def test_deleting_a_deadline_whose_create_never_answered_removes_every_vorfrist(kanzlei):
+    k = kanzlei
+    alice = k.lawyers[0]
+    deadline = next(d for d in k.host.iter_records("deadline") if d.pre_deadline_dates and not d.done)
+    worker = k.runtime.worker
+    worker.stop()
+    _short_timeout(k)
+    moved = dataclasses.replace(deadline, id="neu-1", responsible_ids=(alice.id,))
+    k.host.save(moved)
+    k.server.inject("commit_then_hang", operation="CreateItem", seconds=4, mailbox=k.mailbox_of[alice.id])
+    assert worker.run_once()  # Frist and Vorfristen land; the answer never comes
+    mine = [
+        i
+        for i in k.items(alice, "calendar")
+        if str((i.get("extended_properties") or {}).get("tslRecordId", "")).startswith(moved.ref.key)
+    ]
+    assert len(mine) == 1 + len(set(moved.pre_deadline_dates))
+    k.host.delete(moved.ref)
+    assert worker.drain(30)
+    left = [
+        i
+        for i in k.items(alice, "calendar")
+        if str((i.get("extended_properties") or {}).get("tslRecordId", "")).startswith(moved.ref.key)
+    ]
+    assert left == []
