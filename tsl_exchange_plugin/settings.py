@@ -36,6 +36,14 @@ RETRY_ACTION = f"{PLUGIN_ID}.retry_now"
 
 AUTH_CHOICES = (Choice("auto", "Automatisch"), Choice("ntlm", "NTLM"), Choice("basic", "Basic"))
 
+MAX_USER_LEAD_MINUTES = 60 * 24 * 28
+# Per-user reminder lead times (Exchange tab); empty means the firm's default.
+USER_LEAD_TIMES = {
+    "appointment_reminder_minutes": ("Erinnerung vor Terminen (Minuten)", 0, MAX_USER_LEAD_MINUTES),
+    "deadline_reminder_minutes": ("Erinnerung vor Fristen (Minuten)", 0, MAX_USER_LEAD_MINUTES),
+    "pre_deadline_reminder_minutes": ("Erinnerung vor Vorfristen (Minuten)", 0, MAX_USER_LEAD_MINUTES),
+}
+
 USER_FIELDS = (
     SettingsField("enabled", "Exchange-Synchronisation aktiv", "checkbox"),
     SettingsField("host", "Host", "text", help="z. B. mail.kanzlei.de oder die vollständige EWS-Adresse"),
@@ -48,6 +56,10 @@ USER_FIELDS = (
     ),
     SettingsField("auth_type", "Authentifizierung", "select", choices=AUTH_CHOICES),
     SettingsField("timezone", "Zeitzone", "text"),
+    *(
+        SettingsField(name, label, "number", help="leer: Vorgabe der Kanzlei (Schnittstellen)")
+        for name, (label, _lo, _hi) in USER_LEAD_TIMES.items()
+    ),
     SettingsField("allow_insecure", "Unsichere Verbindung zulassen (nur Administrator)", "checkbox"),
     SettingsField("status", "Status", "status", read_only=True),
 )
@@ -251,6 +263,11 @@ def _save_user(runtime: SyncRuntime, actor: User, user_id: str, values: dict[str
             errors.append(FieldError("password", "Bitte das Passwort eingeben."))
     if "email" in values:
         new = replace(new, email=str(values.get("email") or "").strip())
+    for name, (label, lo, hi) in USER_LEAD_TIMES.items():
+        if name in values:
+            empty = values[name] is None or str(values[name]).strip() == ""
+            number = None if empty else _int_field(values, name, lo, hi, errors, label)
+            new = replace(new, **{name: number})
     if new.enabled and not current.enabled:
         problem = runtime.seat_problem(user_id)
         if problem:
