@@ -51,6 +51,13 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, stop: threading.
     if args.no_ntlm and args.no_basic:
         print("Fehler: --no-ntlm und --no-basic schließen jede Anmeldung aus.", file=sys.stderr)
         return 2
+    from .schema import SchemaNotFound, find_schema_dir
+
+    try:
+        find_schema_dir()  # fail before serving, not at the first request
+    except SchemaNotFound as exc:
+        print(f"Fehler: {exc}", file=sys.stderr)
+        return 2
     try:
         server = SandboxServer(
             args.data,

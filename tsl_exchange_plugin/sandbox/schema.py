@@ -41,7 +41,8 @@ class SchemaNotFound(RuntimeError):
 
 
 def find_schema_dir() -> Path:
-    """TSL_EWS_SCHEMA_DIR, else ``shared/ews-schema`` found walking up from this file."""
+    """TSL_EWS_SCHEMA_DIR, else ``shared/ews-schema`` found walking up from this file (an editable
+    install in the repository) or from the working directory (an installed package)."""
     env = os.environ.get("TSL_EWS_SCHEMA_DIR")
     if env:
         p = Path(env)
@@ -49,11 +50,16 @@ def find_schema_dir() -> Path:
             return p
         raise SchemaNotFound(f"TSL_EWS_SCHEMA_DIR={env} holds no messages.xsd")
     here = Path(__file__).resolve().parent
-    for d in [here, *here.parents]:
+    cwd = Path.cwd().resolve()
+    for d in [here, *here.parents, cwd, *cwd.parents]:
         for cand in (d / "shared" / "ews-schema", d.parent / "shared" / "ews-schema"):
             if (cand / "messages.xsd").is_file():
                 return cand
-    raise SchemaNotFound("shared/ews-schema not found (set TSL_EWS_SCHEMA_DIR)")
+    raise SchemaNotFound(
+        "Microsofts EWS-Schema (shared/ews-schema) nicht gefunden; die Sandbox braucht es für die "
+        "Reihenfolge der Elemente und die Prüfung. Den Befehl im Projektordner ausführen oder "
+        "TSL_EWS_SCHEMA_DIR auf den Ordner mit messages.xsd und types.xsd setzen."
+    )
 
 
 # ---------------------------------------------------------------------------------------------
