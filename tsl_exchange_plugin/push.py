@@ -40,10 +40,6 @@ Mapper = Callable[[Snapshot, str], list[ExchangeItem]]
 """(snapshot, mailbox) -> the Exchange items this record shows in that mailbox."""
 
 
-class PermanentError(Exception):
-    """This snapshot can never be pushed as it is (mapping failed, server rejects it)."""
-
-
 @dataclass
 class JobState:
     job: Job
@@ -65,10 +61,6 @@ class _Action:
     lookup: bool = False  # a create that must first look for an earlier copy
 
 
-def base_key(key: str) -> str:
-    return key.split("#", 1)[0]
-
-
 def item_class_of(key: str) -> str:
     kind = key.split(":", 1)[0]
     return ITEM_CLASS_BY_KIND.get(kind, "contact")
@@ -79,7 +71,6 @@ class BatchResult:
     done: list[Job] = field(default_factory=list)
     failed: list[tuple[Job, str]] = field(default_factory=list)
     retry: list[tuple[Job, str, float | None]] = field(default_factory=list)
-    writes: int = 0
     fatal: ExchangeError | None = None  # a whole-request error that stopped the batch
 
 
@@ -109,7 +100,7 @@ class Pusher:
                     snap = load(job.payload)
                     for item in self.mapper(snap, mailbox):
                         produced[item.record_key] = item
-                except (SnapshotError, PermanentError, ValueError) as exc:
+                except (SnapshotError, ValueError) as exc:  # MappingError is a ValueError
                     st.failed = str(exc)
                     continue
             maybe_written = job.claims > 1 or job.attempts > 0
@@ -142,9 +133,9 @@ class Pusher:
         result = BatchResult()
         try:
             self._lookups(session, creates, deletes, updates)
-            self._do_deletes(mailbox, session, deletes, removed, result)
-            self._do_updates(mailbox, session, updates, creates, new_sync, result)
-            self._do_creates(mailbox, session, creates, new_sync, result)
+            self._do_deletes(mailbox, session, deletes, removed)
+            self._do_updates(mailbox, session, updates, creates, new_sync)
+            self._do_creates(mailbox, session, creates, new_sync)
         except ExchangeError as exc:
             result.fatal = exc
         finally:
@@ -205,7 +196,7 @@ class Pusher:
                 state.pending += 1
                 deletes.append(_Action(state, key, "calendar", found=list(refs)))
 
-    def _do_deletes(self, mailbox, session, deletes, removed, result) -> None:
+    def _do_deletes(self, mailbox, session, deletes, removed) -> None:
         if not deletes:
             return
         refs: list[ItemRef] = []
@@ -230,7 +221,6 @@ class Pusher:
             if outs is None:
                 continue
             errors = [e for e in outs if e is not None and not isinstance(e, ItemNotFound)]
-            result.writes += len(outs)
             if errors:
                 self._item_error(act.state, errors[0])
             else:
@@ -241,12 +231,11 @@ class Pusher:
                     self, mailbox=mailbox, record_key=act.key, op="delete", item_id=""
                 )
 
-    def _do_updates(self, mailbox, session, updates, creates, new_sync, result, *, refreshed=False) -> None:
+    def _do_updates(self, mailbox, session, updates, creates, new_sync, *, refreshed=False) -> None:
         if not updates:
             return
         changes = [(ItemRef(a.sync.item_id, a.sync.change_key), a.item) for a in updates]
         outcomes = session.update(changes)
-        result.writes += len(outcomes)
         conflicts: list[_Action] = []
         for act, outcome in zip(updates, outcomes, strict=True):
             if isinstance(outcome, Written):
@@ -280,13 +269,12 @@ class Pusher:
                             mailbox, act.key, match.item_id, match.change_key, "", act.item_class
                         )
                         retry.append(act)
-            self._do_updates(mailbox, session, retry, creates, new_sync, result, refreshed=True)
+            self._do_updates(mailbox, session, retry, creates, new_sync, refreshed=True)
 
-    def _do_creates(self, mailbox, session, creates, new_sync, result) -> None:
+    def _do_creates(self, mailbox, session, creates, new_sync) -> None:
         if not creates:
             return
         outcomes = session.create([a.item for a in creates])
-        result.writes += len(outcomes)
         for act, outcome in zip(creates, outcomes, strict=True):
             if isinstance(outcome, Written):
                 self._written(mailbox, act, outcome, new_sync)

@@ -24,6 +24,7 @@ from .mapping.context import DEFAULT_TIMEZONE, DONE_DEADLINE_MODES, MappingConte
 from .mapping.dispatch import make_mapper
 from .outbox.base import Change, Outbox
 from .outbox.factory import open_outbox
+from .settings import FIRM_DEFAULTS
 from .worker import Worker, WorkerConfig
 
 log = logging.getLogger(__name__)
@@ -106,25 +107,20 @@ class SyncRuntime:
         mine = self.accounts.load(mailbox)
         recipient = snap.users.get(mailbox) or self.host.get_user(mailbox) or User(id=mailbox, name=mailbox)
 
-        def minutes(own: int | None, key: str, default: int | None) -> int | None:
+        def minutes(key: str) -> int | None:
+            own = getattr(mine, key)
+            default = FIRM_DEFAULTS[key]
             value = own if own is not None else firm.get(key, default)
             return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else default
 
+        done = firm.get("done_deadline")
         return MappingContext(
             recipient=recipient,
             timezone=mine.timezone or DEFAULT_TIMEZONE,
-            appointment_reminder_minutes=minutes(
-                mine.appointment_reminder_minutes, "appointment_reminder_minutes", 15
-            ),
-            deadline_reminder_minutes=minutes(
-                mine.deadline_reminder_minutes, "deadline_reminder_minutes", 1440
-            ),
-            pre_deadline_reminder_minutes=minutes(
-                mine.pre_deadline_reminder_minutes, "pre_deadline_reminder_minutes", 1440
-            ),
-            done_deadline=firm.get("done_deadline")
-            if firm.get("done_deadline") in DONE_DEADLINE_MODES
-            else "mark",
+            appointment_reminder_minutes=minutes("appointment_reminder_minutes"),
+            deadline_reminder_minutes=minutes("deadline_reminder_minutes"),
+            pre_deadline_reminder_minutes=minutes("pre_deadline_reminder_minutes"),
+            done_deadline=done if done in DONE_DEADLINE_MODES else FIRM_DEFAULTS["done_deadline"],
             cases={snap.case.id: snap.case} if snap.case else {},
             users=snap.users,
         )
@@ -262,7 +258,7 @@ class SyncRuntime:
         enabled = self.enabled_users()
         missing = [u for u in intended if u not in enabled]
         if missing:
-            names = ", ".join((self.host.get_user(u).name if self.host.get_user(u) else u) for u in missing)
+            names = ", ".join(getattr(self.host.get_user(u), "name", u) for u in missing)
             self.host.notify(
                 f"Exchange-Sync: {names} hat kein Exchange-Konto (oder es ist abgeschaltet); "
                 f"„{title}“ wird dort nicht eingetragen.",
@@ -295,23 +291,19 @@ class SyncRuntime:
         self, contact_ids: Iterable[str], *, add: Iterable[str] = (), remove: Iterable[str] = ()
     ) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
         """Subscribe/unsubscribe users; enqueue the pushes and removals in one transaction."""
-        changed = subscriptions.change_subscriptions(self.host.settings, contact_ids, add=add, remove=remove)
-        changes: list[Change] = []
-        for cid, (before, _after) in changed.items():
-            record = self.host.get_record(RecordRef("contact", cid))
-            if record is None:
-                continue
-            changes += self.changes_for(record, also=before)
-        self._enqueue(changes)
-        return changed
+        return self.change_subscriptions_bulk(list(contact_ids), add=add, remove=remove)
 
     def resync(self, user_id: str) -> int:
         """Queue everything that concerns one user again; unchanged items are not rewritten."""
+        return self._resync({user_id})
+
+    def _resync(self, user_ids: set[str]) -> int:
+        # One pass over the host's records for all users: each snapshot is built once.
         changes: list[Change] = []
         for kind in SYNCED_KINDS:
             for record in self.host.iter_records(kind):
-                if user_id in subscriptions.intended_recipients(self.host.settings, record):
-                    changes += [c for c in self.changes_for(record) if c.mailbox == user_id]
+                if user_ids.intersection(subscriptions.intended_recipients(self.host.settings, record)):
+                    changes += [c for c in self.changes_for(record) if c.mailbox in user_ids]
         self._enqueue(changes)
         return len(changes)
 
@@ -364,8 +356,7 @@ class SyncRuntime:
         self.host.settings.set(PLUGIN_ID, FIRM_KEY, merged)
         if any(before.get(k) != merged.get(k) for k in FIRM_KEYS_SHOWN):
             # How done deadlines and reminders look changed for everyone; the hash skips the rest.
-            for uid in sorted(self.enabled_users()):
-                self.resync(uid)
+            self._resync(set(self.enabled_users()))
         self.worker.wake()
         return merged
 

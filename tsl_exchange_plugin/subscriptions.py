@@ -67,24 +67,6 @@ def write_subscriptions(
         settings.set_many(NAMESPACE, updates)
 
 
-def change_subscriptions(
-    settings: SettingsStore,
-    contact_ids: Iterable[str],
-    *,
-    add: Iterable[str] = (),
-    remove: Iterable[str] = (),
-) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
-    """Add/remove users on many contacts in one write. Returns contact id -> (before, after)
-    for the contacts whose list changed."""
-    changed = plan_subscriptions(settings, contact_ids, add=add, remove=remove)
-    write_subscriptions(settings, changed)
-    return changed
-
-
-def subscribed_contacts(settings: SettingsStore, user_id: str) -> list[str]:
-    return [cid for cid in settings.keys(NAMESPACE) if user_id in subscribers(settings, cid)]
-
-
 def intended_recipients(settings: SettingsStore, record: Record) -> tuple[str, ...]:
     """Users the record concerns, before filtering by account state."""
     if isinstance(record, Contact):
