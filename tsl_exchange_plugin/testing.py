@@ -133,4 +133,8 @@ def kanzlei(tmp_path: Path, sandbox: SandboxServer, licence_key) -> Iterator[Kan
     try:
         yield k
     finally:
-        host.close()
+        # A test may have restarted the host (k.host is then a new one): close both, so no
+        # worker thread outlives its test.
+        k.host.close()
+        if k.host is not host:
+            host.close()

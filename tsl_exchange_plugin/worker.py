@@ -34,6 +34,8 @@ from .push import Mapper, Pusher
 
 log = logging.getLogger(__name__)
 
+WATCH_SLICE = 0.25  # longest single wait of the watcher inside the store, in seconds
+
 AccountResolver = Callable[[str], MailboxAccount]
 """mailbox -> connection data; raises an exception with a German message if the mailbox cannot be used."""
 
@@ -155,10 +157,9 @@ class Worker:
             keeper[1].set()
             keeper[0].join(max(0.0, min(5.0, deadline - time.monotonic())))
         if watcher is not None:
-            # The watcher may sit in the store's wait (a LISTEN on PostgreSQL) until that
-            # wait's timeout; it acts on nothing once its stop event is set, so a short
-            # join is enough and a shutdown is not held up by it.
-            watcher[0].join(0.2)
+            # The watcher waits in the store in slices of WATCH_SLICE; once it has left,
+            # nothing of this worker uses the store any more and it may be closed.
+            watcher[0].join(max(0.0, min(2 * WATCH_SLICE, deadline - time.monotonic())))
         with self._lock:
             sessions, self._sessions = list(self._sessions.values()), {}
         for _, session in sessions:
@@ -240,7 +241,9 @@ class Worker:
                 # work is not ours to take): do not ask again at once.
                 stop.wait(0.1)
             try:
-                woke = self.outbox.wait_for_work(self.config.idle_wait)
+                # Short slices: stop() must be able to wait for this thread to leave the store
+                # before the runtime closes it (closing a connection in use can crash sqlite).
+                woke = self.outbox.wait_for_work(min(self.config.idle_wait, WATCH_SLICE))
             except Exception:
                 if stop.is_set():
                     return  # the store was closed under us during shutdown
