@@ -59,11 +59,9 @@ def load(payload: str) -> Snapshot:
         data = json.loads(payload)
         kind = data["kind"]
         cls = RECORD_TYPES[kind]
-        record = serialize.from_json(cls, json.dumps(data["record"]))
-        case = serialize.from_json(Case, json.dumps(data["case"])) if data.get("case") else None
-        users = {
-            uid: serialize.from_json(User, json.dumps(u)) for uid, u in (data.get("users") or {}).items()
-        }
+        record = serialize.from_data(cls, data["record"])
+        case = serialize.from_data(Case, data["case"]) if data.get("case") else None
+        users = {uid: serialize.from_data(User, u) for uid, u in (data.get("users") or {}).items()}
     except (KeyError, TypeError, ValueError) as exc:
         raise SnapshotError(f"Gespeicherter Datensatz in der Warteschlange ist nicht lesbar: {exc}") from exc
     return Snapshot(kind=kind, record=record, case=case, users=users)

@@ -1,8 +1,10 @@
 """The push worker: claims one mailbox at a time under a lease, pushes a batch, schedules retries.
 
 Several threads share one process; each holds at most one mailbox, so a slow or
-broken mailbox occupies one thread and never holds up the others. The backend
-caps requests in flight per Exchange server. Wrong credentials park a mailbox
+broken mailbox occupies one thread and never holds up the others. Within a
+mailbox, a claim is pushed in slices of one request each, a few slices at a time
+(``lanes``): while one request waits for the server, the next is being built.
+The backend caps requests in flight per Exchange server. Wrong credentials park a mailbox
 (no retry storm that locks the account in Active Directory) until its
 credentials change.
 """
@@ -15,7 +17,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from . import signals
@@ -30,7 +32,7 @@ from .exchange.base import (
 )
 from .outbox.backoff import retry_delay
 from .outbox.base import Claim, Job, LeaseLost, Outbox
-from .push import Mapper, Pusher
+from .push import BatchResult, Mapper, Pusher
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +69,11 @@ def _idle_wait_default() -> float:
 @dataclass(frozen=True)
 class WorkerConfig:
     threads: int = 4
-    batch_size: int = 100  # one claim = one CreateItem of up to 100 items (the backend's chunk)
+    batch_size: int = 100  # one slice = one CreateItem of up to 100 items (the backend's chunk)
+    # Slices of one mailbox in flight at once. Two keep the server and this process busy at
+    # the same time; Exchange's own limit per mailbox (EWSMaxConcurrency) is far above it.
+    lanes: int = 2
+    slices_per_claim: int = 8  # one claim: up to 800 jobs, so few pauses between claims
     lease_seconds: float = 60.0
     # How long an idle thread sleeps when nothing wakes it. New work wakes it at once
     # (the outbox's wait_for_work: NOTIFY on PostgreSQL, an in-process signal on SQLite),
@@ -114,7 +120,8 @@ class Worker:
         self._kicks = 0
         self._tries = 0  # claim attempts, so the watcher knows a kick was acted on
         self._claims = 0  # successful claims
-        self._sessions: dict[str, tuple[MailboxAccount, MailboxSession]] = {}
+        # One session per (mailbox, lane): a session serves one thread at a time.
+        self._sessions: dict[tuple[str, int], tuple[MailboxAccount, MailboxSession]] = {}
         self._idle_threads = 0
         # Leases held right now, extended by the keeper while a batch runs: a batch that
         # takes longer than the lease must not let another worker into the mailbox.
@@ -318,7 +325,7 @@ class Worker:
         try:
             claim = self.outbox.claim(
                 self.worker_id,
-                limit=self.config.batch_size,
+                limit=self.config.batch_size * max(1, self.config.slices_per_claim),
                 lease_seconds=self.config.lease_seconds,
                 exclude=exclude,
                 now=now,
@@ -362,24 +369,32 @@ class Worker:
         return False
 
     # ------------------------------------------------------------------ one claim
-    def _session(self, mailbox: str) -> MailboxSession:
+    def _session(self, mailbox: str, lane: int = 0) -> MailboxSession:
         account = self.resolve(mailbox)
         with self._lock:
-            cached = self._sessions.get(mailbox)
+            cached = self._sessions.get((mailbox, lane))
         if cached and cached[0] == account:
             return cached[1]
         session = self.backend.session(account)
         with self._lock:
-            old = self._sessions.get(mailbox)
-            self._sessions[mailbox] = (account, session)
+            old = self._sessions.get((mailbox, lane))
+            self._sessions[(mailbox, lane)] = (account, session)
         if old:
             old[1].close()
         return session
 
+    def _forget_sessions(self, mailbox: str) -> None:
+        with self._lock:
+            for key in [k for k in self._sessions if k[0] == mailbox]:
+                del self._sessions[key]
+
     def _process(self, claim: Claim) -> None:
         mailbox = claim.mailbox
+        size = max(1, self.config.batch_size)
+        slices = [claim.jobs[i : i + size] for i in range(0, len(claim.jobs), size)]
+        lanes = max(1, min(self.config.lanes, len(slices)))
         try:
-            session = self._session(mailbox)
+            sessions = [self._session(mailbox, lane) for lane in range(lanes)]
         except (LookupError, ValueError, ExchangeError, VaultError) as exc:
             # No account, bad settings, undecryptable password: an administrator must act.
             # (AccountError and MappingError are ValueErrors.)
@@ -387,22 +402,69 @@ class Worker:
             return
         except Exception as exc:  # a passing hiccup (settings store busy): try again later
             reason = f"Vorübergehender Fehler beim Lesen der Einstellungen: {exc}"
-            for job in claim.jobs:
-                delay = retry_delay(job.attempts + 1, cap=self.config.max_back_off)
-                self.outbox.retry(job, reason, delay)
-                self._failed(job, reason, retry_in=delay)
+            self._retry_all(claim.jobs, reason, None)
             self.outbox.record_error(mailbox, reason)
             return
-        result = self.pusher.run(mailbox, claim.jobs, session)
+        todo = iter(slices)
+        taken = threading.Lock()
+        stopped: list[ExchangeError] = []  # the whole-request error that ended this claim early
+
+        def lane(session: MailboxSession) -> None:
+            while not stopped:
+                with taken:
+                    jobs = next(todo, None)
+                if jobs is None:
+                    return
+                fatal = self._settle(mailbox, self.pusher.run(mailbox, jobs, session))
+                if fatal is not None:
+                    stopped.append(fatal)
+
+        helpers = [
+            threading.Thread(
+                target=self._lane_guard,
+                args=(lane, s),
+                name=f"{threading.current_thread().name}-lane",
+                daemon=True,
+            )
+            for s in sessions[1:]
+        ]
+        for t in helpers:
+            t.start()
+        try:
+            lane(sessions[0])
+        finally:
+            for t in helpers:
+                t.join()
+        if stopped:
+            # Slices not begun: the server said stop, so they wait as long as the failed ones.
+            rest = [job for jobs in todo for job in jobs]
+            fatal = stopped[0]
+            if rest and not isinstance(fatal, (AuthFailed, ConfigError)):
+                self._retry_all(rest, str(fatal), getattr(fatal, "back_off", None))
+
+    @staticmethod
+    def _lane_guard(lane: Callable[[MailboxSession], None], session: MailboxSession) -> None:
+        try:
+            lane(session)
+        except Exception:  # as in _loop: the lane's jobs stay claimed and come back after release
+            log.exception("Exchange-Sync: unerwarteter Fehler im Worker")
+
+    def _retry_all(self, jobs: Sequence[Job], reason: str, hint: float | None) -> None:
+        for job in jobs:
+            delay = retry_delay(job.attempts + 1, cap=self.config.max_back_off, server_hint=hint)
+            self.outbox.retry(job, reason, delay)
+            self._failed(job, reason, retry_in=delay)
+
+    def _settle(self, mailbox: str, result: BatchResult) -> ExchangeError | None:
+        """Record one slice's outcome; returns the whole-request error that should stop the claim."""
         for job, reason in result.failed:
             self.outbox.fail(job, reason)
             self._failed(job, reason, retry_in=None)
         fatal = result.fatal
         if isinstance(fatal, (AuthFailed, ConfigError)):
             self._park(mailbox, str(fatal))
-            with self._lock:
-                self._sessions.pop(mailbox, None)
-            return
+            self._forget_sessions(mailbox)
+            return fatal
         for job, error, hint in result.retry:
             delay = retry_delay(job.attempts + 1, cap=self.config.max_back_off, server_hint=hint)
             self.outbox.retry(job, error, delay)
@@ -412,6 +474,7 @@ class Worker:
             signals.mailbox_status_changed.send(self, mailbox=mailbox, status="error", reason=str(fatal))
         elif result.done or not result.retry:
             self.outbox.record_success(mailbox)
+        return fatal
 
     def _failed(self, job: Job, error: str, *, retry_in: float | None) -> None:
         """Tell the listeners (status, audit); ``retry_in`` None means permanently failed."""

@@ -122,112 +122,208 @@ def _encode(value: Any, hint: Any) -> Any:
 
 
 # --------------------------------------------------------------------------- decode
+#
+# Decoding compiles one function per type hint (cached), so a record's thousands of
+# fields are not re-dispatched through ``typing`` one by one; the queue worker and the
+# reference host decode every record they read. Error locations are built only when
+# an error is raised: ``where`` is a string or a (parent, suffix) pair.
+
+Where = Any
+Decoder = typing.Callable[[Any, Where], Any]
 
 
-def _fail(where: str, expected: str, data: Any) -> ValueError:
+def _place(where: Where) -> str:
+    parts = []
+    while isinstance(where, tuple):
+        where, suffix = where
+        parts.append(suffix)
+    return where + "".join(reversed(parts))
+
+
+def _fail(where: Where, expected: str, data: Any) -> ValueError:
     shown = repr(data)
     if len(shown) > 80:
         shown = shown[:77] + "..."
-    return ValueError(f"{where}: erwartet {expected}, gefunden {shown}")
+    return ValueError(f"{_place(where)}: erwartet {expected}, gefunden {shown}")
 
 
-def _decode(data: Any, hint: Any, where: str) -> Any:
-    if hint is str and type(data) is str:  # the common case first: records are mostly text
+def _decode(data: Any, hint: Any, where: Where) -> Any:
+    return _decoder(hint)(data, where)
+
+
+def _identity(data: Any, where: Where) -> Any:
+    return data
+
+
+def _decode_none(data: Any, where: Where) -> Any:
+    if data is not None:
+        raise _fail(where, "null", data)
+    return None
+
+
+def _decode_str(data: Any, where: Where) -> Any:
+    if type(data) is str or isinstance(data, str):  # the common case first: records are mostly text
         return data
-    if hint is Any or hint is object:
-        return data
-    if hint is type(None):
-        if data is not None:
-            raise _fail(where, "null", data)
-        return None
+    raise _fail(where, "Text", data)
+
+
+def _decode_bool(data: Any, where: Where) -> Any:
+    if not isinstance(data, bool):
+        raise _fail(where, "true/false", data)
+    return data
+
+
+def _decode_int(data: Any, where: Where) -> Any:
+    if isinstance(data, bool) or not isinstance(data, int):
+        raise _fail(where, "eine ganze Zahl", data)
+    return data
+
+
+def _decode_float(data: Any, where: Where) -> Any:
+    if isinstance(data, bool) or not isinstance(data, int | float):
+        raise _fail(where, "eine Zahl", data)
+    return float(data)
+
+
+def _iso(parse: typing.Callable[[str], Any], expected: str) -> Decoder:
+    def decode(data: Any, where: Where) -> Any:
+        if not isinstance(data, str):
+            raise _fail(where, expected, data)
+        try:
+            return parse(data)
+        except ValueError as exc:
+            raise _fail(where, expected, data) from exc
+
+    return decode
+
+
+def _decode_time(data: Any, where: Where) -> Any:
+    try:
+        return dt.time.fromisoformat(data)
+    except (TypeError, ValueError) as exc:
+        raise _fail(where, "Uhrzeit", data) from exc
+
+
+_SIMPLE: dict[Any, Decoder] = {
+    str: _decode_str,
+    bool: _decode_bool,
+    int: _decode_int,
+    float: _decode_float,
+    dt.datetime: _iso(dt.datetime.fromisoformat, "Datum mit Uhrzeit (ISO 8601)"),
+    dt.date: _iso(dt.date.fromisoformat, "Datum (JJJJ-MM-TT)"),
+    dt.time: _decode_time,
+    type(None): _decode_none,
+    Any: _identity,
+    object: _identity,
+}
+
+
+@functools.cache
+def _decoder(hint: Any) -> Decoder:
+    simple = _SIMPLE.get(hint)
+    if simple is not None:
+        return simple
     origin = typing.get_origin(hint)
     if _is_union(hint):
-        return _decode_union(data, hint, where)
+        return _union_decoder(hint)
     if origin is typing.Literal:
-        if data not in typing.get_args(hint):
-            raise _fail(where, f"einen der Werte {typing.get_args(hint)}", data)
-        return data
+        allowed = typing.get_args(hint)
+
+        def decode_literal(data: Any, where: Where) -> Any:
+            if data not in allowed:
+                raise _fail(where, f"einen der Werte {allowed}", data)
+            return data
+
+        return decode_literal
     if dataclasses.is_dataclass(hint):
-        return _decode_dataclass(data, hint, where)
+        return _dataclass_decoder(hint)
     if origin in (tuple, list) or hint in (tuple, list):
+        return _sequence_decoder(hint, (origin or hint) is tuple)
+    if origin is dict or hint is dict:
+        args = typing.get_args(hint)
+        values = _decoder(args[1]) if len(args) == 2 else _identity
+
+        def decode_dict(data: Any, where: Where) -> Any:
+            if not isinstance(data, dict):
+                raise _fail(where, "ein Objekt", data)
+            return {k: values(v, (where, f".{k}")) for k, v in data.items()}
+
+        return decode_dict
+
+    def decode_other(data: Any, where: Where) -> Any:
+        if isinstance(hint, type) and isinstance(data, hint):
+            return data
+        raise _fail(where, str(hint), data)
+
+    return decode_other
+
+
+def _sequence_decoder(hint: Any, as_tuple: bool) -> Decoder:
+    args = typing.get_args(hint)
+    fixed: list[Decoder] | None = None
+    if not args:
+        same = _identity
+    elif typing.get_origin(hint) is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+        same = _identity  # beyond the declared positions: Any
+        fixed = [_decoder(a) for a in args]
+    else:
+        same = _decoder(args[0])
+
+    def decode_sequence(data: Any, where: Where) -> Any:
         if not isinstance(data, list):
             raise _fail(where, "eine Liste", data)
-        items = [_decode(v, _elem_hint(hint, i), f"{where}[{i}]") for i, v in enumerate(data)]
-        return tuple(items) if (origin or hint) is tuple else items
-    if origin is dict or hint is dict:
-        if not isinstance(data, dict):
-            raise _fail(where, "ein Objekt", data)
-        args = typing.get_args(hint)
-        vhint = args[1] if len(args) == 2 else Any
-        return {k: _decode(v, vhint, f"{where}.{k}") for k, v in data.items()}
-    if hint is dt.datetime:
-        if not isinstance(data, str):
-            raise _fail(where, "Datum mit Uhrzeit (ISO 8601)", data)
-        try:
-            return dt.datetime.fromisoformat(data)
-        except ValueError as exc:
-            raise _fail(where, "Datum mit Uhrzeit (ISO 8601)", data) from exc
-    if hint is dt.date:
-        if not isinstance(data, str):
-            raise _fail(where, "Datum (JJJJ-MM-TT)", data)
-        try:
-            return dt.date.fromisoformat(data)
-        except ValueError as exc:
-            raise _fail(where, "Datum (JJJJ-MM-TT)", data) from exc
-    if hint is dt.time:
-        try:
-            return dt.time.fromisoformat(data)
-        except (TypeError, ValueError) as exc:
-            raise _fail(where, "Uhrzeit", data) from exc
-    if hint is bool:
-        if not isinstance(data, bool):
-            raise _fail(where, "true/false", data)
-        return data
-    if hint is int:
-        if isinstance(data, bool) or not isinstance(data, int):
-            raise _fail(where, "eine ganze Zahl", data)
-        return data
-    if hint is float:
-        if isinstance(data, bool) or not isinstance(data, int | float):
-            raise _fail(where, "eine Zahl", data)
-        return float(data)
-    if hint is str:
-        if not isinstance(data, str):
-            raise _fail(where, "Text", data)
-        return data
-    if isinstance(hint, type) and isinstance(data, hint):
-        return data
-    raise _fail(where, str(hint), data)
+        if fixed is None:
+            items = [same(v, (where, f"[{i}]")) for i, v in enumerate(data)]
+        else:
+            items = [(fixed[i] if i < len(fixed) else same)(v, (where, f"[{i}]")) for i, v in enumerate(data)]
+        return tuple(items) if as_tuple else items
+
+    return decode_sequence
 
 
-def _decode_union(data: Any, hint: Any, where: str) -> Any:
+def _union_decoder(hint: Any) -> Decoder:
     args = typing.get_args(hint)
-    if data is None and type(None) in args:
-        return None
-    if isinstance(data, dict) and TYPE_KEY in data:
-        for cls in _union_dataclasses(hint):
-            if cls.__name__ == data[TYPE_KEY]:
-                return _decode_dataclass(data, cls, where)
-        raise _fail(where, " oder ".join(c.__name__ for c in _union_dataclasses(hint)), data[TYPE_KEY])
-    errors = []
-    for arg in args:
-        if arg is type(None):
-            continue
+    optional = type(None) in args
+    by_name = {c.__name__: c for c in reversed(_union_dataclasses(hint))}
+    names = " oder ".join(c.__name__ for c in _union_dataclasses(hint))
+    others = [arg for arg in args if arg is not type(None)]
+
+    def decode_union(data: Any, where: Where) -> Any:
+        if data is None and optional:
+            return None
+        if isinstance(data, dict) and TYPE_KEY in data:
+            cls = by_name.get(data[TYPE_KEY])
+            if cls is None:
+                raise _fail(where, names, data[TYPE_KEY])
+            return _decoder(cls)(data, where)
+        errors = []
+        for arg in others:
+            try:
+                return _decoder(arg)(data, where)
+            except ValueError as exc:
+                errors.append(str(exc))
+        raise ValueError("; ".join(errors) or _fail(where, str(hint), data).args[0])
+
+    return decode_union
+
+
+def _dataclass_decoder(cls: type) -> Decoder:
+    # The field decoders are resolved at the first call, so a dataclass may refer to itself.
+    plan: tuple[tuple[str, str, Decoder], ...] | None = None
+
+    def decode_dataclass(data: Any, where: Where) -> Any:
+        nonlocal plan
+        if not isinstance(data, dict):
+            raise _fail(where, f"ein Objekt {cls.__name__}", data)
+        if plan is None:
+            plan = tuple((name, f".{name}", _decoder(hint)) for name, hint in _init_plan(cls))
+        kwargs = {}
+        for name, suffix, decode in plan:
+            if name in data:
+                kwargs[name] = decode(data[name], (where, suffix))
         try:
-            return _decode(data, arg, where)
-        except ValueError as exc:
-            errors.append(str(exc))
-    raise ValueError("; ".join(errors) or _fail(where, str(hint), data).args[0])
+            return cls(**kwargs)
+        except TypeError as exc:
+            raise ValueError(f"{_place(where)}: {cls.__name__} unvollständig ({exc})") from exc
 
-
-def _decode_dataclass(data: Any, cls: type, where: str) -> Any:
-    if not isinstance(data, dict):
-        raise _fail(where, f"ein Objekt {cls.__name__}", data)
-    kwargs = {}
-    for name, hint in _init_plan(cls):
-        if name in data:
-            kwargs[name] = _decode(data[name], hint, f"{where}.{name}")
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise ValueError(f"{where}: {cls.__name__} unvollständig ({exc})") from exc
+    return decode_dataclass

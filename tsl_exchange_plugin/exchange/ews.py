@@ -519,6 +519,9 @@ class EwsSession:
                 auth_type=auth_type,
                 version=version,
                 retry_policy=FailFast(),
+                # exchangelib's default pool is one HTTP session per server and credentials, which
+                # would queue a worker's parallel requests for one mailbox behind each other.
+                max_connections=backend.max_in_flight_per_server,
             )
             self._account = Account(
                 account.email,

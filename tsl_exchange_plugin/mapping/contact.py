@@ -103,7 +103,7 @@ def is_valid_email(address: str) -> bool:
     """
     if not address or len(address) > EMAIL_LIMIT:
         return False
-    if any(ch.isspace() or clean_text(ch) != ch for ch in address):
+    if clean_text(address) != address or any(ch.isspace() for ch in address):
         return False
     local, sep, domain = address.rpartition("@")
     return bool(sep and local and domain and "@" not in domain)

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from .base import Change, Claim, Job, LeaseLost, MailboxState, SyncEntry
 from .conns import PerThreadConnections
@@ -203,6 +204,7 @@ class SQLiteOutbox(PerThreadConnections):
         os.makedirs(parent, exist_ok=True)
         self._busy_timeout = busy_timeout
         self._init_conns()
+        self._write_lock = threading.Lock()
         self._signal = _signal_for(self.path)
         try:
             self._init_schema()
@@ -248,16 +250,27 @@ class SQLiteOutbox(PerThreadConnections):
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; IMMEDIATE takes the write lock before the first read."""
+        """One write transaction; IMMEDIATE takes the write lock before the first read.
+
+        Writers of this process queue on a Python lock first: SQLite's busy handler
+        polls a held lock in sleeps of up to 100 ms, the lock hands over at once, and
+        the worker's threads write often. Other processes still meet the busy handler.
+        """
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _write_one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        """A single-statement write, queued like every other write of this process."""
+        with self._write() as conn:
+            return conn.execute(sql, params)
 
     def _init_schema(self) -> None:
         conn = self._conn()
@@ -324,7 +337,7 @@ class SQLiteOutbox(PerThreadConnections):
         # take an expired lease and release deletes it, so a missing or foreign row
         # means someone else has (or had) the mailbox meanwhile.
         until = time.time() + lease_seconds
-        cur = self._conn().execute(
+        cur = self._write_one(
             "UPDATE leases SET lease_until = ? WHERE mailbox = ? AND worker_id = ?",
             (until, claim.mailbox, claim.worker_id),
         )
@@ -333,7 +346,7 @@ class SQLiteOutbox(PerThreadConnections):
         return Claim(mailbox=claim.mailbox, worker_id=claim.worker_id, lease_until=until, jobs=claim.jobs)
 
     def release(self, claim: Claim) -> None:
-        self._conn().execute(
+        self._write_one(
             "DELETE FROM leases WHERE mailbox = ? AND worker_id = ?", (claim.mailbox, claim.worker_id)
         )
 
@@ -369,14 +382,14 @@ class SQLiteOutbox(PerThreadConnections):
 
     def retry(self, job: Job, error: str, delay: float) -> None:
         due = time.time() + max(0.0, delay)
-        self._conn().execute(
+        self._write_one(
             "UPDATE jobs SET attempts = attempts + 1, last_error = ?, due_at = ?, status = 'pending' "
             "WHERE id = ? AND version = ?",
             (error, due, job.id, job.version),
         )
 
     def fail(self, job: Job, reason: str) -> None:
-        self._conn().execute(
+        self._write_one(
             "UPDATE jobs SET attempts = attempts + 1, last_error = ?, status = 'failed' "
             "WHERE id = ? AND version = ?",
             (reason, job.id, job.version),
@@ -384,7 +397,7 @@ class SQLiteOutbox(PerThreadConnections):
 
     def requeue_failed(self, mailbox: str | None = None) -> int:
         now = time.time()
-        cur = self._conn().execute(
+        cur = self._write_one(
             "UPDATE jobs SET status = 'pending', attempts = 0, due_at = ? "
             "WHERE status = 'failed' AND (? IS NULL OR mailbox = ?)",
             (now, mailbox, mailbox),
@@ -440,7 +453,7 @@ class SQLiteOutbox(PerThreadConnections):
         return {r[1]: SyncEntry(*r) for r in rows}
 
     def put_sync(self, entry: SyncEntry) -> None:
-        self._conn().execute(_PUT_SYNC, self._sync_row(entry))
+        self._write_one(_PUT_SYNC, self._sync_row(entry))
 
     def put_sync_many(self, entries: Sequence[SyncEntry]) -> None:
         if not entries:
@@ -449,9 +462,7 @@ class SQLiteOutbox(PerThreadConnections):
             conn.executemany(_PUT_SYNC, [self._sync_row(e) for e in entries])
 
     def delete_sync(self, mailbox: str, record_key: str) -> None:
-        self._conn().execute(
-            "DELETE FROM sync_state WHERE mailbox = ? AND record_key = ?", (mailbox, record_key)
-        )
+        self._write_one("DELETE FROM sync_state WHERE mailbox = ? AND record_key = ?", (mailbox, record_key))
 
     def sync_keys(self, mailbox: str, prefix: str = "") -> list[str]:
         rows = self._conn().execute(
@@ -476,7 +487,7 @@ class SQLiteOutbox(PerThreadConnections):
 
     # -- mailboxes ------------------------------------------------------------------------
     def park(self, mailbox: str, reason: str) -> None:
-        self._conn().execute(
+        self._write_one(
             "INSERT INTO mailboxes (mailbox, parked, parked_reason) VALUES (?, 1, ?) "
             "ON CONFLICT (mailbox) DO UPDATE SET parked = 1, parked_reason = excluded.parked_reason",
             (mailbox, reason),
@@ -495,14 +506,14 @@ class SQLiteOutbox(PerThreadConnections):
         self._signal.notify()
 
     def record_success(self, mailbox: str) -> None:
-        self._conn().execute(
+        self._write_one(
             "INSERT INTO mailboxes (mailbox, last_success_at) VALUES (?, ?) "
             "ON CONFLICT (mailbox) DO UPDATE SET last_success_at = excluded.last_success_at",
             (mailbox, time.time()),
         )
 
     def record_error(self, mailbox: str, error: str) -> None:
-        self._conn().execute(
+        self._write_one(
             "INSERT INTO mailboxes (mailbox, last_error, last_error_at) VALUES (?, ?, ?) "
             "ON CONFLICT (mailbox) DO UPDATE SET last_error = excluded.last_error, "
             "last_error_at = excluded.last_error_at",

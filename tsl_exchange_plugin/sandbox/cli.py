@@ -41,6 +41,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-ntlm", action="store_true", help="nur Basic-Anmeldung anbieten")
     parser.add_argument("--no-basic", action="store_true", help="nur NTLM-Anmeldung anbieten")
     parser.add_argument("--seed", type=int, default=None, help="Zufallsstartwert für Fehlerinjektion")
+    parser.add_argument(
+        "--delay-ms",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="jede Anfrage so viele Millisekunden verzögern (wie die Laufzeit zu einem gehosteten Exchange)",
+    )
 
 
 def run(args: argparse.Namespace, *, out: TextIO | None = None, stop: threading.Event | None = None) -> int:
@@ -76,6 +83,11 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, stop: threading.
     except ValueError as exc:
         print(f"Fehler: {exc}", file=sys.stderr)
         return 2
+    if args.delay_ms < 0:
+        print("Fehler: --delay-ms darf nicht negativ sein.", file=sys.stderr)
+        return 2
+    if args.delay_ms:
+        server.inject("delay", seconds=args.delay_ms / 1000.0, count=None)
     stop = stop or threading.Event()
     previous = None
     if threading.current_thread() is threading.main_thread():
@@ -87,6 +99,8 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, stop: threading.
             print(f"Zertifikat: {server.cert_pem_path}", file=out)
         methods = [m for m, on in (("NTLM", server.ntlm), ("Basic", server.basic)) if on]
         print(f"Anmeldung: {', '.join(methods)}", file=out)
+        if args.delay_ms:
+            print(f"Verzögerung je Anfrage: {args.delay_ms:g} ms", file=out)
         for box in server.mailboxes():
             print(f"Postfach: {box['email']} (Benutzer {box['domain']}\\{box['username']})", file=out)
         print(f"Inspektion: {server.url.split('/EWS/')[0]}/sandbox/api/stats", file=out)

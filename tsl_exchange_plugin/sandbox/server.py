@@ -359,6 +359,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         start = time.perf_counter()
+        self.server.sandbox._enter()
         try:
             self._handle_safe(self._post)
         finally:
@@ -546,6 +547,8 @@ class SandboxServer:
         self._lock = threading.Lock()
         self._stats: dict[str, int] = {}
         self._busy = 0.0
+        self._in_flight = 0
+        self._peak_in_flight = 0
         self._internal_errors: list[str] = []
         self._ntlm_rejections: dict[str, int] = {}
         self._conns: set[socket.socket] = set()
@@ -643,6 +646,7 @@ class SandboxServer:
         return {
             "http": http,
             "busy_seconds": round(self.busy_seconds, 3),
+            "peak_in_flight": self.peak_in_flight,
             "internal_errors": errors,
             "operations": self.engine.request_counts(),
             "per_mailbox": {e: self.engine.request_counts(e) for e in self.credentials.emails()},
@@ -657,9 +661,26 @@ class SandboxServer:
         with self._lock:
             return self._busy
 
+    def _enter(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+            self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
+
     def _add_busy(self, seconds: float) -> None:
+        """One POST has been answered (or failed): its time counts, it is no longer in flight."""
         with self._lock:
             self._busy += seconds
+            self._in_flight -= 1
+
+    @property
+    def peak_in_flight(self) -> int:
+        """The most POSTs this server was serving at the same moment (since start or the last reset)."""
+        with self._lock:
+            return self._peak_in_flight
+
+    def reset_peak_in_flight(self) -> None:
+        with self._lock:
+            self._peak_in_flight = self._in_flight
 
     def _record_internal_error(self, text: str) -> None:
         log.error("EWS sandbox internal error:\n%s", text)
