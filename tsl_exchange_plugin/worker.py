@@ -30,6 +30,7 @@ from .exchange.base import (
     MailboxAccount,
     MailboxSession,
 )
+from .exchange.turns import Turns
 from .outbox.backoff import retry_delay
 from .outbox.base import Claim, Job, LeaseLost, Outbox
 from .push import BatchResult, Mapper, Pusher
@@ -409,15 +410,18 @@ class Worker:
         taken = threading.Lock()
         stopped: list[ExchangeError] = []  # the whole-request error that ended this claim early
 
+        turns = Turns()
+
         def lane(session: MailboxSession) -> None:
-            while not stopped:
-                with taken:
-                    jobs = next(todo, None)
-                if jobs is None:
-                    return
-                fatal = self._settle(mailbox, self.pusher.run(mailbox, jobs, session))
-                if fatal is not None:
-                    stopped.append(fatal)
+            with turns.taking_part():
+                while not stopped:
+                    with taken:
+                        jobs = next(todo, None)
+                    if jobs is None:
+                        return
+                    fatal = self._settle(mailbox, self.pusher.run(mailbox, jobs, session))
+                    if fatal is not None:
+                        stopped.append(fatal)
 
         helpers = [
             threading.Thread(

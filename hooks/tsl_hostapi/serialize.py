@@ -67,6 +67,7 @@ def _union_dataclasses(hint: Any) -> list[type]:
     return [a for a in typing.get_args(hint) if dataclasses.is_dataclass(a)]
 
 
+@functools.cache
 def _elem_hint(hint: Any, index: int) -> Any:
     """The hint for element ``index`` of a tuple/list hint."""
     args = typing.get_args(hint)
@@ -113,6 +114,8 @@ def _encode(value: Any, hint: Any) -> Any:
     if isinstance(value, _TEMPORAL):
         return value.isoformat()
     if isinstance(value, tuple | list):
+        if not value:
+            return []
         return [_encode(v, _elem_hint(hint, i)) for i, v in enumerate(value)]
     if isinstance(value, dict):
         args = typing.get_args(hint)

@@ -79,6 +79,7 @@ from exchangelib.protocol import Protocol
 
 from ..mapping.common import merge_body
 from ..mapping.items import CalendarEntry, ContactItem, ExchangeItem, TaskEntry
+from . import turns
 from .base import (
     AuthFailed,
     ConfigError,
@@ -432,7 +433,23 @@ def _unknown_if(unknown: bool, message: str, back_off: float | None) -> Transien
 # --------------------------------------------------------------------------- protocol and TLS
 
 
-class _NoVerifyProtocol(Protocol):
+class _TurnTakingProtocol(Protocol):
+    """exchangelib's protocol, telling the worker's lanes when a request waits for the server.
+
+    ``get_session`` is called once the request body is built, just before it is posted;
+    ``release_session`` once the answer is read (``retire_session`` ends there too).
+    """
+
+    def get_session(self) -> Any:
+        turns.pause()
+        return super().get_session()
+
+    def release_session(self, session: Any) -> None:
+        super().release_session(session)
+        turns.resume()
+
+
+class _NoVerifyProtocol(_TurnTakingProtocol):
     """The cached protocol of an endpoint whose self-signed certificate an administrator allowed."""
 
     HTTP_ADAPTER_CLS = NoVerifyHTTPAdapter
@@ -534,7 +551,7 @@ class EwsSession:
         except Exception as exc:  # constructing sends nothing; this is bad configuration
             raise ConfigError(self._scrub(f"Ungültige Exchange-Einstellungen: {_short(exc)}")) from None
         protocol = self._account.protocol
-        wanted = Protocol if account.verify_tls else _NoVerifyProtocol
+        wanted = _TurnTakingProtocol if account.verify_tls else _NoVerifyProtocol
         if type(protocol) is not wanted:
             protocol.__class__ = wanted
             protocol.close()  # pooled sessions were built with the other adapter
@@ -571,13 +588,19 @@ class EwsSession:
         creating: bool = False,
         passthrough: tuple[type[BaseException], ...] = (),
     ) -> T:
+        turns.pause()  # waiting for a free request slot is waiting, too
         with self._limit:
+            turns.resume()
             try:
                 return fn()
             except passthrough:
                 raise
             except Exception as exc:
                 raise self._fail(exc, writing=writing, creating=creating) from None
+
+    def _version(self) -> Any:
+        with turns.sitting_out():  # the first call may probe the server under exchangelib's lock
+            return self._call(lambda: self._account.version)
 
     def _per_item(self, result: Any) -> ExchangeError | None:
         if isinstance(result, BaseException):
@@ -587,7 +610,8 @@ class EwsSession:
     def folder(self, item_class: ItemClass) -> Any:
         """The folder items of this class go to (resolved once per session)."""
         if item_class not in self._folders:
-            self._folders[item_class] = self._call(lambda: self._resolve_folder(item_class))
+            with turns.sitting_out():
+                self._folders[item_class] = self._call(lambda: self._resolve_folder(item_class))
         return self._folders[item_class]
 
     def _resolve_folder(self, item_class: str) -> Any:
@@ -638,7 +662,7 @@ class EwsSession:
         written_any = False
         for item_class, members in groups.items():
             folder = self.folder(item_class)  # type: ignore[arg-type]
-            version = self._call(lambda: self._account.version)
+            version = self._version()
             for _, obj in members:
                 obj.folder = folder
             valid = members
@@ -700,7 +724,7 @@ class EwsSession:
         results: list[PerItem | None] = [None] * len(changes)
         if not changes:
             return []
-        version = self._call(lambda: self._account.version)
+        version = self._version()
         for chunk_start in range(0, len(changes), self._backend.chunk_size):
             chunk = list(
                 enumerate(changes[chunk_start : chunk_start + self._backend.chunk_size], start=chunk_start)

@@ -171,6 +171,10 @@ _Q = {
             SELECT 1 FROM {{s}}.jobs WHERE mailbox = %s AND status = 'pending' AND due_at <= {_NOW})
     """,
     "ack": "DELETE FROM {s}.jobs WHERE id = %s AND version = %s",
+    # A whole batch in one round trip.
+    "ack_many": """
+        DELETE FROM {s}.jobs AS j USING unnest(%s::bigint[], %s::integer[]) AS a(id, version)
+        WHERE j.id = a.id AND j.version = a.version RETURNING j.id""",
     "retry": f"""
         UPDATE {{s}}.jobs SET attempts = attempts + 1, last_error = %s, due_at = {_NOW} + %s,
             status = 'pending'
@@ -471,12 +475,15 @@ class PostgresOutbox(PerThreadConnections):
         # Entries are written before removals, so a pair named in both ends up removed.
         conn = self._conn()
         with conn.transaction(), conn.cursor() as cur:
-            acked = [cur.execute(self._sql["ack"], (j.id, j.version)).rowcount == 1 for j in jobs]
+            found: set[int] = set()
+            if jobs:
+                cur.execute(self._sql["ack_many"], ([j.id for j in jobs], [j.version for j in jobs]))
+                found = {row[0] for row in cur.fetchall()}
             if entries:
                 cur.executemany(self._sql["put_sync"], [self._sync_row(e) for e in entries])
             if removed:
                 cur.executemany(self._sql["delete_sync"], list(removed))
-        return acked
+        return [j.id in found for j in jobs]
 
     def retry(self, job: Job, error: str, delay: float) -> None:
         self._conn().execute(self._sql["retry"], (error, max(0.0, delay), job.id, job.version))

@@ -144,6 +144,27 @@ WHERE j.status = 'pending'
   AND NOT EXISTS (SELECT 1 FROM mailboxes AS m WHERE m.mailbox = j.mailbox AND m.parked)
 """
 
+# Acknowledging a batch is one statement each, not one per job: each statement lets the
+# other threads of the process in (the GIL), and a batch holds hundreds of jobs.
+_ACKED = """
+SELECT j.id FROM json_each(?) AS p
+JOIN jobs AS j ON j.id = json_extract(p.value, '$[0]') AND j.version = json_extract(p.value, '$[1]')
+"""
+_DELETE_JOBS = "DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?))"
+_PUT_SYNC_MANY = f"""
+INSERT INTO sync_state ({SYNC_COLS})
+SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+    json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
+    json_extract(value, '$[6]')
+FROM json_each(?) WHERE true
+ON CONFLICT (mailbox, record_key) DO UPDATE SET
+    item_id = excluded.item_id,
+    change_key = excluded.change_key,
+    content_hash = excluded.content_hash,
+    item_class = excluded.item_class,
+    updated_at = excluded.updated_at
+"""
+
 _PUT_SYNC = f"""
 INSERT INTO sync_state ({SYNC_COLS})
 VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -371,14 +392,16 @@ class SQLiteOutbox(PerThreadConnections):
         removed: Sequence[tuple[str, str]] = (),
     ) -> list[bool]:
         # Entries are written before removals, so a pair named in both ends up removed.
+        pairs = json.dumps([[j.id, j.version] for j in jobs])
         with self._write() as conn:
-            acked = [
-                conn.execute("DELETE FROM jobs WHERE id = ? AND version = ?", (j.id, j.version)).rowcount == 1
-                for j in jobs
-            ]
-            conn.executemany(_PUT_SYNC, [self._sync_row(e) for e in entries])
-            conn.executemany("DELETE FROM sync_state WHERE mailbox = ? AND record_key = ?", list(removed))
-        return acked
+            found = {row[0] for row in conn.execute(_ACKED, (pairs,))}
+            if found:
+                conn.execute(_DELETE_JOBS, (json.dumps(sorted(found)),))
+            if entries:
+                conn.execute(_PUT_SYNC_MANY, (json.dumps([self._sync_row(e) for e in entries]),))
+            if removed:
+                conn.executemany("DELETE FROM sync_state WHERE mailbox = ? AND record_key = ?", list(removed))
+        return [j.id in found for j in jobs]
 
     def retry(self, job: Job, error: str, delay: float) -> None:
         due = time.time() + max(0.0, delay)
@@ -459,7 +482,7 @@ class SQLiteOutbox(PerThreadConnections):
         if not entries:
             return
         with self._write() as conn:
-            conn.executemany(_PUT_SYNC, [self._sync_row(e) for e in entries])
+            conn.execute(_PUT_SYNC_MANY, (json.dumps([self._sync_row(e) for e in entries]),))
 
     def delete_sync(self, mailbox: str, record_key: str) -> None:
         self._write_one("DELETE FROM sync_state WHERE mailbox = ? AND record_key = ?", (mailbox, record_key))
