@@ -370,8 +370,7 @@ class Worker:
         return False
 
     # ------------------------------------------------------------------ one claim
-    def _session(self, mailbox: str, lane: int = 0) -> MailboxSession:
-        account = self.resolve(mailbox)
+    def _session(self, mailbox: str, lane: int, account: MailboxAccount) -> MailboxSession:
         with self._lock:
             cached = self._sessions.get((mailbox, lane))
         if cached and cached[0] == account:
@@ -395,7 +394,8 @@ class Worker:
         slices = [claim.jobs[i : i + size] for i in range(0, len(claim.jobs), size)]
         lanes = max(1, min(self.config.lanes, len(slices)))
         try:
-            sessions = [self._session(mailbox, lane) for lane in range(lanes)]
+            account = self.resolve(mailbox)
+            sessions = [self._session(mailbox, lane, account) for lane in range(lanes)]
         except (LookupError, ValueError, ExchangeError, VaultError) as exc:
             # No account, bad settings, undecryptable password: an administrator must act.
             # (AccountError and MappingError are ValueErrors.)
@@ -409,7 +409,6 @@ class Worker:
         todo = iter(slices)
         taken = threading.Lock()
         stopped: list[ExchangeError] = []  # the whole-request error that ended this claim early
-
         turns = Turns()
 
         def lane(session: MailboxSession) -> None:
@@ -470,9 +469,7 @@ class Worker:
             self._forget_sessions(mailbox)
             return fatal
         for job, error, hint in result.retry:
-            delay = retry_delay(job.attempts + 1, cap=self.config.max_back_off, server_hint=hint)
-            self.outbox.retry(job, error, delay)
-            self._failed(job, error, retry_in=delay)
+            self._retry_all([job], error, hint)
         if fatal is not None:
             self.outbox.record_error(mailbox, str(fatal))
             signals.mailbox_status_changed.send(self, mailbox=mailbox, status="error", reason=str(fatal))

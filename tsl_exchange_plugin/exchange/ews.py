@@ -525,6 +525,7 @@ class EwsSession:
         self._mailbox = account
         self._limit = backend.limiter(account.server)
         self._folders: dict[str, Any] = {}
+        self._server_version: Any = None
         auth_type = {"auto": None, "ntlm": NTLM, "basic": BASIC}.get(account.auth_type)
         if account.auth_type not in ("auto", "ntlm", "basic"):
             raise ConfigError(f"Unbekannte Anmeldeart: {account.auth_type!r}")
@@ -553,8 +554,10 @@ class EwsSession:
         protocol = self._account.protocol
         wanted = _TurnTakingProtocol if account.verify_tls else _NoVerifyProtocol
         if type(protocol) is not wanted:
+            adapter = protocol.HTTP_ADAPTER_CLS
             protocol.__class__ = wanted
-            protocol.close()  # pooled sessions were built with the other adapter
+            if wanted.HTTP_ADAPTER_CLS is not adapter:
+                protocol.close()  # pooled sessions were built with the other adapter
         # exchangelib reads the timeout from the protocol object; an instance attribute scopes it.
         protocol.TIMEOUT = account.timeout
 
@@ -599,8 +602,10 @@ class EwsSession:
                 raise self._fail(exc, writing=writing, creating=creating) from None
 
     def _version(self) -> Any:
-        with turns.sitting_out():  # the first call may probe the server under exchangelib's lock
-            return self._call(lambda: self._account.version)
+        if self._server_version is None:
+            with turns.sitting_out():  # the first call may probe the server under exchangelib's lock
+                self._server_version = self._call(lambda: self._account.version)
+        return self._server_version
 
     def _per_item(self, result: Any) -> ExchangeError | None:
         if isinstance(result, BaseException):
