@@ -26,8 +26,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,58 +33,18 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 
 @contextlib.contextmanager
-def sandbox_process(data: Path, boxes: dict[str, str], latency_ms: float) -> Iterator[Any]:
-    """``tsl-exchange sandbox --no-validate`` on a free port; yields what a client needs of it."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    cmd = [
-        sys.executable,
-        "-m",
-        "tsl_exchange_plugin.cli",
-        "sandbox",
-        "--port",
-        str(port),
-        "--data",
-        str(data),
-    ]
-    cmd += [a for email, pw in boxes.items() for a in ("--mailbox", f"{email}:{pw}")]
-    cmd += ["--no-validate", "--delay-ms", str(latency_ms)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("the sandbox process did not start") from None
-                time.sleep(0.1)
-        yield SimpleNamespace(
-            url=f"http://127.0.0.1:{port}/EWS/Exchange.asmx",
-            cert_pem_path=None,
-            host_port=f"127.0.0.1:{port}",
-        )
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-@contextlib.contextmanager
-def sandbox_thread(data: Path, boxes: dict[str, str], latency_ms: float) -> Iterator[Any]:
+def sandbox_thread(data: Path, boxes: dict[str, str], *, delay_ms: float) -> Iterator[Any]:
     from tsl_exchange_plugin.sandbox.server import SandboxServer
 
     server = SandboxServer(data, mailboxes=boxes, validate=False).start()
-    if latency_ms > 0:
-        server.inject("delay", seconds=latency_ms / 1000.0, count=None)
+    if delay_ms > 0:
+        server.inject("delay", seconds=delay_ms / 1000.0, count=None)
     try:
         yield server
     finally:
@@ -115,7 +73,7 @@ def main() -> int:
     from tsl_exchange_plugin.exchange.ews import register_record_id_property, to_exchangelib
     from tsl_exchange_plugin.mapping.contact import map_contact
     from tsl_exchange_plugin.plugin import runtime_for
-    from tsl_exchange_plugin.sandbox.testing import exchangelib_account
+    from tsl_exchange_plugin.sandbox.testing import exchangelib_account, sandbox_process
     from tsl_hostapi.reference import ReferenceHost
     from tsl_hostapi.reference.sample_firm import generate_firm
     from tsl_hostapi.types import SettingsContext
@@ -131,7 +89,7 @@ def main() -> int:
     contacts = firm.contacts[: args.n]
     items = [map_contact(c, record_key=c.ref.key) for c in contacts]
     register_record_id_property()
-    with serve(tmp / "sandbox", boxes, args.latency_ms) as server:
+    with serve(tmp / "sandbox", boxes, delay_ms=args.latency_ms) as server:
         # -- raw bulk_create
         raw = exchangelib_account(
             server, "raw@kanzlei.test", auth="basic", password=boxes["raw@kanzlei.test"]

@@ -26,7 +26,6 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from exchangelib import Contact
@@ -34,7 +33,7 @@ from exchangelib.indexed_properties import EmailAddress, PhoneNumber
 from exchangelib.protocol import close_connections
 
 from tsl_exchange_plugin.sandbox.server import SandboxServer
-from tsl_exchange_plugin.sandbox.testing import SANDBOX_PASSWORDS, exchangelib_account
+from tsl_exchange_plugin.sandbox.testing import SANDBOX_PASSWORDS, exchangelib_account, sandbox_process
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sandbox_throughput.json"
 MAILBOX = "alice@kanzlei.test"
@@ -143,48 +142,20 @@ def run_one(validate: bool, items: int, chunk: int, profile: bool) -> dict[str, 
 
 def run_separate_process(items: int, chunk: int) -> dict[str, Any]:
     """The sandbox as its own process (``tsl-exchange sandbox --no-validate``), the client here."""
-    import socket
-    import subprocess
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     password = SANDBOX_PASSWORDS[MAILBOX]
     with tempfile.TemporaryDirectory(prefix="ews-bench-proc-") as tmp:
-        cmd = [sys.executable, "-m", "tsl_exchange_plugin.cli", "sandbox", "--port", str(port), "--data", tmp]
-        proc = subprocess.Popen(
-            [*cmd, "--mailbox", f"{MAILBOX}:{password}", "--no-validate"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), 0.2).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError("sandbox process did not start") from None
-                    time.sleep(0.1)
-            # exchangelib_account needs only what a server shows a client: URL, certificate, host.
-            remote = SimpleNamespace(
-                url=f"http://127.0.0.1:{port}/EWS/Exchange.asmx",
-                cert_pem_path=None,
-                host_port=f"127.0.0.1:{port}",
-            )
-            account = exchangelib_account(remote, MAILBOX, auth="basic", password=password)
-            account.contacts  # noqa: B018 - warm-up outside the timing
-            contacts = _contacts(account, items, "p")
-            start = time.perf_counter()
-            results = account.bulk_create(folder=account.contacts, items=contacts, chunk_size=chunk)
-            elapsed = time.perf_counter() - start
-            failures = [r for r in results if isinstance(r, Exception)]
-            stored = account.contacts.all().count()
-        finally:
-            close_connections()
-            proc.terminate()
-            proc.wait(10)
+        with sandbox_process(tmp, {MAILBOX: password}) as remote:
+            try:
+                account = exchangelib_account(remote, MAILBOX, auth="basic", password=password)
+                account.contacts  # noqa: B018 - warm-up outside the timing
+                contacts = _contacts(account, items, "p")
+                start = time.perf_counter()
+                results = account.bulk_create(folder=account.contacts, items=contacts, chunk_size=chunk)
+                elapsed = time.perf_counter() - start
+                failures = [r for r in results if isinstance(r, Exception)]
+                stored = account.contacts.all().count()
+            finally:
+                close_connections()
     return {
         "validate": False,
         "separate_process": True,

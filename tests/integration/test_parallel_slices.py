@@ -65,14 +65,20 @@ def test_slices_of_one_mailbox_are_in_flight_together_and_arrive_once(small_slic
     assert set(known) == {c.ref.key for c in contacts}
 
 
-def test_wrong_password_stops_the_claim_after_the_requests_in_flight(small_slices):
-    k, worker = small_slices
+def one_claim_against(k, worker, status: int):
+    """Every create answers ``status`` (ten shots); subscribe all 40, run one claim."""
     alice = k.lawyers[0]
     fault = k.server.inject(
-        "http_status", status=401, operation="CreateItem", mailbox=k.mailbox_of[alice.id], count=10
+        "http_status", status=status, operation="CreateItem", mailbox=k.mailbox_of[alice.id], count=10
     )
     contacts = subscribe_all(k, alice)
     worker.run_once()
+    return alice, fault, contacts
+
+
+def test_wrong_password_stops_the_claim_after_the_requests_in_flight(small_slices):
+    k, worker = small_slices
+    alice, fault, contacts = one_claim_against(k, worker, 401)
     # The two lanes' first requests met the 401; no further slice asked again (a locked
     # AD account costs the firm more than a late contact).
     assert 10 - fault.count == 2
@@ -87,12 +93,7 @@ def test_wrong_password_stops_the_claim_after_the_requests_in_flight(small_slice
 
 def test_server_error_defers_the_slices_not_yet_begun(small_slices):
     k, worker = small_slices
-    alice = k.lawyers[0]
-    fault = k.server.inject(
-        "http_status", status=503, operation="CreateItem", mailbox=k.mailbox_of[alice.id], count=10
-    )
-    contacts = subscribe_all(k, alice)
-    worker.run_once()
+    alice, fault, contacts = one_claim_against(k, worker, 503)
     assert 10 - fault.count == 2  # the two in flight; the other two slices were not sent
     jobs = k.runtime.outbox.jobs(alice.id)
     # All 40 were put back for a later retry with the server's error, begun or not.

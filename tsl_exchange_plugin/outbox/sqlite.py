@@ -144,19 +144,7 @@ WHERE j.status = 'pending'
   AND NOT EXISTS (SELECT 1 FROM mailboxes AS m WHERE m.mailbox = j.mailbox AND m.parked)
 """
 
-# Acknowledging a batch is one statement each, not one per job: each statement lets the
-# other threads of the process in (the GIL), and a batch holds hundreds of jobs.
-_ACKED = """
-SELECT j.id FROM json_each(?) AS p
-JOIN jobs AS j ON j.id = json_extract(p.value, '$[0]') AND j.version = json_extract(p.value, '$[1]')
-"""
-_DELETE_JOBS = "DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?))"
-_PUT_SYNC_MANY = f"""
-INSERT INTO sync_state ({SYNC_COLS})
-SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
-    json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
-    json_extract(value, '$[6]')
-FROM json_each(?) WHERE true
+_SYNC_CONFLICT = """
 ON CONFLICT (mailbox, record_key) DO UPDATE SET
     item_id = excluded.item_id,
     change_key = excluded.change_key,
@@ -165,16 +153,31 @@ ON CONFLICT (mailbox, record_key) DO UPDATE SET
     updated_at = excluded.updated_at
 """
 
-_PUT_SYNC = f"""
+# Acknowledging a batch is one statement each, not one per job: each statement lets the
+# other threads of the process in (the GIL), and a batch holds hundreds of jobs.
+_ACKED = """
+SELECT j.id FROM json_each(?) AS p
+JOIN jobs AS j ON j.id = json_extract(p.value, '$[0]') AND j.version = json_extract(p.value, '$[1]')
+"""
+_DELETE_JOBS = "DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?))"
+_PUT_SYNC_MANY = (
+    f"""
+INSERT INTO sync_state ({SYNC_COLS})
+SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+    json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
+    json_extract(value, '$[6]')
+FROM json_each(?) WHERE true
+"""
+    + _SYNC_CONFLICT
+)
+
+_PUT_SYNC = (
+    f"""
 INSERT INTO sync_state ({SYNC_COLS})
 VALUES (?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (mailbox, record_key) DO UPDATE SET
-    item_id = excluded.item_id,
-    change_key = excluded.change_key,
-    content_hash = excluded.content_hash,
-    item_class = excluded.item_class,
-    updated_at = excluded.updated_at
 """
+    + _SYNC_CONFLICT
+)
 
 _MAILBOX_STATES = """
 SELECT b.mailbox, COALESCE(m.parked, 0), COALESCE(m.parked_reason, ''), m.last_success_at,

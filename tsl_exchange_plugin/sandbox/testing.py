@@ -8,13 +8,20 @@ Use from a conftest: ``pytest_plugins = ["tsl_exchange_plugin.sandbox.testing"]`
   or the server hit an internal error.
 - ``sandbox_tls``: the same over HTTPS with a generated self-signed certificate.
 - ``exchangelib_account(server, email, ...)``: an ``exchangelib.Account`` configured as in NOTES §1.
+- ``sandbox_process(data_dir, mailboxes, ...)``: ``tsl-exchange sandbox`` as its own process (benchmarks).
 """
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -181,3 +188,46 @@ def sandbox(tmp_path: Path) -> Iterator[SandboxServer]:
 def sandbox_tls(tmp_path: Path) -> Iterator[SandboxServer]:
     """A started HTTPS sandbox; ``sandbox_tls.cert_pem_path`` is its self-signed certificate."""
     yield from _serve(tmp_path / "ews-sandbox-tls", tls=True)
+
+
+@contextlib.contextmanager
+def sandbox_process(
+    data_dir: str | Path, mailboxes: dict[str, str], *, delay_ms: float = 0.0, validate: bool = False
+) -> Iterator[Any]:
+    """``tsl-exchange sandbox`` in a process of its own on a free port, as a real server would be;
+    yields what a client needs of it (``url``, ``cert_pem_path``, ``host_port``: enough for
+    ``exchangelib_account`` with an explicit password). The process ends with the block."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tsl_exchange_plugin.cli",
+        "sandbox",
+        "--port",
+        str(port),
+        "--data",
+        str(data_dir),
+    ]
+    cmd += [arg for email, pw in mailboxes.items() for arg in ("--mailbox", f"{email}:{pw}")]
+    cmd += ["--delay-ms", str(delay_ms)] + ([] if validate else ["--no-validate"])
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the sandbox process did not start") from None
+                time.sleep(0.1)
+        yield SimpleNamespace(
+            url=f"http://127.0.0.1:{port}/EWS/Exchange.asmx",
+            cert_pem_path=None,
+            host_port=f"127.0.0.1:{port}",
+        )
+    finally:
+        proc.terminate()
+        proc.wait(10)
