@@ -72,7 +72,8 @@ class WorkerConfig:
     threads: int = 4
     batch_size: int = 100  # one slice = one CreateItem of up to 100 items (the backend's chunk)
     # Slices of one mailbox in flight at once. Two keep the server and this process busy at
-    # the same time; Exchange's own limit per mailbox (EWSMaxConcurrency) is far above it.
+    # the same time; Exchange's own limit per user (EWSMaxConcurrency: 10 on Exchange 2010,
+    # 27 since 2013 and online) is far above it.
     lanes: int = 2
     slices_per_claim: int = 8  # one claim: up to 800 jobs, so few pauses between claims
     lease_seconds: float = 60.0
