@@ -48,7 +48,7 @@ def to_data(obj: Any) -> Any:
 
 def from_data(cls: Any, data: Any) -> Any:
     """Like :func:`from_json` for an already parsed structure."""
-    return _decode(data, cls, cls.__name__ if isinstance(cls, type) else str(cls))
+    return _decoder(cls)(data, cls.__name__ if isinstance(cls, type) else str(cls))
 
 
 # --------------------------------------------------------------------------- helpers
@@ -148,10 +148,6 @@ def _fail(where: Where, expected: str, data: Any) -> ValueError:
     if len(shown) > 80:
         shown = shown[:77] + "..."
     return ValueError(f"{_place(where)}: erwartet {expected}, gefunden {shown}")
-
-
-def _decode(data: Any, hint: Any, where: Where) -> Any:
-    return _decoder(hint)(data, where)
 
 
 def _identity(data: Any, where: Where) -> Any:
