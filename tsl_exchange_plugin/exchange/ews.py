@@ -77,6 +77,7 @@ from exchangelib.folders.queryset import SingleFolderQuerySet
 from exchangelib.indexed_properties import EmailAddress, PhoneNumber, PhysicalAddress
 from exchangelib.protocol import Protocol
 
+from .. import logredact
 from ..mapping.common import merge_body
 from ..mapping.items import CalendarEntry, ContactItem, ExchangeItem, TaskEntry
 from . import turns
@@ -530,6 +531,8 @@ class EwsSession:
         if account.auth_type not in ("auto", "ntlm", "basic"):
             raise ConfigError(f"Unbekannte Anmeldeart: {account.auth_type!r}")
         version = Version(build=Build(*backend.version)) if backend.version else None
+        # exchangelib logs request headers (Basic credentials, NTLM tokens) at DEBUG and ERROR.
+        logredact.remember(account.username, account.password)
         try:
             config = Configuration(
                 service_endpoint=account.ews_url,
