@@ -1,4 +1,4 @@
-"""Fixtures for the administration tests (issue 7)."""
+"""Fixtures for the administration tests."""
 
 from __future__ import annotations
 

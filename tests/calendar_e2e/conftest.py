@@ -1,4 +1,4 @@
-"""Fixtures for the calendar and task end-to-end proofs (issue 6).
+"""Fixtures for the calendar and task end-to-end proofs.
 
 Everything goes the real way: reference host -> hooks -> queue -> worker -> unmodified
 exchangelib over HTTP -> EWS sandbox, and is read back with a second, independent

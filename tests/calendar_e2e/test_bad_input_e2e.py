@@ -1,4 +1,4 @@
-"""Bad input (issue 6): a clear German reason in the status, nothing raised into the host,
+"""Bad input: a clear German reason in the status, nothing raised into the host,
 no half-applied change, and every other record still flows."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Deadlines, Vorfristen and reminders over their life: moved, done, reopened, deleted,
-renamed case, edited on the phone (issue 6, "How it is proven")."""
+renamed case, edited on the phone."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Who receives what (issue 6): appointments to participants, deadlines and reminders to
+"""Who receives what: appointments to participants, deadlines and reminders to
 the responsible users; changing either moves exactly those items and nothing else."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Times and dates through the whole pipeline, read back with exchangelib (issue 6, "Dates are the core").
+"""Times and dates through the whole pipeline, read back with exchangelib.
 
 Task dates and what the sandbox does with them
 ----------------------------------------------

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 ALICE = "alice@kanzlei.test"
-PROBE = (Path("/work/shared/ews-reference/requests/00-ConvertId-version-probe.xml")).read_bytes()
+# The shared reference material sits beside the project folder.
+SHARED = Path(__file__).resolve().parents[3] / "shared"
+PROBE = (SHARED / "ews-reference" / "requests" / "00-ConvertId-version-probe.xml").read_bytes()
 
 
 def _basic(server, email: str = ALICE) -> str:
