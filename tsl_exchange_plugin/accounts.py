@@ -113,22 +113,27 @@ class AccountStore:
 
     def mailbox_account(self, user: User, settings: ExchangeSettings | None = None) -> MailboxAccount:
         """Connection data for one call, password decrypted. Raises AccountError with a German reason."""
-        s = settings or self.load(user.id)
-        if not s.enabled:
-            raise AccountError(f"Exchange-Synchronisation ist für {user.name} nicht aktiviert.")
-        if not s.has_password:
-            raise AccountError(f"Für {user.name} ist kein Exchange-Passwort hinterlegt.")
-        url = ews_url(s.host, allow_insecure=s.allow_insecure)
-        return MailboxAccount(
-            mailbox=user.id,
-            email=s.email or (s.username if "@" in s.username else user.email),
-            ews_url=url,
-            username=s.username or user.email,
-            password=self._vault.decrypt(s.password_token),
-            auth_type=s.auth_type if s.auth_type in ("auto", "ntlm", "basic") else "auto",
-            timezone=s.timezone or "Europe/Berlin",
-            verify_tls=not s.allow_insecure,
-        )
+        return mailbox_account(user, settings or self.load(user.id), self._vault)
+
+
+def mailbox_account(user: User, s: ExchangeSettings, vault: Vault) -> MailboxAccount:
+    """Connection data from one user's settings, password decrypted with ``vault`` (the host's,
+    or a worker process's with the same key). Raises AccountError or VaultError (German)."""
+    if not s.enabled:
+        raise AccountError(f"Exchange-Synchronisation ist für {user.name} nicht aktiviert.")
+    if not s.has_password:
+        raise AccountError(f"Für {user.name} ist kein Exchange-Passwort hinterlegt.")
+    url = ews_url(s.host, allow_insecure=s.allow_insecure)
+    return MailboxAccount(
+        mailbox=user.id,
+        email=s.email or (s.username if "@" in s.username else user.email),
+        ews_url=url,
+        username=s.username or user.email,
+        password=vault.decrypt(s.password_token),
+        auth_type=s.auth_type if s.auth_type in ("auto", "ntlm", "basic") else "auto",
+        timezone=s.timezone or "Europe/Berlin",
+        verify_tls=not s.allow_insecure,
+    )
 
 
 def public_view(settings: ExchangeSettings) -> dict[str, Any]:

@@ -63,18 +63,101 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from .worker import WorkerConfig
 
     config = WorkerConfig(threads=args.threads, lease_seconds=args.lease)
-    with _opened(args.data, worker_config=config) as (_, runtime):
-        if args.once:
-            drained = runtime.worker.drain(timeout=args.timeout)
-            left = runtime.outbox.pending_count()
-            print("Warteschlange leer." if drained else f"Noch {left} Änderungen offen.")
-            return 0 if drained else 1
-        stop = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
-        runtime.worker.start()
-        print(f"Exchange-Sync-Worker läuft ({args.threads} Threads). Beenden mit Strg+C.")
-        stop.wait()
+    if not args.data:
+        return _hostless_worker(args, config)
+    from .exchange.ews import EwsBackend
+
+    backend = EwsBackend(max_in_flight_per_server=args.per_server)
+    with _opened(args.data, worker_config=config, backend=backend) as (_, runtime):
+        return _run_worker(args, runtime.worker, runtime.outbox)
+
+
+def _hostless_worker(args: argparse.Namespace, config) -> int:
+    """``tsl-exchange worker --queue URL``: a worker on any machine, with only the queue and the key.
+
+    Everything else (accounts, the users' time zones and lead times, the firm's rules, the
+    administrator's hold, the licence) the host has written into the queue's store."""
+    import os
+
+    from . import signals
+    from .credentials import VaultError, open_worker_vault
+    from .exchange.ews import EwsBackend
+    from .mapping.dispatch import make_mapper
+    from .outbox.factory import open_outbox
+    from .runtime import QUEUE_URL_ENV
+    from .shared_state import StoreContext
+    from .worker import Worker
+
+    url = (args.queue or os.environ.get(QUEUE_URL_ENV) or "").strip()
+    if not url:
+        print(
+            f"Fehler: Keine Warteschlange angegeben. Bitte --queue postgresql://... angeben oder {QUEUE_URL_ENV} "
+            "setzen (auf dem Host-Rechner geht auch --data VERZEICHNIS).",
+            file=sys.stderr,
+        )
+        return 2
+    if args.per_server < 1:
+        print("Fehler: --per-server muss mindestens 1 sein.", file=sys.stderr)
+        return 2
+    try:
+        vault = open_worker_vault(args.key_file)
+    except VaultError as exc:
+        print(f"Fehler: {exc}", file=sys.stderr)
+        return 2
+    try:
+        outbox = open_outbox(url, os.getcwd())
+    except ValueError as exc:
+        print(f"Fehler: {exc}", file=sys.stderr)
+        return 2
+
+    def report(sender, mailbox: str = "", status: str = "", reason: str = "", **_) -> None:
+        # Operators (and tests) see the gate and parked mailboxes on the console.
+        if mailbox == "*" and status == "held":
+            print(f"Angehalten: {reason}", flush=True)
+        elif mailbox == "*" and status == "resumed":
+            print("Übertragung läuft wieder.", flush=True)
+        elif status == "parked":
+            print(f"Postfach {mailbox} angehalten: {reason}", flush=True)
+
+    signals.mailbox_status_changed.connect(report)
+    worker = None
+    try:
+        context = StoreContext(outbox, vault)
+        backend = EwsBackend(
+            max_in_flight_per_server=args.per_server,
+            target_folders=context.target_folders(),
+            shared_slots=outbox,
+        )
+        worker = Worker(
+            outbox,
+            backend,
+            context.resolve_account,
+            make_mapper(context.mapping_context),
+            config,
+            gate=context.gate,
+        )
+        for mailbox in context.unpark_wrong_key():
+            print(f"Postfach {mailbox} wieder freigegeben (neuer Schlüssel).", flush=True)
+        return _run_worker(args, worker, outbox)
+    finally:
+        if worker is not None:
+            worker.stop()
+        outbox.close()
+        signals.mailbox_status_changed.disconnect(report)
+
+
+def _run_worker(args: argparse.Namespace, worker, outbox) -> int:
+    if args.once:
+        drained = worker.drain(timeout=args.timeout)
+        left = outbox.pending_count()
+        print("Warteschlange leer." if drained else f"Noch {left} Änderungen offen.")
+        return 0 if drained else 1
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    worker.start()
+    print(f"Exchange-Sync-Worker läuft ({args.threads} Threads). Beenden mit Strg+C.", flush=True)
+    stop.wait()
     return 0
 
 
@@ -142,7 +225,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sandbox)
 
     p = sub.add_parser("worker", help="Worker als eigener Prozess")
-    p.add_argument("--data", required=True)
+    p.add_argument(
+        "--data", help="Datenverzeichnis des Hosts (nur wenn der Worker auf dem Host-Rechner läuft)"
+    )
+    p.add_argument(
+        "--queue",
+        metavar="URL",
+        help="Warteschlange, z. B. postgresql://benutzer@server/datenbank (Standard: TSL_EXCHANGE_QUEUE_URL)",
+    )
+    p.add_argument(
+        "--key-file",
+        metavar="DATEI",
+        help="Schlüsseldatei für die Passwörter (credentials.key des Hosts; sonst TSL_EXCHANGE_KEY)",
+    )
+    p.add_argument(
+        "--per-server",
+        type=int,
+        default=10,
+        metavar="N",
+        help="höchstens so viele Anfragen gleichzeitig je Exchange-Server, über alle Worker (Standard 10)",
+    )
     p.add_argument("--threads", type=int, default=4)
     p.add_argument(
         "--lease", type=float, default=60.0, help="Sekunden, nach denen ein toter Worker abgelöst wird"

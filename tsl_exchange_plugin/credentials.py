@@ -76,3 +76,43 @@ def rotate_key_file(path: str | Path) -> bytes:
         fh.write(new + b"\n" + old)
     os.replace(tmp, path)
     return new
+
+
+def open_worker_vault(key_file: str | Path | None = None) -> Vault:
+    """The vault of a worker process on another machine: the host's key, never a new one.
+
+    ``key_file`` (``tsl-exchange worker --key-file``) first, then ``TSL_EXCHANGE_KEY``, then
+    ``TSL_EXCHANGE_KEY_FILE``. Unlike ``Vault.open`` nothing is created: a fresh key could
+    decrypt none of the host's passwords. Raises VaultError (German) when no usable key is given.
+    """
+    if key_file is None and not os.environ.get(KEY_ENV):
+        key_file = os.environ.get(KEY_FILE_ENV) or None
+    if key_file is not None:
+        path = Path(key_file)
+        try:
+            text = path.read_bytes()
+        except OSError as exc:
+            raise VaultError(
+                f"Die Schlüsseldatei {path} kann nicht gelesen werden ({exc.strerror or exc}). Bitte die "
+                f"Datei {KEY_FILE_NAME} aus dem Datenverzeichnis des Hosts hierher kopieren (nur für den "
+                "Worker-Benutzer lesbar) und mit --key-file angeben."
+            ) from None
+        keys = [line.strip() for line in text.splitlines() if line.strip()]
+        where = f"in {path}"
+    else:
+        raw = os.environ.get(KEY_ENV, "")
+        keys = [k.strip().encode() for k in raw.split(",") if k.strip()]
+        where = f"in {KEY_ENV}"
+    if not keys:
+        raise VaultError(
+            "Kein Schlüssel für die Exchange-Passwörter: bitte die Umgebungsvariable "
+            f"{KEY_ENV} setzen oder --key-file DATEI angeben (die Datei {KEY_FILE_NAME} aus dem "
+            "Datenverzeichnis des Hosts)."
+        )
+    try:
+        return Vault(keys)
+    except ValueError:
+        raise VaultError(
+            f"Der Schlüssel {where} ist kein gültiger Schlüssel für die Exchange-Passwörter. Erwartet "
+            f"wird der Inhalt der Datei {KEY_FILE_NAME} aus dem Datenverzeichnis des Hosts."
+        ) from None

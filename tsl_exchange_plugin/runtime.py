@@ -7,7 +7,6 @@ and writes the queue in one short transaction; it never talks to Exchange.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import threading
@@ -16,15 +15,14 @@ from collections.abc import Callable, Iterable
 
 from tsl_hostapi.types import Appointment, Deadline, Host, Record, RecordEvent, RecordRef, Reminder, User
 
-from . import PLUGIN_ID, signals, snapshot, subscriptions
+from . import PLUGIN_ID, shared_state, signals, snapshot, subscriptions
 from .accounts import AccountStore, ExchangeSettings
 from .credentials import Vault
 from .exchange.base import ExchangeBackend, MailboxAccount
-from .mapping.context import DEFAULT_TIMEZONE, DONE_DEADLINE_MODES, MappingContext
+from .mapping.context import MappingContext
 from .mapping.dispatch import make_mapper
 from .outbox.base import Change, Outbox
 from .outbox.factory import open_outbox
-from .settings import FIRM_DEFAULTS
 from .worker import Worker, WorkerConfig
 
 log = logging.getLogger(__name__)
@@ -77,6 +75,7 @@ class SyncRuntime:
         self._cache_lock = threading.Lock()
         # --- admin (issue 7)
         self._init_admin()
+        self._init_shared(publisher=start_worker)
         if start_worker and self.worker_mode() == "host":  # --- worker mode
             self.worker.start()
 
@@ -102,40 +101,21 @@ class SyncRuntime:
         return os.environ.get(QUEUE_URL_ENV) or self.firm_settings().get("queue_url") or None
 
     def mapping_context(self, mailbox: str, snap: snapshot.Snapshot) -> MappingContext:
-        """How a record looks in one user's mailbox: their time zone and lead times, the firm's rules."""
-        firm = self.firm_settings()
-        mine = self.accounts.load(mailbox)
+        """How a record looks in one user's mailbox: their time zone and lead times, the firm's rules.
+        (Worker processes without a host build the same from the store: ``shared_state``.)"""
         recipient = snap.users.get(mailbox) or self.host.get_user(mailbox) or User(id=mailbox, name=mailbox)
-
-        def minutes(key: str) -> int | None:
-            own = getattr(mine, key)
-            default = FIRM_DEFAULTS[key]
-            value = own if own is not None else firm.get(key, default)
-            return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else default
-
-        done = firm.get("done_deadline")
-        return MappingContext(
-            recipient=recipient,
-            timezone=mine.timezone or DEFAULT_TIMEZONE,
-            appointment_reminder_minutes=minutes("appointment_reminder_minutes"),
-            deadline_reminder_minutes=minutes("deadline_reminder_minutes"),
-            pre_deadline_reminder_minutes=minutes("pre_deadline_reminder_minutes"),
-            done_deadline=done if done in DONE_DEADLINE_MODES else FIRM_DEFAULTS["done_deadline"],
-            cases={snap.case.id: snap.case} if snap.case else {},
-            users=snap.users,
+        return shared_state.mapping_context(
+            self.firm_settings(), self.accounts.load(mailbox), recipient, snap
         )
 
     def resolve_account(self, mailbox: str) -> MailboxAccount:
-        user = self.host.get_user(mailbox)
-        if user is None:
-            raise LookupError(f"Benutzer {mailbox} existiert nicht mehr.")
-        if not user.active:
-            raise LookupError(f"Benutzer {user.name} ist deaktiviert.")
-        account = self.accounts.mailbox_account(user)
-        timeout = self.firm_settings().get("request_timeout")
-        if isinstance(timeout, (int, float)) and timeout > 0:
-            account = dataclasses.replace(account, timeout=float(timeout))
-        return account
+        return shared_state.resolve_account(
+            mailbox,
+            self.host.get_user(mailbox),
+            self.accounts.load(mailbox),
+            self.firm_settings(),
+            self.vault,
+        )
 
     def enabled_users(self) -> frozenset[str]:
         """Active users with Exchange Sync switched on (cached briefly: read on every save)."""
@@ -159,6 +139,7 @@ class SyncRuntime:
         before = self.accounts.load(user_id)
         saved = self.accounts.save(user_id, settings, password=password)
         self._invalidate()
+        self.publish_worker_state()  # before the unpark below wakes a worker in another process
         looks_different = _shown(saved) != _shown(before)
         if (
             saved.credentials_version != before.credentials_version
@@ -309,6 +290,7 @@ class SyncRuntime:
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
+        self._stop_publisher()
         self.worker.stop()
         self._close_admin()
         self.outbox.close()
@@ -335,8 +317,9 @@ class SyncRuntime:
             folders.update(targets)  # read when a session opens its folders; takes effect from the start
 
     def push_gate(self) -> str | None:
-        """For the worker: why every push is held now (licence ended, administrator's hold), or None."""
-        return self.admin_hold or self.licensing.gate()
+        """For the worker: why every push is held now (licence ended, administrator's hold), or None.
+        The hold is also read from the store: another host instance may have set it."""
+        return self.admin_hold or self._stored_hold() or self.licensing.gate()
 
     def seat_problem(self, user_id: str) -> str | None:
         """Why switching Exchange Sync on for ``user_id`` would exceed the licence, or None."""
@@ -354,6 +337,7 @@ class SyncRuntime:
         before = self.firm_settings()
         merged = {**before, **values}
         self.host.settings.set(PLUGIN_ID, FIRM_KEY, merged)
+        self.publish_worker_state()
         if any(before.get(k) != merged.get(k) for k in FIRM_KEYS_SHOWN):
             # How done deadlines and reminders look changed for everyone; the hash skips the rest.
             self._resync(set(self.enabled_users()))
@@ -362,10 +346,11 @@ class SyncRuntime:
 
     def hold(self, reason: str) -> None:
         self.admin_hold = reason
+        self._write_hold(reason)  # worker processes elsewhere read it before every claim
         signals.mailbox_status_changed.send(self, mailbox="*", status="held", reason=reason)
 
     def release_hold(self) -> None:
-        if self.admin_hold:
+        if self._write_hold("") or self.admin_hold:
             self.admin_hold = ""
             self.licensing.invalidate()
             signals.mailbox_status_changed.send(self, mailbox="*", status="resumed", reason="")
@@ -413,3 +398,67 @@ class SyncRuntime:
 
     def _close_admin(self) -> None:
         self.audit.close()
+
+    # --- host-less workers
+    # What worker processes without a host read (shared_state.py): the host writes it at
+    # startup, on every account, firm or hold change, and now and then in "external" mode.
+    def _init_shared(self, *, publisher: bool) -> None:
+        self._publish_lock = threading.Lock()
+        self._publisher: tuple[threading.Thread, threading.Event] | None = None
+        from .outbox.sqlite import SQLiteOutbox
+
+        if self.worker_mode() == "external" or not isinstance(self.outbox, SQLiteOutbox):
+            # Several processes may push: each request also takes a slot in the store, so the
+            # per-server limit holds for all of them together.
+            if getattr(self.backend, "shared_slots", False) is None:
+                self.backend.shared_slots = self.outbox  # type: ignore[attr-defined]
+        try:
+            self.publish_worker_state(full=True)
+        except Exception:  # a store hiccup must not stop the host; the publisher tries again
+            log.warning("Exchange-Sync: Einstellungen für die Worker nicht geschrieben", exc_info=True)
+        if publisher and self.worker_mode() == "external":
+            stop = threading.Event()
+            thread = threading.Thread(
+                target=self._publish_loop, args=(stop,), name="tsl-exchange-publisher", daemon=True
+            )
+            self._publisher = (thread, stop)
+            thread.start()
+
+    def publish_worker_state(self, *, full: bool = False) -> int:
+        """Write the firm's rules, the licence and every user's account row into the store;
+        with ``full``, also remove rows of users who no longer have settings. Unchanged rows
+        are not rewritten. Returns how many rows changed."""
+        with self._publish_lock:
+            profiles: dict[str, shared_state.MailboxProfile] = {}
+            for user in self.host.list_users():
+                if isinstance(self.host.settings.get(PLUGIN_ID, f"user:{user.id}"), dict):
+                    profiles[user.id] = shared_state.MailboxProfile(user, self.accounts.load(user.id))
+            lic = self.host.licence(PLUGIN_ID)
+            rows = shared_state.host_rows(self.firm_settings(), profiles, lic.document if lic else None)
+            if full:
+                for key in self.outbox.worker_rows(shared_state.MAILBOX_PREFIX):
+                    rows.setdefault(key, None)
+            return self.outbox.put_worker_rows(rows)
+
+    def _publish_loop(self, stop: threading.Event) -> None:
+        while not stop.wait(shared_state.PUBLISH_EVERY):
+            try:
+                self.publish_worker_state(full=True)
+            except Exception:
+                log.warning("Exchange-Sync: Einstellungen für die Worker nicht geschrieben", exc_info=True)
+
+    def _stop_publisher(self) -> None:
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None:
+            publisher[1].set()
+            publisher[0].join(5.0)
+
+    def _write_hold(self, reason: str) -> int:
+        return self.outbox.put_worker_rows(shared_state.hold_row(reason))
+
+    def _stored_hold(self) -> str:
+        try:
+            return shared_state.hold_reason(self.outbox)
+        except Exception:  # the store is unreachable: the claim that follows fails the same way
+            log.debug("reading the hold failed", exc_info=True)
+            return ""

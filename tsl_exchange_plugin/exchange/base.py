@@ -125,3 +125,14 @@ class MailboxSession(Protocol):
 
 class ExchangeBackend(Protocol):
     def session(self, account: MailboxAccount) -> MailboxSession: ...
+
+
+class ServerSlots(Protocol):
+    """Request slots per Exchange server shared by every process on one queue (the outbox
+    stores implement it): the per-server limit across worker processes."""
+
+    def acquire_server_slot(
+        self, server: str, limit: int, holder: str, *, lease_seconds: float = 120.0, now: float | None = None
+    ) -> int | None: ...
+
+    def release_server_slot(self, server: str, slot: int, holder: str) -> None: ...

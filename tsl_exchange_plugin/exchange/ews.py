@@ -42,8 +42,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import html
+import logging
+import os
 import re
+import socket
 import threading
+import time
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -93,11 +97,13 @@ from .base import (
     MailboxAccount,
     OutcomeUnknown,
     PerItem,
+    ServerSlots,
     TransientError,
     Written,
 )
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 RECORD_ID_FIELD = "tsl_record_id"
 QUOTA_BACK_OFF = 3600.0  # a full mailbox frees up when the user cleans up, not in seconds
@@ -488,6 +494,7 @@ class EwsBackend:
         version: tuple[int, int, int, int] | None = None,
         chunk_size: int = 100,
         target_folders: dict[str, str] | None = None,
+        shared_slots: ServerSlots | None = None,
     ):
         """``version``: an Exchange build such as (15, 1, 2507, 6) to skip the version probe.
         ``chunk_size``: items per Create/Update/Delete/GetItem request. NOTES §3 advises 10-25 to
@@ -496,6 +503,9 @@ class EwsBackend:
         request saved is a round trip saved against a hosted Exchange.
         ``target_folders``: item class -> subfolder name under the distinguished folder
         (e.g. {"contact": "timeSensor LEGAL"}); created if missing. Default: the folder itself.
+        ``shared_slots``: the queue's store, when several processes push: then every request
+        also takes one of the server's ``max_in_flight_per_server`` slots there, so the limit
+        holds for all processes together (see ``ServerLimit``).
         """
         if max_in_flight_per_server < 1:
             raise ValueError("max_in_flight_per_server muss mindestens 1 sein")
@@ -503,16 +513,19 @@ class EwsBackend:
         self.version = version
         self.chunk_size = max(1, chunk_size)
         self.target_folders = dict(target_folders or {})
-        self._limits: dict[str, threading.BoundedSemaphore] = {}
+        self.shared_slots = shared_slots
+        self._limits: dict[str, ServerLimit] = {}
         self._lock = threading.Lock()
         register_record_id_property()
 
-    def limiter(self, server: str) -> threading.BoundedSemaphore:
+    def limiter(self, server: str) -> ServerLimit:
         with self._lock:
-            sem = self._limits.get(server)
-            if sem is None:
-                sem = self._limits[server] = threading.BoundedSemaphore(self.max_in_flight_per_server)
-            return sem
+            limit = self._limits.get(server)
+            if limit is None:
+                limit = self._limits[server] = ServerLimit(
+                    server, self.max_in_flight_per_server, self.shared_slots
+                )
+            return limit
 
     def session(self, account: MailboxAccount) -> EwsSession:
         return EwsSession(self, account)
@@ -842,3 +855,85 @@ class EwsSession:
 
 def _replace_body(item: ExchangeItem, body: str) -> ExchangeItem:
     return dataclasses.replace(item, body=body)
+
+
+# --------------------------------------------------------------------------- the per-server limit
+
+
+SLOT_LEASE_SECONDS = 120.0  # SQLite: a dead process's slot is free again after this
+SLOT_PAUSES = (0.005, 0.1)  # first and longest pause between two tries for a shared slot
+SLOT_PATIENCE = 300.0  # then the request is given up as "server busy" and retried later
+
+
+class ServerLimit:
+    """The requests in flight to one Exchange server: at most ``limit``.
+
+    First this process's semaphore, so its own threads queue in memory and never poll the
+    store; then, with ``shared``, a slot in the queue's store, so that the limit holds for
+    all worker processes together. A slot is released after the answer (or the error) is in;
+    a process that dies holding one frees it through the store (see ``ServerSlots``).
+    A context manager, entered by every thread that sends a request to the server.
+    """
+
+    def __init__(self, server: str, limit: int, shared: ServerSlots | None = None) -> None:
+        self.server = server
+        self.limit = limit
+        self.shared = shared
+        self._sem = threading.BoundedSemaphore(limit)
+        self._held = threading.local()  # the slots this thread holds, innermost last
+
+    def __enter__(self) -> ServerLimit:
+        self._sem.acquire()
+        if self.shared is None:
+            return self
+        try:
+            slot = self._take_slot()
+        except BaseException:
+            self._sem.release()
+            raise
+        stack = getattr(self._held, "slots", None)
+        if stack is None:
+            stack = self._held.slots = []
+        stack.append((slot, self._holder()))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self.shared is not None:
+                slot, holder = self._held.slots.pop()
+                try:
+                    self.shared.release_server_slot(self.server, slot, holder)
+                except Exception:  # the store is gone for a moment: the slot frees itself (session, lease)
+                    log.warning(
+                        "Exchange-Sync: Anfrage-Platz für %s nicht freigegeben", self.server, exc_info=True
+                    )
+        finally:
+            self._sem.release()
+
+    @staticmethod
+    def _holder() -> str:
+        return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+    def _take_slot(self) -> int:
+        holder = self._holder()
+        pause, longest = SLOT_PAUSES
+        deadline = time.monotonic() + SLOT_PATIENCE
+        while True:
+            try:
+                slot = self.shared.acquire_server_slot(  # type: ignore[union-attr]
+                    self.server, self.limit, holder, lease_seconds=SLOT_LEASE_SECONDS
+                )
+            except Exception as exc:
+                raise TransientError(
+                    f"Die Warteschlange ist nicht erreichbar, um eine Anfrage an {self.server} anzumelden "
+                    f"({_short(exc)}); es wird später erneut versucht."
+                ) from None
+            if slot is not None:
+                return slot
+            if time.monotonic() >= deadline:
+                raise TransientError(
+                    f"Der Exchange-Server {self.server} hat seit {SLOT_PATIENCE:.0f} s {self.limit} Anfragen "
+                    "anderer Worker in Arbeit; es wird später erneut versucht."
+                )
+            time.sleep(pause)  # polling: the store has no "slot free" notice; the pause stays short
+            pause = min(longest, pause * 2)

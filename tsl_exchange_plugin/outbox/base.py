@@ -24,7 +24,7 @@ All timestamps are UNIX seconds (float, UTC). Payloads are JSON text.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -187,6 +187,25 @@ class Outbox(Protocol):
     def jobs(self, mailbox: str | None = None, status: str | None = None) -> list[Job]: ...
 
     def close(self) -> None: ...
+
+    # -- what host-less worker processes read (see shared_state.py) ---------------------------
+    def put_worker_rows(self, rows: Mapping[str, str | None]) -> int:
+        """Upsert (None: delete) rows of the shared worker state in ONE transaction; unchanged
+        rows are not rewritten. Returns how many changed; a change wakes idle workers."""
+
+    def worker_rows(self, prefix: str = "") -> dict[str, str]:
+        """Rows of the shared worker state whose key starts with ``prefix``."""
+
+    def worker_row(self, key: str) -> str | None: ...
+
+    # -- the request limit per Exchange server, across processes ------------------------------
+    def acquire_server_slot(
+        self, server: str, limit: int, holder: str, *, lease_seconds: float = 120.0, now: float | None = None
+    ) -> int | None:
+        """Take one of ``limit`` slots of ``server`` for one request; None when all are taken.
+        A dead process's slots come free (PostgreSQL: with its session; SQLite: after the lease)."""
+
+    def release_server_slot(self, server: str, slot: int, holder: str) -> None: ...
 
 
 class LeaseLost(RuntimeError):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
@@ -589,3 +589,99 @@ class PostgresOutbox(PerThreadConnections):
     def jobs(self, mailbox: str | None = None, status: str | None = None) -> list[Job]:
         rows = self._conn().execute(self._sql["jobs"], {"mailbox": mailbox, "status": status})
         return [job_from_row(r) for r in rows]
+
+    # -- what host-less workers read, and the per-server request slots -------------------------
+    # The state table is created on first use rather than in _SCHEMA, so the job tables'
+    # schema stays as it is; request slots are advisory locks and need no table.
+    def _ensure_shared(self) -> None:
+        if getattr(self, "_shared_ready", False):
+            return
+        conn = self._conn()
+        with conn.transaction():
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"tsl_exchange_outbox:{self.schema}",)
+            )
+            conn.execute(sql.SQL(_SHARED_SCHEMA).format(s=sql.Identifier(self.schema)))
+        self._shared_ready = True
+
+    def _shared_sql(self, text: str) -> sql.Composed:
+        return sql.SQL(text).format(s=sql.Identifier(self.schema))
+
+    def put_worker_rows(self, rows: Mapping[str, str | None]) -> int:
+        """Write (or, for None, delete) rows of the shared worker state in ONE transaction.
+        A row whose value is unchanged is not rewritten. Returns how many rows changed."""
+        if not rows:
+            return 0
+        self._ensure_shared()
+        changed = 0
+        conn = self._conn()
+        with conn.transaction(), conn.cursor() as cur:
+            for key in sorted(rows):  # key order: two publishers never deadlock
+                value = rows[key]
+                if value is None:
+                    cur.execute(self._shared_sql("DELETE FROM {s}.worker_state WHERE key = %s"), (key,))
+                else:
+                    cur.execute(self._shared_sql(_PUT_WORKER_ROW), (key, value))
+                changed += max(0, cur.rowcount)
+            if changed:
+                # A released hold (or a mailbox's new account) is work for idle worker processes.
+                cur.execute(self._sql["notify"], (self.channel,))
+        return changed
+
+    def worker_rows(self, prefix: str = "") -> dict[str, str]:
+        """Rows of the shared worker state whose key starts with ``prefix``."""
+        self._ensure_shared()
+        rows = self._conn().execute(
+            self._shared_sql("SELECT key, value FROM {s}.worker_state WHERE left(key, %s) = %s"),
+            (len(prefix), prefix),
+        )
+        return {k: v for k, v in rows}
+
+    def worker_row(self, key: str) -> str | None:
+        self._ensure_shared()
+        row = (
+            self._conn()
+            .execute(self._shared_sql("SELECT value FROM {s}.worker_state WHERE key = %s"), (key,))
+            .fetchone()
+        )
+        return row[0] if row else None
+
+    def acquire_server_slot(
+        self, server: str, limit: int, holder: str, *, lease_seconds: float = 120.0, now: float | None = None
+    ) -> int | None:
+        """Take one of ``limit`` request slots of ``server``; None when all are taken.
+
+        A slot is a session-level advisory lock (namespace: schema and server, number: the
+        slot) on this thread's connection. It dies with the session, so a killed process
+        frees its slots at once; ``holder`` and ``lease_seconds`` are for the SQLite store.
+        The scan stops at the first lock it gets (LIMIT 1 over a lazily filtered series)."""
+        row = (
+            self._conn()
+            .execute(
+                "SELECT s FROM generate_series(0, %s - 1) AS s "
+                "WHERE pg_try_advisory_lock(hashtext(%s), s) LIMIT 1",
+                (limit, self._slot_space(server)),
+            )
+            .fetchone()
+        )
+        return int(row[0]) if row else None
+
+    def release_server_slot(self, server: str, slot: int, holder: str) -> None:
+        # On the connection that took it; if that one broke meanwhile, its session (and
+        # with it the lock) is gone already.
+        self._conn().execute("SELECT pg_advisory_unlock(hashtext(%s), %s)", (self._slot_space(server), slot))
+
+    def _slot_space(self, server: str) -> str:
+        return f"tsl_exchange_slots:{self.schema}:{server}"
+
+
+_SHARED_SCHEMA = """CREATE TABLE IF NOT EXISTS {s}.worker_state (
+    key text PRIMARY KEY,
+    value text NOT NULL,
+    updated_at double precision NOT NULL
+)"""
+_PUT_WORKER_ROW = f"""
+    INSERT INTO {{s}}.worker_state AS w (key, value, updated_at) VALUES (%s, %s, {_NOW})
+    ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at
+    WHERE w.value <> EXCLUDED.value
+"""

@@ -14,7 +14,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -567,3 +567,94 @@ class SQLiteOutbox(PerThreadConnections):
             (mailbox, mailbox, status, status),
         )
         return [job_from_row(r) for r in rows]
+
+    # -- what host-less workers read, and the per-server request slots -------------------------
+    # Created on first use rather than in _SCHEMA: a store that never meets a worker process
+    # (tests, the in-host default) pays nothing, and the job tables' schema stays as it is.
+    def _ensure_shared(self) -> None:
+        if getattr(self, "_shared_ready", False):
+            return
+        with self._write() as conn:
+            for statement in _SHARED_SCHEMA:
+                conn.execute(statement)
+        self._shared_ready = True
+
+    def put_worker_rows(self, rows: Mapping[str, str | None]) -> int:
+        """Write (or, for None, delete) rows of the shared worker state in ONE transaction.
+        A row whose value is unchanged is not rewritten. Returns how many rows changed."""
+        if not rows:
+            return 0
+        self._ensure_shared()
+        now = time.time()
+        changed = 0
+        with self._write() as conn:
+            for key, value in rows.items():
+                if value is None:
+                    changed += conn.execute(_DELETE_WORKER_ROW, (key,)).rowcount
+                else:
+                    changed += conn.execute(_PUT_WORKER_ROW, (key, value, now)).rowcount
+        if changed:
+            self._signal.notify()  # a released hold is work for idle workers of this process
+        return changed
+
+    def worker_rows(self, prefix: str = "") -> dict[str, str]:
+        """Rows of the shared worker state whose key starts with ``prefix``."""
+        self._ensure_shared()
+        rows = self._conn().execute(
+            "SELECT key, value FROM worker_state WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)
+        )
+        return {k: v for k, v in rows}
+
+    def worker_row(self, key: str) -> str | None:
+        self._ensure_shared()
+        row = self._conn().execute("SELECT value FROM worker_state WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def acquire_server_slot(
+        self, server: str, limit: int, holder: str, *, lease_seconds: float = 120.0, now: float | None = None
+    ) -> int | None:
+        """Take one of ``limit`` request slots of ``server`` for ``holder``; None when all are taken.
+        A slot whose lease ran out (its process died) counts as free."""
+        self._ensure_shared()
+        now = time.time() if now is None else now
+        with self._write() as conn:
+            taken = {r[0] for r in conn.execute(_SLOTS_TAKEN, (server, now))}
+            if len(taken) >= limit:
+                return None
+            slot = next(s for s in range(limit) if s not in taken)
+            conn.execute(_TAKE_SLOT, (server, slot, holder, now + lease_seconds))
+        return slot
+
+    def release_server_slot(self, server: str, slot: int, holder: str) -> None:
+        self._ensure_shared()
+        self._write_one(
+            "DELETE FROM server_slots WHERE server = ? AND slot = ? AND holder = ?", (server, slot, holder)
+        )
+
+
+_SHARED_SCHEMA = [
+    # Key -> JSON text: "firm", "hold", "licence", "mailbox:<user id>" (see shared_state.py).
+    """CREATE TABLE IF NOT EXISTS worker_state (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS server_slots (
+        server TEXT NOT NULL,
+        slot INTEGER NOT NULL,
+        holder TEXT NOT NULL,
+        lease_until REAL NOT NULL,
+        PRIMARY KEY (server, slot)
+    )""",
+]
+_PUT_WORKER_ROW = (
+    "INSERT INTO worker_state (key, value, updated_at) VALUES (?, ?, ?) "
+    "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at "
+    "WHERE worker_state.value <> excluded.value"
+)
+_DELETE_WORKER_ROW = "DELETE FROM worker_state WHERE key = ?"
+_SLOTS_TAKEN = "SELECT slot FROM server_slots WHERE server = ? AND lease_until > ?"
+_TAKE_SLOT = (
+    "INSERT INTO server_slots (server, slot, holder, lease_until) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (server, slot) DO UPDATE SET holder = excluded.holder, lease_until = excluded.lease_until"
+)
