@@ -60,16 +60,40 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from . import signals
     from .worker import WorkerConfig
 
+    if args.per_server < 1:
+        print("Fehler: --per-server muss mindestens 1 sein.", file=sys.stderr)
+        return 2
+    if args.data and args.queue:
+        print(
+            "Fehler: --data und --queue schließen sich aus: mit --data gilt die Warteschlange des Hosts.",
+            file=sys.stderr,
+        )
+        return 2
     config = WorkerConfig(threads=args.threads, lease_seconds=args.lease)
-    if not args.data:
-        return _hostless_worker(args, config)
-    from .exchange.ews import EwsBackend
+    signals.mailbox_status_changed.connect(_report_status)
+    try:
+        if not args.data:
+            return _hostless_worker(args, config)
+        from .exchange.ews import EwsBackend
 
-    backend = EwsBackend(max_in_flight_per_server=args.per_server)
-    with _opened(args.data, worker_config=config, backend=backend) as (_, runtime):
-        return _run_worker(args, runtime.worker, runtime.outbox)
+        backend = EwsBackend(max_in_flight_per_server=args.per_server)
+        with _opened(args.data, worker_config=config, backend=backend) as (_, runtime):
+            return _run_worker(args, runtime.worker, runtime.outbox)
+    finally:
+        signals.mailbox_status_changed.disconnect(_report_status)
+
+
+def _report_status(sender, mailbox: str = "", status: str = "", reason: str = "", **_) -> None:
+    """Operators see the gate and parked mailboxes on the worker's console."""
+    if mailbox == "*" and status == "held":
+        print(f"Angehalten: {reason}", flush=True)
+    elif mailbox == "*" and status == "resumed":
+        print("Übertragung läuft wieder.", flush=True)
+    elif status == "parked":
+        print(f"Postfach {mailbox} angehalten: {reason}", flush=True)
 
 
 def _hostless_worker(args: argparse.Namespace, config) -> int:
@@ -79,7 +103,6 @@ def _hostless_worker(args: argparse.Namespace, config) -> int:
     administrator's hold, the licence) the host has written into the queue's store."""
     import os
 
-    from . import signals
     from .credentials import VaultError, open_worker_vault
     from .exchange.ews import EwsBackend
     from .mapping.dispatch import make_mapper
@@ -96,9 +119,6 @@ def _hostless_worker(args: argparse.Namespace, config) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.per_server < 1:
-        print("Fehler: --per-server muss mindestens 1 sein.", file=sys.stderr)
-        return 2
     try:
         vault = open_worker_vault(args.key_file)
     except VaultError as exc:
@@ -110,16 +130,6 @@ def _hostless_worker(args: argparse.Namespace, config) -> int:
         print(f"Fehler: {exc}", file=sys.stderr)
         return 2
 
-    def report(sender, mailbox: str = "", status: str = "", reason: str = "", **_) -> None:
-        # Operators (and tests) see the gate and parked mailboxes on the console.
-        if mailbox == "*" and status == "held":
-            print(f"Angehalten: {reason}", flush=True)
-        elif mailbox == "*" and status == "resumed":
-            print("Übertragung läuft wieder.", flush=True)
-        elif status == "parked":
-            print(f"Postfach {mailbox} angehalten: {reason}", flush=True)
-
-    signals.mailbox_status_changed.connect(report)
     worker = None
     try:
         context = StoreContext(outbox, vault)
@@ -143,7 +153,6 @@ def _hostless_worker(args: argparse.Namespace, config) -> int:
         if worker is not None:
             worker.stop()
         outbox.close()
-        signals.mailbox_status_changed.disconnect(report)
 
 
 def _run_worker(args: argparse.Namespace, worker, outbox) -> int:
