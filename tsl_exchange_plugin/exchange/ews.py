@@ -23,9 +23,12 @@ What it does, and why (facts in ../shared/ews-reference/NOTES.md):
   request even in ``bulk_update`` (NOTES §3), so every item of that chunk is reported as
   ``Conflict``; some may already be applied, which is harmless because an update is
   idempotent (refresh the ChangeKey, push again).
-- **Concurrency.** One semaphore per server (host:port of the EWS URL) shared by all
-  sessions of a backend limits the requests in flight (Microsoft advises about 10). Every
+- **Concurrency.** One limit per server (host:port of the EWS URL) shared by all
+  sessions of a backend caps the requests in flight (Microsoft advises about 10). Every
   exchangelib call runs under it; exchangelib sends the requests of one call one after another.
+  With several worker processes the backend gets the queue's store (``shared_slots``) and
+  each call also takes one of the server's slots there, so the cap holds across processes
+  (``ServerLimit``).
 - **TLS.** ``verify_tls=False`` (an administrator allowed a self-signed certificate for this
   server) must not switch verification off for every other server. exchangelib's
   ``HTTP_ADAPTER_CLS`` is a class attribute of the protocol, read by class methods, so the

@@ -654,7 +654,9 @@ class PostgresOutbox(PerThreadConnections):
         A slot is a session-level advisory lock (namespace: schema and server, number: the
         slot) on this thread's connection. It dies with the session, so a killed process
         frees its slots at once; ``holder`` and ``lease_seconds`` are for the SQLite store.
-        The scan stops at the first lock it gets (LIMIT 1 over a lazily filtered series)."""
+        The scan stops at the first lock it gets (LIMIT 1 over a lazily filtered series).
+        Advisory locks stack within a session, so a thread must hold at most one slot at a
+        time (``ServerLimit`` is never entered twice by one thread)."""
         row = (
             self._conn()
             .execute(
