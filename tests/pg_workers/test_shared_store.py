@@ -25,6 +25,7 @@ from tsl_exchange_plugin.shared_state import (
     StoreContext,
     hold_row,
 )
+from tsl_exchange_plugin.testing import wait_for
 
 from .conftest import PG_URL
 
@@ -123,7 +124,13 @@ def test_postgres_slots_are_advisory_locks_that_die_with_the_session(pg_schema_n
         b.release_server_slot(SERVER, 1, "b")
         assert d.acquire_server_slot(SERVER, 3, "d") == 1
         a.close()  # the process dies: its session, and with it slot 0, is gone
-        assert b.acquire_server_slot(SERVER, 3, "b") == 0
+        # The server ends the backend just after the client hung up: wait for that state.
+        got = wait_for(
+            lambda: [s for s in [b.acquire_server_slot(SERVER, 3, "b")] if s is not None],
+            timeout=10,
+            what="the dead session's slot",
+        )
+        assert got == [0]
     finally:
         for store in (a, b, c, d):
             store.close()
@@ -152,3 +159,28 @@ def test_server_limit_waits_for_a_slot_another_process_holds(tmp_path: Path):
     finally:
         mine.close()
         other.close()
+
+
+def test_the_host_publishes_idempotently_and_without_plain_passwords(kanzlei):
+    """The SQLite store (the default) gets the same rows as PostgreSQL."""
+    from tsl_exchange_plugin.sandbox.testing import SANDBOX_PASSWORDS
+
+    k = kanzlei
+    runtime = k.runtime
+    assert isinstance(runtime.outbox, SQLiteOutbox)
+    assert runtime.publish_worker_state(full=True) == 0  # written at startup already
+    rows = runtime.outbox.worker_rows()
+    assert {f"mailbox:{u.id}" for u in k.lawyers} <= set(rows)
+    assert {"firm", "licence"} <= set(rows)
+    text = json.dumps(rows)
+    assert not any(pw in text for pw in SANDBOX_PASSWORDS.values())
+    runtime.save_firm_settings({"done_deadline": "remove"})
+    assert json.loads(runtime.outbox.worker_row("firm"))["done_deadline"] == "remove"
+    alice = k.lawyers[0]
+    k.configure(alice, timezone="Europe/Vienna")
+    profile = MailboxProfile.load(runtime.outbox.worker_row(f"mailbox:{alice.id}"))
+    assert profile.settings.timezone == "Europe/Vienna"
+    runtime.hold("Aufräumen läuft.")
+    assert runtime.outbox.worker_row(HOLD_ROW) is not None
+    runtime.release_hold()
+    assert runtime.outbox.worker_row(HOLD_ROW) is None
