@@ -208,6 +208,7 @@ def cmd_rotate_key(args: argparse.Namespace) -> int:
                 data["password_token"] = vault.rotate(settings.password_token)
                 host.settings.set(PLUGIN_ID, f"user:{user.id}", data)
                 count += 1
+        runtime.publish_worker_state()  # worker processes read the new tokens (and need the new key file)
     print(f"Neuer Schlüssel aktiv; {count} Passwörter neu verschlüsselt.")
     return 0
 
