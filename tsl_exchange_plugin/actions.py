@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from tsl_hostapi.types import ActionResult, Host, MenuAction, RecordOutcome, RecordRef, SettingsField, User
 
 from . import PLUGIN_ID, signals
-from .settings import CLEANUP_ACTION, RETRY_ACTION, TEST_ACTION
+from .settings import CLEANUP_ACTION, DEFERRED_MESSAGE, RETRY_ACTION, TEST_ACTION
 
 if TYPE_CHECKING:
     from .runtime import SyncRuntime
@@ -171,6 +171,9 @@ def bulk_subscribe(
     def progress(done: int) -> None:
         bulk_progress.send(runtime, action_id=action_id, done=done, total=len(valid))
 
+    from .runtime import QueueDeferred
+
+    deferred = False
     try:
         changed = runtime.change_subscriptions_bulk(
             valid,
@@ -180,6 +183,8 @@ def bulk_subscribe(
             progress=progress,
             chunk=BULK_CHUNK,
         )
+    except QueueDeferred as exc:  # saved; the journal completes the pushes when the queue is back
+        changed, deferred = exc.changed, True
     except Exception as exc:  # nothing was written (one transaction); say so per record
         log.exception("Exchange-Sync: Sammeländerung fehlgeschlagen")
         reason = f"nicht geändert: {exc}"
@@ -215,6 +220,11 @@ def bulk_subscribe(
     if failed:
         message += f", {failed} fehlgeschlagen"
     message += f" ({time.monotonic() - started:.1f} s)."
+    again = sum(1 for o in outcomes if o.status == "unchanged") if add else 0
+    if again:
+        message += f" {again} bereits gesetzte Kontakte werden erneut übertragen, falls sie fehlen."
+    if deferred:
+        message += f" {DEFERRED_MESSAGE}"
     return ActionResult(True, message, tuple(outcomes))
 
 

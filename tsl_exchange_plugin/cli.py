@@ -290,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_status_admin(args: argparse.Namespace) -> int:
     """``status`` as before, with the summary line (licence hold) and, with ``--audit``, the audit log."""
+    from dataclasses import asdict
+
     from .status import mailbox_rows, summary
 
     with _opened(args.data) as (host, runtime):
@@ -300,6 +302,7 @@ def cmd_status_admin(args: argparse.Namespace) -> int:
             if args.audit:
                 data = {
                     "summary": summary(runtime),
+                    "journal": asdict(runtime.journal.info()),
                     "mailboxes": data,
                     "audit": [e.as_dict() for e in entries],
                 }

@@ -25,30 +25,38 @@ from tsl_hostapi.types import (
 )
 
 from . import PLUGIN_ID, actions, licence, settings
+from .recovery import Recovery
 from .runtime import SyncRuntime
 
 log = logging.getLogger(__name__)
 
-# One runtime per host object: tests and the demo may run several hosts in one process.
-_runtimes: dict[int, SyncRuntime] = {}
+# One runtime per host object: tests and the demo may run several hosts in one process. Its
+# Recovery holds it, and keeps the host's changes in the journal while it cannot be built.
+_recoveries: dict[int, Recovery] = {}
 
 
 def runtime_for(host: Host) -> SyncRuntime | None:
-    return _runtimes.get(id(host))
+    recovery = _recoveries.get(id(host))
+    return recovery.runtime if recovery is not None else None
+
+
+def recovery_for(host: Host) -> Recovery | None:
+    return _recoveries.get(id(host))
 
 
 @hookimpl
 def tsl_startup(host: Host) -> None:
-    if id(host) in _runtimes:
+    if id(host) in _recoveries:
         return
-    _runtimes[id(host)] = SyncRuntime(host)
+    recovery = _recoveries[id(host)] = Recovery(host)
+    recovery.start()  # never raises: a failed start keeps journaling and retrying
 
 
 @hookimpl
 def tsl_shutdown(host: Host) -> None:
-    runtime = _runtimes.pop(id(host), None)
-    if runtime is not None:
-        runtime.close()
+    recovery = _recoveries.pop(id(host), None)
+    if recovery is not None:
+        recovery.close()
 
 
 @hookimpl
@@ -118,11 +126,11 @@ def tsl_record_deleted(host: Host, event: RecordEvent) -> None:
 
 
 def _enqueue_for(host: Host, event: RecordEvent, method: str, what: str) -> None:
-    runtime = runtime_for(host)
-    if runtime is None:
-        return
+    recovery = _recoveries.get(id(host))
+    if recovery is None:
+        return  # not started: the plugin is not enabled for this host
     try:
-        getattr(runtime, method)(event)
+        recovery.handle(event, method)  # the queue, or the journal when the queue cannot take it
     except Exception:  # never into the host's save; the administrator is told instead
         log.exception("Exchange-Sync: %s %s konnte nicht eingereiht werden", what, event.ref.key)
         host.notify(f"Exchange-Sync: {what} {event.ref.key} konnte nicht eingereiht werden.", level="error")

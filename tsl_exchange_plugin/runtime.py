@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
+from tsl_hostapi import serialize
 from tsl_hostapi.types import Appointment, Deadline, Host, Record, RecordEvent, RecordRef, Reminder, User
 
 from . import PLUGIN_ID, shared_state, signals, snapshot, subscriptions
@@ -23,6 +24,7 @@ from .mapping.context import MappingContext
 from .mapping.dispatch import make_mapper
 from .outbox.base import Change, Outbox
 from .outbox.factory import open_outbox
+from .outbox.journal import Journal
 from .worker import Worker, WorkerConfig
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,9 @@ class SyncRuntime:
     ):
         self.host = host
         self.data_dir = host.data_dir(PLUGIN_ID)
+        # Where a change waits when the queue cannot take it, and a subscription change's intent.
+        self.journal = Journal.at(self.data_dir)
+        self.journal_waiting: Callable[[], None] = lambda: None  # the plugin wakes its replay here
         self.vault = Vault.open(self.data_dir)
         self.accounts = AccountStore(host.settings, self.vault)
         self.outbox = outbox or open_outbox(self.queue_url(), self.data_dir)
@@ -370,30 +375,52 @@ class SyncRuntime:
 
         Everything is read and every snapshot built first, outside any transaction; then the
         subscription lists are written in ONE host transaction and the pushes queued in ONE
-        outbox transaction, so the host's own saves are never queued behind a long write. If
-        queueing fails, the lists are put back and the error is raised: nothing half-done.
-        Only newly added users get a push (who already had the contact has it), removed users
-        get a removal."""
+        outbox transaction, so the host's own saves are never queued behind a long write.
+
+        The two stores cannot share a transaction, so the change is recorded first: an intent
+        in the journal (on disk) before the lists are written, closed once the pushes are
+        queued. A crash in between, or a queue that cannot be written, leaves the intent open
+        and the replay completes it (``QueueDeferred`` is raised for the latter; the lists stay).
+        Without a writable journal it falls back to putting the lists back on a queue error.
+
+        Every selected user who is (now) subscribed gets a push, also where nothing changed:
+        pressing "Exchange-Sync setzen" again repairs a missing item, and an unchanged content
+        hash writes nothing in the mailbox. Removed users get a removal."""
         changed = subscriptions.plan_subscriptions(self.host.settings, contact_ids, add=add, remove=remove)
         enabled = self.enabled_users()
+        pushed = sorted((set(add) - set(remove)) & enabled)
         changes: list[Change] = []
-        for n, (cid, (before, after)) in enumerate(changed.items(), start=1):
-            record = (records or {}).get(cid) or self.host.get_record(RecordRef("contact", cid))
-            if record is not None:
-                key = record.ref.key
-                new = [u for u in after if u in enabled and u not in before]
-                if new:
-                    payload = self._snapshot_payload(record)
-                    changes += [Change(u, key, "upsert", payload) for u in new]
-                changes += [Change(u, key, "delete") for u in before if u not in after]
+        for n, cid in enumerate(dict.fromkeys(contact_ids), start=1):
+            # ``pushed`` users are on every selected contact's list afterwards, changed or not.
+            if cid in changed or pushed:
+                record = (records or {}).get(cid) or self.host.get_record(RecordRef("contact", cid))
+                if record is not None:
+                    key = record.ref.key
+                    if pushed:
+                        payload = self._snapshot_payload(record)
+                        changes += [Change(u, key, "upsert", payload) for u in pushed]
+                    before, after = changed.get(cid, ((), ()))
+                    changes += [Change(u, key, "delete") for u in before if u not in after]
             if progress is not None and n % chunk == 0:
                 progress(n)
-        subscriptions.write_subscriptions(self.host.settings, changed)
+        intent = self._open_subscription_intent(list(dict.fromkeys(contact_ids)), pushed, remove)
+        try:
+            subscriptions.write_subscriptions(self.host.settings, changed)
+        except Exception:
+            if intent is not None:
+                self.journal.close_intent(intent)  # nothing was written
+            raise
         try:
             self._enqueue(changes)
-        except Exception:
-            subscriptions.write_subscriptions(self.host.settings, changed, undo=True)
-            raise
+        except Exception as exc:
+            if intent is None:
+                subscriptions.write_subscriptions(self.host.settings, changed, undo=True)
+                raise
+            self.journal.abandon_intent(intent)
+            self.journal_waiting()
+            raise QueueDeferred(changed, str(exc)) from exc
+        if intent is not None:
+            self.journal.close_intent(intent)
         return changed
 
     def _close_admin(self) -> None:
@@ -462,3 +489,100 @@ class SyncRuntime:
         except Exception:  # the store is unreachable: the claim that follows fails the same way
             log.debug("reading the hold failed", exc_info=True)
             return ""
+
+    # --- journal: no silent drop, subscription intents, recovery after an unclean stop
+    def _open_subscription_intent(
+        self, contact_ids: list[str], pushed: list[str], remove: Iterable[str]
+    ) -> str | None:
+        """Record a subscription change before it is written (None: the journal cannot be
+        written; the caller then keeps the old all-or-nothing behaviour)."""
+        if not contact_ids:
+            return None
+        try:
+            return self.journal.open_intent({"contacts": contact_ids, "add": pushed, "remove": sorted(remove)})
+        except OSError:
+            log.exception("Exchange-Sync: Journal nicht beschreibbar (%s)", self.journal.path)
+            return None
+
+    def apply_journal(self, rec: dict) -> None:
+        """Replay one journal record (see ``outbox/journal.py``) into the queue."""
+        kind = rec.get("t")
+        if kind == "intent":
+            self._complete_intent(rec)
+            return
+        event = event_from_journal(self.host, rec)
+        if kind == "saved":
+            self.record_saved(event)
+        elif kind == "deleted":
+            self.record_deleted(event)
+
+    def _complete_intent(self, rec: dict) -> None:
+        """Queue what an interrupted subscription change causes, judged by the lists as they
+        are now: a push for each of its users still subscribed, a removal for each of its
+        removed users no longer subscribed (both are harmless when already done)."""
+        enabled = self.enabled_users()
+        add = [str(u) for u in rec.get("add") or () if u in enabled]
+        remove = [str(u) for u in rec.get("remove") or ()]
+        changes: list[Change] = []
+        for cid in rec.get("contacts") or ():
+            current = set(subscriptions.subscribers(self.host.settings, str(cid)))
+            users = [u for u in add if u in current]
+            gone = [u for u in remove if u not in current]
+            if not users and not gone:
+                continue
+            record = self.host.get_record(RecordRef("contact", str(cid)))
+            key = RecordRef("contact", str(cid)).key
+            if record is not None and users:
+                payload = self._snapshot_payload(record)
+                changes += [Change(u, key, "upsert", payload) for u in users]
+            changes += [Change(u, key, "delete") for u in gone]
+        self._enqueue(changes)
+
+    def requeue_host_view(self) -> int:
+        """After an unclean stop: the host commits a record before it calls the save hook, so
+        a crash in between leaves a change the queue never saw. Queue the host's whole view
+        again (unchanged content hashes write nothing) and a removal for whatever an enabled
+        mailbox holds or waits for that the host no longer gives it. Returns the job count."""
+        enabled = self.enabled_users()
+        changes: list[Change] = []
+        wanted: set[tuple[str, str]] = set()
+        for kind in SYNCED_KINDS:
+            for record in self.host.iter_records(kind):
+                for change in self.changes_for(record):
+                    changes.append(change)
+                    wanted.add((change.mailbox, change.record_key))
+        for mailbox in sorted(enabled):
+            held = {key.split("#", 1)[0] for key in self.outbox.sync_keys(mailbox)}
+            held |= {j.record_key.split("#", 1)[0] for j in self.outbox.jobs(mailbox) if j.op == "upsert"}
+            changes += [Change(mailbox, key, "delete") for key in sorted(held) if (mailbox, key) not in wanted]
+        self._enqueue(changes)
+        return len(changes)
+
+
+class QueueDeferred(Exception):
+    """A subscription change was saved, but its pushes could not be queued yet; the journal
+    holds the intent and the replay queues them when the queue is back."""
+
+    def __init__(self, changed: dict, reason: str) -> None:
+        super().__init__(reason)
+        self.changed = changed
+
+
+def event_to_journal(event: RecordEvent, hook: str) -> dict:
+    """A save (``hook`` "saved") or delete ("deleted") as a journal record."""
+    return {
+        "t": hook,
+        "kind": event.ref.kind,
+        "id": event.ref.id,
+        "record": serialize.to_data(event.record) if event.record is not None else None,
+        "user": event.user.id if event.user is not None else None,
+    }
+
+
+def event_from_journal(host: Host, rec: dict) -> RecordEvent:
+    ref = RecordRef(str(rec["kind"]), str(rec["id"]))
+    cls = snapshot.RECORD_TYPES.get(ref.kind)
+    data = rec.get("record")
+    record = serialize.from_data(cls, data) if cls is not None and data is not None else None
+    user = host.get_user(str(rec["user"])) if rec.get("user") else None
+    return RecordEvent(ref=ref, record=record, user=user)

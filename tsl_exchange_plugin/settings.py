@@ -222,7 +222,14 @@ def save(
                 (FieldError("users", "Benutzer ohne Exchange-Konto können nicht gewählt werden."),),
             )
         before = set(subscriptions.subscribers(host.settings, ctx.object_id))
-        runtime.change_subscriptions([ctx.object_id], add=wanted - before, remove=(before - wanted) & allowed)
+        from .runtime import QueueDeferred
+
+        try:
+            # Every checked user is queued again, also when nothing changed: saving the tab
+            # repairs a missing item, and an unchanged one is not rewritten.
+            runtime.change_subscriptions([ctx.object_id], add=wanted, remove=(before - wanted) & allowed)
+        except QueueDeferred:
+            return SaveResult(True, message=DEFERRED_MESSAGE)
         return SaveResult(True, message="Gespeichert.")
     return SaveResult(False, message="Dieser Reiter hat nichts zu speichern.")
 
@@ -422,3 +429,9 @@ def _save_interfaces(runtime: SyncRuntime, values: dict[str, Any]) -> SaveResult
             "Der neue Zielordner gilt ab dem nächsten Start; bereits übertragene Einträge bleiben, wo sie sind."
         )
     return SaveResult(True, message=" ".join(notes))
+
+
+DEFERRED_MESSAGE = (
+    "Gespeichert. Die Warteschlange ist gerade nicht erreichbar; die Übertragung nach Exchange "
+    "wird automatisch nachgeholt, sobald sie wieder erreichbar ist (der Administrator ist informiert)."
+)

@@ -129,5 +129,20 @@ def summary(runtime: SyncRuntime) -> str:
     held = runtime.push_gate()
     pending = runtime.outbox.pending_count()
     if held:
-        return f"{held} ({pending} Änderungen warten.)"
-    return f"Exchange-Sync läuft. {pending} Änderungen in der Warteschlange."
+        return f"{held} ({pending} Änderungen warten.){journal_line(runtime)}"
+    return f"Exchange-Sync läuft. {pending} Änderungen in der Warteschlange.{journal_line(runtime)}"
+
+
+def journal_line(runtime: SyncRuntime) -> str:
+    """The journal's size (changes the queue could not take yet), empty while it is empty."""
+    info = runtime.journal.info()
+    if not info.waiting and not info.size_bytes:
+        return ""
+    return (
+        f" Journal: {info.waiting} Änderungen warten auf die Warteschlange ({_size(info.size_bytes)}, "
+        f"{info.path}); sie werden automatisch nachgeholt."
+    )
+
+
+def _size(n: int) -> str:
+    return f"{n} Byte" if n < 1024 else f"{n / 1024:.1f} KB".replace(".", ",")
