@@ -130,7 +130,9 @@ class Recovery:
                 return
             except Exception as exc:
                 log.exception("Exchange-Sync: %s konnte nicht eingereiht werden", event.ref.key)
-                self.reason = f"Änderungen können nicht in die Warteschlange eingereiht werden ({_reason(exc)})."
+                self.reason = (
+                    f"Änderungen können nicht in die Warteschlange eingereiht werden ({_reason(exc)})."
+                )
                 failed = True
         # Otherwise earlier changes wait in the journal (or the recovery after start runs):
         # this one queues up behind them, so the order is kept.
@@ -224,7 +226,9 @@ class Recovery:
                 runtime.requeue_host_view()
             except Exception as exc:
                 log.exception("Exchange-Sync: Abgleich nach unsauberem Ende fehlgeschlagen")
-                self.reason = f"Änderungen können nicht in die Warteschlange eingereiht werden ({_reason(exc)})."
+                self.reason = (
+                    f"Änderungen können nicht in die Warteschlange eingereiht werden ({_reason(exc)})."
+                )
                 return False
             self._sweep_due = False
             if not self._replay(runtime):

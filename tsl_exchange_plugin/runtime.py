@@ -499,7 +499,9 @@ class SyncRuntime:
         if not contact_ids:
             return None
         try:
-            return self.journal.open_intent({"contacts": contact_ids, "add": pushed, "remove": sorted(remove)})
+            return self.journal.open_intent(
+                {"contacts": contact_ids, "add": pushed, "remove": sorted(remove)}
+            )
         except OSError:
             log.exception("Exchange-Sync: Journal nicht beschreibbar (%s)", self.journal.path)
             return None
@@ -554,7 +556,9 @@ class SyncRuntime:
         for mailbox in sorted(enabled):
             held = {key.split("#", 1)[0] for key in self.outbox.sync_keys(mailbox)}
             held |= {j.record_key.split("#", 1)[0] for j in self.outbox.jobs(mailbox) if j.op == "upsert"}
-            changes += [Change(mailbox, key, "delete") for key in sorted(held) if (mailbox, key) not in wanted]
+            changes += [
+                Change(mailbox, key, "delete") for key in sorted(held) if (mailbox, key) not in wanted
+            ]
         self._enqueue(changes)
         return len(changes)
 

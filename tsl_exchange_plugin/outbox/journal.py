@@ -113,7 +113,9 @@ class Journal:
                 with open(self.path, "r+b") as fh:
                     fh.truncate(end)
                     os.fsync(fh.fileno())
-                log.warning("Exchange-Sync: unvollständige letzte Zeile im Journal verworfen (%s).", self.path)
+                log.warning(
+                    "Exchange-Sync: unvollständige letzte Zeile im Journal verworfen (%s).", self.path
+                )
         except FileNotFoundError:
             pass
         self._events = 0
@@ -148,7 +150,9 @@ class Journal:
             line = raw[pos : nl + 1]
             rec = decode_line(line)
             if rec is None:
-                log.warning("Exchange-Sync: beschädigte Zeile im Journal übersprungen (Byte %d).", offset + pos)
+                log.warning(
+                    "Exchange-Sync: beschädigte Zeile im Journal übersprungen (Byte %d).", offset + pos
+                )
             else:
                 records.append(rec)
             pos = nl + 1
