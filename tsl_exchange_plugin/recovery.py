@@ -58,11 +58,11 @@ class Recovery:
         self,
         host: Host,
         *,
-        factory: Callable[[Host], SyncRuntime] = SyncRuntime,
+        factory: Callable[[Host], SyncRuntime] | None = None,
         policy: RetryPolicy | None = None,
     ) -> None:
         self.host = host
-        self.factory = factory
+        self.factory = factory or SyncRuntime
         self.policy = policy or RetryPolicy()
         self.data_dir = host.data_dir(PLUGIN_ID)
         self.journal = Journal.at(self.data_dir)
@@ -251,13 +251,6 @@ class Recovery:
         return True
 
     def _replay(self, runtime: SyncRuntime) -> bool:
-        def queue_ok() -> bool:
-            try:
-                runtime.outbox.pending_count()
-                return True
-            except Exception:
-                return False
-
         def rejected(rec: dict, exc: Exception) -> None:
             self.host.notify(
                 f"Exchange-Sync: Eine zwischengespeicherte Änderung ({rec.get('kind')}:{rec.get('id')}) kann "
@@ -267,7 +260,7 @@ class Recovery:
             )
 
         try:
-            if self.journal.replay(runtime.apply_journal, queue_ok=queue_ok, rejected=rejected):
+            if self.journal.replay(runtime.apply_journal, rejected=rejected):
                 runtime.worker.wake()
         except JournalReplayStopped as exc:
             self.reason = f"Änderungen können nicht in die Warteschlange eingereiht werden ({_reason(exc)})."

@@ -24,7 +24,7 @@ from .mapping.context import MappingContext
 from .mapping.dispatch import make_mapper
 from .outbox.base import Change, Outbox
 from .outbox.factory import open_outbox
-from .outbox.journal import Journal
+from .outbox.journal import Journal, JournalRecordUnusable
 from .worker import Worker, WorkerConfig
 
 log = logging.getLogger(__name__)
@@ -584,9 +584,12 @@ def event_to_journal(event: RecordEvent, hook: str) -> dict:
 
 
 def event_from_journal(host: Host, rec: dict) -> RecordEvent:
-    ref = RecordRef(str(rec["kind"]), str(rec["id"]))
-    cls = snapshot.RECORD_TYPES.get(ref.kind)
-    data = rec.get("record")
-    record = serialize.from_data(cls, data) if cls is not None and data is not None else None
+    try:
+        ref = RecordRef(str(rec["kind"]), str(rec["id"]))
+        cls = snapshot.RECORD_TYPES.get(ref.kind)
+        data = rec.get("record")
+        record = serialize.from_data(cls, data) if cls is not None and data is not None else None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise JournalRecordUnusable(f"Eintrag im Journal nicht lesbar: {exc}") from exc
     user = host.get_user(str(rec["user"])) if rec.get("user") else None
     return RecordEvent(ref=ref, record=record, user=user)

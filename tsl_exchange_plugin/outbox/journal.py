@@ -75,6 +75,11 @@ class JournalReplayStopped(Exception):
     """The replay stopped at a record the queue could not take; it stays for the next round."""
 
 
+class JournalRecordUnusable(ValueError):
+    """Raised by a replay's ``apply``: this record itself can never be applied (it cannot be
+    read back), so waiting for the queue would not help."""
+
+
 class Journal:
     """The journal file of one data directory. Use :meth:`at`: one object per file and
     process, so that every thread shares one lock and one view of what is open."""
@@ -262,16 +267,15 @@ class Journal:
         self,
         apply: Callable[[dict[str, Any]], None],
         *,
-        queue_ok: Callable[[], bool] = lambda: False,
         rejected: Callable[[dict[str, Any], Exception], None] | None = None,
     ) -> int:
         """Apply events and open intents in file order, then empty the file; returns how
-        many were applied. When ``apply`` raises and ``queue_ok()`` says the queue works,
-        the record itself is at fault: it is moved to ``journal.rejected.log`` (and
-        ``rejected`` told) so it never blocks what follows. Otherwise the replay stops
-        (``JournalReplayStopped``) and what is left stays for the next round; a repeated
-        replay of what was already applied only queues the same snapshots again, in the
-        same order."""
+        many were applied. When ``apply`` raises ``JournalRecordUnusable`` the record is
+        moved to ``journal.rejected.log`` (and ``rejected`` told) so it never blocks what
+        follows. Any other error stops the replay (``JournalReplayStopped``): the queue may
+        still fail (reads can work while writes fail, so a probe proves nothing), and what
+        is left stays for the next round. A repeated replay of what was already applied only
+        queues the same snapshots again, in the same order."""
         with self._replay_lock:
             applied = 0
             offset = 0
@@ -295,13 +299,13 @@ class Journal:
                         continue
                     try:
                         apply(rec)
-                    except Exception as exc:
-                        if not queue_ok():
-                            raise JournalReplayStopped(str(exc)) from exc
-                        log.exception("Exchange-Sync: Journaleintrag kann nicht übertragen werden")
+                    except JournalRecordUnusable as exc:
+                        log.error("Exchange-Sync: Journaleintrag nicht lesbar, abgelegt: %s", exc)
                         self._reject(rec)
                         if rejected is not None:
                             rejected(rec, exc)
+                    except Exception as exc:
+                        raise JournalReplayStopped(str(exc)) from exc
                     applied += 1
                 offset = end
 
