@@ -19,9 +19,7 @@ from psycopg import sql
 from tsl_exchange_plugin import PLUGIN_ID, subscriptions
 from tsl_exchange_plugin.plugin import recovery_for, runtime_for
 from tsl_exchange_plugin.runtime import QUEUE_URL_ENV
-from tsl_exchange_plugin.testing import wait_for
 from tsl_hostapi.reference import ReferenceHost
-from tsl_hostapi.types import RecordRef
 
 SET_SYNC = f"{PLUGIN_ID}.set_sync"
 CHILD = Path(__file__).with_name("host_child.py")
