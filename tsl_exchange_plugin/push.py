@@ -18,7 +18,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import signals
 from .exchange.base import (
@@ -128,6 +128,13 @@ class Pusher:
     # ------------------------------------------------------------------ running
     def run(self, mailbox: str, jobs: Sequence[Job], session: MailboxSession) -> BatchResult:
         states, creates, updates, deletes = self._plan(mailbox, jobs)
+        # Written ahead: if this process dies after Exchange applied an update or a delete and
+        # before the outcome is recorded, the sync entry must not claim that the old item is
+        # still there unchanged (a later upsert with that hash would write nothing, and the
+        # item would stay missing or stale). An empty hash makes the next upsert write.
+        doubtful = [replace(a.sync, content_hash="") for a in (*updates, *deletes) if a.sync is not None]
+        if doubtful:
+            self.outbox.put_sync_many(doubtful)
         new_sync: list[SyncEntry] = []
         removed: list[tuple[str, str]] = []
         result = BatchResult()

@@ -65,6 +65,7 @@ class SyncRuntime:
         # Where a change waits when the queue cannot take it, and a subscription change's intent.
         self.journal = Journal.at(self.data_dir)
         self.journal_waiting: Callable[[], None] = lambda: None  # the plugin wakes its replay here
+        self.recovery_lock = threading.RLock()  # subscription changes vs. journal replay and sweep
         self.vault = Vault.open(self.data_dir)
         self.accounts = AccountStore(host.settings, self.vault)
         self.outbox = outbox or open_outbox(self.queue_url(), self.data_dir)
@@ -371,6 +372,23 @@ class SyncRuntime:
         progress: Callable[[int], None] | None = None,
         chunk: int = 1000,
     ) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+        # The journal replay and the recovery sweep judge by the lists as they are: no list may
+        # change between their reading and their queueing, or their pushes would overwrite these.
+        with self.recovery_lock:
+            return self._change_subscriptions_bulk(
+                contact_ids, add=add, remove=remove, records=records, progress=progress, chunk=chunk
+            )
+
+    def _change_subscriptions_bulk(
+        self,
+        contact_ids: list[str],
+        *,
+        add: Iterable[str] = (),
+        remove: Iterable[str] = (),
+        records: dict[str, Record] | None = None,
+        progress: Callable[[int], None] | None = None,
+        chunk: int = 1000,
+    ) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
         """``change_subscriptions`` for thousands of contacts (the bulk menu actions).
 
         Everything is read and every snapshot built first, outside any transaction; then the
@@ -508,6 +526,10 @@ class SyncRuntime:
 
     def apply_journal(self, rec: dict) -> None:
         """Replay one journal record (see ``outbox/journal.py``) into the queue."""
+        with self.recovery_lock:
+            self._apply_journal(rec)
+
+    def _apply_journal(self, rec: dict) -> None:
         kind = rec.get("t")
         if kind == "intent":
             self._complete_intent(rec)
@@ -545,6 +567,10 @@ class SyncRuntime:
         a crash in between leaves a change the queue never saw. Queue the host's whole view
         again (unchanged content hashes write nothing) and a removal for whatever an enabled
         mailbox holds or waits for that the host no longer gives it. Returns the job count."""
+        with self.recovery_lock:
+            return self._requeue_host_view()
+
+    def _requeue_host_view(self) -> int:
         enabled = self.enabled_users()
         changes: list[Change] = []
         wanted: set[tuple[str, str]] = set()

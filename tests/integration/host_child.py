@@ -7,7 +7,11 @@ settings committed and before anything was queued: the window a crash can hit.
 ``--mode changes``: steps ``--start`` .. ``--stop`` of a seeded random sequence of changes
 (contact edits, creations and deletions, bulk Exchange-Sync setzen/entfernen, the Sync tab,
 appointment participants), printing ``step N`` after each. The test kills it at random
-points and starts it again from the step after the last one printed.
+points and starts it again from the step after the last one printed. With ``--kill-after
+host:N`` the process SIGKILLs itself right after the N-th commit of the host's database
+(``any:N``: of the host's database or the queue, the worker's commits included): a crash
+between two commits is what any crash amounts to, and these points are where a change can
+be half done (the host committed, the plugin's part not yet).
 
 Both shorten the worker's lease (``--lease``) so that a restarted host is not kept out of
 a mailbox for a minute by the lease its killed predecessor left behind.
@@ -16,18 +20,23 @@ a mailbox for a minute by the lease its killed predecessor left behind.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
+import itertools
 import os
 import random
 import signal
 import sys
+import threading
 
 from tsl_exchange_plugin import PLUGIN_ID, recovery, subscriptions
+from tsl_exchange_plugin.outbox.sqlite import SQLiteOutbox
 from tsl_exchange_plugin.runtime import SyncRuntime
 from tsl_exchange_plugin.settings import CONTACT_TAB
 from tsl_exchange_plugin.worker import WorkerConfig
 from tsl_hostapi.reference import ReferenceHost
+from tsl_hostapi.reference.db import Database
 from tsl_hostapi.types import Contact, RecordRef, SettingsContext
 
 SET_SYNC = f"{PLUGIN_ID}.set_sync"
@@ -36,6 +45,26 @@ REMOVE_SYNC = f"{PLUGIN_ID}.remove_sync"
 
 def short_lease(lease: float) -> None:
     recovery.SyncRuntime = functools.partial(SyncRuntime, worker_config=WorkerConfig(lease_seconds=lease))
+
+
+def kill_after_commits(kind: str, n: int) -> None:
+    counter = itertools.count(1)
+    lock = threading.Lock()
+
+    def counted(transaction):
+        @contextlib.contextmanager
+        def wrapper(*args, **kwargs):
+            with transaction(*args, **kwargs) as conn:
+                yield conn
+            with lock:
+                if next(counter) == n:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        return wrapper
+
+    Database.transaction = counted(Database.transaction)
+    if kind == "any":
+        SQLiteOutbox._write = counted(SQLiteOutbox._write)
 
 
 def kill_after_subscribe(host: ReferenceHost, contact_id: str, user_id: str) -> None:
@@ -95,8 +124,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--start", type=int, default=0)
     parser.add_argument("--stop", type=int, default=0)
+    parser.add_argument("--kill-after", default="", help="host:N or any:N")
     args = parser.parse_args(argv)
     short_lease(args.lease)
+    if args.kill_after:
+        kind, n = args.kill_after.split(":")
+        kill_after_commits(kind, int(n))
     host = ReferenceHost(args.data)
     host.startup()
     print("started", flush=True)
