@@ -294,6 +294,10 @@ def cmd_status_admin(args: argparse.Namespace) -> int:
 
     from .status import mailbox_rows, summary
 
+    unavailable = _queue_unavailable(args.data)
+    if unavailable:
+        print(unavailable)
+        return 1
     with _opened(args.data) as (host, runtime):
         rows = mailbox_rows(host, runtime)
         entries = runtime.audit.entries(limit=args.limit) if args.audit else []
@@ -321,6 +325,33 @@ def cmd_status_admin(args: argparse.Namespace) -> int:
         if args.audit:
             _print_audit(entries)
         return 0
+
+
+def _queue_unavailable(data: str) -> str:
+    """Why the queue cannot be opened, with what waits in the journal meanwhile ("": it opens)."""
+    import os
+
+    from .outbox.factory import open_outbox
+    from .outbox.journal import Journal
+    from .runtime import FIRM_KEY, QUEUE_URL_ENV
+
+    host = _host(data)
+    try:
+        firm = host.settings.get(PLUGIN_ID, FIRM_KEY, {})
+        url = os.environ.get(QUEUE_URL_ENV) or (firm.get("queue_url") if isinstance(firm, dict) else None)
+        data_dir = host.data_dir(PLUGIN_ID)
+        try:
+            open_outbox(url, data_dir).close()
+        except ValueError as exc:
+            info = Journal.at(data_dir).info()
+            return (
+                f"Die Warteschlange ist nicht verfügbar: {exc}\nJournal: {info.waiting} Änderungen "
+                f"warten ({info.size_bytes} Byte, {info.path}); sie werden übertragen, sobald die "
+                "Warteschlange wieder erreichbar ist."
+            )
+        return ""
+    finally:
+        host.close()
 
 
 def _print_audit(entries: list) -> None:

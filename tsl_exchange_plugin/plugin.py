@@ -91,6 +91,9 @@ def tsl_settings_save(
 ) -> SaveResult | None:
     if plugin_id != PLUGIN_ID:
         return None
+    waiting = _waiting_for_queue(host)
+    if waiting:
+        return SaveResult(False, message=waiting)
     return settings.save(host, runtime_for(host), user, tab_id, context, values)
 
 
@@ -112,7 +115,22 @@ def tsl_run_action(
 ) -> ActionResult | None:
     if plugin_id != PLUGIN_ID:
         return None
+    waiting = _waiting_for_queue(host)
+    if waiting:
+        return ActionResult(False, waiting)
     return actions.run(host, runtime_for(host), user, action_id, selection, values)
+
+
+def _waiting_for_queue(host: Host) -> str:
+    """Why settings and actions cannot be used while the start keeps failing ("": they can)."""
+    recovery = _recoveries.get(id(host))
+    if recovery is None or recovery.runtime is not None:
+        return ""
+    return (
+        f"Exchange-Sync ist noch nicht bereit: {recovery.reason} Nichts wurde geändert; bitte "
+        "versuchen Sie es erneut, sobald die Warteschlange wieder erreichbar ist. Änderungen an "
+        "Datensätzen gehen bis dahin nicht verloren."
+    )
 
 
 @hookimpl

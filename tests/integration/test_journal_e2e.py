@@ -17,6 +17,7 @@ import pytest
 from psycopg import sql
 
 from tsl_exchange_plugin import PLUGIN_ID, subscriptions
+from tsl_exchange_plugin.cli import main as cli_main
 from tsl_exchange_plugin.plugin import recovery_for, runtime_for
 from tsl_exchange_plugin.runtime import QUEUE_URL_ENV
 from tsl_hostapi.reference import ReferenceHost
@@ -70,7 +71,7 @@ def save_three(host, edited, deleted):
     host.delete(deleted.ref)
 
 
-def test_start_with_an_unopenable_sqlite_queue_journals_saves_and_replays_them(kanzlei):
+def test_start_with_an_unopenable_sqlite_queue_journals_saves_and_replays_them(kanzlei, capsys):
     k = kanzlei
     alice = k.lawyers[0]
     edited, deleted = k.firm.contacts[0], k.firm.contacts[1]
@@ -93,6 +94,11 @@ def test_start_with_an_unopenable_sqlite_queue_journals_saves_and_replays_them(k
     assert notes[0].level == "error" and "konnte nicht starten" in notes[0].message
     assert "Bitte" in notes[0].message
     assert recovery_for(host).journal.info().waiting == 4
+    refused = host.press(k.admin, SET_SYNC, [k.firm.contacts[20].ref], {"users": [alice.id]})
+    assert not refused.ok and "nicht bereit" in refused.message and "Nichts wurde geändert" in refused.message
+    assert cli_main(["status", "--data", str(host.root)]) == 1  # the operator's view says so too
+    out = capsys.readouterr().out
+    assert "Warteschlange ist nicht verfügbar" in out and "Journal: 4 Änderungen warten" in out
 
     queue.rmdir()
     aside.rename(queue)
