@@ -11,9 +11,12 @@ from pathlib import Path
 import pytest
 
 ALICE = "alice@kanzlei.test"
-# The shared reference material sits beside the project folder.
-SHARED = Path(__file__).resolve().parents[3] / "shared"
-PROBE = (SHARED / "ews-reference" / "requests" / "00-ConvertId-version-probe.xml").read_bytes()
+from tsl_exchange_plugin.sandbox.schema import find_schema_dir
+
+# The shared reference material (beside the schema the sandbox validates against).
+PROBE = (
+    find_schema_dir().parent / "ews-reference" / "requests" / "00-ConvertId-version-probe.xml"
+).read_bytes()
 
 
 def _basic(server, email: str = ALICE) -> str:
