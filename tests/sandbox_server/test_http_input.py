@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-ALICE = "alice@kanzlei.test"
 from tsl_exchange_plugin.sandbox.schema import find_schema_dir
+
+ALICE = "alice@kanzlei.test"
 
 # The shared reference material (beside the schema the sandbox validates against).
 PROBE = (
