@@ -8,6 +8,12 @@ Rules (DESIGN.md, "Identity, exactly once"):
 * ItemNotFound on update means the user deleted the item on the phone: create it again.
 * A stale ChangeKey refreshes the ids by key and updates once more.
 * Deletes remove the item we know plus anything else carrying the same key.
+* A request the server refuses as a whole for its content (``RequestRejected``: nothing of
+  it was written) is split in halves and sent again until the item that causes it stands
+  alone; that item is refused with the server's reason, the others are written.
+* Any exception while planning or mapping one job fails that job (a mapping is pure, so the
+  same snapshot fails the same way) or, for errors of the machine (a locked database), retries
+  it; it never stops the other jobs of the batch.
 The worker owns scheduling; this module raises nothing for per-item trouble and
 lets whole-request errors (auth, transport) propagate after saving what was done.
 """
@@ -26,10 +32,14 @@ from .exchange.base import (
     ExchangeError,
     ItemNotFound,
     ItemRef,
+    ItemRejected,
     MailboxSession,
+    PerItem,
+    RequestRejected,
     TransientError,
     Written,
 )
+from .mapping.common import MappingError
 from .mapping.items import ExchangeItem, content_hash
 from .outbox.base import Job, Outbox, SyncEntry
 from .snapshot import ITEM_CLASS_BY_KIND, Snapshot, SnapshotError, load
@@ -87,43 +97,72 @@ class Pusher:
         updates: list[_Action] = []
         deletes: list[_Action] = []
         for st in states:
-            job = st.job
-            existing = {job.record_key: known[job.record_key]} if job.record_key in known else {}
-            if job.record_key.startswith("deadline:"):
-                # A deadline also owns its Vorfrist items ("deadline:4#vorfrist1", ...).
-                extra = self.outbox.sync_keys(mailbox, job.record_key + "#")
-                if extra:
-                    existing.update(self.outbox.get_sync(mailbox, extra))
-            produced: dict[str, ExchangeItem] = {}
-            if job.op == "upsert":
-                try:
-                    snap = load(job.payload)
-                    for item in self.mapper(snap, mailbox):
-                        produced[item.record_key] = item
-                except (SnapshotError, ValueError) as exc:  # MappingError is a ValueError
-                    st.failed = str(exc)
-                    continue
-            maybe_written = job.claims > 1 or job.attempts > 0
-            for key, item in produced.items():
-                sync = existing.get(key)
-                act = _Action(st, key, item.item_class, item=item, sync=sync)
-                if sync is None:
-                    creates.append(act)
-                    act.lookup = maybe_written
-                elif sync.content_hash != content_hash(item):
-                    updates.append(act)
+            try:
+                planned = self._plan_job(mailbox, st, known)
+            except Exception as exc:  # one job's trouble is that job's alone
+                st.pending = 0
+                if _may_pass(exc):
+                    st.transient = f"Vorübergehender Fehler beim Vorbereiten ({type(exc).__name__}: {exc})"
                 else:
-                    continue
-                st.pending += 1
-            for key, sync in existing.items():
-                if key not in produced:
-                    deletes.append(_Action(st, key, sync.item_class or item_class_of(key), sync=sync))
-                    st.pending += 1
-            if job.op == "delete" and job.record_key not in existing:
-                # Unknown to us, yet an earlier create may have landed: look it up and remove it.
-                deletes.append(_Action(st, job.record_key, item_class_of(job.record_key)))
-                st.pending += 1
+                    log.exception("Exchange-Sync: Planung für %s fehlgeschlagen", st.job.record_key)
+                    st.failed = _internal_reason(exc)
+                continue
+            if planned is None:
+                continue
+            creates.extend(planned[0])
+            updates.extend(planned[1])
+            deletes.extend(planned[2])
         return states, creates, updates, deletes
+
+    def _plan_job(self, mailbox: str, st: JobState, known: dict[str, SyncEntry]):
+        """The actions of one job (creates, updates, deletes), or None if it failed in mapping."""
+        creates: list[_Action] = []
+        updates: list[_Action] = []
+        deletes: list[_Action] = []
+        job = st.job
+        existing = {job.record_key: known[job.record_key]} if job.record_key in known else {}
+        if job.record_key.startswith("deadline:"):
+            # A deadline also owns its Vorfrist items ("deadline:4#vorfrist1", ...).
+            extra = self.outbox.sync_keys(mailbox, job.record_key + "#")
+            if extra:
+                existing.update(self.outbox.get_sync(mailbox, extra))
+        produced: dict[str, ExchangeItem] = {}
+        if job.op == "upsert":
+            try:
+                snap = load(job.payload)
+                for item in self.mapper(snap, mailbox):
+                    produced[item.record_key] = item
+            except (SnapshotError, MappingError) as exc:
+                st.failed = str(exc)
+                return None
+            except Exception as exc:
+                if _may_pass(exc):
+                    raise
+                # Mapping is pure: the same snapshot fails the same way on every attempt.
+                log.exception("Exchange-Sync: Umwandlung von %s fehlgeschlagen", job.record_key)
+                st.failed = _internal_reason(exc)
+                return None
+        maybe_written = job.claims > 1 or job.attempts > 0
+        for key, item in produced.items():
+            sync = existing.get(key)
+            act = _Action(st, key, item.item_class, item=item, sync=sync)
+            if sync is None:
+                creates.append(act)
+                act.lookup = maybe_written
+            elif sync.content_hash != content_hash(item):
+                updates.append(act)
+            else:
+                continue
+            st.pending += 1
+        for key, sync in existing.items():
+            if key not in produced:
+                deletes.append(_Action(st, key, sync.item_class or item_class_of(key), sync=sync))
+                st.pending += 1
+        if job.op == "delete" and job.record_key not in existing:
+            # Unknown to us, yet an earlier create may have landed: look it up and remove it.
+            deletes.append(_Action(st, job.record_key, item_class_of(job.record_key)))
+            st.pending += 1
+        return creates, updates, deletes
 
     # ------------------------------------------------------------------ running
     def run(self, mailbox: str, jobs: Sequence[Job], session: MailboxSession) -> BatchResult:
@@ -234,17 +273,19 @@ class Pusher:
                 act.state.pending -= 1
                 if act.forget:
                     removed.append((mailbox, act.key))
-                signals.push_succeeded.send(
-                    self, mailbox=mailbox, record_key=act.key, op="delete", item_id=""
+                signals.emit(
+                    signals.push_succeeded, self, mailbox=mailbox, record_key=act.key, op="delete", item_id=""
                 )
 
     def _do_updates(self, mailbox, session, updates, creates, new_sync, *, refreshed=False) -> None:
         if not updates:
             return
-        changes = [(ItemRef(a.sync.item_id, a.sync.change_key), a.item) for a in updates]
-        outcomes = session.update(changes)
+        outcomes = self._isolating(
+            updates,
+            lambda acts: session.update([(ItemRef(a.sync.item_id, a.sync.change_key), a.item) for a in acts]),
+        )
         conflicts: list[_Action] = []
-        for act, outcome in zip(updates, outcomes, strict=True):
+        for act, outcome in outcomes:
             if isinstance(outcome, Written):
                 self._written(mailbox, act, outcome, new_sync)
             elif isinstance(outcome, (Conflict, ItemNotFound)) and not refreshed:
@@ -281,8 +322,8 @@ class Pusher:
     def _do_creates(self, mailbox, session, creates, new_sync) -> None:
         if not creates:
             return
-        outcomes = session.create([a.item for a in creates])
-        for act, outcome in zip(creates, outcomes, strict=True):
+        outcomes = self._isolating(creates, lambda acts: session.create([a.item for a in acts]))
+        for act, outcome in outcomes:
             if isinstance(outcome, Written):
                 self._written(mailbox, act, outcome, new_sync)
             else:
@@ -295,7 +336,9 @@ class Pusher:
             )
         )
         act.state.pending -= 1
-        signals.push_succeeded.send(self, mailbox=mailbox, record_key=act.key, op="upsert", item_id=w.item_id)
+        signals.emit(
+            signals.push_succeeded, self, mailbox=mailbox, record_key=act.key, op="upsert", item_id=w.item_id
+        )
 
     @staticmethod
     def _item_error(state: JobState, err: ExchangeError) -> None:
@@ -304,3 +347,59 @@ class Pusher:
             state.back_off = getattr(err, "back_off", None)
         else:
             state.failed = str(err) or type(err).__name__
+
+    def _isolating(
+        self, acts: list[_Action], send: Callable[[list[_Action]], Sequence[PerItem]]
+    ) -> list[tuple[_Action, PerItem]]:
+        """``send`` the actions; (action, outcome) pairs, with requests refused as a whole split.
+
+        Exchange validates a request before it processes any of it, so a request refused for
+        its content (``RequestRejected``, raised, or reported for the members of one refused
+        chunk) wrote nothing, and sending its halves again is safe. Halving goes on until the
+        refused item stands alone: about 2·log2(n) more requests for one bad item in n, and the
+        other items of the batch are written in the same claim instead of waiting with it.
+        """
+        try:
+            outcomes = list(send(acts))
+        except RequestRejected as err:
+            outcomes = [err] * len(acts)
+        pairs: list[tuple[_Action, PerItem]] = []
+        refused: list[tuple[_Action, RequestRejected]] = []
+        for act, outcome in zip(acts, outcomes, strict=True):
+            if isinstance(outcome, RequestRejected):
+                refused.append((act, outcome))
+            else:
+                pairs.append((act, outcome))
+        if len(refused) == 1:
+            act, err = refused[0]
+            pairs.append(
+                (
+                    act,
+                    ItemRejected(
+                        f"{err} Nur dieser Eintrag ist betroffen: bitte die Angaben im Datensatz prüfen "
+                        "und korrigieren; nach der Änderung wird er erneut übertragen."
+                    ),
+                )
+            )
+        elif refused:
+            rest = [act for act, _ in refused]
+            half = len(rest) // 2
+            pairs += self._isolating(rest[:half], send)
+            pairs += self._isolating(rest[half:], send)
+        return pairs
+
+
+def _may_pass(exc: BaseException) -> bool:
+    """An error of the machine rather than of the record (a locked or unreachable database,
+    I/O): trying the same job again later can succeed."""
+    if isinstance(exc, (OSError, TimeoutError)):
+        return True
+    return (type(exc).__module__ or "").split(".")[0] in ("sqlite3", "psycopg", "psycopg2")
+
+
+def _internal_reason(exc: BaseException) -> str:
+    return (
+        f"Interner Fehler beim Umwandeln des Datensatzes ({type(exc).__name__}: {exc}). Der Eintrag "
+        "wird nach der nächsten Änderung am Datensatz erneut versucht; bleibt der Fehler, bitte den "
+        "Hersteller des Exchange-Sync informieren."
+    )

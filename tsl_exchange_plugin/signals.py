@@ -5,7 +5,12 @@ Status views, the demo and tests listen here. Every receiver takes
 facade or plugin), the extras are plain data named below.
 """
 
-from blinker import Namespace
+import logging
+from typing import Any
+
+from blinker import NamedSignal, Namespace
+
+log = logging.getLogger(__name__)
 
 ns = Namespace()
 
@@ -16,8 +21,27 @@ mailbox_status_changed = ns.signal("mailbox-status-changed", doc="mailbox, statu
 queue_drained = ns.signal("queue-drained", doc="the worker found nothing left to do")
 batch_done = ns.signal("batch-done", doc="mailbox: one claimed batch is finished (pushed, retried or parked)")
 
+
+def emit(signal: NamedSignal, sender: Any, **extra: Any) -> None:
+    """Send ``signal`` to each receiver in turn; a receiver that raises is logged and skipped.
+
+    Receivers are observers (status view, audit log, demo, tests). One that fails, say an audit
+    log answering "database is locked", must neither break the push that emitted the signal
+    (the item is written; failing the job would write it again) nor keep the other receivers
+    from hearing it. Every signal of the push path goes through here, never ``signal.send``.
+    """
+    if signal.is_muted:
+        return
+    for receiver in signal.receivers_for(sender):
+        try:
+            receiver(sender, **extra)
+        except Exception:
+            log.exception("Exchange-Sync: Empfänger von %r fehlgeschlagen (ignoriert)", signal.name)
+
+
 __all__ = [
     "batch_done",
+    "emit",
     "enqueued",
     "mailbox_status_changed",
     "ns",

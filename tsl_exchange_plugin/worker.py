@@ -209,7 +209,7 @@ class Worker:
         try:
             try:
                 if all_idle and self.outbox.pending_count() == 0:
-                    signals.queue_drained.send(self)
+                    signals.emit(signals.queue_drained, self)
                 due = self.outbox.next_due_at()
             except Exception:  # e.g. the database is gone for a moment; try again after idle_wait
                 log.warning("Exchange-Sync: Warteschlange nicht lesbar", exc_info=True)
@@ -316,8 +316,12 @@ class Worker:
             reason = self.gate() or ""
             if reason != self.held_reason:
                 self.held_reason = reason
-                signals.mailbox_status_changed.send(
-                    self, mailbox="*", status="held" if reason else "resumed", reason=reason
+                signals.emit(
+                    signals.mailbox_status_changed,
+                    self,
+                    mailbox="*",
+                    status="held" if reason else "resumed",
+                    reason=reason,
                 )
             if reason:
                 self._tried(False)
@@ -350,7 +354,7 @@ class Worker:
                     self._busy.discard(claim.mailbox)
                     self._held.pop(claim.mailbox, None)
                 self.outbox.release(claim)
-            signals.batch_done.send(self, mailbox=claim.mailbox)
+            signals.emit(signals.batch_done, self, mailbox=claim.mailbox)
         return True
 
     def _tried(self, claimed: bool) -> None:
@@ -419,7 +423,7 @@ class Worker:
                         jobs = next(todo, None)
                     if jobs is None:
                         return
-                    fatal = self._settle(mailbox, self.pusher.run(mailbox, jobs, session))
+                    fatal = self._push_slice(mailbox, jobs, session)
                     if fatal is not None:
                         stopped.append(fatal)
 
@@ -473,14 +477,17 @@ class Worker:
             self._retry_all([job], error, hint)
         if fatal is not None:
             self.outbox.record_error(mailbox, str(fatal))
-            signals.mailbox_status_changed.send(self, mailbox=mailbox, status="error", reason=str(fatal))
+            signals.emit(
+                signals.mailbox_status_changed, self, mailbox=mailbox, status="error", reason=str(fatal)
+            )
         elif result.done or not result.retry:
             self.outbox.record_success(mailbox)
         return fatal
 
     def _failed(self, job: Job, error: str, *, retry_in: float | None) -> None:
         """Tell the listeners (status, audit); ``retry_in`` None means permanently failed."""
-        signals.push_failed.send(
+        signals.emit(
+            signals.push_failed,
             self,
             mailbox=job.mailbox,
             record_key=job.record_key,
@@ -493,4 +500,34 @@ class Worker:
     def _park(self, mailbox: str, reason: str) -> None:
         log.warning("Exchange-Sync: Postfach %s angehalten: %s", mailbox, reason)
         self.outbox.park(mailbox, reason)
-        signals.mailbox_status_changed.send(self, mailbox=mailbox, status="parked", reason=reason)
+        signals.emit(signals.mailbox_status_changed, self, mailbox=mailbox, status="parked", reason=reason)
+
+    def _push_slice(self, mailbox: str, jobs: Sequence[Job], session: MailboxSession) -> ExchangeError | None:
+        """Push and settle one slice. Anything unexpected (a bug, a database that is locked while
+        the outcome is recorded) retries the slice's unsettled jobs with back-off: released as
+        they were, they would be claimed again at once with the same attempts, and the claim
+        loop would spin on them."""
+        try:
+            result = self.pusher.run(mailbox, jobs, session)
+        except Exception as exc:
+            self._unexpected(jobs, exc)
+            return None
+        try:
+            return self._settle(mailbox, result)
+        except Exception as exc:
+            settled = {j.id for j in result.done} | {j.id for j, _ in result.failed}
+            self._unexpected([j for j in jobs if j.id not in settled], exc)
+            return None
+
+    def _unexpected(self, jobs: Sequence[Job], exc: Exception) -> None:
+        log.error("Exchange-Sync: unerwarteter Fehler beim Übertragen", exc_info=exc)
+        reason = (
+            f"Unerwarteter Fehler bei der Übertragung ({type(exc).__name__}: {exc}); neuer Versuch später."
+        )
+        for job in jobs:
+            try:
+                self._retry_all([job], reason, None)
+            except Exception:  # the store itself fails; it refuses the next claim as well
+                log.warning(
+                    "Exchange-Sync: Wiederholung für %s nicht speicherbar", job.record_key, exc_info=True
+                )

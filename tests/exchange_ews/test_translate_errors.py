@@ -83,6 +83,6 @@ def test_timeouts_versus_refused():
     assert type(translate_error(timeout)) is TransientError
 
 
-def test_per_item_rejection_inside_a_create_is_unknown():
+def test_an_unexpected_error_raised_inside_a_create_is_unknown():
     # Raised from the middle of a CreateItem answer: earlier items of the request were created.
-    assert type(translate_error(e.ErrorSchemaValidation("x"), creating=True)) is OutcomeUnknown
+    assert type(translate_error(e.ErrorInternalServerError("x"), creating=True)) is OutcomeUnknown

@@ -94,6 +94,13 @@ class ItemRejected(ExchangeError):
     """The server refused this item (invalid value, quota): permanent for this snapshot."""
 
 
+class RequestRejected(ExchangeError):
+    """The server refused a whole request for its content (ErrorSchemaValidation): nothing of it
+    was processed, so nothing was written. Not a transport error and never "outcome unknown":
+    sending the same items again fails the same way. The caller splits the batch to find the
+    item that caused it (one item alone refused so is that item's permanent rejection)."""
+
+
 PerItem = Written | ExchangeError
 
 

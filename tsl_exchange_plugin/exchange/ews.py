@@ -38,6 +38,13 @@ What it does, and why (facts in ../shared/ews-reference/NOTES.md):
   ``verify_tls`` share one protocol, and the last session opened decides.
 - **Errors** become the classes of ``base.py`` in one place, ``translate_error``, with plain
   German messages that never contain the password.
+- **Refused content.** ErrorSchemaValidation is a SOAP fault for the whole request: Exchange
+  validates the XML before it processes anything, so nothing was written
+  (``RequestRejected``; the caller splits the batch to find the item). An answer about one
+  item's values (ErrorValueOutOfRange, ErrorInvalidPropertySet, ErrorCalendar…) is that item's
+  ``ItemRejected``. exchangelib raises such answers out of ``bulk_create``/``bulk_update`` and
+  so drops the answers of every other item, written ones included; the create and update
+  services here return them per item instead (``_CreateItems``/``_UpdateItems``).
 """
 
 from __future__ import annotations
@@ -82,7 +89,9 @@ from exchangelib.fields import InvalidField
 from exchangelib.folders import SHALLOW, Calendar, Contacts, Tasks
 from exchangelib.folders.queryset import SingleFolderQuerySet
 from exchangelib.indexed_properties import EmailAddress, PhoneNumber, PhysicalAddress
+from exchangelib.items import AUTO_RESOLVE, SAVE_ONLY, SEND_TO_NONE
 from exchangelib.protocol import Protocol
+from exchangelib.services import CreateItem, UpdateItem
 
 from .. import logredact
 from ..mapping.common import merge_body
@@ -100,6 +109,7 @@ from .base import (
     MailboxAccount,
     OutcomeUnknown,
     PerItem,
+    RequestRejected,
     ServerSlots,
     TransientError,
     Written,
@@ -312,6 +322,38 @@ def to_exchangelib(item: ExchangeItem, *, account: Account | None = None, **extr
 
 # --------------------------------------------------------------------------- errors
 
+# Answers about one item's own values: the server refused that item and processed the others.
+_ITEM_VALUE_ERRORS: tuple[type[Exception], ...] = (
+    exl_errors.ErrorInvalidPropertySet,
+    exl_errors.ErrorInvalidValueForProperty,
+    exl_errors.ErrorValueOutOfRange,
+    exl_errors.ErrorPropertyValidationFailure,
+    exl_errors.ErrorInvalidExtendedPropertyValue,
+    exl_errors.ErrorInvalidCompleteDate,
+    exl_errors.ErrorInvalidPercentCompleteValue,
+    exl_errors.ErrorDataSizeLimitExceeded,
+    exl_errors.ErrorTimeZone,
+    exl_errors.ErrorCalendarEndDateIsEarlierThanStartDate,
+    exl_errors.ErrorCalendarDurationIsTooLong,
+    exl_errors.ErrorCalendarInvalidAttributeValue,
+    exl_errors.ErrorCalendarInvalidPropertyValue,
+    exl_errors.ErrorCalendarInvalidTimeZone,
+    exl_errors.ErrorCalendarOutOfRange,
+)
+
+
+class _CreateItems(CreateItem):
+    """CreateItem that returns an item's value error in its place instead of raising it."""
+
+    ERRORS_TO_CATCH_IN_RESPONSE = CreateItem.ERRORS_TO_CATCH_IN_RESPONSE + _ITEM_VALUE_ERRORS
+
+
+class _UpdateItems(UpdateItem):
+    """UpdateItem that returns an item's value error in its place instead of raising it."""
+
+    ERRORS_TO_CATCH_IN_RESPONSE = UpdateItem.ERRORS_TO_CATCH_IN_RESPONSE + _ITEM_VALUE_ERRORS
+
+
 _UNREACHABLE = re.compile(
     r"Connection refused|NewConnectionError|Failed to establish a new connection|Name or service not known"
     r"|NameResolutionError|Temporary failure in name resolution|nodename nor servname|No route to host"
@@ -415,6 +457,17 @@ def translate_error(exc: BaseException, *, writing: bool = False, creating: bool
                 float(match.group(1)) if match else None,
             )
         return _unknown_if(creating, f"Unerwartete Antwort des Exchange-Servers: {_short(exc, 160)}", None)
+    if isinstance(exc, exl_errors.ErrorSchemaValidation):
+        # A SOAP fault before any processing: nothing was written, and the same content is
+        # refused again, so it is neither unknown nor worth a retry (NOTES §3).
+        return RequestRejected(
+            f"Der Exchange-Server hat die Anfrage als ungültig abgelehnt ({name}: {text})."
+        )
+    if isinstance(exc, _ITEM_VALUE_ERRORS):
+        return ItemRejected(
+            f"Der Exchange-Server hat das Element abgelehnt ({name}: {text}). Bitte die Angaben im "
+            "Datensatz prüfen und korrigieren; nach der Änderung wird er erneut übertragen."
+        )
     if isinstance(exc, exl_errors.ResponseMessageError):
         if isinstance(exc, exl_errors.ErrorConnectionFailed | exl_errors.ErrorConnectionFailedTransientError):
             return TransientError(f"Exchange-Server nicht erreichbar: {text}")
@@ -693,6 +746,12 @@ class EwsSession:
             for chunk in _chunks(valid, self._backend.chunk_size):
                 try:
                     chunk, created = self._create_chunk(folder, chunk, version, results)
+                except RequestRejected as err:
+                    # Refused before processing: nothing of this chunk was written, the others stand.
+                    for pos, _ in chunk:
+                        if results[pos] is None:
+                            results[pos] = err
+                    continue
                 except ExchangeError as err:
                     if written_any and not isinstance(err, OutcomeUnknown):
                         # Earlier chunks were written; their ids die with this exception.
@@ -723,8 +782,13 @@ class EwsSession:
         only a failed build is followed by item-by-item validation: the bad items are
         rejected and the rest sent again.
         """
-        send = lambda members: self._account.bulk_create(  # noqa: E731
-            folder, [obj for _, obj in members], chunk_size=len(members)
+        send = lambda members: list(  # noqa: E731
+            _CreateItems(account=self._account, chunk_size=len(members)).call(
+                items=[obj for _, obj in members],
+                folder=folder,
+                message_disposition=SAVE_ONLY,
+                send_meeting_invitations=SEND_TO_NONE,
+            )
         )
         try:
             return chunk, self._call(lambda: send(chunk), creating=True, passthrough=(ValueError, TypeError))
@@ -782,9 +846,18 @@ class EwsSession:
             pairs = [(obj, fields) for _, obj, fields in todo]
             try:
                 answers = self._call(
-                    lambda pairs=pairs: self._account.bulk_update(pairs, chunk_size=len(pairs)), writing=True
+                    lambda pairs=pairs: list(
+                        _UpdateItems(account=self._account, chunk_size=len(pairs)).call(
+                            items=pairs,
+                            conflict_resolution=AUTO_RESOLVE,
+                            message_disposition=SAVE_ONLY,
+                            send_meeting_invitations_or_cancellations=SEND_TO_NONE,
+                            suppress_read_receipts=True,
+                        )
+                    ),
+                    writing=True,
                 )
-            except Conflict as err:
+            except (Conflict, RequestRejected) as err:
                 for pos, _, _ in todo:
                     results[pos] = err
                 continue

@@ -40,12 +40,14 @@ import zoneinfo
 
 from tsl_hostapi.types import Appointment
 
-from .common import SHORT_TEXT_LIMIT, MappingError, clean_text, compose_body, short
+from .common import MAX_REMINDER_MINUTES, SHORT_TEXT_LIMIT, MappingError, clean_text, compose_body, short
 from .context import (
     MappingContext,
     case_refs,
     categories,
+    check_all_day,
     check_date,
+    check_offset,
     german_date,
     is_known_zone,
     record_link,
@@ -92,6 +94,7 @@ def _wall_clock(value: dt.datetime, zone: zoneinfo.ZoneInfo, zone_name: str, wha
             f"{what} {german_date(naive.date())} {naive:%H:%M} Uhr ist in der Zeitzone {zone_name} "
             "mehrdeutig (Umstellung auf Winterzeit, zweites Auftreten); bitte die Uhrzeit im Termin korrigieren"
         )
+    check_offset(naive, zone, zone_name, what)
     value = naive
     return value
 
@@ -102,6 +105,13 @@ def _reminder(appt: Appointment, ctx: MappingContext) -> int | None:
         return ctx.all_day_reminder_minutes if appt.all_day else ctx.appointment_reminder_minutes
     if isinstance(minutes, bool) or not isinstance(minutes, int) or minutes < 0:
         raise MappingError(f"Ungültige Erinnerungszeit im Termin: {minutes!r} Minuten")
+    if minutes > MAX_REMINDER_MINUTES:
+        # Not clamped: a reminder that rings at another time than the one set is worse than none
+        # the office knows about.
+        raise MappingError(
+            f"Die Erinnerung {minutes} Minuten vor dem Termin ist zu früh: Exchange erlaubt höchstens "
+            f"{MAX_REMINDER_MINUTES} Minuten (etwa fünf Jahre); bitte die Erinnerung im Termin korrigieren"
+        )
     return minutes
 
 
@@ -129,8 +139,9 @@ def map_appointment(appt: Appointment, ctx: MappingContext) -> CalendarEntry:
     """The calendar item for one Termin in ``ctx.recipient``'s mailbox.
 
     Raises MappingError (German reason) for: no participants, missing start, end before
-    start, an unknown zone, a time that does not exist in its zone, dates outside
-    1900..2100, a negative reminder.
+    start, an unknown zone, a time that does not exist in its zone, a time whose offset in
+    its zone has seconds (local mean time before zone time), dates outside 1900..2100, a
+    reminder below 0 or above Exchange's limit.
     """
     if not [p for p in appt.participant_ids if p]:
         raise MappingError("Der Termin hat keine Teilnehmer; er würde in kein Postfach übertragen")
@@ -154,6 +165,8 @@ def map_appointment(appt: Appointment, ctx: MappingContext) -> CalendarEntry:
         )
         check_date(start_date, "Der Terminbeginn")
         check_date(end_date, "Das Terminende")
+        check_all_day(start_date, ctx, "Der Terminbeginn")
+        check_all_day(end_date, ctx, "Das Terminende")
         if end_date < start_date:
             raise MappingError(
                 f"Das Terminende {german_date(end_date)} liegt vor dem Beginn {german_date(start_date)}"

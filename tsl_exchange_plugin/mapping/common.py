@@ -15,6 +15,8 @@ whatever stands below the marker in the mailbox when it updates an item
 
 from __future__ import annotations
 
+import datetime as dt
+import ipaddress
 import re
 from collections.abc import Iterable
 
@@ -32,6 +34,16 @@ CATEGORY_LIMIT = 255
 EMAIL_LIMIT = 320
 PHONE_LIMIT = 255
 URL_LIMIT = 2048
+
+# Dates a mailbox can hold. Exchange keeps times as FILETIME (PT_SYSTIME, from 1601-01-01 UTC);
+# MAPI reads 4501-01-01 as "no date" (MS-OXOCAL/MS-OXOTASK), and Outlook's calendar ends on
+# 31 August 4500. exchangelib also writes years below 1000 without their leading zeros, which
+# is no xs:dateTime at all: the server refuses the whole request (ErrorSchemaValidation).
+EXCHANGE_MIN_DATE = dt.date(1601, 1, 1)
+EXCHANGE_MAX_DATE = dt.date(4500, 8, 31)
+# ReminderMinutesBeforeStartType in Microsoft's types.xsd: xs:int 0..2629800 (five years), or
+# the marker 1525252321 which the plugin never sends. A larger value fails schema validation.
+MAX_REMINDER_MINUTES = 2_629_800
 
 
 # Cc (C0 but tab and newline, DEL, C1), Cs (lone surrogates), U+FFFE and U+FFFF; "\r" is gone
@@ -71,6 +83,52 @@ def trim(value: str, limit: int) -> str:
 def short(value: str | None, limit: int = SHORT_TEXT_LIMIT) -> str:
     """A cleaned, single-line, length-limited field value."""
     return trim(clean_line(value), limit)
+
+
+_URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
+# Schemes whose URIs carry "//host[:port]"; Exchange's (.NET's) anyURI check parses that part.
+_AUTHORITY_SCHEMES = frozenset({"http", "https", "ftp"})
+_HOST_LABEL = re.compile(r"[^\W_]([\w-]*[^\W_])?")  # letters of any script, digits, inner "-" and "_"
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def is_valid_website(value: str) -> bool:
+    """True if ``value`` can be a contact's website (EWS BusinessHomePage, an xs:anyURI).
+
+    Stricter than the server on purpose, so that what passes is never refused: no blanks or
+    controls, none of the characters RFC 3986 excludes, no stray "%"; with http(s)/ftp a real
+    host (or [IPv6]) and a numeric port. Without a scheme ("www.kanzlei.de") it is a relative
+    reference, which Exchange accepts and phones open as a web address.
+    """
+    if not value or len(value) > URL_LIMIT or "##" in value:
+        return False
+    if clean_text(value) != value or any(ch.isspace() or ch in '<>"{}|\\^`' for ch in value):
+        return False
+    if _BAD_PERCENT.search(value):
+        return False
+    match = _URL_SCHEME.match(value)
+    if match is None or match.group(1).lower() not in _AUTHORITY_SCHEMES:
+        return match is None or len(value) > match.end()
+    rest = value[match.end() :]
+    if not rest.startswith("//"):
+        return False
+    authority = re.split(r"[/?#]", rest[2:], maxsplit=1)[0].rpartition("@")[2]
+    host, port = authority, ""
+    if authority.startswith("["):
+        inner, _, after = authority[1:].partition("]")
+        try:
+            ipaddress.IPv6Address(inner)
+        except ValueError:
+            return False
+        if after and not after.startswith(":"):
+            return False
+        port = after[1:]
+    else:
+        host, _, port = authority.partition(":")
+        labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
+        if not host or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+            return False
+    return not port or (port.isascii() and port.isdigit() and int(port) <= 65535)
 
 
 def clean_categories(values: Iterable[str]) -> tuple[str, ...]:

@@ -32,6 +32,12 @@ Decisions (German conventions, what a phone shows):
   free; empty addresses are skipped; a second address of a kind is listed in the body.
 - **Birthday** passes through as a date (29 February included). **Website** ->
   BusinessHomePage.
+- **Values Exchange cannot hold** are kept in the body, as invalid e-mail addresses are: a
+  website that is no URI Exchange accepts ("http://www.kanzlei müller.de": the server refuses
+  the whole request), a birthday outside the dates a mailbox holds (01.01.0001, 31.12.9999).
+  The contact is still pushed: its phone numbers and addresses are what the lawyer relies on,
+  and refusing all of it for a broken website would lose them; nothing is changed silently,
+  the body says what was not taken over and why.
 - **Body.** A header block (Anrede, Titel, Akten, overflow e-mails/phones/addresses),
   a blank line, the host's notes, then the line ``USER_NOTES_MARKER``; the backend keeps
   what the user writes below it.
@@ -49,18 +55,21 @@ from tsl_hostapi.types import Contact, Phone, PostalAddress
 
 from .common import (
     EMAIL_LIMIT,
+    EXCHANGE_MAX_DATE,
+    EXCHANGE_MIN_DATE,
     NAME_LIMIT,
     PHONE_LIMIT,
     SHORT_TEXT_LIMIT,
-    URL_LIMIT,
     MappingError,
     clean_categories,
     clean_line,
     clean_text,
     compose_body,
+    is_valid_website,
     short,
     trim,
 )
+from .context import german_date
 from .items import EMAIL_LABELS, AddressEntry, ContactItem, EmailEntry, PhoneEntry
 
 PHONE_LABELS: dict[str, str] = {
@@ -248,6 +257,17 @@ def map_contact(contact: Contact, *, record_key: str, case_refs: Sequence[str] =
     header.extend(email_notes)
     header.extend(phone_notes)
     header.extend(address_notes)
+    website = clean_line(contact.website)
+    if website and not is_valid_website(website):
+        header.append(f"Ungültige Webadresse (nicht als Webseite übernommen): {website}")
+        website = ""
+    birthday = contact.birthday
+    if birthday is not None and not EXCHANGE_MIN_DATE <= birthday <= EXCHANGE_MAX_DATE:
+        header.append(
+            f"Geburtstag außerhalb der Daten, die Exchange speichert (nicht als Geburtstag übernommen): "
+            f"{german_date(birthday)}"
+        )
+        birthday = None
 
     body = compose_body(["\n".join(header), clean_text(contact.notes)])
 
@@ -268,8 +288,8 @@ def map_contact(contact: Contact, *, record_key: str, case_refs: Sequence[str] =
         email_addresses=emails,
         phone_numbers=phones,
         physical_addresses=addresses,
-        birthday=contact.birthday,
-        business_homepage=short(contact.website, URL_LIMIT),
+        birthday=birthday,
+        business_homepage=website,
         body=body,
         categories=clean_categories(contact.categories),
     )

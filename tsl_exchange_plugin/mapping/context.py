@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from tsl_hostapi.types import Case, RecordRef, User
 
-from .common import MappingError, case_line, clean_categories, clean_line
+from .common import MAX_REMINDER_MINUTES, MappingError, case_line, clean_categories, clean_line
 
 DoneDeadlineMode = Literal["mark", "remove"]
 DONE_DEADLINE_MODES: tuple[str, ...] = ("mark", "remove")
@@ -86,6 +86,11 @@ class MappingContext:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise ValueError(f"Ungültige Erinnerungszeit {name}={value!r}: erwartet ganze Minuten ab 0")
+            if value is not None and value > MAX_REMINDER_MINUTES:
+                raise ValueError(
+                    f"Ungültige Erinnerungszeit {name}={value!r}: Exchange erlaubt höchstens "
+                    f"{MAX_REMINDER_MINUTES} Minuten (etwa fünf Jahre)"
+                )
         if self.reminder_time is not None and (
             not isinstance(self.reminder_time, dt.time) or self.reminder_time.tzinfo is not None
         ):
@@ -132,6 +137,37 @@ def check_date(value: dt.date, what: str) -> None:
             f"{what} {german_date(day)} liegt außerhalb des erlaubten Bereichs "
             f"{german_date(MIN_DATE)} bis {german_date(MAX_DATE)}"
         )
+
+
+def check_offset(local: dt.datetime, zone: dt.tzinfo, zone_name: str, what: str) -> None:
+    """Refuse a wall-clock time whose UTC offset in ``zone`` is not whole minutes.
+
+    Before a place adopted zone time its clocks ran on local mean time, e.g. -03:30:52 in
+    St. John's until 1935 or +00:19:32 in Amsterdam until 1937. exchangelib writes such a time
+    with that offset ("1900-03-01T10:00:00-03:30:52"), which is no xs:dateTime: Exchange refuses
+    the whole request. Shifting the time to a whole-minute offset would move the entry; a date
+    that old in the host is almost always a typo, so the office is asked to check it.
+    """
+    offset = local.replace(tzinfo=zone).utcoffset()
+    if offset is None or not offset % dt.timedelta(minutes=1):
+        return
+    sign = "-" if offset < dt.timedelta(0) else "+"
+    seconds = int(abs(offset).total_seconds())
+    shown = f"{sign}{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+    raise MappingError(
+        f"{what} {german_date(local.date())} {local:%H:%M} Uhr liegt in der Zeitzone {zone_name} vor "
+        f"Einführung der Zonenzeit (Ortszeit, UTC{shown}); Exchange kann diese Zeit nicht speichern; "
+        "bitte das Datum prüfen und korrigieren"
+    )
+
+
+def check_all_day(day: dt.date, ctx: MappingContext, what: str) -> None:
+    """``check_offset`` for an all-day item: exchangelib sends it as local midnight of its first
+    day and of the day after its last one, in the recipient's zone."""
+    midnight = dt.datetime.combine(day, dt.time(0))
+    check_offset(midnight, ctx.zone, ctx.timezone, what)
+    if day < dt.date.max:
+        check_offset(midnight + dt.timedelta(days=1), ctx.zone, ctx.timezone, what)
 
 
 def german_date(value: dt.date) -> str:

@@ -29,6 +29,7 @@ from .context import (
     MappingContext,
     case_refs,
     categories,
+    check_all_day,
     check_date,
     german_date,
     record_link,
@@ -82,9 +83,11 @@ def map_deadline(deadline: Deadline, ctx: MappingContext) -> list[CalendarEntry]
         raise MappingError("Die Frist hat kein Fälligkeitsdatum")
     due = deadline.due_date
     check_date(due, "Das Fristende")
+    check_all_day(due, ctx, "Das Fristende")
     pre_dates = pre_deadline_dates(deadline)
     for pre in pre_dates:
         check_date(pre, "Die Vorfrist")
+        check_all_day(pre, ctx, "Die Vorfrist")
         if pre > due:
             raise MappingError(f"Die Vorfrist {german_date(pre)} liegt nach dem Fristende {german_date(due)}")
 

@@ -14,7 +14,7 @@ import datetime as dt
 from tsl_hostapi.types import Reminder
 
 from .common import SHORT_TEXT_LIMIT, MappingError, clean_text, compose_body, short
-from .context import MappingContext, case_refs, categories, check_date, record_link, user_names
+from .context import MappingContext, case_refs, categories, check_date, check_offset, record_link, user_names
 from .items import TaskEntry
 
 REMINDER_CATEGORY = "Wiedervorlage"
@@ -37,6 +37,11 @@ def map_reminder(reminder: Reminder, ctx: MappingContext) -> TaskEntry:
         raise MappingError("Die Wiedervorlage hat kein Datum")
     due = reminder.due_date
     check_date(due, "Die Wiedervorlage")
+    moment = None if reminder.done else reminder_moment(due, ctx)
+    if moment is not None:
+        check_offset(
+            moment.replace(tzinfo=None), ctx.zone, ctx.timezone, "Die Erinnerung der Wiedervorlage am"
+        )
     az, case_body = case_refs(ctx, reminder.case_id)
     title = short(reminder.subject)
     head = f"{SUBJECT_PREFIX}: {title}" if title else SUBJECT_PREFIX
@@ -60,6 +65,6 @@ def map_reminder(reminder: Reminder, ctx: MappingContext) -> TaskEntry:
         ),
         categories=categories(ctx, REMINDER_CATEGORY),
         completed=bool(reminder.done),
-        reminder_at=None if reminder.done else reminder_moment(due, ctx),
+        reminder_at=moment,
         timezone=ctx.timezone,
     )

@@ -15,14 +15,14 @@ from pathlib import Path
 
 from lxml import etree
 
-from . import ids, xmlio
+from . import ids, uris, xmlio
 from .engine_ctx import DISTINGUISHED, NSMAP, TP, Ctx, M, MsgError, new_folder
 from .faults import FaultPlan
 from .fields import KINDS, camel, ext_plain_name, from_plain, snake, to_plain
 from .ops_folders import create_folder, delete_folder, find_folder, get_folder
 from .ops_items import create_item, delete_item, find_item, get_item, item_view, normalize, update_item
 from .ops_misc import convert_id, get_server_time_zones
-from .schema import M_NS, T_NS, XML_NS, model, validator
+from .schema import M_NS, T_NS, XML_NS, ValidationError, any_uri_elements, model, validator
 from .store import Store
 from .xmlio import E_NS, S_NS
 
@@ -68,6 +68,7 @@ class SandboxEngine:
         self.build = build
         self.model = model()
         self._validator = validator() if validate else None
+        self._uri_elements = any_uri_elements() if validate else frozenset()
         self.store = Store(data_dir)
         self._stats_lock = threading.Lock()
         self._counts: dict[str, Counter] = {}
@@ -149,6 +150,7 @@ class SandboxEngine:
                     if err is not None:
                         text = f"The request failed schema validation: {err.message} Line {err.line}, position {err.column}."
                         raise _Fault("ErrorSchemaValidation", text, xml=_schema_xml(err))
+                self._check_uris(payload)
             handler = OPERATIONS.get(op_name)
             if handler is None:
                 raise _Fault(
@@ -167,6 +169,16 @@ class SandboxEngine:
             return 500, self._fault(
                 _Fault("ErrorInternalServerError", "An internal server error occurred. The operation failed.")
             )
+
+    def _check_uris(self, payload: etree._Element) -> None:
+        """xs:anyURI as .NET validates it (see ``uris.py``): a refused value fails the request."""
+        for name in self._uri_elements:
+            for el in payload.iter(f"{{{T_NS}}}{name}"):
+                value = el.text or ""
+                if not uris.is_valid_any_uri(value):
+                    text = uris.dotnet_message(f"{T_NS}:{name}", value)
+                    err = ValidationError(text, el.sourceline or 0, 0)
+                    raise _Fault("ErrorSchemaValidation", text, xml=_schema_xml(err))
 
     def _parse(self, body: bytes):
         try:

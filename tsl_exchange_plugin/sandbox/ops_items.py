@@ -196,15 +196,25 @@ def read_item(ctx: Ctx, kind: Kind, el: etree._Element) -> tuple[dict, dict]:
         c = info.index.get(name)
         if c is None or name in READ_ONLY:
             raise MsgError("ErrorInvalidPropertySet", f"The property {name} cannot be set.")
-        try:
-            value = xmlio.read(ctx.model, child, c.type, ctx.tz)
-        except (ValueError, TypeError) as exc:
-            raise MsgError("ErrorInvalidPropertySet", f"The value of {name} is invalid.") from exc
+        value = _read_value(ctx, child, c.type, name)
         if c.repeat:
             data.setdefault(name, []).append(value)
         else:
             data[name] = value
     return data, ext
+
+
+def _read_value(ctx: Ctx, el: etree._Element, type_name: str, name: str):
+    """One property's stored value; a value the mailbox cannot hold is that item's error."""
+    try:
+        value = xmlio.read(ctx.model, el, type_name, ctx.tz)
+    except OverflowError as exc:  # a valid dateTime that leaves Python's range when moved to UTC
+        raise MsgError("ErrorValueOutOfRange", f"The value of {name} is out of range.") from exc
+    except (ValueError, TypeError) as exc:
+        raise MsgError("ErrorInvalidPropertySet", f"The value of {name} is invalid.") from exc
+    if ctx.model.simple_base(type_name) == "dateTime" and not xmlio.in_store_range(value):
+        raise MsgError("ErrorValueOutOfRange", f"The value of {name} is out of range.")
+    return value
 
 
 def _item_id(el: etree._Element) -> tuple[str, str | None]:
@@ -316,10 +326,7 @@ def apply_updates(ctx: Ctx, row: dict, updates: etree._Element) -> None:
         if src is None:
             raise MsgError("ErrorInvalidPropertySet", f"The item has no {path.name} for this update.")
         child = info.index[path.name]
-        try:
-            value = xmlio.read(ctx.model, src, child.type, ctx.tz)
-        except (ValueError, TypeError) as exc:
-            raise MsgError("ErrorInvalidPropertySet", f"The value of {path.name} is invalid.") from exc
+        value = _read_value(ctx, src, child.type, path.name)
         changed.add(path.name)
         if path.kind == "field":
             if op == "AppendToItemField" and path.name in data:

@@ -124,6 +124,22 @@ class Validator:
 
 _validator: Validator | None = None
 _validator_lock = threading.Lock()
+_any_uri: frozenset[str] | None = None
+
+
+def any_uri_elements() -> frozenset[str]:
+    """Local names of the types-namespace elements declared as xs:anyURI (BusinessHomePage):
+    libxml2 checks them too leniently, so the engine checks them again (``uris.py``)."""
+    global _any_uri
+    with _validator_lock:
+        if _any_uri is None:
+            root = etree.parse(str(find_schema_dir() / "types.xsd")).getroot()
+            _any_uri = frozenset(
+                el.get("name")
+                for el in root.iter(_XS + "element")
+                if el.get("name") and (el.get("type") or "").endswith(":anyURI")
+            )
+        return _any_uri
 
 
 def validator() -> Validator:

@@ -92,6 +92,19 @@ def format_datetime(dt: datetime) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S") + "Z"
 
 
+# What a mailbox can hold. Exchange keeps times as FILETIME (PT_SYSTIME), counted from
+# 1601-01-01 UTC, and MAPI reads 4501-01-01 as "no date" (MS-OXOCAL, MS-OXOTASK: the "none"
+# value of date properties); Outlook's calendar ends on 31 August 4500. A value outside that is
+# refused per item, the way Exchange refuses a value it cannot store (ErrorValueOutOfRange).
+STORE_EARLIEST = datetime(1601, 1, 1, tzinfo=UTC)
+STORE_LATEST = datetime(4500, 8, 31, 23, 59, 59, tzinfo=UTC)
+
+
+def in_store_range(canon: str) -> bool:
+    """True if a canonical dateTime (as ``canon_datetime`` writes it) fits a mailbox."""
+    return STORE_EARLIEST <= parse_datetime(canon) <= STORE_LATEST
+
+
 def utc_now() -> str:
     return format_datetime(datetime.now(UTC))
 
