@@ -14,10 +14,14 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tsl_exchange_plugin import signals
-from tsl_exchange_plugin.exchange.base import MailboxAccount
+from tsl_exchange_plugin.exchange.base import MailboxAccount, Written
 from tsl_exchange_plugin.exchange.ews import EwsBackend
+from tsl_exchange_plugin.mapping.common import MappingError
+from tsl_exchange_plugin.mapping.context import MappingContext
 from tsl_exchange_plugin.mapping.dispatch import make_mapper
 from tsl_exchange_plugin.mapping.items import CalendarEntry, ContactItem, ExchangeItem
 from tsl_exchange_plugin.outbox.base import Change
@@ -25,7 +29,7 @@ from tsl_exchange_plugin.outbox.sqlite import SQLiteOutbox
 from tsl_exchange_plugin.sandbox.testing import SANDBOX_PASSWORDS
 from tsl_exchange_plugin.snapshot import Snapshot, dump
 from tsl_exchange_plugin.worker import Worker, WorkerConfig
-from tsl_hostapi.types import Appointment, Contact
+from tsl_hostapi.types import Appointment, Contact, Deadline, Reminder, User
 
 MAILBOX = "alice"
 EMAIL = "alice@kanzlei.test"
@@ -40,6 +44,7 @@ class Rig:
     server: object
     claims: list[int]
     make_worker: Callable[..., Worker]
+    account: dict = dataclasses.field(default_factory=dict)  # overrides for MailboxAccount
 
     def enqueue(self, records) -> None:
         kinds = {Contact: "contact", Appointment: "appointment"}
@@ -83,12 +88,12 @@ def rig(tmp_path, sandbox) -> Iterator[Rig]:
     outbox.claim = counting_claim  # type: ignore[method-assign]
     backend = EwsBackend()
     workers: list[Worker] = []
+    account: dict = {}
 
     def resolve(mailbox: str) -> MailboxAccount:
         email = f"{mailbox}@kanzlei.test"
-        return MailboxAccount(
-            mailbox, email, sandbox.url, email, SANDBOX_PASSWORDS[email], auth_type="basic", timeout=10.0
-        )
+        values = dict(auth_type="basic", timeout=10.0) | account
+        return MailboxAccount(mailbox, email, sandbox.url, email, SANDBOX_PASSWORDS[email], **values)
 
     def make_worker(mapper, **config) -> Worker:
         cfg = dict(threads=1, batch_size=BATCH, lanes=1, slices_per_claim=1, max_back_off=900.0)
@@ -98,7 +103,7 @@ def rig(tmp_path, sandbox) -> Iterator[Rig]:
         return worker
 
     try:
-        yield Rig(outbox, sandbox, claims, make_worker)
+        yield Rig(outbox, sandbox, claims, make_worker, account)
     finally:
         for worker in workers:
             worker.stop()
@@ -199,6 +204,27 @@ def test_an_item_the_server_refuses_is_isolated_and_failed_the_rest_pushed(rig, 
     assert len(rig.claims) == 1  # isolated within the claim, no retry round
 
 
+def test_creates_that_may_have_landed_are_looked_up_before_the_refused_request_is_split(rig):
+    # Round 1: 50 creates land, but their answer never comes (outcome unknown).
+    records, bad_key, _ = batch("reminder_10M")
+    first, rest = records[50:], records[:50]  # the refused one (BAD_AT) comes in round 2
+    rig.account["timeout"] = 1.0
+    rig.server.inject("commit_then_hang", operation="CreateItem", seconds=3, mailbox=EMAIL)
+    worker = rig.make_worker(raw_mapper)
+    rig.enqueue(first)
+    assert worker.run_once()
+    assert len(rig.ours("calendar")) == 50
+    assert all(j.attempts == 1 for j in rig.outbox.jobs(MAILBOX))
+    # Round 2: the same 50 (due later, taken now) with 50 new ones, one of them refused.
+    rig.enqueue(rest)
+    assert worker.run_once(now=time.time() + 3600)
+    ours = rig.ours("calendar")
+    assert set(ours) == {r.ref.key for r in records} - {bad_key}  # each once: the 50 were found
+    assert len(rig.server.engine.list_items(EMAIL, "calendar")) == 99
+    assert job_of(rig, bad_key).status == "failed"
+    assert rig.outbox.pending_count() == 0
+
+
 # ----------------------------------------------------------------------------- mapping refuses
 
 
@@ -262,6 +288,26 @@ def test_a_mapper_error_and_a_failing_receiver_never_stop_the_other_jobs(rig):
     assert len(rig.claims) == 1
 
 
+def test_a_mapping_error_that_may_pass_retries_that_job_alone_with_back_off(rig):
+    records = [contact(n) for n in range(10)]
+    rig.enqueue(records)
+    flaky = records[4].ref.key
+    mapper = make_mapper()
+
+    def locked_settings(snapshot, mailbox):
+        if snapshot.record.ref.key == flaky:
+            raise sqlite3.OperationalError("database is locked")  # e.g. the settings store, briefly
+        return mapper(snapshot, mailbox)
+
+    started = time.time()
+    rig.drain(rig.make_worker(locked_settings))
+    assert set(rig.ours("contacts")) == {r.ref.key for r in records} - {flaky}
+    job = job_of(rig, flaky)
+    assert (job.status, job.attempts) == ("pending", 1)
+    assert job.due_at > started and "database is locked" in job.last_error
+    assert len(rig.claims) == 1
+
+
 def test_a_batch_that_cannot_be_recorded_is_retried_with_back_off_never_reclaimed_at_once(rig):
     records = [contact(n) for n in range(5)]
     rig.enqueue(records)
@@ -286,3 +332,93 @@ def test_a_batch_that_cannot_be_recorded_is_retried_with_back_off_never_reclaime
         assert job.attempts == 1
         assert job.due_at > started
         assert "database is locked" in job.last_error
+
+
+# ----------------------------------------------------------------------------- generated records
+
+ZONES = ["Europe/Berlin", "Europe/Amsterdam", "America/St_Johns", "Asia/Kolkata", "Asia/Kathmandu", "UTC"]
+WEBSITES = st.sampled_from(
+    [
+        "https://www.kanzlei.de",
+        "www.kanzlei.de",
+        "http://www.kanzlei müller.de",
+        "http://kanzlei.de:80a",
+        "http://[::1]/",
+        "http:kanzlei.de",
+        "mailto:info@kanzlei.de",
+        "siehe Briefkopf",
+        "https://müller.de/a?b#c",
+    ]
+) | st.text(max_size=30)
+MOMENTS = st.datetimes(min_value=dt.datetime(1890, 1, 1), max_value=dt.datetime(2110, 12, 31))
+REMINDERS = st.none() | st.sampled_from([0, 15, 2_629_800, 2_629_801, 10_000_000]) | st.integers(0, 3_000_000)
+
+contacts = st.builds(
+    Contact,
+    id=st.just("g"),
+    given_name=st.text(max_size=20),
+    surname=st.text(min_size=1, max_size=300),
+    birthday=st.none() | st.dates(),
+    website=WEBSITES,
+)
+appointments = st.builds(
+    Appointment,
+    id=st.just("g"),
+    subject=st.text(max_size=300),
+    start=MOMENTS,
+    end=st.none(),
+    timezone=st.sampled_from(ZONES),
+    participant_ids=st.just((MAILBOX,)),
+    reminder_minutes=REMINDERS,
+)
+deadlines = st.builds(
+    Deadline,
+    id=st.just("g"),
+    due_date=st.dates(min_value=dt.date(1890, 1, 1), max_value=dt.date(2110, 12, 31)),
+    kind=st.text(max_size=40),
+    responsible_ids=st.just((MAILBOX,)),
+)
+wiedervorlagen = st.builds(
+    Reminder,
+    id=st.just("g"),
+    due_date=st.dates(min_value=dt.date(1890, 1, 1), max_value=dt.date(2110, 12, 31)),
+    subject=st.text(max_size=300),
+    responsible_ids=st.just((MAILBOX,)),
+)
+KINDS = {Contact: "contact", Appointment: "appointment", Deadline: "deadline", Reminder: "reminder"}
+
+
+@pytest.fixture
+def sessions(sandbox):
+    """One session per recipient zone: exchangelib writes all-day items in the account's zone."""
+    backend = EwsBackend()
+    opened: dict[str, object] = {}
+
+    def session_for(zone: str):
+        if zone not in opened:
+            email = EMAIL
+            opened[zone] = backend.session(
+                MailboxAccount(MAILBOX, email, sandbox.url, email, SANDBOX_PASSWORDS[email], "basic", zone)
+            )
+        return opened[zone]
+
+    yield session_for
+    for session in opened.values():
+        session.close()
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(record=st.one_of(contacts, appointments, deadlines, wiedervorlagen), zone=st.sampled_from(ZONES))
+def test_what_the_mapping_accepts_exchange_accepts_and_what_it_refuses_has_a_reason(sessions, record, zone):
+    mapper = make_mapper(lambda mailbox, snap: MappingContext(User(MAILBOX, "Anna"), timezone=zone))
+    try:
+        items = mapper(Snapshot(KINDS[type(record)], record), MAILBOX)
+    except MappingError as exc:
+        assert str(exc).strip()
+        return
+    results = sessions(zone).create(items)
+    assert all(isinstance(r, Written) for r in results), [str(r) for r in results]
