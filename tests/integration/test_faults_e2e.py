@@ -70,7 +70,12 @@ def test_unreachable_server_keeps_changes_until_it_is_back(kanzlei, tmp_path):
     k.server.stop()
     contacts = k.firm.contacts[:3]
     subscribe(k, contacts, alice)
-    wait_for(lambda: any(j.attempts >= 1 for j in k.runtime.outbox.jobs(alice.id)), what="a failed attempt")
+    # All three: the worker records their retries one after another, and jobs() lists the one not
+    # yet retried first (ordered by due time), so "any" could look between two of them.
+    wait_for(
+        lambda: (js := k.runtime.outbox.jobs(alice.id)) and all(j.attempts >= 1 for j in js),
+        what="a failed attempt of each",
+    )
     jobs = k.runtime.outbox.jobs(alice.id)
     assert len(jobs) == 3 and all(j.status == "pending" for j in jobs)
     assert "erreichbar" in jobs[0].last_error or "Verbindung" in jobs[0].last_error
