@@ -197,7 +197,7 @@ class SyncRuntime:
         if not changes:
             return
         self.outbox.enqueue(changes)
-        signals.enqueued.send(self, changes=changes)
+        signals.emit(signals.enqueued, self, changes=changes)  # a failing receiver must not undo a save
         self.worker.wake()
 
     def _reachable(self, changes: list[Change]) -> list[Change]:

@@ -204,6 +204,18 @@ def test_an_item_the_server_refuses_is_isolated_and_failed_the_rest_pushed(rig, 
     assert len(rig.claims) == 1  # isolated within the claim, no retry round
 
 
+def test_a_refused_entry_is_pushed_again_once_its_record_is_corrected(rig):
+    records, bad_key, _ = batch("website")
+    rig.enqueue(records)
+    worker = rig.make_worker(raw_mapper)
+    rig.drain(worker)
+    assert job_of(rig, bad_key).status == "failed"
+    rig.enqueue([contact(BAD_AT, website="https://www.kanzlei-mueller.de")])
+    rig.drain(worker)
+    assert rig.ours("contacts")[bad_key]["business_home_page"] == "https://www.kanzlei-mueller.de"
+    assert rig.outbox.jobs(MAILBOX) == []
+
+
 def test_creates_that_may_have_landed_are_looked_up_before_the_refused_request_is_split(rig):
     # Round 1: 50 creates land, but their answer never comes (outcome unknown).
     records, bad_key, _ = batch("reminder_10M")
@@ -249,7 +261,7 @@ def test_the_mapping_catches_what_exchange_refuses_before_it_is_sent(rig, kind):
         # A contact stays reachable; the value Exchange cannot hold is kept in the notes.
         assert set(ours) == {r.ref.key for r in records}
         item = ours[bad_key]
-        assert not item.get("business_homepage")
+        assert not item.get("business_home_page")
         assert not item.get("birthday")
         assert "nicht als" in item["body"] and "übernommen" in item["body"]
 
