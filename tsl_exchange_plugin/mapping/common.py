@@ -27,6 +27,10 @@ USER_NOTES_MARKER = "--- Ihre Notizen unterhalb dieser Linie bleiben erhalten --
 NAME_LIMIT = 255
 # Display name, file-as, company, department, job title and the like are not limited by the
 # schema, but Outlook and phones handle them as short single-line strings; 255 keeps them sane.
+# The subject is limited to 255 characters by Exchange (EWS reference, "Subject" element:
+# "The subject is limited to 255 characters"); exchangelib refuses a longer one before sending.
+# Cutting a subject loses only its tail, and the full text stays in the host, so these fields
+# are trimmed rather than refused.
 SHORT_TEXT_LIMIT = 255
 # Category names are limited to 255 characters by Exchange.
 CATEGORY_LIMIT = 255
