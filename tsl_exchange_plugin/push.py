@@ -39,7 +39,6 @@ from .exchange.base import (
     TransientError,
     Written,
 )
-from .mapping.common import MappingError
 from .mapping.items import ExchangeItem, content_hash
 from .outbox.base import Job, Outbox, SyncEntry
 from .snapshot import ITEM_CLASS_BY_KIND, Snapshot, SnapshotError, load
@@ -132,7 +131,7 @@ class Pusher:
                 snap = load(job.payload)
                 for item in self.mapper(snap, mailbox):
                     produced[item.record_key] = item
-            except (SnapshotError, MappingError) as exc:
+            except (SnapshotError, ValueError) as exc:  # MappingError, settings: a German reason
                 st.failed = str(exc)
                 return None
             except Exception as exc:
