@@ -322,6 +322,8 @@ def cmd_status_admin(args: argparse.Namespace) -> int:
                 f"{r.user_name[:28]:<28} {r.state_label:<30} {r.pending:>6} {r.failed:>6}  "
                 f"{r.last_success:<20} {r.test_label:<14} {r.last_error}"
             )
+            for failure in r.failures:
+                print(f"    fehlgeschlagen: {failure}")
         if args.audit:
             _print_audit(entries)
         return 0

@@ -31,6 +31,7 @@ STATE_LABELS = {
     "disabled": "nicht aktiviert",
 }
 TEST_LABELS = {"green": "erfolgreich", "red": "fehlgeschlagen", "": "nie getestet"}
+FAILURES_SHOWN = 20
 
 _PASSWORD = re.compile(r"Passwort falsch|Anmeldung .*fehlgeschlagen|Anmeldung abgelehnt|gesperrt", re.I)
 _THROTTLED = re.compile(r"drosselt|ausgelastet|ServerBusy|HTTP 429", re.I)
@@ -54,6 +55,9 @@ class MailboxRow:
     test: str = ""  # "green", "red", "" (never tested since the credentials last changed)
     test_label: str = "nie getestet"
     test_message: str = ""
+    # The failed entries with their reasons ("appointment:7: Die Erinnerung … bitte … korrigieren"),
+    # at most FAILURES_SHOWN: a failed entry waits for its record to change, so the office must see why.
+    failures: tuple[str, ...] = ()
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -119,9 +123,15 @@ def mailbox_rows(host: Host, runtime: SyncRuntime) -> list[MailboxRow]:
                 test=test.icon if test else "",
                 test_label=TEST_LABELS[test.icon if test else ""],
                 test_message=test.message if test else "",
+                failures=_failures(runtime, user.id) if s is not None and s.failed else (),
             )
         )
     return rows
+
+
+def _failures(runtime: SyncRuntime, user_id: str) -> tuple[str, ...]:
+    failed = runtime.outbox.jobs(user_id, status="failed")[:FAILURES_SHOWN]
+    return tuple(f"{job.record_key}: {job.last_error}" for job in failed)
 
 
 def summary(runtime: SyncRuntime) -> str:

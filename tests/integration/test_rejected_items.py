@@ -434,3 +434,29 @@ def test_what_the_mapping_accepts_exchange_accepts_and_what_it_refuses_has_a_rea
         return
     results = sessions(zone).create(items)
     assert all(isinstance(r, Written) for r in results), [str(r) for r in results]
+
+
+# ----------------------------------------------------------------------------- status view
+
+
+def test_the_status_view_names_each_failed_entry_with_its_reason(kanzlei):
+    from tsl_exchange_plugin.status import mailbox_rows
+
+    k = kanzlei
+    alice = k.lawyers[0]
+    bad = k.host.save(
+        Appointment(
+            id="zu-frueh",
+            subject="Verhandlung",
+            start=dt.datetime(2026, 6, 1, 9, 0),
+            end=dt.datetime(2026, 6, 1, 10, 0),
+            participant_ids=(alice.id,),
+            reminder_minutes=10_000_000,
+        )
+    )
+    k.drain()
+    (row,) = [r for r in mailbox_rows(k.host, k.runtime) if r.user_id == alice.id]
+    assert row.failed == 1
+    (failure,) = row.failures
+    assert failure.startswith(f"{bad.ref.key}: Die Erinnerung 10000000 Minuten")
+    assert "korrigieren" in failure
