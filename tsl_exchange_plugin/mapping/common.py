@@ -40,8 +40,8 @@ PHONE_LIMIT = 255
 URL_LIMIT = 2048
 
 # Dates a mailbox can hold. Exchange keeps times as FILETIME (PT_SYSTIME, from 1601-01-01 UTC);
-# MAPI reads 4501-01-01 as "no date" (MS-OXOCAL/MS-OXOTASK), and Outlook's calendar ends on
-# 31 August 4500. exchangelib also writes years below 1000 without their leading zeros, which
+# Outlook shows 1 January 4501 as "no date" ("Keine"), and the recurrence format of MS-OXOCAL
+# writes 31 August 4500 for "no end": the last day clients treat as a real date. exchangelib also writes years below 1000 without their leading zeros, which
 # is no xs:dateTime at all: the server refuses the whole request (ErrorSchemaValidation).
 EXCHANGE_MIN_DATE = dt.date(1601, 1, 1)
 EXCHANGE_MAX_DATE = dt.date(4500, 8, 31)

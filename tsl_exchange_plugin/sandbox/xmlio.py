@@ -93,9 +93,10 @@ def format_datetime(dt: datetime) -> str:
 
 
 # What a mailbox can hold. Exchange keeps times as FILETIME (PT_SYSTIME), counted from
-# 1601-01-01 UTC, and MAPI reads 4501-01-01 as "no date" (MS-OXOCAL, MS-OXOTASK: the "none"
-# value of date properties); Outlook's calendar ends on 31 August 4500. A value outside that is
-# refused per item, the way Exchange refuses a value it cannot store (ErrorValueOutOfRange).
+# 1601-01-01 UTC; Outlook shows 1 January 4501 as "no date", and MS-OXOCAL's recurrence format
+# writes 31 August 4500 for "no end". A value outside that is refused per item, as a value the
+# store cannot hold (ErrorValueOutOfRange; the schema's ResponseCodeType has no
+# ErrorInvalidPropertyValue, so that code cannot be answered).
 STORE_EARLIEST = datetime(1601, 1, 1, tzinfo=UTC)
 STORE_LATEST = datetime(4500, 8, 31, 23, 59, 59, tzinfo=UTC)
 
