@@ -41,6 +41,9 @@ class Fault:
     back_off_ms: int = 1500
     index: int | None = None
     code: str = "ErrorServerBusy"
+    # delay / commit_then_hang: wait for this event instead of a fixed time (``seconds`` > 0
+    # still bounds the wait), so a test decides when the request goes on, not the clock.
+    hold: threading.Event | None = field(default=None, compare=False)
     fired: int = field(default=0, init=False)
 
     @property

@@ -438,18 +438,29 @@ class _Handler(BaseHTTPRequestHandler):
         status, payload = sb.engine.handle(email, body)
         self._send(status, payload, "text/xml; charset=utf-8")
 
+    def _wait(self, fault: Fault) -> None:
+        """A fault's pause: ``seconds``, or until its ``hold`` event is set (or the server stops)."""
+        sb = self.server.sandbox
+        if fault.hold is None:
+            sb._stopping.wait(fault.seconds)
+            return
+        deadline = time.monotonic() + fault.seconds if fault.seconds > 0 else None
+        while not fault.hold.wait(0.05) and not sb._stopping.is_set():
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+
     def _play_fault(self, fault: Fault, email: str, method: str, body: bytes) -> bool:
         """Act out a transport fault. True: go on and process the request normally."""
         sb = self.server.sandbox
         if fault.kind == "delay":
-            sb._stopping.wait(fault.seconds)
+            self._wait(fault)
             return True
         if fault.kind == "drop_connection":
             self._drop()
             return False
         if fault.kind == "commit_then_hang":
             sb.engine.handle(email, body)  # committed; the answer never leaves
-            sb._stopping.wait(fault.seconds)
+            self._wait(fault)
             self._drop()
             return False
         # http_status
