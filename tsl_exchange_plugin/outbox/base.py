@@ -19,6 +19,41 @@ Model
   state update are one transaction (``complete``).
 * Mailbox state: parked (e.g. wrong password) with a reason, last success, last error.
 
+Fencing
+-------
+Every claim carries a fencing token: the lease's generation, stored in the leases
+table and raised by one on every claim of that mailbox. Writes made on behalf of a
+claim (acks, retries, failures, sync state, mailbox outcome) take ``fence=claim`` and
+succeed only while that lease is still held with that token, checked in the same
+transaction; otherwise they write nothing and raise ``LeaseLost``. A worker that lost
+its lease therefore cannot overwrite what the next holder wrote. The one write that
+needs no lease is ``note_verify``: it only asks the next holder to look a record up.
+
+Order
+-----
+``Change.version`` is the record's source version (the host's per-record revision,
+or its modification time in microseconds; 0 = unknown). A queued snapshot is replaced
+only by a change of a newer version; on equal versions the later enqueue wins, except
+that a save never replaces a queued delete of the same version (a host that numbers
+deletes too never sends such a tie; where it happens the removal is the safe side).
+A change older than the version the sync state already reflects is dropped as
+superseded (counted per mailbox, no error). Unknown versions (0) behave as before:
+they replace what is queued and never lower the stored version. The sync state keeps
+the version it reflects; a sync write of an older version never replaces a newer one.
+
+Priority
+--------
+0 interactive save/delete, 1 bulk (resync, bulk subscription actions, initial sync),
+2 reconcile sweep. A claim takes the mailbox whose best due job ranks first by
+(priority, due_at, id) and hands its jobs out in that order; coalescing keeps the
+better (lower) priority.
+
+Payloads
+--------
+Snapshots are stored once per content (table ``payloads``, keyed by a SHA-256 of the
+text) and referenced by the per-mailbox jobs: a contact subscribed by 20 users is one
+stored snapshot. A payload no job references any more is deleted with the last job.
+
 All timestamps are UNIX seconds (float, UTC). Payloads are JSON text.
 """
 
@@ -29,6 +64,13 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 Op = Literal["upsert", "delete"]
+# "verify": no change of its own; the next holder looks the record key up and removes
+# copies the sync state does not name (left by a write that landed after its lease ended).
+JobOp = Literal["upsert", "delete", "verify"]
+
+PRIORITY_INTERACTIVE = 0
+PRIORITY_BULK = 1
+PRIORITY_RECONCILE = 2
 
 
 @dataclass(frozen=True)
@@ -39,6 +81,9 @@ class Change:
     record_key: str  # "contact:17", "deadline:4#pre1", ...
     op: Op
     payload: str = ""  # JSON snapshot (empty for deletes)
+    # The record's source version (see "Order" above); 0: unknown, ordered by arrival.
+    version: int = 0
+    priority: int = PRIORITY_INTERACTIVE
 
 
 @dataclass(frozen=True)
@@ -48,7 +93,7 @@ class Job:
     id: int
     mailbox: str
     record_key: str
-    op: Op
+    op: JobOp
     payload: str
     version: int
     attempts: int
@@ -59,6 +104,11 @@ class Job:
     # How often workers were handed this row, over all its coalesced versions; >1 means an
     # earlier push may have written, so a create looks its key up first.
     claims: int = 0
+    source_version: int = 0  # the record version of the snapshot (Change.version)
+    priority: int = PRIORITY_INTERACTIVE
+    # A write may have landed after its worker lost the lease: look the key up and
+    # remove copies the sync state does not name before anything else.
+    verify: bool = False
 
 
 @dataclass(frozen=True)
@@ -69,6 +119,7 @@ class Claim:
     worker_id: str
     lease_until: float
     jobs: tuple[Job, ...]
+    token: int = 0  # the fencing token: the lease's generation for this mailbox
 
 
 @dataclass(frozen=True)
@@ -82,6 +133,7 @@ class SyncEntry:
     content_hash: str
     item_class: str = ""  # "contact", "calendar", "task"
     updated_at: float = 0.0
+    source_version: int = 0  # the record version this entry reflects (0: unknown)
 
 
 @dataclass(frozen=True)
@@ -122,25 +174,32 @@ class Outbox(Protocol):
     def release(self, claim: Claim) -> None:
         """Give the mailbox lease back (jobs not acked stay as they are)."""
 
-    def complete(self, job: Job, sync: SyncEntry | None, *, remove_sync: bool = False) -> bool:
+    def complete(
+        self, job: Job, sync: SyncEntry | None, *, remove_sync: bool = False, fence: Claim | None = None
+    ) -> bool:
         """Ack ``job`` (delete it if its version is unchanged) and, in the same
         transaction, store ``sync`` or remove the sync entry. Returns False when a
         newer version superseded the job (the sync state is still written, because
         it describes what is now in the mailbox)."""
 
     def complete_many(
-        self, jobs: Sequence[Job], entries: Sequence[SyncEntry] = (), removed: Sequence[tuple[str, str]] = ()
+        self,
+        jobs: Sequence[Job],
+        entries: Sequence[SyncEntry] = (),
+        removed: Sequence[tuple[str, str]] = (),
+        *,
+        fence: Claim | None = None,
     ) -> list[bool]:
         """Batch form of ``complete`` in ONE transaction: ack ``jobs`` (version-checked),
         upsert ``entries`` and remove the (mailbox, record_key) pairs in ``removed``."""
 
-    def put_sync_many(self, entries: Sequence[SyncEntry]) -> None:
+    def put_sync_many(self, entries: Sequence[SyncEntry], *, fence: Claim | None = None) -> None:
         """Upsert several sync entries in one transaction."""
 
-    def retry(self, job: Job, error: str, delay: float) -> None:
+    def retry(self, job: Job, error: str, delay: float, *, fence: Claim | None = None) -> None:
         """Keep the job pending, attempts+1, due in ``delay`` seconds (no-op if superseded)."""
 
-    def fail(self, job: Job, reason: str) -> None:
+    def fail(self, job: Job, reason: str, *, fence: Claim | None = None) -> None:
         """Mark permanently failed with a reason (no-op if superseded)."""
 
     def next_due_at(self) -> float | None:
@@ -159,9 +218,9 @@ class Outbox(Protocol):
     # -- sync state ----------------------------------------------------------------
     def get_sync(self, mailbox: str, record_keys: Sequence[str]) -> dict[str, SyncEntry]: ...
 
-    def put_sync(self, entry: SyncEntry) -> None: ...
+    def put_sync(self, entry: SyncEntry, *, fence: Claim | None = None) -> None: ...
 
-    def delete_sync(self, mailbox: str, record_key: str) -> None: ...
+    def delete_sync(self, mailbox: str, record_key: str, *, fence: Claim | None = None) -> None: ...
 
     def holders(self, record_key: str) -> list[str]:
         """Mailboxes that hold (sync state) or are about to receive (pending upsert) this record
@@ -175,9 +234,9 @@ class Outbox(Protocol):
 
     def unpark(self, mailbox: str) -> None: ...
 
-    def record_success(self, mailbox: str) -> None: ...
+    def record_success(self, mailbox: str, *, fence: Claim | None = None) -> None: ...
 
-    def record_error(self, mailbox: str, error: str) -> None: ...
+    def record_error(self, mailbox: str, error: str, *, fence: Claim | None = None) -> None: ...
 
     def mailbox_states(self) -> list[MailboxState]: ...
 
@@ -206,6 +265,23 @@ class Outbox(Protocol):
         A dead process's slots come free (PostgreSQL: with its session; SQLite: after the lease)."""
 
     def release_server_slot(self, server: str, slot: int, holder: str) -> None: ...
+
+    # -- fencing, order, bulk retries ---------------------------------------------------
+    def check_lease(self, claim: Claim) -> bool:
+        """True while ``claim``'s lease is still held with its token (one cheap read)."""
+
+    def note_verify(self, mailbox: str, record_keys: Sequence[str]) -> None:
+        """Ask the next holder of ``mailbox`` to look these record keys up and remove copies the
+        sync state does not name. Needs no lease: it only adds work (a "verify" job, or the
+        flag on the record's queued job, whose version it raises so a running ack misses it)."""
+
+    def retry_many(
+        self, jobs: Sequence[Job], error: str, delays: Sequence[float], *, fence: Claim | None = None
+    ) -> None:
+        """``retry`` for several jobs (each with its own delay) in ONE transaction."""
+
+    def superseded_count(self, mailbox: str | None = None) -> int:
+        """How many enqueued changes were dropped because a newer version was queued or synced."""
 
 
 class LeaseLost(RuntimeError):

@@ -20,6 +20,7 @@ connection is replaced on the next call.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -29,27 +30,31 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from .base import Change, Claim, Job, LeaseLost, MailboxState, SyncEntry
+from .base import Change, Claim, Job, MailboxState, SyncEntry
 from .conns import PerThreadConnections
 from .rows import (
-    JOB_COLS,
     SYNC_COLS,
     check_changes,
     check_complete,
     check_worker_id,
     claimed_jobs,
+    job_cols,
     job_from_row,
+    lease_lost,
     mailbox_state,
+    payload_hash,
     sync_params,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Transaction start time in UNIX seconds: stable within one transaction, so a claim's
 # pick and its lease use the same instant.
 _NOW = "extract(epoch from now())::float8"
+# The server's clock right now (for lease checks late in a transaction).
+_CLOCK = "extract(epoch from clock_timestamp())::float8"
 
-_SCHEMA = [
+_TABLES = [
     "CREATE SCHEMA IF NOT EXISTS {s}",
     """CREATE TABLE IF NOT EXISTS {s}.meta (
         key text PRIMARY KEY,
@@ -61,8 +66,8 @@ _SCHEMA = [
         id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
         mailbox text NOT NULL,
         record_key text NOT NULL,
-        op text NOT NULL CHECK (op IN ('upsert', 'delete')),
-        payload text NOT NULL DEFAULT '',
+        op text NOT NULL CONSTRAINT jobs_op_check CHECK (op IN ('upsert', 'delete', 'verify')),
+        payload_hash text NOT NULL DEFAULT '',
         version integer NOT NULL,
         attempts integer NOT NULL DEFAULT 0,
         status text NOT NULL CHECK (status IN ('pending', 'failed')),
@@ -70,17 +75,20 @@ _SCHEMA = [
         due_at double precision NOT NULL,
         enqueued_at double precision NOT NULL,
         claims integer NOT NULL DEFAULT 0,
+        source_version bigint NOT NULL DEFAULT 0,
+        priority smallint NOT NULL DEFAULT 0,
+        verify boolean NOT NULL DEFAULT false,
         UNIQUE (mailbox, record_key)
     )""",
-    "CREATE INDEX IF NOT EXISTS jobs_status_due ON {s}.jobs (status, due_at)",
-    # holders() runs on the host's save path: find a record's mailboxes without a scan.
-    # text_pattern_ops: serves both "=" and the LIKE 'key#%' prefix search whatever
-    # the database's collation is.
-    "CREATE INDEX IF NOT EXISTS jobs_record ON {s}.jobs (record_key text_pattern_ops)",
+    """CREATE TABLE IF NOT EXISTS {s}.payloads (
+        hash text PRIMARY KEY,
+        body text NOT NULL
+    )""",
     """CREATE TABLE IF NOT EXISTS {s}.leases (
         mailbox text PRIMARY KEY,
         worker_id text NOT NULL,
-        lease_until double precision NOT NULL
+        lease_until double precision NOT NULL,
+        token bigint NOT NULL DEFAULT 0
     )""",
     """CREATE TABLE IF NOT EXISTS {s}.sync_state (
         mailbox text NOT NULL,
@@ -90,34 +98,131 @@ _SCHEMA = [
         content_hash text NOT NULL,
         item_class text NOT NULL DEFAULT '',
         updated_at double precision NOT NULL,
+        source_version bigint NOT NULL DEFAULT 0,
         PRIMARY KEY (mailbox, record_key)
     )""",
-    "CREATE INDEX IF NOT EXISTS sync_state_record ON {s}.sync_state (record_key text_pattern_ops)",
     """CREATE TABLE IF NOT EXISTS {s}.mailboxes (
         mailbox text PRIMARY KEY,
         parked boolean NOT NULL DEFAULT false,
         parked_reason text NOT NULL DEFAULT '',
         last_success_at double precision,
         last_error text NOT NULL DEFAULT '',
-        last_error_at double precision
+        last_error_at double precision,
+        superseded bigint NOT NULL DEFAULT 0
     )""",
 ]
 
+_INDEXES = [
+    # The claim's pick walks pending jobs in (priority, due_at, id) order and stops at the
+    # first free mailbox: with id in the key, ORDER BY ... LIMIT 1 reads index entries in
+    # order instead of sorting every job of the same due time.
+    "CREATE INDEX IF NOT EXISTS jobs_claim ON {s}.jobs (priority, due_at, id) WHERE status = 'pending'",
+    # The claimed mailbox's jobs, in the same order.
+    "CREATE INDEX IF NOT EXISTS jobs_mailbox_claim ON {s}.jobs (mailbox, priority, due_at, id) "
+    "WHERE status = 'pending'",
+    # holders() runs on the host's save path: find a record's mailboxes without a scan.
+    # text_pattern_ops: serves both "=" and the LIKE 'key#%' prefix search whatever
+    # the database's collation is.
+    "CREATE INDEX IF NOT EXISTS jobs_record ON {s}.jobs (record_key text_pattern_ops)",
+    "CREATE INDEX IF NOT EXISTS jobs_payload ON {s}.jobs (payload_hash) WHERE payload_hash <> ''",
+    "CREATE INDEX IF NOT EXISTS sync_state_record ON {s}.sync_state (record_key text_pattern_ops)",
+]
+
+# Schema 1 -> 2 in place (inside the schema lock): snapshots move to payloads, jobs gain
+# source version, priority and the verify flag, leases their fencing token.
+_MIGRATE_V1 = [
+    "ALTER TABLE {s}.jobs ADD COLUMN IF NOT EXISTS payload_hash text NOT NULL DEFAULT ''",
+    "ALTER TABLE {s}.jobs ADD COLUMN IF NOT EXISTS source_version bigint NOT NULL DEFAULT 0",
+    "ALTER TABLE {s}.jobs ADD COLUMN IF NOT EXISTS priority smallint NOT NULL DEFAULT 0",
+    "ALTER TABLE {s}.jobs ADD COLUMN IF NOT EXISTS verify boolean NOT NULL DEFAULT false",
+    "ALTER TABLE {s}.jobs DROP CONSTRAINT IF EXISTS jobs_op_check",
+    "ALTER TABLE {s}.jobs ADD CONSTRAINT jobs_op_check CHECK (op IN ('upsert', 'delete', 'verify'))",
+    "UPDATE {s}.jobs SET payload_hash = encode(sha256(convert_to(payload, 'UTF8')), 'hex') WHERE payload <> ''",
+    "INSERT INTO {s}.payloads (hash, body) SELECT DISTINCT payload_hash, payload FROM {s}.jobs "
+    "WHERE payload <> '' ON CONFLICT (hash) DO NOTHING",
+    "ALTER TABLE {s}.jobs DROP COLUMN payload",
+    "DROP INDEX IF EXISTS {s}.jobs_status_due",
+    "ALTER TABLE {s}.leases ADD COLUMN IF NOT EXISTS token bigint NOT NULL DEFAULT 0",
+    "ALTER TABLE {s}.sync_state ADD COLUMN IF NOT EXISTS source_version bigint NOT NULL DEFAULT 0",
+    "ALTER TABLE {s}.mailboxes ADD COLUMN IF NOT EXISTS superseded bigint NOT NULL DEFAULT 0",
+]
+
+JOB_COLS = job_cols("{s}.")
+
 _Q = {
+    # Same rules as the SQLite store's _ENQUEUE (see "Order" in base.py); RETURNING tells
+    # an accepted change from a superseded one.
     "enqueue": f"""
         INSERT INTO {{s}}.jobs AS j
-            (mailbox, record_key, op, payload, version, attempts, status, last_error, due_at, enqueued_at)
-        VALUES (%s, %s, %s, %s, 1, 0, 'pending', '', {_NOW}, {_NOW})
+            (mailbox, record_key, op, payload_hash, version, source_version, priority, attempts, status,
+             last_error, due_at, enqueued_at)
+        SELECT %(mailbox)s, %(key)s, %(op)s, %(hash)s, 1, %(version)s, %(priority)s, 0, 'pending', '',
+               {_NOW}, {_NOW}
+        WHERE %(version)s = 0 OR NOT EXISTS (
+            SELECT 1 FROM {{s}}.sync_state AS s
+            WHERE s.mailbox = %(mailbox)s AND s.record_key = %(key)s AND s.source_version > %(version)s)
         ON CONFLICT (mailbox, record_key) DO UPDATE SET
             op = EXCLUDED.op,
-            payload = EXCLUDED.payload,
+            payload_hash = EXCLUDED.payload_hash,
             version = j.version + 1,
+            source_version = GREATEST(j.source_version, EXCLUDED.source_version),
+            priority = LEAST(j.priority, EXCLUDED.priority),
+            verify = j.verify OR j.op = 'verify',
             attempts = 0,
             status = 'pending',
             last_error = '',
             due_at = EXCLUDED.due_at,
             enqueued_at = EXCLUDED.enqueued_at
+        WHERE j.op = 'verify' OR EXCLUDED.source_version = 0
+           OR EXCLUDED.source_version > j.source_version
+           OR (EXCLUDED.source_version = j.source_version AND NOT (j.op = 'delete' AND EXCLUDED.op = 'upsert'))
+        RETURNING j.id
     """,  # claims kept: see the SQLite store
+    "put_payload": "INSERT INTO {s}.payloads (hash, body) VALUES (%s, %s) ON CONFLICT (hash) DO NOTHING",
+    "queued_hashes": """
+        SELECT DISTINCT j.payload_hash FROM {s}.jobs AS j
+        JOIN unnest(%s::text[], %s::text[]) AS p(mailbox, record_key)
+          ON j.mailbox = p.mailbox AND j.record_key = p.record_key
+        WHERE j.payload_hash <> ''
+    """,
+    "collect_payloads": """
+        DELETE FROM {s}.payloads AS p WHERE p.hash = ANY(%s::text[])
+          AND NOT EXISTS (SELECT 1 FROM {s}.jobs AS j WHERE j.payload_hash = p.hash)
+    """,
+    "count_superseded": """
+        INSERT INTO {s}.mailboxes AS m (mailbox, superseded) VALUES (%s, %s)
+        ON CONFLICT (mailbox) DO UPDATE SET superseded = m.superseded + EXCLUDED.superseded
+    """,
+    "superseded": """
+        SELECT COALESCE(sum(superseded), 0) FROM {s}.mailboxes
+        WHERE (%(mailbox)s::text IS NULL OR mailbox = %(mailbox)s)
+    """,
+    "note_verify": f"""
+        INSERT INTO {{s}}.jobs AS j
+            (mailbox, record_key, op, payload_hash, version, source_version, priority, verify, attempts,
+             status, last_error, due_at, enqueued_at)
+        VALUES (%s, %s, 'verify', '', 1, 0, 0, true, 0, 'pending', '', {_NOW}, {_NOW})
+        ON CONFLICT (mailbox, record_key) DO UPDATE SET
+            verify = true, version = j.version + 1, status = 'pending', priority = 0,
+            due_at = LEAST(j.due_at, EXCLUDED.due_at)
+    """,
+    # The lease is ours with this token, by the server's clock. FOR SHARE holds the row
+    # until commit, so a claim cannot take the lease between this check and the commit.
+    "fence": f"""
+        SELECT 1 FROM {{s}}.leases
+        WHERE mailbox = %s AND worker_id = %s AND token = %s AND lease_until > {_CLOCK}
+        FOR SHARE
+    """,
+    "check_lease": f"""
+        SELECT 1 FROM {{s}}.leases
+        WHERE mailbox = %s AND worker_id = %s AND token = %s AND lease_until > {_CLOCK}
+    """,
+    "retry_many": f"""
+        UPDATE {{s}}.jobs AS j SET attempts = j.attempts + 1, last_error = %s, due_at = {_NOW} + r.delay,
+            status = 'pending'
+        FROM unnest(%s::bigint[], %s::integer[], %s::float8[]) AS r(id, version, delay)
+        WHERE j.id = r.id AND j.version = r.version
+    """,
     # Mailbox rows are what claims lock; every mailbox with work must have one.
     "know_mailbox": "INSERT INTO {s}.mailboxes (mailbox) VALUES (%s) ON CONFLICT (mailbox) DO NOTHING",
     "notify": "SELECT pg_notify(%s, '')",
@@ -132,7 +237,7 @@ _Q = {
           AND m.mailbox <> ALL(%(exclude)s::text[])
           AND NOT EXISTS (
               SELECT 1 FROM {s}.leases AS l WHERE l.mailbox = m.mailbox AND l.lease_until > %(now)s)
-        ORDER BY j.due_at, j.id
+        ORDER BY j.priority, j.due_at, j.id
         LIMIT 1
         FOR UPDATE OF m SKIP LOCKED
     """,
@@ -141,10 +246,12 @@ _Q = {
     # it). ON CONFLICT re-reads the newest lease row, and the WHERE refuses to
     # overwrite a live one; no row returned means "taken, try another mailbox".
     "take_lease": """
-        INSERT INTO {s}.leases AS l (mailbox, worker_id, lease_until) VALUES (%(mailbox)s, %(worker)s, %(until)s)
-        ON CONFLICT (mailbox) DO UPDATE SET worker_id = EXCLUDED.worker_id, lease_until = EXCLUDED.lease_until
+        INSERT INTO {s}.leases AS l (mailbox, worker_id, lease_until, token)
+        VALUES (%(mailbox)s, %(worker)s, %(until)s, 1)
+        ON CONFLICT (mailbox) DO UPDATE SET worker_id = EXCLUDED.worker_id, lease_until = EXCLUDED.lease_until,
+            token = l.token + 1
         WHERE l.lease_until <= %(now)s
-        RETURNING l.mailbox
+        RETURNING l.token
     """,
     # Hands out the mailbox's due jobs and counts the hand-out (RETURNING has no
     # order; the caller sorts).
@@ -153,33 +260,30 @@ _Q = {
         WHERE id IN (
             SELECT id FROM {{s}}.jobs
             WHERE mailbox = %s AND status = 'pending' AND due_at <= %s
-            ORDER BY due_at, id
+            ORDER BY priority, due_at, id
             LIMIT %s
         )
         RETURNING {JOB_COLS}
     """,
     "renew": f"""
         UPDATE {{s}}.leases SET lease_until = {_NOW} + %s
-        WHERE mailbox = %s AND worker_id = %s
+        WHERE mailbox = %s AND worker_id = %s AND token = %s
         RETURNING lease_until
     """,
-    "release": "DELETE FROM {s}.leases WHERE mailbox = %s AND worker_id = %s",
+    # The row stays with its token, so the next claim's token is higher still.
+    "release": """
+        UPDATE {s}.leases SET worker_id = '', lease_until = 0 WHERE mailbox = %s AND worker_id = %s AND token = %s
+    """,
     # Wake other workers if the mailbox still has due work (the releasing worker
     # stopped early, e.g. on shutdown or after its batch limit).
     "release_notify": f"""
         SELECT pg_notify(%s, '') WHERE EXISTS (
             SELECT 1 FROM {{s}}.jobs WHERE mailbox = %s AND status = 'pending' AND due_at <= {_NOW})
     """,
-    "ack": "DELETE FROM {s}.jobs WHERE id = %s AND version = %s",
     # A whole batch in one round trip.
     "ack_many": """
         DELETE FROM {s}.jobs AS j USING unnest(%s::bigint[], %s::integer[]) AS a(id, version)
-        WHERE j.id = a.id AND j.version = a.version RETURNING j.id""",
-    "retry": f"""
-        UPDATE {{s}}.jobs SET attempts = attempts + 1, last_error = %s, due_at = {_NOW} + %s,
-            status = 'pending'
-        WHERE id = %s AND version = %s
-    """,
+        WHERE j.id = a.id AND j.version = a.version RETURNING j.id, j.payload_hash""",
     "fail": """
         UPDATE {s}.jobs SET attempts = attempts + 1, last_error = %s, status = 'failed'
         WHERE id = %s AND version = %s
@@ -199,14 +303,16 @@ _Q = {
         WHERE j.status = 'pending' AND NOT COALESCE(m.parked, false)
     """,
     "put_sync": f"""
-        INSERT INTO {{s}}.sync_state ({SYNC_COLS})
-        VALUES (%s, %s, %s, %s, %s, %s, COALESCE(%s, {_NOW}))
+        INSERT INTO {{s}}.sync_state AS ss ({SYNC_COLS})
+        VALUES (%s, %s, %s, %s, %s, %s, COALESCE(%s, {_NOW}), %s)
         ON CONFLICT (mailbox, record_key) DO UPDATE SET
             item_id = EXCLUDED.item_id,
             change_key = EXCLUDED.change_key,
             content_hash = EXCLUDED.content_hash,
             item_class = EXCLUDED.item_class,
-            updated_at = EXCLUDED.updated_at
+            updated_at = EXCLUDED.updated_at,
+            source_version = GREATEST(ss.source_version, EXCLUDED.source_version)
+        WHERE EXCLUDED.source_version = 0 OR EXCLUDED.source_version >= ss.source_version
     """,
     "get_sync": f"""
         SELECT {SYNC_COLS}
@@ -363,7 +469,7 @@ class PostgresOutbox(PerThreadConnections):
             conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"tsl_exchange_outbox:{self.schema}",)
             )
-            for statement in _SCHEMA:
+            for statement in _TABLES:
                 conn.execute(sql.SQL(statement).format(s=ident))
             row = conn.execute(
                 sql.SQL("SELECT value FROM {s}.meta WHERE key = 'schema_version'").format(s=ident)
@@ -375,6 +481,11 @@ class PostgresOutbox(PerThreadConnections):
                     f"Plugin-Version (Schema {found}, unterstützt bis {SCHEMA_VERSION}). "
                     "Bitte das Plugin aktualisieren."
                 )
+            if found == 1:
+                for statement in _MIGRATE_V1:
+                    conn.execute(sql.SQL(statement).format(s=ident))
+            for statement in _INDEXES:
+                conn.execute(sql.SQL(statement).format(s=ident))
             if found < SCHEMA_VERSION:
                 conn.execute(
                     sql.SQL(
@@ -393,12 +504,40 @@ class PostgresOutbox(PerThreadConnections):
         # same records cannot deadlock; the sort is stable, so for a record listed
         # twice the later change still wins.
         ordered = sorted(changes, key=lambda c: (c.mailbox, c.record_key))
-        rows = [(c.mailbox, c.record_key, c.op, c.payload) for c in ordered]
+        hashes = [payload_hash(c.payload) for c in ordered]
+        bodies = sorted({h: c.payload for h, c in zip(hashes, ordered, strict=True) if h}.items())
+        rows = [
+            {
+                "mailbox": c.mailbox,
+                "key": c.record_key,
+                "op": c.op,
+                "hash": h,
+                "version": c.version,
+                "priority": c.priority,
+            }
+            for c, h in zip(ordered, hashes, strict=True)
+        ]
         mailboxes = [(m,) for m in dict.fromkeys(c.mailbox for c in ordered)]
         conn = self._conn()
+        superseded: dict[str, int] = {}
         with conn.transaction(), conn.cursor() as cur:
-            cur.executemany(self._sql["enqueue"], rows)
+            cur.execute(
+                self._sql["queued_hashes"], ([c.mailbox for c in ordered], [c.record_key for c in ordered])
+            )
+            replaced = {r[0] for r in cur.fetchall()}
+            if bodies:
+                cur.executemany(self._sql["put_payload"], bodies)
+            cur.executemany(self._sql["enqueue"], rows, returning=True)
+            for change in ordered:
+                if cur.fetchone() is None:
+                    superseded[change.mailbox] = superseded.get(change.mailbox, 0) + 1
+                cur.nextset()
             cur.executemany(self._sql["know_mailbox"], mailboxes)
+            if superseded:
+                cur.executemany(self._sql["count_superseded"], sorted(superseded.items()))
+            candidates = replaced | {h for h, _ in bodies} if superseded else replaced
+            if candidates:
+                cur.execute(self._sql["collect_payloads"], (sorted(candidates),))
             cur.execute(self._sql["notify"], (self.channel,))  # delivered at commit
 
     # -- workers -------------------------------------------------------------------------------
@@ -431,65 +570,81 @@ class PostgresOutbox(PerThreadConnections):
                 if taken is not None:
                     rows = conn.execute(self._sql["take_jobs"], (mailbox, now, max(1, limit))).fetchall()
                     jobs = claimed_jobs(rows)
-                    return Claim(mailbox=mailbox, worker_id=worker_id, lease_until=until, jobs=jobs)
+                    return Claim(
+                        mailbox=mailbox, worker_id=worker_id, lease_until=until, jobs=jobs, token=taken[0]
+                    )
                 skip.append(mailbox)
         return None
 
     def renew(self, claim: Claim, *, lease_seconds: float = 60.0) -> Claim:
-        # Only a lease row naming us is extended: a claim overwrites the row when it
-        # takes an expired lease and release deletes it, so a missing or foreign row
+        # Only a lease row naming us with our token is extended: a claim raises the token
+        # when it takes an expired lease and release clears the holder, so anything else
         # means someone else has (or had) the mailbox meanwhile.
         row = (
             self._conn()
-            .execute(self._sql["renew"], (lease_seconds, claim.mailbox, claim.worker_id))
+            .execute(self._sql["renew"], (lease_seconds, claim.mailbox, claim.worker_id, claim.token))
             .fetchone()
         )
         if row is None:
-            raise LeaseLost(f"lease on {claim.mailbox!r} is no longer held by {claim.worker_id!r}")
-        return Claim(mailbox=claim.mailbox, worker_id=claim.worker_id, lease_until=row[0], jobs=claim.jobs)
+            raise lease_lost(claim)
+        return dataclasses.replace(claim, lease_until=row[0])
 
     def release(self, claim: Claim) -> None:
         conn = self._conn()
         with conn.transaction():
-            cur = conn.execute(self._sql["release"], (claim.mailbox, claim.worker_id))
+            cur = conn.execute(self._sql["release"], (claim.mailbox, claim.worker_id, claim.token))
             if cur.rowcount:
                 conn.execute(self._sql["release_notify"], (self.channel, claim.mailbox))
 
-    def complete(self, job: Job, sync: SyncEntry | None, *, remove_sync: bool = False) -> bool:
+    def _fenced(self, conn: psycopg.Connection, fence: Claim | None) -> None:
+        """Inside a transaction: raise LeaseLost (rolling it back) unless ``fence`` still holds."""
+        if fence is None:
+            return
+        row = conn.execute(self._sql["fence"], (fence.mailbox, fence.worker_id, fence.token)).fetchone()
+        if row is None:
+            raise lease_lost(fence)
+
+    def complete(
+        self, job: Job, sync: SyncEntry | None, *, remove_sync: bool = False, fence: Claim | None = None
+    ) -> bool:
         check_complete(sync, remove_sync)
-        conn = self._conn()
-        with conn.transaction():
-            acked = conn.execute(self._sql["ack"], (job.id, job.version)).rowcount == 1
-            if remove_sync:
-                conn.execute(self._sql["delete_sync"], (job.mailbox, job.record_key))
-            elif sync is not None:
-                conn.execute(self._sql["put_sync"], self._sync_row(sync))
-        return acked
+        removed = [(job.mailbox, job.record_key)] if remove_sync else []
+        return self.complete_many([job], [sync] if sync is not None else [], removed, fence=fence)[0]
 
     def complete_many(
         self,
         jobs: Sequence[Job],
         entries: Sequence[SyncEntry] = (),
         removed: Sequence[tuple[str, str]] = (),
+        *,
+        fence: Claim | None = None,
     ) -> list[bool]:
         # Entries are written before removals, so a pair named in both ends up removed.
         conn = self._conn()
         with conn.transaction(), conn.cursor() as cur:
+            self._fenced(conn, fence)
             found: set[int] = set()
             if jobs:
                 cur.execute(self._sql["ack_many"], ([j.id for j in jobs], [j.version for j in jobs]))
-                found = {row[0] for row in cur.fetchall()}
+                acked = cur.fetchall()
+                found = {row[0] for row in acked}
+                hashes = sorted({row[1] for row in acked if row[1]})
+                if hashes:
+                    cur.execute(self._sql["collect_payloads"], (hashes,))
             if entries:
                 cur.executemany(self._sql["put_sync"], [self._sync_row(e) for e in entries])
             if removed:
                 cur.executemany(self._sql["delete_sync"], list(removed))
         return [j.id in found for j in jobs]
 
-    def retry(self, job: Job, error: str, delay: float) -> None:
-        self._conn().execute(self._sql["retry"], (error, max(0.0, delay), job.id, job.version))
+    def retry(self, job: Job, error: str, delay: float, *, fence: Claim | None = None) -> None:
+        self.retry_many([job], error, [delay], fence=fence)
 
-    def fail(self, job: Job, reason: str) -> None:
-        self._conn().execute(self._sql["fail"], (reason, job.id, job.version))
+    def fail(self, job: Job, reason: str, *, fence: Claim | None = None) -> None:
+        conn = self._conn()
+        with conn.transaction():
+            self._fenced(conn, fence)
+            conn.execute(self._sql["fail"], (reason, job.id, job.version))
 
     def requeue_failed(self, mailbox: str | None = None) -> int:
         conn = self._conn()
@@ -538,18 +693,23 @@ class PostgresOutbox(PerThreadConnections):
         rows = self._conn().execute(self._sql["get_sync"], (mailbox, list(record_keys)))
         return {r[1]: SyncEntry(*r) for r in rows}
 
-    def put_sync(self, entry: SyncEntry) -> None:
-        self._conn().execute(self._sql["put_sync"], self._sync_row(entry))
+    def put_sync(self, entry: SyncEntry, *, fence: Claim | None = None) -> None:
+        self.put_sync_many([entry], fence=fence)
 
-    def put_sync_many(self, entries: Sequence[SyncEntry]) -> None:
-        if not entries:
+    def put_sync_many(self, entries: Sequence[SyncEntry], *, fence: Claim | None = None) -> None:
+        if not entries and fence is None:
             return
         conn = self._conn()
         with conn.transaction(), conn.cursor() as cur:
-            cur.executemany(self._sql["put_sync"], [self._sync_row(e) for e in entries])
+            self._fenced(conn, fence)
+            if entries:
+                cur.executemany(self._sql["put_sync"], [self._sync_row(e) for e in entries])
 
-    def delete_sync(self, mailbox: str, record_key: str) -> None:
-        self._conn().execute(self._sql["delete_sync"], (mailbox, record_key))
+    def delete_sync(self, mailbox: str, record_key: str, *, fence: Claim | None = None) -> None:
+        conn = self._conn()
+        with conn.transaction():
+            self._fenced(conn, fence)
+            conn.execute(self._sql["delete_sync"], (mailbox, record_key))
 
     def sync_keys(self, mailbox: str, prefix: str = "") -> list[str]:
         rows = self._conn().execute(self._sql["sync_keys"], (mailbox, len(prefix), prefix))
@@ -573,11 +733,17 @@ class PostgresOutbox(PerThreadConnections):
             conn.execute(self._sql["unpark_jobs"], (mailbox,))
             conn.execute(self._sql["notify"], (self.channel,))
 
-    def record_success(self, mailbox: str) -> None:
-        self._conn().execute(self._sql["record_success"], (mailbox,))
+    def record_success(self, mailbox: str, *, fence: Claim | None = None) -> None:
+        conn = self._conn()
+        with conn.transaction():
+            self._fenced(conn, fence)
+            conn.execute(self._sql["record_success"], (mailbox,))
 
-    def record_error(self, mailbox: str, error: str) -> None:
-        self._conn().execute(self._sql["record_error"], (mailbox, error))
+    def record_error(self, mailbox: str, error: str, *, fence: Claim | None = None) -> None:
+        conn = self._conn()
+        with conn.transaction():
+            self._fenced(conn, fence)
+            conn.execute(self._sql["record_error"], (mailbox, error))
 
     def mailbox_states(self) -> list[MailboxState]:
         return [mailbox_state(r) for r in self._conn().execute(self._sql["mailbox_states"])]
@@ -675,6 +841,46 @@ class PostgresOutbox(PerThreadConnections):
 
     def _slot_space(self, server: str) -> str:
         return f"tsl_exchange_slots:{self.schema}:{server}"
+
+    # -- fencing, order, bulk retries ----------------------------------------------------------
+    def check_lease(self, claim: Claim) -> bool:
+        row = (
+            self._conn()
+            .execute(self._sql["check_lease"], (claim.mailbox, claim.worker_id, claim.token))
+            .fetchone()
+        )
+        return row is not None
+
+    def note_verify(self, mailbox: str, record_keys: Sequence[str]) -> None:
+        if not record_keys:
+            return
+        conn = self._conn()
+        with conn.transaction(), conn.cursor() as cur:
+            cur.executemany(self._sql["note_verify"], [(mailbox, k) for k in sorted(set(record_keys))])
+            cur.execute(self._sql["know_mailbox"], (mailbox,))
+            cur.execute(self._sql["notify"], (self.channel,))
+
+    def retry_many(
+        self, jobs: Sequence[Job], error: str, delays: Sequence[float], *, fence: Claim | None = None
+    ) -> None:
+        if len(jobs) != len(delays):
+            raise ValueError("retry_many needs one delay per job")
+        conn = self._conn()
+        with conn.transaction():
+            self._fenced(conn, fence)
+            if jobs:
+                conn.execute(
+                    self._sql["retry_many"],
+                    (
+                        error,
+                        [j.id for j in jobs],
+                        [j.version for j in jobs],
+                        [max(0.0, float(d)) for d in delays],
+                    ),
+                )
+
+    def superseded_count(self, mailbox: str | None = None) -> int:
+        return int(self._conn().execute(self._sql["superseded"], {"mailbox": mailbox}).fetchone()[0])
 
 
 _SHARED_SCHEMA = """CREATE TABLE IF NOT EXISTS {s}.worker_state (

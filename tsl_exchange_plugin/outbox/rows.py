@@ -6,17 +6,33 @@ rules for valid input are one, so they live here once.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 
-from .base import Change, Job, MailboxState, SyncEntry
+from .base import Change, Claim, Job, LeaseLost, MailboxState, SyncEntry
 
-# Column order of every query that returns jobs; ``job_from_row`` reads rows in this order.
-JOB_COLS = (
-    "id, mailbox, record_key, op, payload, version, attempts, status, last_error, due_at, enqueued_at, claims"
-)
+
+def job_cols(schema: str = "") -> str:
+    """Column order of every query that returns jobs from the table ``jobs`` (not aliased);
+    ``job_from_row`` reads rows in this order. The snapshot is read from ``payloads``
+    (``schema`` is the table prefix, e.g. "{s}." for the PostgreSQL store)."""
+    return (
+        "jobs.id, jobs.mailbox, jobs.record_key, jobs.op, "
+        f"COALESCE((SELECT p.body FROM {schema}payloads AS p WHERE p.hash = jobs.payload_hash), ''), "
+        "jobs.version, jobs.attempts, jobs.status, jobs.last_error, jobs.due_at, jobs.enqueued_at, jobs.claims, "
+        "jobs.source_version, jobs.priority, jobs.verify"
+    )
+
+
+JOB_COLS = job_cols()
 
 # Column order of sync_state reads and writes; ``sync_params`` and ``SyncEntry(*row)`` follow it.
-SYNC_COLS = "mailbox, record_key, item_id, change_key, content_hash, item_class, updated_at"
+SYNC_COLS = "mailbox, record_key, item_id, change_key, content_hash, item_class, updated_at, source_version"
+
+
+def payload_hash(payload: str) -> str:
+    """The key a snapshot is stored under (empty for deletes): equal texts share one row."""
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest() if payload else ""
 
 
 def job_from_row(row: Sequence) -> Job:
@@ -34,12 +50,15 @@ def job_from_row(row: Sequence) -> Job:
         due_at=row[9],
         enqueued_at=row[10],
         claims=row[11],
+        source_version=int(row[12]),
+        priority=int(row[13]),
+        verify=bool(row[14]),
     )
 
 
 def claimed_jobs(rows: Iterable[Sequence]) -> tuple[Job, ...]:
-    """Jobs handed out by a claim, oldest due first (UPDATE ... RETURNING has no order)."""
-    return tuple(sorted((job_from_row(r) for r in rows), key=lambda j: (j.due_at, j.id)))
+    """Jobs handed out by a claim, best first by (priority, due_at, id) (UPDATE ... RETURNING has no order)."""
+    return tuple(sorted((job_from_row(r) for r in rows), key=lambda j: (j.priority, j.due_at, j.id)))
 
 
 def mailbox_state(row: Sequence) -> MailboxState:
@@ -60,7 +79,16 @@ def mailbox_state(row: Sequence) -> MailboxState:
 def sync_params(e: SyncEntry, updated_at: float | None) -> tuple:
     """Parameters for a sync_state upsert in ``SYNC_COLS`` order; ``updated_at`` is
     the store's choice for an entry without one (its clock, or None for the server's)."""
-    return (e.mailbox, e.record_key, e.item_id, e.change_key, e.content_hash, e.item_class, updated_at)
+    return (
+        e.mailbox,
+        e.record_key,
+        e.item_id,
+        e.change_key,
+        e.content_hash,
+        e.item_class,
+        updated_at,
+        e.source_version,
+    )
 
 
 def check_changes(changes: Iterable[Change]) -> None:
@@ -70,6 +98,8 @@ def check_changes(changes: Iterable[Change]) -> None:
             raise ValueError(f"change needs a mailbox and a record key: {change!r}")
         if change.op not in ("upsert", "delete"):
             raise ValueError(f"unknown op {change.op!r} (expected 'upsert' or 'delete')")
+        if change.version < 0 or change.priority not in (0, 1, 2):
+            raise ValueError(f"version must be >= 0 and priority 0, 1 or 2: {change!r}")
 
 
 def check_worker_id(worker_id: str) -> None:
@@ -80,3 +110,9 @@ def check_worker_id(worker_id: str) -> None:
 def check_complete(sync: SyncEntry | None, remove_sync: bool) -> None:
     if sync is not None and remove_sync:
         raise ValueError("complete() takes either a sync entry or remove_sync, not both")
+
+
+def lease_lost(claim: Claim) -> LeaseLost:
+    return LeaseLost(
+        f"lease on {claim.mailbox!r} is no longer held by {claim.worker_id!r} (token {claim.token})"
+    )

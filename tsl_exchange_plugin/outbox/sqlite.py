@@ -9,6 +9,7 @@ sits in another thread or another process on the same file. WAL mode lets reader
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -18,7 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from .base import Change, Claim, Job, LeaseLost, MailboxState, SyncEntry
+from .base import Change, Claim, Job, MailboxState, SyncEntry
 from .conns import PerThreadConnections
 from .rows import (
     JOB_COLS,
@@ -28,21 +29,23 @@ from .rows import (
     check_worker_id,
     claimed_jobs,
     job_from_row,
+    lease_lost,
     mailbox_state,
+    payload_hash,
     sync_params,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-_SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS jobs (
+_JOBS_TABLE = """CREATE TABLE IF NOT EXISTS jobs (
         -- AUTOINCREMENT: ids are never reused, so a stale Job object (id, version)
         -- can never match a row created later for the same record.
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         mailbox TEXT NOT NULL,
         record_key TEXT NOT NULL,
-        op TEXT NOT NULL CHECK (op IN ('upsert', 'delete')),
-        payload TEXT NOT NULL DEFAULT '',
+        op TEXT NOT NULL CHECK (op IN ('upsert', 'delete', 'verify')),
+        -- the snapshot lives once in payloads (empty for deletes and verifies)
+        payload_hash TEXT NOT NULL DEFAULT '',
         version INTEGER NOT NULL,
         attempts INTEGER NOT NULL DEFAULT 0,
         status TEXT NOT NULL CHECK (status IN ('pending', 'failed')),
@@ -52,17 +55,25 @@ _SCHEMA = [
         -- how often this version was handed to a worker; >1 warns that an earlier
         -- push may already have written it
         claims INTEGER NOT NULL DEFAULT 0,
+        source_version INTEGER NOT NULL DEFAULT 0,
+        priority INTEGER NOT NULL DEFAULT 0,
+        verify INTEGER NOT NULL DEFAULT 0,
         UNIQUE (mailbox, record_key)
+    )"""
+
+_TABLES = [
+    _JOBS_TABLE,
+    # A plain rowid table: snapshots are a few KB, too big for WITHOUT ROWID's B-tree pages.
+    """CREATE TABLE IF NOT EXISTS payloads (
+        hash TEXT PRIMARY KEY,
+        body TEXT NOT NULL
     )""",
-    # claim and next_due_at walk pending jobs in due order (a mailbox's own jobs are
-    # found through the UNIQUE (mailbox, record_key) index).
-    """CREATE INDEX IF NOT EXISTS jobs_status_due ON jobs (status, due_at)""",
-    # holders() runs on the host's save path: find a record's mailboxes without a scan.
-    """CREATE INDEX IF NOT EXISTS jobs_record ON jobs (record_key)""",
     """CREATE TABLE IF NOT EXISTS leases (
         mailbox TEXT PRIMARY KEY,
         worker_id TEXT NOT NULL,
-        lease_until REAL NOT NULL
+        lease_until REAL NOT NULL,
+        -- the fencing token: raised by every claim, kept when the lease is released
+        token INTEGER NOT NULL DEFAULT 0
     ) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS sync_state (
         mailbox TEXT NOT NULL,
@@ -72,32 +83,96 @@ _SCHEMA = [
         content_hash TEXT NOT NULL,
         item_class TEXT NOT NULL DEFAULT '',
         updated_at REAL NOT NULL,
+        source_version INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (mailbox, record_key)
     ) WITHOUT ROWID""",
-    """CREATE INDEX IF NOT EXISTS sync_state_record ON sync_state (record_key)""",
     """CREATE TABLE IF NOT EXISTS mailboxes (
         mailbox TEXT PRIMARY KEY,
         parked INTEGER NOT NULL DEFAULT 0,
         parked_reason TEXT NOT NULL DEFAULT '',
         last_success_at REAL,
         last_error TEXT NOT NULL DEFAULT '',
-        last_error_at REAL
+        last_error_at REAL,
+        superseded INTEGER NOT NULL DEFAULT 0
     ) WITHOUT ROWID""",
 ]
 
+_INDEXES = [
+    # claim and next_due_at walk pending jobs in (priority, due) order; id ends the key so
+    # ORDER BY ... LIMIT 1 reads the first entry instead of sorting jobs of one due time.
+    """CREATE INDEX IF NOT EXISTS jobs_claim ON jobs (status, priority, due_at, id)""",
+    # a claimed mailbox's jobs in the same order
+    """CREATE INDEX IF NOT EXISTS jobs_mailbox_claim ON jobs (mailbox, status, priority, due_at, id)""",
+    # holders() runs on the host's save path: find a record's mailboxes without a scan.
+    """CREATE INDEX IF NOT EXISTS jobs_record ON jobs (record_key)""",
+    # garbage collection of payloads: "is this snapshot still referenced?"
+    """CREATE INDEX IF NOT EXISTS jobs_payload ON jobs (payload_hash) WHERE payload_hash <> ''""",
+    """CREATE INDEX IF NOT EXISTS sync_state_record ON sync_state (record_key)""",
+]
+
+# A file is vacuumed once during the migration to schema 2 (to switch auto_vacuum on) only
+# up to this size; a bigger queue keeps auto_vacuum off (documented in the README) rather
+# than block the host's start for minutes.
+_MIGRATION_VACUUM_LIMIT = 256 * 1024 * 1024
+
+# Insert, or coalesce into the queued row when the change is not older than it (see
+# "Order" in base.py). The SELECT drops a versioned change older than what the sync
+# state already reflects. Parameters: mailbox, record_key, op, payload_hash, version,
+# priority, now (twice).
 _ENQUEUE = """
-INSERT INTO jobs (mailbox, record_key, op, payload, version, attempts, status, last_error, due_at, enqueued_at)
-VALUES (?, ?, ?, ?, 1, 0, 'pending', '', ?, ?)
+INSERT INTO jobs (mailbox, record_key, op, payload_hash, version, source_version, priority,
+                  attempts, status, last_error, due_at, enqueued_at)
+SELECT :mailbox, :key, :op, :hash, 1, :version, :priority, 0, 'pending', '', :now, :now
+WHERE :version = 0 OR NOT EXISTS (
+    SELECT 1 FROM sync_state AS s
+    WHERE s.mailbox = :mailbox AND s.record_key = :key AND s.source_version > :version)
 ON CONFLICT (mailbox, record_key) DO UPDATE SET
     op = excluded.op,
-    payload = excluded.payload,
+    payload_hash = excluded.payload_hash,
     version = jobs.version + 1,
+    source_version = max(jobs.source_version, excluded.source_version),
+    priority = min(jobs.priority, excluded.priority),
+    -- a verify note survives being coalesced into a real change
+    verify = jobs.verify OR jobs.op = 'verify',
     attempts = 0,
     status = 'pending',
     last_error = '',
     due_at = excluded.due_at,
     enqueued_at = excluded.enqueued_at
+WHERE jobs.op = 'verify' OR excluded.source_version = 0
+   OR excluded.source_version > jobs.source_version
+   OR (excluded.source_version = jobs.source_version AND NOT (jobs.op = 'delete' AND excluded.op = 'upsert'))
 """
+_COUNT_SUPERSEDED = """
+INSERT INTO mailboxes (mailbox, superseded) VALUES (?, ?)
+ON CONFLICT (mailbox) DO UPDATE SET superseded = mailboxes.superseded + excluded.superseded
+"""
+_PUT_PAYLOAD = "INSERT INTO payloads (hash, body) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING"
+# The snapshots the queued rows of a batch refer to now (candidates for collection once replaced).
+_QUEUED_HASHES = """
+SELECT DISTINCT j.payload_hash FROM json_each(?) AS p
+JOIN jobs AS j ON j.mailbox = json_extract(p.value, '$[0]') AND j.record_key = json_extract(p.value, '$[1]')
+WHERE j.payload_hash <> ''
+"""
+_COLLECT_PAYLOADS = """
+DELETE FROM payloads WHERE hash IN (SELECT value FROM json_each(?))
+  AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.payload_hash = payloads.hash)
+"""
+_NOTE_VERIFY = """
+INSERT INTO jobs (mailbox, record_key, op, payload_hash, version, source_version, priority, verify,
+                  attempts, status, last_error, due_at, enqueued_at)
+VALUES (?, ?, 'verify', '', 1, 0, 0, 1, 0, 'pending', '', ?, ?)
+ON CONFLICT (mailbox, record_key) DO UPDATE SET
+    verify = 1,
+    version = jobs.version + 1,
+    status = 'pending',
+    priority = 0,
+    due_at = min(jobs.due_at, excluded.due_at)
+"""
+# The lease is still ours with this token. SQLite writers are serialised (BEGIN IMMEDIATE),
+# so nobody can take the lease between this check and the commit.
+_FENCE = "SELECT 1 FROM leases WHERE mailbox = ? AND worker_id = ? AND token = ? AND lease_until > ?"
+
 # ``claims`` is kept on purpose: a newer version of a job whose earlier hand-out may have
 # written to the mailbox must still look its key up before creating (no duplicate).
 
@@ -112,13 +187,15 @@ WHERE j.status = 'pending' AND j.due_at <= :now
   AND NOT EXISTS (SELECT 1 FROM mailboxes AS m WHERE m.mailbox = j.mailbox AND m.parked)
   AND NOT EXISTS (SELECT 1 FROM leases AS l WHERE l.mailbox = j.mailbox AND l.lease_until > :now)
   AND j.mailbox NOT IN (SELECT value FROM json_each(:exclude))
-ORDER BY j.due_at, j.id
+ORDER BY j.priority, j.due_at, j.id
 LIMIT 1
 """
 
 _TAKE_LEASE = """
-INSERT INTO leases (mailbox, worker_id, lease_until) VALUES (?, ?, ?)
-ON CONFLICT (mailbox) DO UPDATE SET worker_id = excluded.worker_id, lease_until = excluded.lease_until
+INSERT INTO leases (mailbox, worker_id, lease_until, token) VALUES (?, ?, ?, 1)
+ON CONFLICT (mailbox) DO UPDATE SET worker_id = excluded.worker_id, lease_until = excluded.lease_until,
+    token = leases.token + 1
+RETURNING token
 """
 
 # Hands out the mailbox's due jobs and counts the hand-out (RETURNING has no
@@ -128,7 +205,7 @@ UPDATE jobs SET claims = claims + 1
 WHERE id IN (
     SELECT id FROM jobs
     WHERE mailbox = ? AND status = 'pending' AND due_at <= ?
-    ORDER BY due_at, id
+    ORDER BY priority, due_at, id
     LIMIT ?
 )
 RETURNING {JOB_COLS}
@@ -150,22 +227,32 @@ ON CONFLICT (mailbox, record_key) DO UPDATE SET
     change_key = excluded.change_key,
     content_hash = excluded.content_hash,
     item_class = excluded.item_class,
-    updated_at = excluded.updated_at
+    updated_at = excluded.updated_at,
+    source_version = max(sync_state.source_version, excluded.source_version)
+-- an older snapshot's outcome never replaces a newer one's (0: unknown, always written)
+WHERE excluded.source_version = 0 OR excluded.source_version >= sync_state.source_version
 """
 
 # Acknowledging a batch is one statement each, not one per job: each statement lets the
 # other threads of the process in (the GIL), and a batch holds hundreds of jobs.
 _ACKED = """
-SELECT j.id FROM json_each(?) AS p
+SELECT j.id, j.payload_hash FROM json_each(?) AS p
 JOIN jobs AS j ON j.id = json_extract(p.value, '$[0]') AND j.version = json_extract(p.value, '$[1]')
 """
 _DELETE_JOBS = "DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?))"
+# Parameters: the error, then [[id, version, due_at], ...]; a superseded job is left alone.
+_RETRY_MANY = """
+UPDATE jobs SET attempts = attempts + 1, last_error = ?1, status = 'pending',
+    due_at = json_extract(r.value, '$[2]')
+FROM json_each(?2) AS r
+WHERE jobs.id = json_extract(r.value, '$[0]') AND jobs.version = json_extract(r.value, '$[1]')
+"""
 _PUT_SYNC_MANY = (
     f"""
 INSERT INTO sync_state ({SYNC_COLS})
 SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
     json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
-    json_extract(value, '$[6]')
+    json_extract(value, '$[6]'), json_extract(value, '$[7]')
 FROM json_each(?) WHERE true
 """
     + _SYNC_CONFLICT
@@ -174,7 +261,7 @@ FROM json_each(?) WHERE true
 _PUT_SYNC = (
     f"""
 INSERT INTO sync_state ({SYNC_COLS})
-VALUES (?, ?, ?, ?, ?, ?, ?)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 """
     + _SYNC_CONFLICT
 )
@@ -298,6 +385,9 @@ class SQLiteOutbox(PerThreadConnections):
 
     def _init_schema(self) -> None:
         conn = self._conn()
+        # Only possible while the file has no tables: a new queue gives pages back on its own
+        # (``incremental_vacuum`` when it runs empty) instead of keeping the size of its peak.
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise ValueError(
@@ -305,6 +395,7 @@ class SQLiteOutbox(PerThreadConnections):
                 f"(Modus {mode!r}). Liegt das Datenverzeichnis auf einem Netzlaufwerk? "
                 "Bitte ein lokales Verzeichnis oder PostgreSQL verwenden."
             )
+        migrated = False
         with self._write() as c:
             found = c.execute("PRAGMA user_version").fetchone()[0]
             if found > SCHEMA_VERSION:
@@ -312,10 +403,64 @@ class SQLiteOutbox(PerThreadConnections):
                     f"Die Warteschlange {self.path!r} stammt von einer neueren Plugin-Version "
                     f"(Schema {found}, unterstützt bis {SCHEMA_VERSION}). Bitte das Plugin aktualisieren."
                 )
-            for statement in _SCHEMA:
+            old_jobs = c.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs' AND sql NOT LIKE '%payload_hash%'"
+            ).fetchone()
+            if old_jobs is not None:
+                self._migrate_v1(c)
+                migrated = True
+            for statement in _TABLES + _INDEXES:
                 c.execute(statement)
             if found < SCHEMA_VERSION:
                 c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        if migrated:
+            self._vacuum_after_migration(conn)
+
+    @staticmethod
+    def _migrate_v1(c: sqlite3.Connection) -> None:
+        """Schema 1 -> 2 in place, in the caller's transaction: snapshots move into ``payloads``
+        (one row per distinct text), jobs gain source version, priority and the verify flag,
+        leases their fencing token, sync state its source version."""
+        c.create_function("tsl_payload_hash", 1, payload_hash, deterministic=True)
+        seq = c.execute("SELECT seq FROM sqlite_sequence WHERE name = 'jobs'").fetchone()
+        c.execute("ALTER TABLE jobs RENAME TO jobs_v1")
+        for statement in _TABLES:
+            c.execute(statement)
+        c.execute(
+            "INSERT INTO payloads (hash, body) SELECT tsl_payload_hash(payload), payload FROM jobs_v1 "
+            "WHERE payload <> '' ON CONFLICT (hash) DO NOTHING"
+        )
+        c.execute(
+            "INSERT INTO jobs (id, mailbox, record_key, op, payload_hash, version, attempts, status, "
+            "last_error, due_at, enqueued_at, claims) "
+            "SELECT id, mailbox, record_key, op, tsl_payload_hash(payload), version, attempts, status, "
+            "last_error, due_at, enqueued_at, claims FROM jobs_v1"
+        )
+        c.execute("DROP TABLE jobs_v1")
+        if seq is not None:
+            # Ids stay never reused: the new table continues the old one's sequence.
+            c.execute("DELETE FROM sqlite_sequence WHERE name IN ('jobs', 'jobs_v1')")
+            c.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('jobs', ?)", (seq[0],))
+        for table, column in (
+            ("leases", "token"),
+            ("sync_state", "source_version"),
+            ("mailboxes", "superseded"),
+        ):
+            c.execute(f"ALTER TABLE {table} ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
+
+    def _vacuum_after_migration(self, conn: sqlite3.Connection) -> None:
+        """Switch auto_vacuum on for a migrated file: that takes one VACUUM, done only for a
+        small file (a big one keeps working without it; see the README)."""
+        if conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:
+            return
+        if os.path.getsize(self.path) > _MIGRATION_VACUUM_LIMIT:
+            return
+        try:
+            with self._write_lock:
+                conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+                conn.execute("VACUUM")
+        except sqlite3.OperationalError:  # another process holds the file: next start tries again
+            pass
 
     # -- producers -----------------------------------------------------------------
     def enqueue(self, changes: Sequence[Change]) -> None:
@@ -323,14 +468,35 @@ class SQLiteOutbox(PerThreadConnections):
             return
         check_changes(changes)
         now = time.time()
-        rows = [(c.mailbox, c.record_key, c.op, c.payload, now, now) for c in changes]
-        mailboxes = [(m,) for m in dict.fromkeys(c.mailbox for c in changes)]
+        hashes = [payload_hash(c.payload) for c in changes]
+        bodies = {h: c.payload for h, c in zip(hashes, changes, strict=True) if h}
+        pairs = json.dumps([[c.mailbox, c.record_key] for c in changes])
+        superseded: dict[str, int] = {}
         with self._write() as conn:
-            conn.executemany(_ENQUEUE, rows)
+            replaced = [r[0] for r in conn.execute(_QUEUED_HASHES, (pairs,))]
+            conn.executemany(_PUT_PAYLOAD, list(bodies.items()))
+            for change, h in zip(changes, hashes, strict=True):
+                params = {
+                    "mailbox": change.mailbox,
+                    "key": change.record_key,
+                    "op": change.op,
+                    "hash": h,
+                    "version": change.version,
+                    "priority": change.priority,
+                    "now": now,
+                }
+                if conn.execute(_ENQUEUE, params).rowcount == 0:
+                    superseded[change.mailbox] = superseded.get(change.mailbox, 0) + 1
             # Every mailbox that ever had work gets a row, so the status view lists
             # it (with its last success) even after its queue ran empty; the
             # PostgreSQL store needs these rows as claim locks anyway.
-            conn.executemany(_KNOW_MAILBOX, mailboxes)
+            conn.executemany(_KNOW_MAILBOX, [(m,) for m in dict.fromkeys(c.mailbox for c in changes)])
+            if superseded:
+                conn.executemany(_COUNT_SUPERSEDED, list(superseded.items()))
+            # Snapshots replaced, or offered only by superseded changes, may be referenced by nobody now.
+            candidates = set(replaced) | set(bodies) if superseded else set(replaced)
+            if candidates:
+                conn.execute(_COLLECT_PAYLOADS, (json.dumps(sorted(candidates)),))
         self._signal.notify()
 
     # -- workers ---------------------------------------------------------------------
@@ -351,75 +517,98 @@ class SQLiteOutbox(PerThreadConnections):
             if row is None:
                 return None
             mailbox = row[0]
-            conn.execute(_TAKE_LEASE, (mailbox, worker_id, until))
+            token = conn.execute(_TAKE_LEASE, (mailbox, worker_id, until)).fetchone()[0]
             rows = conn.execute(_TAKE_JOBS, (mailbox, now, max(1, limit))).fetchall()
         jobs = claimed_jobs(rows)
-        return Claim(mailbox=mailbox, worker_id=worker_id, lease_until=until, jobs=jobs)
+        return Claim(mailbox=mailbox, worker_id=worker_id, lease_until=until, jobs=jobs, token=token)
 
     def renew(self, claim: Claim, *, lease_seconds: float = 60.0) -> Claim:
-        # Only a lease row naming us is extended. Claims overwrite the row when they
-        # take an expired lease and release deletes it, so a missing or foreign row
+        # Only a lease row naming us with our token is extended. A claim raises the token
+        # when it takes an expired lease and release clears the holder, so anything else
         # means someone else has (or had) the mailbox meanwhile.
         until = time.time() + lease_seconds
         cur = self._write_one(
-            "UPDATE leases SET lease_until = ? WHERE mailbox = ? AND worker_id = ?",
-            (until, claim.mailbox, claim.worker_id),
+            "UPDATE leases SET lease_until = ? WHERE mailbox = ? AND worker_id = ? AND token = ?",
+            (until, claim.mailbox, claim.worker_id, claim.token),
         )
         if cur.rowcount != 1:
-            raise LeaseLost(f"lease on {claim.mailbox!r} is no longer held by {claim.worker_id!r}")
-        return Claim(mailbox=claim.mailbox, worker_id=claim.worker_id, lease_until=until, jobs=claim.jobs)
+            raise lease_lost(claim)
+        return dataclasses.replace(claim, lease_until=until)
 
     def release(self, claim: Claim) -> None:
+        # The row stays (with its token), so the next claim's token is higher still.
         self._write_one(
-            "DELETE FROM leases WHERE mailbox = ? AND worker_id = ?", (claim.mailbox, claim.worker_id)
+            "UPDATE leases SET worker_id = '', lease_until = 0 WHERE mailbox = ? AND worker_id = ? AND token = ?",
+            (claim.mailbox, claim.worker_id, claim.token),
         )
 
-    def complete(self, job: Job, sync: SyncEntry | None, *, remove_sync: bool = False) -> bool:
+    @staticmethod
+    def _fenced(conn: sqlite3.Connection, fence: Claim | None) -> None:
+        """Inside a write transaction: raise LeaseLost (rolling it back) unless ``fence`` still holds."""
+        if fence is None:
+            return
+        if (
+            conn.execute(_FENCE, (fence.mailbox, fence.worker_id, fence.token, time.time())).fetchone()
+            is None
+        ):
+            raise lease_lost(fence)
+
+    def complete(
+        self, job: Job, sync: SyncEntry | None, *, remove_sync: bool = False, fence: Claim | None = None
+    ) -> bool:
         check_complete(sync, remove_sync)
-        with self._write() as conn:
-            cur = conn.execute("DELETE FROM jobs WHERE id = ? AND version = ?", (job.id, job.version))
-            acked = cur.rowcount == 1
-            if remove_sync:
-                conn.execute(
-                    "DELETE FROM sync_state WHERE mailbox = ? AND record_key = ?",
-                    (job.mailbox, job.record_key),
-                )
-            elif sync is not None:
-                conn.execute(_PUT_SYNC, self._sync_row(sync))
-        return acked
+        removed = [(job.mailbox, job.record_key)] if remove_sync else []
+        return self.complete_many([job], [sync] if sync is not None else [], removed, fence=fence)[0]
 
     def complete_many(
         self,
         jobs: Sequence[Job],
         entries: Sequence[SyncEntry] = (),
         removed: Sequence[tuple[str, str]] = (),
+        *,
+        fence: Claim | None = None,
     ) -> list[bool]:
         # Entries are written before removals, so a pair named in both ends up removed.
         pairs = json.dumps([[j.id, j.version] for j in jobs])
         with self._write() as conn:
-            found = {row[0] for row in conn.execute(_ACKED, (pairs,))}
+            self._fenced(conn, fence)
+            acked = conn.execute(_ACKED, (pairs,)).fetchall()
+            found = {row[0] for row in acked}
             if found:
                 conn.execute(_DELETE_JOBS, (json.dumps(sorted(found)),))
+                hashes = sorted({row[1] for row in acked if row[1]})
+                if hashes:
+                    conn.execute(_COLLECT_PAYLOADS, (json.dumps(hashes),))
             if entries:
                 conn.execute(_PUT_SYNC_MANY, (json.dumps([self._sync_row(e) for e in entries]),))
             if removed:
                 conn.executemany("DELETE FROM sync_state WHERE mailbox = ? AND record_key = ?", list(removed))
+            drained = bool(found) and conn.execute("SELECT NOT EXISTS (SELECT 1 FROM jobs)").fetchone()[0]
+        if drained:
+            self._give_back_space()
         return [j.id in found for j in jobs]
 
-    def retry(self, job: Job, error: str, delay: float) -> None:
-        due = time.time() + max(0.0, delay)
-        self._write_one(
-            "UPDATE jobs SET attempts = attempts + 1, last_error = ?, due_at = ?, status = 'pending' "
-            "WHERE id = ? AND version = ?",
-            (error, due, job.id, job.version),
-        )
+    def _give_back_space(self) -> None:
+        """The queue ran empty: return its free pages to the file system (a no-op for a file
+        without auto_vacuum; see the migration)."""
+        try:
+            with self._write() as conn:
+                # fetchall: the pragma frees pages step by step, one step per row read.
+                conn.execute("PRAGMA incremental_vacuum").fetchall()
+        except sqlite3.OperationalError:  # busy: the next drain tries again
+            pass
 
-    def fail(self, job: Job, reason: str) -> None:
-        self._write_one(
-            "UPDATE jobs SET attempts = attempts + 1, last_error = ?, status = 'failed' "
-            "WHERE id = ? AND version = ?",
-            (reason, job.id, job.version),
-        )
+    def retry(self, job: Job, error: str, delay: float, *, fence: Claim | None = None) -> None:
+        self.retry_many([job], error, [delay], fence=fence)
+
+    def fail(self, job: Job, reason: str, *, fence: Claim | None = None) -> None:
+        with self._write() as conn:
+            self._fenced(conn, fence)
+            conn.execute(
+                "UPDATE jobs SET attempts = attempts + 1, last_error = ?, status = 'failed' "
+                "WHERE id = ? AND version = ?",
+                (reason, job.id, job.version),
+            )
 
     def requeue_failed(self, mailbox: str | None = None) -> int:
         now = time.time()
@@ -478,17 +667,23 @@ class SQLiteOutbox(PerThreadConnections):
         )
         return {r[1]: SyncEntry(*r) for r in rows}
 
-    def put_sync(self, entry: SyncEntry) -> None:
-        self._write_one(_PUT_SYNC, self._sync_row(entry))
+    def put_sync(self, entry: SyncEntry, *, fence: Claim | None = None) -> None:
+        with self._write() as conn:
+            self._fenced(conn, fence)
+            conn.execute(_PUT_SYNC, self._sync_row(entry))
 
-    def put_sync_many(self, entries: Sequence[SyncEntry]) -> None:
-        if not entries:
+    def put_sync_many(self, entries: Sequence[SyncEntry], *, fence: Claim | None = None) -> None:
+        if not entries and fence is None:
             return
         with self._write() as conn:
-            conn.execute(_PUT_SYNC_MANY, (json.dumps([self._sync_row(e) for e in entries]),))
+            self._fenced(conn, fence)
+            if entries:
+                conn.execute(_PUT_SYNC_MANY, (json.dumps([self._sync_row(e) for e in entries]),))
 
-    def delete_sync(self, mailbox: str, record_key: str) -> None:
-        self._write_one("DELETE FROM sync_state WHERE mailbox = ? AND record_key = ?", (mailbox, record_key))
+    def delete_sync(self, mailbox: str, record_key: str, *, fence: Claim | None = None) -> None:
+        with self._write() as conn:
+            self._fenced(conn, fence)
+            conn.execute("DELETE FROM sync_state WHERE mailbox = ? AND record_key = ?", (mailbox, record_key))
 
     def sync_keys(self, mailbox: str, prefix: str = "") -> list[str]:
         rows = self._conn().execute(
@@ -531,20 +726,24 @@ class SQLiteOutbox(PerThreadConnections):
             )
         self._signal.notify()
 
-    def record_success(self, mailbox: str) -> None:
-        self._write_one(
-            "INSERT INTO mailboxes (mailbox, last_success_at) VALUES (?, ?) "
-            "ON CONFLICT (mailbox) DO UPDATE SET last_success_at = excluded.last_success_at",
-            (mailbox, time.time()),
-        )
+    def record_success(self, mailbox: str, *, fence: Claim | None = None) -> None:
+        with self._write() as conn:
+            self._fenced(conn, fence)
+            conn.execute(
+                "INSERT INTO mailboxes (mailbox, last_success_at) VALUES (?, ?) "
+                "ON CONFLICT (mailbox) DO UPDATE SET last_success_at = excluded.last_success_at",
+                (mailbox, time.time()),
+            )
 
-    def record_error(self, mailbox: str, error: str) -> None:
-        self._write_one(
-            "INSERT INTO mailboxes (mailbox, last_error, last_error_at) VALUES (?, ?, ?) "
-            "ON CONFLICT (mailbox) DO UPDATE SET last_error = excluded.last_error, "
-            "last_error_at = excluded.last_error_at",
-            (mailbox, error, time.time()),
-        )
+    def record_error(self, mailbox: str, error: str, *, fence: Claim | None = None) -> None:
+        with self._write() as conn:
+            self._fenced(conn, fence)
+            conn.execute(
+                "INSERT INTO mailboxes (mailbox, last_error, last_error_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (mailbox) DO UPDATE SET last_error = excluded.last_error, "
+                "last_error_at = excluded.last_error_at",
+                (mailbox, error, time.time()),
+            )
 
     def mailbox_states(self) -> list[MailboxState]:
         return [mailbox_state(r) for r in self._conn().execute(_MAILBOX_STATES)]
@@ -630,6 +829,47 @@ class SQLiteOutbox(PerThreadConnections):
         self._write_one(
             "DELETE FROM server_slots WHERE server = ? AND slot = ? AND holder = ?", (server, slot, holder)
         )
+
+    # -- fencing, order, bulk retries ----------------------------------------------------------
+    def check_lease(self, claim: Claim) -> bool:
+        row = (
+            self._conn()
+            .execute(_FENCE, (claim.mailbox, claim.worker_id, claim.token, time.time()))
+            .fetchone()
+        )
+        return row is not None
+
+    def note_verify(self, mailbox: str, record_keys: Sequence[str]) -> None:
+        if not record_keys:
+            return
+        now = time.time()
+        with self._write() as conn:
+            conn.executemany(_NOTE_VERIFY, [(mailbox, key, now, now) for key in dict.fromkeys(record_keys)])
+            conn.execute(_KNOW_MAILBOX, (mailbox,))
+        self._signal.notify()
+
+    def retry_many(
+        self, jobs: Sequence[Job], error: str, delays: Sequence[float], *, fence: Claim | None = None
+    ) -> None:
+        if len(jobs) != len(delays):
+            raise ValueError("retry_many needs one delay per job")
+        now = time.time()
+        rows = json.dumps([[j.id, j.version, now + max(0.0, d)] for j, d in zip(jobs, delays, strict=True)])
+        with self._write() as conn:
+            self._fenced(conn, fence)
+            if jobs:
+                conn.execute(_RETRY_MANY, (error, rows))
+
+    def superseded_count(self, mailbox: str | None = None) -> int:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT COALESCE(SUM(superseded), 0) FROM mailboxes WHERE (? IS NULL OR mailbox = ?)",
+                (mailbox, mailbox),
+            )
+            .fetchone()
+        )
+        return int(row[0])
 
 
 _SHARED_SCHEMA = [
