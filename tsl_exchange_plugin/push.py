@@ -14,6 +14,12 @@ Rules (DESIGN.md, "Identity, exactly once"):
 * Any exception while planning or mapping one job fails that job (a mapping is pure, so the
   same snapshot fails the same way) or, for errors of the machine (a locked database), retries
   it; it never stops the other jobs of the batch.
+* Fencing: the batch runs under its worker's claim. Before any re-write after a lookup or
+  a conflict it checks that the lease is still held, and every outcome is recorded fenced.
+  When the lease is gone, nothing is recorded; if a create or update was sent, the record
+  is noted for verification, so the next holder looks it up and removes surplus copies.
+* A "verify" job (or the flag on a job) looks the key up first: the copy the sync state
+  names is kept, the others go.
 The worker owns scheduling; this module raises nothing for per-item trouble and
 lets whole-request errors (auth, transport) propagate after saving what was done.
 """
@@ -21,6 +27,7 @@ lets whole-request errors (auth, transport) propagate after saving what was done
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -40,7 +47,7 @@ from .exchange.base import (
     Written,
 )
 from .mapping.items import ExchangeItem, content_hash
-from .outbox.base import Job, Outbox, SyncEntry
+from .outbox.base import Claim, Job, LeaseLost, Outbox, SyncEntry
 from .snapshot import ITEM_CLASS_BY_KIND, Snapshot, SnapshotError, load
 
 log = logging.getLogger(__name__)
@@ -68,6 +75,7 @@ class _Action:
     found: list[ItemRef] = field(default_factory=list)
     forget: bool = True  # a delete that also drops the sync entry (not so for surplus copies)
     lookup: bool = False  # a create that must first look for an earlier copy
+    keep: str = ""  # a surplus sweep: the ItemId (named by the sync state) that stays
 
 
 def item_class_of(key: str) -> str:
@@ -81,6 +89,24 @@ class BatchResult:
     failed: list[tuple[Job, str]] = field(default_factory=list)
     retry: list[tuple[Job, str, float | None]] = field(default_factory=list)
     fatal: ExchangeError | None = None  # a whole-request error that stopped the batch
+    lost: bool = False  # the lease was lost: nothing was recorded, the claim must stop
+
+
+@dataclass
+class _Fence:
+    """One run's lease: the claim its writes are fenced with and the keeper's "lost" flag."""
+
+    outbox: Outbox
+    claim: Claim | None = None
+    lost: threading.Event | None = None
+    sent: list[str] = field(default_factory=list)  # record keys a create/update was sent for
+
+    def check(self) -> None:
+        """Raise LeaseLost unless the lease is still held (before a re-write)."""
+        if self.lost is not None and self.lost.is_set():
+            raise LeaseLost("lease marked lost")
+        if self.claim is not None and not self.outbox.check_lease(self.claim):
+            raise LeaseLost(f"lease on {self.claim.mailbox!r} lost")
 
 
 class Pusher:
@@ -125,6 +151,14 @@ class Pusher:
             extra = self.outbox.sync_keys(mailbox, job.record_key + "#")
             if extra:
                 existing.update(self.outbox.get_sync(mailbox, extra))
+        if job.op == "verify":
+            # Nothing to write: find every copy of the record, keep the one the sync state names.
+            for key in {job.record_key, *existing}:
+                sync = existing.get(key)
+                keep = sync.item_id if sync is not None else ""
+                deletes.append(_Action(st, key, item_class_of(key), sync=sync, forget=False, keep=keep))
+                st.pending += 1
+            return creates, updates, deletes
         produced: dict[str, ExchangeItem] = {}
         if job.op == "upsert":
             try:
@@ -141,10 +175,14 @@ class Pusher:
                 log.exception("Exchange-Sync: Umwandlung von %s fehlgeschlagen", job.record_key)
                 st.failed = _internal_reason(exc)
                 return None
-        maybe_written = job.claims > 1 or job.attempts > 0
+        maybe_written = job.claims > 1 or job.attempts > 0 or job.verify
         for key, item in produced.items():
             sync = existing.get(key)
             act = _Action(st, key, item.item_class, item=item, sync=sync)
+            if sync is not None and job.verify:
+                # A late write of a worker that lost its lease may have left a second copy.
+                deletes.append(_Action(st, key, item.item_class, sync=sync, forget=False, keep=sync.item_id))
+                st.pending += 1
             if sync is None:
                 creates.append(act)
                 act.lookup = maybe_written
@@ -164,36 +202,67 @@ class Pusher:
         return creates, updates, deletes
 
     # ------------------------------------------------------------------ running
-    def run(self, mailbox: str, jobs: Sequence[Job], session: MailboxSession) -> BatchResult:
+    def run(
+        self,
+        mailbox: str,
+        jobs: Sequence[Job],
+        session: MailboxSession,
+        *,
+        fence: Claim | None = None,
+        lost: threading.Event | None = None,
+    ) -> BatchResult:
+        """Push one slice. With ``fence`` (the worker's claim) every outcome is recorded only
+        while that lease holds; ``lost`` is the keeper's flag for a lease it could not renew."""
+        guard = _Fence(self.outbox, fence, lost)
         states, creates, updates, deletes = self._plan(mailbox, jobs)
+        result = BatchResult()
         # Written ahead: if this process dies after Exchange applied an update or a delete and
         # before the outcome is recorded, the sync entry must not claim that the old item is
         # still there unchanged (a later upsert with that hash would write nothing, and the
         # item would stay missing or stale). An empty hash makes the next upsert write.
-        doubtful = [replace(a.sync, content_hash="") for a in (*updates, *deletes) if a.sync is not None]
+        doubtful = [
+            replace(a.sync, content_hash="")
+            for a in (*updates, *deletes)
+            if a.sync is not None and not a.keep
+        ]
         if doubtful:
-            self.outbox.put_sync_many(doubtful)
+            try:
+                self.outbox.put_sync_many(doubtful, fence=fence)
+            except LeaseLost:
+                result.lost = True  # nothing was sent: nothing to note
+                return result
         new_sync: list[SyncEntry] = []
         removed: list[tuple[str, str]] = []
-        result = BatchResult()
         try:
-            self._lookups(session, creates, deletes, updates)
-            self._do_deletes(mailbox, session, deletes, removed)
-            self._do_updates(mailbox, session, updates, creates, new_sync)
-            self._do_creates(mailbox, session, creates, new_sync)
-        except ExchangeError as exc:
-            result.fatal = exc
+            try:
+                if self._lookups(session, creates, deletes, updates):
+                    guard.check()
+                self._do_deletes(mailbox, session, deletes, removed)
+                self._do_updates(mailbox, session, updates, creates, new_sync, guard)
+                self._do_creates(mailbox, session, creates, new_sync, guard)
+            except ExchangeError as exc:
+                result.fatal = exc
+        except LeaseLost:
+            result.lost = True
         finally:
             # Whatever happened, what we know was written is recorded before anything else.
             done_jobs = [st.job for st in states if not st.failed and not st.transient and st.pending == 0]
-            if new_sync or removed or done_jobs:
-                acked = self.outbox.complete_many(done_jobs, new_sync, removed)
-                result.done = [j for j, ok in zip(done_jobs, acked, strict=True) if ok]
-            for st in states:
-                if st.failed:
-                    result.failed.append((st.job, st.failed))
-                elif st.transient:
-                    result.retry.append((st.job, st.transient, st.back_off))
+            if not result.lost and (new_sync or removed or done_jobs):
+                try:
+                    acked = self.outbox.complete_many(done_jobs, new_sync, removed, fence=fence)
+                except LeaseLost:
+                    result.lost = True
+                else:
+                    result.done = [j for j, ok in zip(done_jobs, acked, strict=True) if ok]
+            if result.lost:
+                self._lost(mailbox, guard)
+        if result.lost:
+            return result
+        for st in states:
+            if st.failed:
+                result.failed.append((st.job, st.failed))
+            elif st.transient:
+                result.retry.append((st.job, st.transient, st.back_off))
         for st in states:
             if st.pending and not st.failed and not st.transient:
                 # Interrupted by a whole-request error: the worker reschedules these.
@@ -201,7 +270,20 @@ class Pusher:
                 result.retry.append((st.job, str(result.fatal or "Übertragung unterbrochen"), back_off))
         return result
 
-    def _lookups(self, session, creates, deletes, updates) -> None:
+    def _lost(self, mailbox: str, guard: _Fence) -> None:
+        """The lease is gone: record nothing, but if a create or update went out, leave a note
+        so the next holder looks those records up (a late write may have left a copy)."""
+        keys = sorted(set(guard.sent))
+        log.warning(
+            "Exchange-Sync: Postfach %s: Sperre verloren, %d Einträge werden vom nächsten Durchlauf geprüft",
+            mailbox,
+            len(keys),
+        )
+        if keys:
+            self.outbox.note_verify(mailbox, keys)
+
+    def _lookups(self, session, creates, deletes, updates) -> bool:
+        """Look keys up where needed; True if the mailbox was asked (so a re-write must check the lease)."""
         by_class: dict[str, list[_Action]] = defaultdict(list)
         for act in creates:
             if act.lookup:
@@ -225,6 +307,7 @@ class Pusher:
                 for ref in rest:
                     act.state.pending += 1
                     deletes.append(_Action(act.state, act.key, act.item_class, found=[ref], forget=False))
+        return bool(by_class)
 
     @staticmethod
     def _sweep_deleted_deadlines(session, deletes) -> None:
@@ -247,8 +330,8 @@ class Pusher:
         refs: list[ItemRef] = []
         owners: list[_Action] = []
         for act in deletes:
-            targets = {r.item_id: r for r in act.found}
-            if act.sync is not None and act.sync.item_id not in targets:
+            targets = {r.item_id: r for r in act.found if not act.keep or r.item_id != act.keep}
+            if act.sync is not None and not act.keep and act.sync.item_id not in targets:
                 targets[act.sync.item_id] = ItemRef(act.sync.item_id, act.sync.change_key)
             for ref in targets.values():
                 refs.append(ref)
@@ -276,9 +359,10 @@ class Pusher:
                     signals.push_succeeded, self, mailbox=mailbox, record_key=act.key, op="delete", item_id=""
                 )
 
-    def _do_updates(self, mailbox, session, updates, creates, new_sync, *, refreshed=False) -> None:
+    def _do_updates(self, mailbox, session, updates, creates, new_sync, guard, *, refreshed=False) -> None:
         if not updates:
             return
+        guard.sent.extend(a.state.job.record_key for a in updates)
         outcomes = self._isolating(
             updates,
             lambda acts: session.update([(ItemRef(a.sync.item_id, a.sync.change_key), a.item) for a in acts]),
@@ -316,11 +400,14 @@ class Pusher:
                             mailbox, act.key, match.item_id, match.change_key, "", act.item_class
                         )
                         retry.append(act)
-            self._do_updates(mailbox, session, retry, creates, new_sync, refreshed=True)
+            # The conflict may be the next holder's write: re-write only while the lease holds.
+            guard.check()
+            self._do_updates(mailbox, session, retry, creates, new_sync, guard, refreshed=True)
 
-    def _do_creates(self, mailbox, session, creates, new_sync) -> None:
+    def _do_creates(self, mailbox, session, creates, new_sync, guard) -> None:
         if not creates:
             return
+        guard.sent.extend(a.state.job.record_key for a in creates)
         outcomes = self._isolating(creates, lambda acts: session.create([a.item for a in acts]))
         for act, outcome in outcomes:
             if isinstance(outcome, Written):
@@ -331,7 +418,14 @@ class Pusher:
     def _written(self, mailbox: str, act: _Action, w: Written, new_sync: list[SyncEntry]) -> None:
         new_sync.append(
             SyncEntry(
-                mailbox, act.key, w.item_id, w.change_key, content_hash(act.item), act.item_class, time.time()
+                mailbox,
+                act.key,
+                w.item_id,
+                w.change_key,
+                content_hash(act.item),
+                act.item_class,
+                time.time(),
+                act.state.job.source_version,
             )
         )
         act.state.pending -= 1

@@ -7,6 +7,7 @@ and writes the queue in one short transaction; it never talks to Exchange.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import threading
@@ -22,7 +23,7 @@ from .credentials import Vault
 from .exchange.base import ExchangeBackend, MailboxAccount
 from .mapping.context import MappingContext
 from .mapping.dispatch import make_mapper
-from .outbox.base import Change, Outbox
+from .outbox.base import PRIORITY_BULK, PRIORITY_INTERACTIVE, Change, Outbox
 from .outbox.factory import open_outbox
 from .outbox.journal import Journal, JournalRecordUnusable
 from .worker import Worker, WorkerConfig
@@ -48,6 +49,29 @@ def _shown(s: ExchangeSettings) -> tuple:
         s.deadline_reminder_minutes,
         s.pre_deadline_reminder_minutes,
     )
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _micros(moment: dt.datetime | None) -> int:
+    """A timestamp in whole microseconds since 1970 (naive: UTC); 0 for none."""
+    if moment is None:
+        return 0
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return max(0, (moment - _EPOCH) // dt.timedelta(microseconds=1))
+
+
+def source_version(event: RecordEvent, *, deleted: bool = False) -> int:
+    """The record's version for ordering its queued snapshots: the host's revision (host
+    API 1.1), else the record's ``modified_at`` (a delete: the event's time) in microseconds."""
+    version = getattr(event, "version", None)
+    if version is not None:
+        return int(version)
+    if deleted or event.record is None:
+        return _micros(event.at)
+    return _micros(getattr(event.record, "modified_at", None)) or _micros(event.at)
 
 
 class SyncRuntime:
@@ -178,18 +202,26 @@ class SyncRuntime:
                     users[uid] = user
         return snapshot.dump(snapshot.Snapshot(kind=kind, record=record, case=case, users=users))
 
-    def changes_for(self, record: Record, *, also: Iterable[str] = ()) -> list[Change]:
-        """Upserts for everyone the record concerns now; deletes for ``also`` users it no longer does."""
+    def changes_for(
+        self,
+        record: Record,
+        *,
+        also: Iterable[str] = (),
+        version: int = 0,
+        priority: int = PRIORITY_INTERACTIVE,
+    ) -> list[Change]:
+        """Upserts for everyone the record concerns now; deletes for ``also`` users it no longer does.
+        ``version``: the record's source version (0: unknown, e.g. a resync reading the host now)."""
         enabled = self.enabled_users()
         key = record.ref.key
         wanted = [u for u in subscriptions.intended_recipients(self.host.settings, record) if u in enabled]
         changes: list[Change] = []
         if wanted:
             payload = self._snapshot_payload(record)
-            changes = [Change(u, key, "upsert", payload) for u in wanted]
+            changes = [Change(u, key, "upsert", payload, version, priority) for u in wanted]
         for u in dict.fromkeys(also):
             if u not in wanted:
-                changes.append(Change(u, key, "delete"))
+                changes.append(Change(u, key, "delete", "", version, priority))
         return changes
 
     def _enqueue(self, changes: list[Change]) -> None:
@@ -223,7 +255,7 @@ class SyncRuntime:
                 self.case_changed(event.ref.id)
             return
         holders = () if event.ref.kind == "contact" else self.outbox.holders(event.ref.key)
-        self._enqueue(self.changes_for(record, also=holders))
+        self._enqueue(self.changes_for(record, also=holders, version=source_version(event)))
         if event.ref.kind != "contact":
             self._explain_unreached(record, event)
 
@@ -262,7 +294,8 @@ class SyncRuntime:
             targets |= set(subscriptions.intended_recipients(self.host.settings, event.record))
         if event.ref.kind == "contact":
             subscriptions.set_subscribers(self.host.settings, event.ref.id, ())
-        self._enqueue([Change(u, key, "delete") for u in sorted(targets)])
+        version = source_version(event, deleted=True)
+        self._enqueue([Change(u, key, "delete", "", version) for u in sorted(targets)])
 
     def case_changed(self, case_id: str) -> None:
         """A renamed case re-pushes every item that shows it."""
@@ -290,7 +323,9 @@ class SyncRuntime:
         for kind in SYNCED_KINDS:
             for record in self.host.iter_records(kind):
                 if user_ids.intersection(subscriptions.intended_recipients(self.host.settings, record)):
-                    changes += [c for c in self.changes_for(record) if c.mailbox in user_ids]
+                    changes += [
+                        c for c in self.changes_for(record, priority=PRIORITY_BULK) if c.mailbox in user_ids
+                    ]
         self._enqueue(changes)
         return len(changes)
 
@@ -416,9 +451,11 @@ class SyncRuntime:
                     key = record.ref.key
                     if pushed:
                         payload = self._snapshot_payload(record)
-                        changes += [Change(u, key, "upsert", payload) for u in pushed]
+                        changes += [Change(u, key, "upsert", payload, priority=PRIORITY_BULK) for u in pushed]
                     before, after = changed.get(cid, ((), ()))
-                    changes += [Change(u, key, "delete") for u in before if u not in after]
+                    changes += [
+                        Change(u, key, "delete", priority=PRIORITY_BULK) for u in before if u not in after
+                    ]
             if progress is not None and n % chunk == 0:
                 progress(n)
         intent = self._open_subscription_intent(list(dict.fromkeys(contact_ids)), pushed, remove)

@@ -38,6 +38,9 @@ from .push import BatchResult, Mapper, Pusher
 log = logging.getLogger(__name__)
 
 WATCH_SLICE = 0.25  # longest single wait of the watcher inside the store, in seconds
+# A lease the keeper could not renew is given up when less than this share of it is left,
+# so its lanes stop before it runs out and another worker may claim the mailbox.
+LEASE_SAFETY_SHARE = 0.25
 
 AccountResolver = Callable[[str], MailboxAccount]
 """mailbox -> connection data; raises an exception with a German message if the mailbox cannot be used."""
@@ -90,6 +93,9 @@ class _Held:
 
     claim: Claim
     renewed: float
+    # Set when the lease is gone or about to run out unrenewed: the claim's lanes stop
+    # before another worker may take the mailbox, and the pusher re-writes nothing.
+    lost: threading.Event = field(default_factory=threading.Event)
 
 
 class Worker:
@@ -303,10 +309,20 @@ class Worker:
                             held.claim.mailbox,
                             lease,
                         )
+                        held.lost.set()
                         with self._lock:
                             self._held.pop(held.claim.mailbox, None)
-                    except Exception:  # a database hiccup: the next round tries again
+                    except Exception:  # a database hiccup: the next round tries again, while time is left
                         log.debug("renewing a lease failed", exc_info=True)
+                        if time.monotonic() - held.renewed >= lease * (1 - LEASE_SAFETY_SHARE):
+                            log.warning(
+                                "Exchange-Sync: Postfach %s: Sperre ließ sich nicht verlängern; "
+                                "der Stapel wird angehalten und später fortgesetzt",
+                                held.claim.mailbox,
+                            )
+                            held.lost.set()
+                            with self._lock:
+                                self._held.pop(held.claim.mailbox, None)
                     else:
                         held.claim, held.renewed = claim, time.monotonic()
 
@@ -342,12 +358,13 @@ class Worker:
         self._tried(claim is not None)
         if claim is None:
             return False
+        held = _Held(claim, time.monotonic())
         with self._lock:
             self._busy.add(claim.mailbox)
-            self._held[claim.mailbox] = _Held(claim, time.monotonic())
+            self._held[claim.mailbox] = held
         self._ensure_keeper()
         try:
-            self._process(claim)
+            self._process(claim, held)
         finally:
             with self._lease_lock:
                 with self._lock:
@@ -393,7 +410,8 @@ class Worker:
             for key in [k for k in self._sessions if k[0] == mailbox]:
                 del self._sessions[key]
 
-    def _process(self, claim: Claim) -> None:
+    def _process(self, claim: Claim, held: _Held | None = None) -> None:
+        held = held or _Held(claim, time.monotonic())
         mailbox = claim.mailbox
         size = max(1, self.config.batch_size)
         slices = [claim.jobs[i : i + size] for i in range(0, len(claim.jobs), size)]
@@ -408,8 +426,11 @@ class Worker:
             return
         except Exception as exc:  # a passing hiccup (settings store busy): try again later
             reason = f"Vorübergehender Fehler beim Lesen der Einstellungen: {exc}"
-            self._retry_all(claim.jobs, reason, None)
-            self.outbox.record_error(mailbox, reason)
+            try:
+                self._retry_all(claim.jobs, reason, None, fence=claim)
+                self.outbox.record_error(mailbox, reason, fence=claim)
+            except LeaseLost:
+                held.lost.set()
             return
         todo = iter(slices)
         taken = threading.Lock()
@@ -418,12 +439,19 @@ class Worker:
 
         def lane(session: MailboxSession) -> None:
             with turns.taking_part():
-                while not stopped:
+                while not stopped and not held.lost.is_set():
                     with taken:
                         jobs = next(todo, None)
                     if jobs is None:
                         return
-                    fatal = self._push_slice(mailbox, jobs, session)
+                    # Before each slice: a lease lost meanwhile stops the claim, untouched jobs
+                    # stay as they are for the next holder.
+                    if held.lost.is_set() or not self.outbox.check_lease(claim):
+                        held.lost.set()
+                        return
+                    fatal = self._push_slice(mailbox, jobs, session, held)
+                    if held.lost.is_set():
+                        return
                     if fatal is not None:
                         stopped.append(fatal)
 
@@ -443,12 +471,18 @@ class Worker:
         finally:
             for t in helpers:
                 t.join()
+        if held.lost.is_set():
+            log.warning("Exchange-Sync: Postfach %s: Sperre verloren, der Stapel wurde angehalten", mailbox)
+            return
         if stopped:
             # Slices not begun: the server said stop, so they wait as long as the failed ones.
             rest = [job for jobs in todo for job in jobs]
             fatal = stopped[0]
             if rest and not isinstance(fatal, (AuthFailed, ConfigError)):
-                self._retry_all(rest, str(fatal), getattr(fatal, "back_off", None))
+                try:
+                    self._retry_all(rest, str(fatal), getattr(fatal, "back_off", None), fence=claim)
+                except LeaseLost:
+                    held.lost.set()
 
     @staticmethod
     def _lane_guard(lane: Callable[[MailboxSession], None], session: MailboxSession) -> None:
@@ -457,31 +491,42 @@ class Worker:
         except Exception:  # as in _loop: the lane's jobs stay claimed and come back after release
             log.exception("Exchange-Sync: unerwarteter Fehler im Worker")
 
-    def _retry_all(self, jobs: Sequence[Job], reason: str, hint: float | None) -> None:
-        for job in jobs:
-            delay = retry_delay(job.attempts + 1, cap=self.config.max_back_off, server_hint=hint)
-            self.outbox.retry(job, reason, delay)
+    def _retry_all(
+        self, jobs: Sequence[Job], reason: str, hint: float | None, *, fence: Claim | None = None
+    ) -> None:
+        delays = [
+            retry_delay(job.attempts + 1, cap=self.config.max_back_off, server_hint=hint) for job in jobs
+        ]
+        if jobs:
+            self.outbox.retry_many(jobs, reason, delays, fence=fence)
+        for job, delay in zip(jobs, delays, strict=True):
             self._failed(job, reason, retry_in=delay)
 
-    def _settle(self, mailbox: str, result: BatchResult) -> ExchangeError | None:
-        """Record one slice's outcome; returns the whole-request error that should stop the claim."""
+    def _settle(
+        self, mailbox: str, result: BatchResult, *, fence: Claim | None = None
+    ) -> ExchangeError | None:
+        """Record one slice's outcome; returns the whole-request error that should stop the claim.
+        With ``fence`` every write needs the lease; LeaseLost propagates."""
         for job, reason in result.failed:
-            self.outbox.fail(job, reason)
+            self.outbox.fail(job, reason, fence=fence)
             self._failed(job, reason, retry_in=None)
         fatal = result.fatal
         if isinstance(fatal, (AuthFailed, ConfigError)):
             self._park(mailbox, str(fatal))
             self._forget_sessions(mailbox)
             return fatal
+        by_hint: dict[tuple[str, float | None], list[Job]] = {}
         for job, error, hint in result.retry:
-            self._retry_all([job], error, hint)
+            by_hint.setdefault((error, hint), []).append(job)
+        for (error, hint), jobs in by_hint.items():
+            self._retry_all(jobs, error, hint, fence=fence)
         if fatal is not None:
-            self.outbox.record_error(mailbox, str(fatal))
+            self.outbox.record_error(mailbox, str(fatal), fence=fence)
             signals.emit(
                 signals.mailbox_status_changed, self, mailbox=mailbox, status="error", reason=str(fatal)
             )
         elif result.done or not result.retry:
-            self.outbox.record_success(mailbox)
+            self.outbox.record_success(mailbox, fence=fence)
         return fatal
 
     def _failed(self, job: Job, error: str, *, retry_in: float | None) -> None:
@@ -502,31 +547,46 @@ class Worker:
         self.outbox.park(mailbox, reason)
         signals.emit(signals.mailbox_status_changed, self, mailbox=mailbox, status="parked", reason=reason)
 
-    def _push_slice(self, mailbox: str, jobs: Sequence[Job], session: MailboxSession) -> ExchangeError | None:
+    def _push_slice(
+        self, mailbox: str, jobs: Sequence[Job], session: MailboxSession, held: _Held | None = None
+    ) -> ExchangeError | None:
         """Push and settle one slice. Anything unexpected (a bug, a database that is locked while
         the outcome is recorded) retries the slice's unsettled jobs with back-off: released as
         they were, they would be claimed again at once with the same attempts, and the claim
-        loop would spin on them."""
+        loop would spin on them. With ``held`` every write is fenced by its claim; a lost lease
+        sets ``held.lost`` and nothing more is written."""
+        fence = held.claim if held is not None else None
+        lost = held.lost if held is not None else None
         try:
-            result = self.pusher.run(mailbox, jobs, session)
+            result = self.pusher.run(mailbox, jobs, session, fence=fence, lost=lost)
         except Exception as exc:
-            self._unexpected(jobs, exc)
+            self._unexpected(jobs, exc, fence=fence)
+            return None
+        if result.lost:
+            if held is not None:
+                held.lost.set()
             return None
         try:
-            return self._settle(mailbox, result)
+            return self._settle(mailbox, result, fence=fence)
+        except LeaseLost:
+            if held is not None:
+                held.lost.set()
+            return None
         except Exception as exc:
             settled = {j.id for j in result.done} | {j.id for j, _ in result.failed}
-            self._unexpected([j for j in jobs if j.id not in settled], exc)
+            self._unexpected([j for j in jobs if j.id not in settled], exc, fence=fence)
             return None
 
-    def _unexpected(self, jobs: Sequence[Job], exc: Exception) -> None:
+    def _unexpected(self, jobs: Sequence[Job], exc: Exception, *, fence: Claim | None = None) -> None:
         log.error("Exchange-Sync: unerwarteter Fehler beim Übertragen", exc_info=exc)
         reason = (
             f"Unerwarteter Fehler bei der Übertragung ({type(exc).__name__}: {exc}); neuer Versuch später."
         )
         for job in jobs:
             try:
-                self._retry_all([job], reason, None)
+                self._retry_all([job], reason, None, fence=fence)
+            except LeaseLost:  # the next holder has the jobs now
+                return
             except Exception:  # the store itself fails; it refuses the next claim as well
                 log.warning(
                     "Exchange-Sync: Wiederholung für %s nicht speicherbar", job.record_key, exc_info=True

@@ -9,8 +9,10 @@ import pluggy
 PROJECT = "tsl"
 """One name for the project, the markers and the entry-point group."""
 
-HOST_API_VERSION = "1.0"
-"""The hook API this host implements. A plugin's manifest names the oldest it needs."""
+HOST_API_VERSION = "1.1"
+"""The hook API this host implements. A plugin's manifest names the oldest it needs.
+
+1.1: ``RecordEvent.version`` (the record's revision); compatible, plugins that ignore it keep working."""
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)

@@ -220,6 +220,10 @@ def tsl_record_saved(host: Host, event: RecordEvent) -> None:
 
     Called once per saved record (also for each record of a bulk save), after the
     commit, so ``host.get_record`` already returns the new state. Return nothing.
+    Since host API 1.1 ``event.version`` carries the record's revision (strictly
+    increasing per record, deletes included); hooks for two quick saves may run in
+    either order, and the version tells which state is newer. Hosts before 1.1
+    leave it None.
     Only enqueue: never block on a remote system and never raise. If you do
     raise, the host logs it and carries on; the save is not undone.
     """
@@ -234,4 +238,6 @@ def tsl_record_deleted(host: Host, event: RecordEvent) -> None:
 
     Called once per deleted record after the commit. Return nothing. As with
     :func:`tsl_record_saved`: only enqueue, never block, never raise.
+    ``event.version`` (host API 1.1) is the revision the delete gave the record, above
+    that of every save before it.
     """

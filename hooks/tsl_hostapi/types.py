@@ -201,12 +201,18 @@ class RecordEvent:
 
     ``record`` is the committed state for a save and the last state for a delete
     (may be None if the host no longer has it). ``user`` is who made the change.
+    ``version`` (host API 1.1) is the record's revision after this change: an integer
+    the host raises in the same transaction on every save and delete of that record,
+    so it is strictly increasing per record, deletes included. Hooks may run in another
+    order than the commits; the version lets a plugin keep the newest state. None when
+    the host does not number revisions (plugins then fall back to ``modified_at``).
     """
 
     ref: RecordRef
     record: Record | None
     user: User | None = None
     at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    version: int | None = None
 
 
 # --------------------------------------------------------------------------- licence

@@ -19,7 +19,12 @@ What it does, and why (facts in ../shared/ews-reference/NOTES.md):
   other index key of an indexed field such as phone numbers). The body is read first (one
   batched GetItem) so that what the user wrote below ``USER_NOTES_MARKER`` is kept. A body
   a phone turned into HTML is reduced to plain text before the user part is kept.
-- **Conflicts.** exchangelib raises ErrorIrresolvableConflict for the whole UpdateItem
+- **Conflicts.** Updates carry the ChangeKey the sync state holds and use NeverOverwrite:
+  the ChangeKey is the server's own fencing token, so an update sent by a worker that
+  has since lost its lease, arriving after the next holder wrote, fails instead of
+  putting an older version back (the pusher then refreshes the ids and, still holding
+  the lease, writes again; a phone edit takes the same path).
+  exchangelib raises ErrorIrresolvableConflict for the whole UpdateItem
   request even in ``bulk_update`` (NOTES §3), so every item of that chunk is reported as
   ``Conflict``; some may already be applied, which is harmless because an update is
   idempotent (refresh the ChangeKey, push again).
@@ -89,7 +94,7 @@ from exchangelib.fields import InvalidField
 from exchangelib.folders import SHALLOW, Calendar, Contacts, Tasks
 from exchangelib.folders.queryset import SingleFolderQuerySet
 from exchangelib.indexed_properties import EmailAddress, PhoneNumber, PhysicalAddress
-from exchangelib.items import AUTO_RESOLVE, SAVE_ONLY, SEND_TO_NONE
+from exchangelib.items import NEVER_OVERWRITE, SAVE_ONLY, SEND_TO_NONE
 from exchangelib.protocol import Protocol
 from exchangelib.services import CreateItem, UpdateItem
 
@@ -849,7 +854,7 @@ class EwsSession:
                     lambda pairs=pairs: list(
                         _UpdateItems(account=self._account, chunk_size=len(pairs)).call(
                             items=pairs,
-                            conflict_resolution=AUTO_RESOLVE,
+                            conflict_resolution=NEVER_OVERWRITE,
                             message_disposition=SAVE_ONLY,
                             send_meeting_invitations_or_cancellations=SEND_TO_NONE,
                             suppress_read_receipts=True,

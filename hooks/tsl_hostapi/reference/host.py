@@ -80,6 +80,14 @@ CREATE TABLE IF NOT EXISTS records (
     data TEXT NOT NULL,
     PRIMARY KEY (kind, id)
 );
+-- Each record's revision, raised by every save and delete in the same transaction and kept
+-- after a delete: RecordEvent.version, strictly increasing per record.
+CREATE TABLE IF NOT EXISTS revisions (
+    kind TEXT NOT NULL,
+    id TEXT NOT NULL,
+    rev INTEGER NOT NULL,
+    PRIMARY KEY (kind, id)
+);
 CREATE TABLE IF NOT EXISTS users (
     id TEXT PRIMARY KEY,
     data TEXT NOT NULL
@@ -90,6 +98,16 @@ CREATE TABLE IF NOT EXISTS licences (
     installed_at TEXT NOT NULL
 );
 """
+
+
+def _next_revision(conn, ref: RecordRef) -> int:
+    """Raise and return ``ref``'s revision, inside the caller's transaction."""
+    return conn.execute(
+        "INSERT INTO revisions(kind, id, rev) VALUES (?, ?, 1) "
+        "ON CONFLICT(kind, id) DO UPDATE SET rev = rev + 1 RETURNING rev",
+        (ref.kind, ref.id),
+    ).fetchone()[0]
+
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -240,7 +258,14 @@ class ReferenceHost:
                 "ON CONFLICT(kind, id) DO UPDATE SET data=excluded.data",
                 [(ref.kind, ref.id, to_json(r)) for ref, r in items],
             )
-        self._events("tsl_record_saved", [RecordEvent(ref=ref, record=r, user=user) for ref, r in items])
+            versions = [_next_revision(conn, ref) for ref, _ in items]
+        self._events(
+            "tsl_record_saved",
+            [
+                RecordEvent(ref=ref, record=r, user=user, version=v)
+                for (ref, r), v in zip(items, versions, strict=True)
+            ],
+        )
         return [ref for ref, _ in items]
 
     def delete(self, ref: RecordRef, *, user: User | None = None) -> bool:
@@ -255,7 +280,11 @@ class ReferenceHost:
             if row is None:
                 return False
             conn.execute("DELETE FROM records WHERE kind=? AND id=?", (ref.kind, ref.id))
-        self._events("tsl_record_deleted", [RecordEvent(ref=ref, record=from_json(cls, row[0]), user=user)])
+            version = _next_revision(conn, ref)
+        self._events(
+            "tsl_record_deleted",
+            [RecordEvent(ref=ref, record=from_json(cls, row[0]), user=user, version=version)],
+        )
         return True
 
     def load_firm(self, firm: Firm, *, events: bool = False) -> None:
