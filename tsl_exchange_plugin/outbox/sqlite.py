@@ -591,10 +591,12 @@ class SQLiteOutbox(PerThreadConnections):
     def _give_back_space(self) -> None:
         """The queue ran empty: return its free pages to the file system (a no-op for a file
         without auto_vacuum; see the migration)."""
+        conn = self._conn()
         try:
-            with self._write() as conn:
-                # fetchall: the pragma frees pages step by step, one step per row read.
-                conn.execute("PRAGMA incremental_vacuum").fetchall()
+            with self._write_lock:
+                # executescript runs the pragma to the end in its own transaction (execute()
+                # would step it once and free a single page).
+                conn.executescript("PRAGMA incremental_vacuum;")
         except sqlite3.OperationalError:  # busy: the next drain tries again
             pass
 
