@@ -23,7 +23,8 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
@@ -62,6 +63,8 @@ _TABLES = [
     )""",
     # An identity column never reuses ids, so a stale Job (id, version) cannot
     # match a row created later.
+    # fillfactor: room on each page, so a claim's "claims + 1" stays a HOT update (no
+    # index entries written for the five indexes).
     """CREATE TABLE IF NOT EXISTS {s}.jobs (
         id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
         mailbox text NOT NULL,
@@ -79,7 +82,7 @@ _TABLES = [
         priority smallint NOT NULL DEFAULT 0,
         verify boolean NOT NULL DEFAULT false,
         UNIQUE (mailbox, record_key)
-    )""",
+    ) WITH (fillfactor = 70)""",
     """CREATE TABLE IF NOT EXISTS {s}.payloads (
         hash text PRIMARY KEY,
         body text NOT NULL
@@ -112,6 +115,28 @@ _TABLES = [
     )""",
 ]
 
+# Raised by {s}.fence(): the lease is no longer held with that token.
+FENCE_SQLSTATE = "TSL01"
+
+_FUNCTIONS = [
+    # Called first in a fenced transaction. FOR SHARE holds the lease row until commit, so
+    # no claim can take the lease between this check and the commit; the error (rather
+    # than an empty answer) lets the whole transaction go to the server in one round trip.
+    f"""CREATE OR REPLACE FUNCTION {{s}}.fence(p_mailbox text, p_worker text, p_token bigint)
+    RETURNS void LANGUAGE plpgsql AS $fn$
+    BEGIN
+        PERFORM 1 FROM {{s}}.leases
+        WHERE mailbox = p_mailbox AND worker_id = p_worker AND token = p_token
+          AND lease_until > {_CLOCK}
+        FOR SHARE;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'lease on % is no longer held with token %', p_mailbox, p_token
+                USING ERRCODE = '{FENCE_SQLSTATE}';
+        END IF;
+    END
+    $fn$""",
+]
+
 _INDEXES = [
     # The claim's pick walks pending jobs in (priority, due_at, id) order and stops at the
     # first free mailbox: with id in the key, ORDER BY ... LIMIT 1 reads index entries in
@@ -124,7 +149,7 @@ _INDEXES = [
     # text_pattern_ops: serves both "=" and the LIKE 'key#%' prefix search whatever
     # the database's collation is.
     "CREATE INDEX IF NOT EXISTS jobs_record ON {s}.jobs (record_key text_pattern_ops)",
-    "CREATE INDEX IF NOT EXISTS jobs_payload ON {s}.jobs (payload_hash) WHERE payload_hash <> ''",
+    "CREATE INDEX IF NOT EXISTS jobs_payload ON {s}.jobs (payload_hash)",
     "CREATE INDEX IF NOT EXISTS sync_state_record ON {s}.sync_state (record_key text_pattern_ops)",
 ]
 
@@ -145,6 +170,7 @@ _MIGRATE_V1 = [
     "ALTER TABLE {s}.leases ADD COLUMN IF NOT EXISTS token bigint NOT NULL DEFAULT 0",
     "ALTER TABLE {s}.sync_state ADD COLUMN IF NOT EXISTS source_version bigint NOT NULL DEFAULT 0",
     "ALTER TABLE {s}.mailboxes ADD COLUMN IF NOT EXISTS superseded bigint NOT NULL DEFAULT 0",
+    "ALTER TABLE {s}.jobs SET (fillfactor = 70)",
 ]
 
 JOB_COLS = job_cols("{s}.")
@@ -178,7 +204,12 @@ _Q = {
            OR (EXCLUDED.source_version = j.source_version AND NOT (j.op = 'delete' AND EXCLUDED.op = 'upsert'))
         RETURNING j.id
     """,  # claims kept: see the SQLite store
-    "put_payload": "INSERT INTO {s}.payloads (hash, body) VALUES (%s, %s) ON CONFLICT (hash) DO NOTHING",
+    # DO UPDATE (not NOTHING) locks an existing row until commit, so a concurrent
+    # collection cannot delete a snapshot this enqueue is about to reference.
+    "put_payload": """
+        INSERT INTO {s}.payloads AS p (hash, body) VALUES (%s, %s)
+        ON CONFLICT (hash) DO UPDATE SET hash = EXCLUDED.hash
+    """,
     "queued_hashes": """
         SELECT DISTINCT j.payload_hash FROM {s}.jobs AS j
         JOIN unnest(%s::text[], %s::text[]) AS p(mailbox, record_key)
@@ -206,13 +237,7 @@ _Q = {
             verify = true, version = j.version + 1, status = 'pending', priority = 0,
             due_at = LEAST(j.due_at, EXCLUDED.due_at)
     """,
-    # The lease is ours with this token, by the server's clock. FOR SHARE holds the row
-    # until commit, so a claim cannot take the lease between this check and the commit.
-    "fence": f"""
-        SELECT 1 FROM {{s}}.leases
-        WHERE mailbox = %s AND worker_id = %s AND token = %s AND lease_until > {_CLOCK}
-        FOR SHARE
-    """,
+    "fence": "SELECT {s}.fence(%s, %s, %s)",
     "check_lease": f"""
         SELECT 1 FROM {{s}}.leases
         WHERE mailbox = %s AND worker_id = %s AND token = %s AND lease_until > {_CLOCK}
@@ -226,44 +251,48 @@ _Q = {
     # Mailbox rows are what claims lock; every mailbox with work must have one.
     "know_mailbox": "INSERT INTO {s}.mailboxes (mailbox) VALUES (%s) ON CONFLICT (mailbox) DO NOTHING",
     "notify": "SELECT pg_notify(%s, '')",
-    "now": f"SELECT {_NOW}",
-    # Walk due jobs oldest first and lock the first mailbox row nobody else has
-    # locked; a mailbox being claimed right now by another worker is skipped.
-    "pick": """
-        SELECT m.mailbox FROM {s}.jobs AS j
-        JOIN {s}.mailboxes AS m ON m.mailbox = j.mailbox
-        WHERE j.status = 'pending' AND j.due_at <= %(now)s
-          AND NOT m.parked
-          AND m.mailbox <> ALL(%(exclude)s::text[])
-          AND NOT EXISTS (
-              SELECT 1 FROM {s}.leases AS l WHERE l.mailbox = m.mailbox AND l.lease_until > %(now)s)
-        ORDER BY j.priority, j.due_at, j.id
-        LIMIT 1
-        FOR UPDATE OF m SKIP LOCKED
-    """,
-    # The pick's snapshot may predate a lease another worker committed a moment
-    # ago (its mailbox row lock was already released, so SKIP LOCKED did not see
-    # it). ON CONFLICT re-reads the newest lease row, and the WHERE refuses to
-    # overwrite a live one; no row returned means "taken, try another mailbox".
-    "take_lease": """
-        INSERT INTO {s}.leases AS l (mailbox, worker_id, lease_until, token)
-        VALUES (%(mailbox)s, %(worker)s, %(until)s, 1)
-        ON CONFLICT (mailbox) DO UPDATE SET worker_id = EXCLUDED.worker_id, lease_until = EXCLUDED.lease_until,
-            token = l.token + 1
-        WHERE l.lease_until <= %(now)s
-        RETURNING l.token
-    """,
-    # Hands out the mailbox's due jobs and counts the hand-out (RETURNING has no
-    # order; the caller sorts).
-    "take_jobs": f"""
-        UPDATE {{s}}.jobs SET claims = claims + 1
-        WHERE id IN (
-            SELECT id FROM {{s}}.jobs
-            WHERE mailbox = %s AND status = 'pending' AND due_at <= %s
-            ORDER BY priority, due_at, id
-            LIMIT %s
+    # A claim in ONE statement (one round trip, no explicit transaction):
+    # * pick walks due jobs best first (priority, due_at, id) and locks the first mailbox
+    #   row nobody else has locked; a mailbox being claimed right now is skipped.
+    # * lease: the pick's snapshot may predate a lease another worker committed a moment
+    #   ago (its mailbox row lock was already released, so SKIP LOCKED did not see it).
+    #   ON CONFLICT re-reads the newest lease row and the WHERE refuses to overwrite a
+    #   live one. Every claim raises the fencing token.
+    # * taken hands out the mailbox's due jobs and counts the hand-out (RETURNING has
+    #   no order; the caller sorts).
+    # The row of ``pick`` comes back even when the lease race was lost (token NULL), so
+    # the caller can skip that mailbox and try the next.
+    "claim": f"""
+        WITH pick AS (
+            SELECT m.mailbox, COALESCE(%(now)s::float8, {_NOW}) AS now FROM {{s}}.jobs AS j
+            JOIN {{s}}.mailboxes AS m ON m.mailbox = j.mailbox
+            WHERE j.status = 'pending' AND j.due_at <= COALESCE(%(now)s::float8, {_NOW})
+              AND NOT m.parked
+              AND m.mailbox <> ALL(%(exclude)s::text[])
+              AND NOT EXISTS (
+                  SELECT 1 FROM {{s}}.leases AS l
+                  WHERE l.mailbox = m.mailbox AND l.lease_until > COALESCE(%(now)s::float8, {_NOW}))
+            ORDER BY j.priority, j.due_at, j.id
+            LIMIT 1
+            FOR UPDATE OF m SKIP LOCKED
+        ), lease AS (
+            INSERT INTO {{s}}.leases AS l (mailbox, worker_id, lease_until, token)
+            SELECT mailbox, %(worker)s, now + %(seconds)s::float8, 1 FROM pick
+            ON CONFLICT (mailbox) DO UPDATE SET worker_id = EXCLUDED.worker_id,
+                lease_until = EXCLUDED.lease_until, token = l.token + 1
+            WHERE l.lease_until <= EXCLUDED.lease_until - %(seconds)s::float8
+            RETURNING l.mailbox, l.token, l.lease_until
+        ), taken AS (
+            UPDATE {{s}}.jobs SET claims = claims + 1
+            WHERE id IN (
+                SELECT j.id FROM {{s}}.jobs AS j JOIN lease ON j.mailbox = lease.mailbox
+                WHERE j.status = 'pending' AND j.due_at <= (SELECT now FROM pick)
+                ORDER BY j.priority, j.due_at, j.id
+                LIMIT %(limit)s)
+            RETURNING {JOB_COLS}
         )
-        RETURNING {JOB_COLS}
+        SELECT pick.mailbox, lease.token, lease.lease_until, taken.*
+        FROM pick LEFT JOIN lease ON true LEFT JOIN taken ON true
     """,
     "renew": f"""
         UPDATE {{s}}.leases SET lease_until = {_NOW} + %s
@@ -271,15 +300,22 @@ _Q = {
         RETURNING lease_until
     """,
     # The row stays with its token, so the next claim's token is higher still.
-    "release": """
-        UPDATE {s}.leases SET worker_id = '', lease_until = 0 WHERE mailbox = %s AND worker_id = %s AND token = %s
+    # One statement: free the lease (keeping its token) and wake other workers if the
+    # mailbox still has due work (the releasing worker stopped early, e.g. on shutdown
+    # or after its batch limit).
+    "release": f"""
+        WITH r AS (
+            UPDATE {{s}}.leases SET worker_id = '', lease_until = 0
+            WHERE mailbox = %(mailbox)s AND worker_id = %(worker)s AND token = %(token)s
+            RETURNING mailbox)
+        SELECT pg_notify(%(channel)s, '') FROM r WHERE EXISTS (
+            SELECT 1 FROM {{s}}.jobs
+            WHERE mailbox = %(mailbox)s AND status = 'pending' AND due_at <= {_NOW})
     """,
-    # Wake other workers if the mailbox still has due work (the releasing worker
-    # stopped early, e.g. on shutdown or after its batch limit).
-    "release_notify": f"""
-        SELECT pg_notify(%s, '') WHERE EXISTS (
-            SELECT 1 FROM {{s}}.jobs WHERE mailbox = %s AND status = 'pending' AND due_at <= {_NOW})
-    """,
+    # Payload collection in two statements of one transaction: lock the candidates (an
+    # enqueue that reuses one holds its lock until commit, see put_payload), then delete
+    # those no job references, judged by a snapshot taken after the lock was granted.
+    "lock_payloads": "SELECT hash FROM {s}.payloads WHERE hash = ANY(%s::text[]) ORDER BY hash FOR UPDATE",
     # A whole batch in one round trip.
     "ack_many": """
         DELETE FROM {s}.jobs AS j USING unnest(%s::bigint[], %s::integer[]) AS a(id, version)
@@ -452,6 +488,22 @@ class PostgresOutbox(PerThreadConnections):
             self._local.conn = conn
         return conn
 
+    def _wconn(self) -> psycopg.Connection:
+        """This thread's connection for a worker's own bookkeeping (claims, leases, acks, retries).
+
+        Its commits do not wait for the WAL flush (synchronous_commit=off): a server crash may
+        forget the last of them, and then a job comes back or a lease ends early. Pushing is
+        idempotent (content hash, look-up before a create, NeverOverwrite updates) and an ack
+        and its sync state are one transaction, so nothing is duplicated or lost. The host's
+        enqueue stays on the fully durable connection."""
+        conn = getattr(self._local, "wconn", None)
+        if conn is None or conn.closed or conn.broken:
+            self._forget(conn)
+            conn = self._connect()
+            conn.execute("SET synchronous_commit = off")
+            self._local.wconn = conn
+        return conn
+
     def _listen_conn(self) -> psycopg.Connection:
         conn = getattr(self._local, "listen", None)
         if conn is None or conn.closed or conn.broken:
@@ -484,7 +536,7 @@ class PostgresOutbox(PerThreadConnections):
             if found == 1:
                 for statement in _MIGRATE_V1:
                     conn.execute(sql.SQL(statement).format(s=ident))
-            for statement in _INDEXES:
+            for statement in _INDEXES + _FUNCTIONS:
                 conn.execute(sql.SQL(statement).format(s=ident))
             if found < SCHEMA_VERSION:
                 conn.execute(
@@ -535,10 +587,9 @@ class PostgresOutbox(PerThreadConnections):
             cur.executemany(self._sql["know_mailbox"], mailboxes)
             if superseded:
                 cur.executemany(self._sql["count_superseded"], sorted(superseded.items()))
-            candidates = replaced | {h for h, _ in bodies} if superseded else replaced
-            if candidates:
-                cur.execute(self._sql["collect_payloads"], (sorted(candidates),))
             cur.execute(self._sql["notify"], (self.channel,))  # delivered at commit
+        # Snapshots replaced, or offered only by superseded changes, may be referenced by nobody now.
+        self._collect_now(replaced | {h for h, _ in bodies} if superseded else replaced)
 
     # -- workers -------------------------------------------------------------------------------
     def claim(
@@ -551,29 +602,19 @@ class PostgresOutbox(PerThreadConnections):
         now: float | None = None,
     ) -> Claim | None:
         check_worker_id(worker_id)
-        conn = self._conn()
+        conn = self._wconn()
         skip = list(exclude)
-        with conn.transaction():
-            if now is None:
-                now = conn.execute(self._sql["now"]).fetchone()[0]
-            until = now + lease_seconds
-            # A few rounds: a candidate can lose the lease race (see take_lease).
-            for _ in range(8):
-                row = conn.execute(self._sql["pick"], {"now": now, "exclude": skip}).fetchone()
-                if row is None:
-                    return None
-                mailbox = row[0]
-                taken = conn.execute(
-                    self._sql["take_lease"],
-                    {"mailbox": mailbox, "worker": worker_id, "until": until, "now": now},
-                ).fetchone()
-                if taken is not None:
-                    rows = conn.execute(self._sql["take_jobs"], (mailbox, now, max(1, limit))).fetchall()
-                    jobs = claimed_jobs(rows)
-                    return Claim(
-                        mailbox=mailbox, worker_id=worker_id, lease_until=until, jobs=jobs, token=taken[0]
-                    )
-                skip.append(mailbox)
+        params = {"now": now, "worker": worker_id, "seconds": float(lease_seconds), "limit": max(1, limit)}
+        # A few rounds: a candidate can lose the lease race (see take_lease).
+        for _ in range(8):
+            rows = conn.execute(self._sql["claim"], params | {"exclude": skip}).fetchall()
+            if not rows:
+                return None
+            mailbox, token, until = rows[0][:3]
+            if token is not None:
+                jobs = claimed_jobs(r[3:] for r in rows if r[3] is not None)
+                return Claim(mailbox=mailbox, worker_id=worker_id, lease_until=until, jobs=jobs, token=token)
+            skip.append(mailbox)
         return None
 
     def renew(self, claim: Claim, *, lease_seconds: float = 60.0) -> Claim:
@@ -581,7 +622,7 @@ class PostgresOutbox(PerThreadConnections):
         # when it takes an expired lease and release clears the holder, so anything else
         # means someone else has (or had) the mailbox meanwhile.
         row = (
-            self._conn()
+            self._wconn()
             .execute(self._sql["renew"], (lease_seconds, claim.mailbox, claim.worker_id, claim.token))
             .fetchone()
         )
@@ -590,19 +631,56 @@ class PostgresOutbox(PerThreadConnections):
         return dataclasses.replace(claim, lease_until=row[0])
 
     def release(self, claim: Claim) -> None:
-        conn = self._conn()
-        with conn.transaction():
-            cur = conn.execute(self._sql["release"], (claim.mailbox, claim.worker_id, claim.token))
-            if cur.rowcount:
-                conn.execute(self._sql["release_notify"], (self.channel, claim.mailbox))
-
-    def _fenced(self, conn: psycopg.Connection, fence: Claim | None) -> None:
-        """Inside a transaction: raise LeaseLost (rolling it back) unless ``fence`` still holds."""
-        if fence is None:
+        conn = self._wconn()
+        params = {"mailbox": claim.mailbox, "worker": claim.worker_id, "token": claim.token}
+        hashes = self._deferred_gc().pop((claim.mailbox, claim.worker_id, claim.token), None)
+        if not hashes:
+            conn.execute(self._sql["release"], params | {"channel": self.channel})
             return
-        row = conn.execute(self._sql["fence"], (fence.mailbox, fence.worker_id, fence.token)).fetchone()
-        if row is None:
-            raise lease_lost(fence)
+        with conn.pipeline(), conn.transaction():
+            conn.execute(self._sql["release"], params | {"channel": self.channel})
+            self._collect(conn, hashes)
+
+    def _deferred_gc(self) -> dict[tuple[str, str, int], set[str]]:
+        """Snapshots a claim's acks may have freed, per claim of this thread: collected at release
+        (one transaction per claim instead of one per slice)."""
+        pending = getattr(self._local, "gc", None)
+        if pending is None:
+            pending = self._local.gc = {}
+        return pending
+
+    def _collect(self, conn: psycopg.Connection, hashes: set[str] | Sequence[str]) -> None:
+        """Inside a transaction: delete those of ``hashes`` no job references (see lock_payloads).
+        The delete is a statement of its own, so its snapshot follows the lock; it needs no
+        answer from the lock, so both can go in one pipelined round trip."""
+        candidates = sorted(hashes)
+        conn.execute(self._sql["lock_payloads"], (candidates,))
+        conn.execute(self._sql["collect_payloads"], (candidates,))
+
+    def _collect_now(self, hashes: set[str]) -> None:
+        """Collect in a transaction of its own, after the one that freed them committed: holding
+        job row locks while waiting for payload locks could deadlock with an enqueue."""
+        if not hashes:
+            return
+        conn = self._conn()
+        with conn.pipeline(), conn.transaction():
+            self._collect(conn, hashes)
+
+    @contextmanager
+    def _tx(self, fence: Claim | None) -> Iterator[psycopg.Connection]:
+        """A worker's write transaction, pipelined (one round trip unless a result is read
+        early). With ``fence`` it starts with the lease check and raises LeaseLost, having
+        written nothing, when the lease is no longer held with that token."""
+        conn = self._wconn()
+        try:
+            with conn.pipeline(), conn.transaction():
+                if fence is not None:
+                    conn.execute(self._sql["fence"], (fence.mailbox, fence.worker_id, fence.token))
+                yield conn
+        except psycopg.Error as exc:
+            if fence is not None and exc.sqlstate == FENCE_SQLSTATE:
+                raise lease_lost(fence) from None
+            raise
 
     def complete(
         self, job: Job, sync: SyncEntry | None, *, remove_sync: bool = False, fence: Claim | None = None
@@ -620,30 +698,33 @@ class PostgresOutbox(PerThreadConnections):
         fence: Claim | None = None,
     ) -> list[bool]:
         # Entries are written before removals, so a pair named in both ends up removed.
-        conn = self._conn()
-        with conn.transaction(), conn.cursor() as cur:
-            self._fenced(conn, fence)
-            found: set[int] = set()
+        ack = None
+        with self._tx(fence) as conn, conn.cursor() as cur:
             if jobs:
-                cur.execute(self._sql["ack_many"], ([j.id for j in jobs], [j.version for j in jobs]))
-                acked = cur.fetchall()
-                found = {row[0] for row in acked}
-                hashes = sorted({row[1] for row in acked if row[1]})
-                if hashes:
-                    cur.execute(self._sql["collect_payloads"], (hashes,))
+                ack = conn.cursor()
+                ack.execute(self._sql["ack_many"], ([j.id for j in jobs], [j.version for j in jobs]))
             if entries:
                 cur.executemany(self._sql["put_sync"], [self._sync_row(e) for e in entries])
             if removed:
                 cur.executemany(self._sql["delete_sync"], list(removed))
+        # Read after the commit: the whole transaction went to the server in one round trip.
+        acked: list[tuple[int, str]] = ack.fetchall() if ack is not None else []
+        found = {row[0] for row in acked}
+        hashes = {row[1] for row in acked if row[1]}
+        if hashes:
+            if fence is not None:
+                self._deferred_gc().setdefault((fence.mailbox, fence.worker_id, fence.token), set()).update(
+                    hashes
+                )
+            else:
+                self._collect_now(hashes)
         return [j.id in found for j in jobs]
 
     def retry(self, job: Job, error: str, delay: float, *, fence: Claim | None = None) -> None:
         self.retry_many([job], error, [delay], fence=fence)
 
     def fail(self, job: Job, reason: str, *, fence: Claim | None = None) -> None:
-        conn = self._conn()
-        with conn.transaction():
-            self._fenced(conn, fence)
+        with self._tx(fence) as conn:
             conn.execute(self._sql["fail"], (reason, job.id, job.version))
 
     def requeue_failed(self, mailbox: str | None = None) -> int:
@@ -699,16 +780,12 @@ class PostgresOutbox(PerThreadConnections):
     def put_sync_many(self, entries: Sequence[SyncEntry], *, fence: Claim | None = None) -> None:
         if not entries and fence is None:
             return
-        conn = self._conn()
-        with conn.transaction(), conn.cursor() as cur:
-            self._fenced(conn, fence)
+        with self._tx(fence) as conn, conn.cursor() as cur:
             if entries:
                 cur.executemany(self._sql["put_sync"], [self._sync_row(e) for e in entries])
 
     def delete_sync(self, mailbox: str, record_key: str, *, fence: Claim | None = None) -> None:
-        conn = self._conn()
-        with conn.transaction():
-            self._fenced(conn, fence)
+        with self._tx(fence) as conn:
             conn.execute(self._sql["delete_sync"], (mailbox, record_key))
 
     def sync_keys(self, mailbox: str, prefix: str = "") -> list[str]:
@@ -734,15 +811,11 @@ class PostgresOutbox(PerThreadConnections):
             conn.execute(self._sql["notify"], (self.channel,))
 
     def record_success(self, mailbox: str, *, fence: Claim | None = None) -> None:
-        conn = self._conn()
-        with conn.transaction():
-            self._fenced(conn, fence)
+        with self._tx(fence) as conn:
             conn.execute(self._sql["record_success"], (mailbox,))
 
     def record_error(self, mailbox: str, error: str, *, fence: Claim | None = None) -> None:
-        conn = self._conn()
-        with conn.transaction():
-            self._fenced(conn, fence)
+        with self._tx(fence) as conn:
             conn.execute(self._sql["record_error"], (mailbox, error))
 
     def mailbox_states(self) -> list[MailboxState]:
@@ -845,7 +918,7 @@ class PostgresOutbox(PerThreadConnections):
     # -- fencing, order, bulk retries ----------------------------------------------------------
     def check_lease(self, claim: Claim) -> bool:
         row = (
-            self._conn()
+            self._wconn()
             .execute(self._sql["check_lease"], (claim.mailbox, claim.worker_id, claim.token))
             .fetchone()
         )
@@ -865,9 +938,7 @@ class PostgresOutbox(PerThreadConnections):
     ) -> None:
         if len(jobs) != len(delays):
             raise ValueError("retry_many needs one delay per job")
-        conn = self._conn()
-        with conn.transaction():
-            self._fenced(conn, fence)
+        with self._tx(fence) as conn:
             if jobs:
                 conn.execute(
                     self._sql["retry_many"],

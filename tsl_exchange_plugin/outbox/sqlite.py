@@ -106,7 +106,7 @@ _INDEXES = [
     # holders() runs on the host's save path: find a record's mailboxes without a scan.
     """CREATE INDEX IF NOT EXISTS jobs_record ON jobs (record_key)""",
     # garbage collection of payloads: "is this snapshot still referenced?"
-    """CREATE INDEX IF NOT EXISTS jobs_payload ON jobs (payload_hash) WHERE payload_hash <> ''""",
+    """CREATE INDEX IF NOT EXISTS jobs_payload ON jobs (payload_hash)""",
     """CREATE INDEX IF NOT EXISTS sync_state_record ON sync_state (record_key)""",
 ]
 
