@@ -115,6 +115,9 @@ _TABLES = [
     )""",
 ]
 
+# Freed snapshots a worker thread gathers before it collects them (see _deferred_gc).
+GC_BATCH = 256
+
 # Raised by {s}.fence(): the lease is no longer held with that token.
 FENCE_SQLSTATE = "TSL01"
 
@@ -609,6 +612,7 @@ class PostgresOutbox(PerThreadConnections):
         for _ in range(8):
             rows = conn.execute(self._sql["claim"], params | {"exclude": skip}).fetchall()
             if not rows:
+                self._flush_gc()  # idle: a good moment to drop snapshots nobody needs any more
                 return None
             mailbox, token, until = rows[0][:3]
             if token is not None:
@@ -633,21 +637,31 @@ class PostgresOutbox(PerThreadConnections):
     def release(self, claim: Claim) -> None:
         conn = self._wconn()
         params = {"mailbox": claim.mailbox, "worker": claim.worker_id, "token": claim.token}
-        hashes = self._deferred_gc().pop((claim.mailbox, claim.worker_id, claim.token), None)
-        if not hashes:
+        pending = self._deferred_gc()
+        if len(pending) < GC_BATCH:
             conn.execute(self._sql["release"], params | {"channel": self.channel})
             return
+        hashes = set(pending)
+        pending.clear()
         with conn.pipeline(), conn.transaction():
             conn.execute(self._sql["release"], params | {"channel": self.channel})
             self._collect(conn, hashes)
 
-    def _deferred_gc(self) -> dict[tuple[str, str, int], set[str]]:
-        """Snapshots a claim's acks may have freed, per claim of this thread: collected at release
-        (one transaction per claim instead of one per slice)."""
+    def _deferred_gc(self) -> set[str]:
+        """Snapshots this thread's fenced acks may have freed. They are collected with a release
+        once GC_BATCH have gathered, or when a claim finds nothing to do: one collection for
+        many claims instead of one per slice."""
         pending = getattr(self._local, "gc", None)
         if pending is None:
-            pending = self._local.gc = {}
+            pending = self._local.gc = set()
         return pending
+
+    def _flush_gc(self) -> None:
+        pending = self._deferred_gc()
+        if pending:
+            hashes = set(pending)
+            pending.clear()
+            self._collect_now(hashes)
 
     def _collect(self, conn: psycopg.Connection, hashes: set[str] | Sequence[str]) -> None:
         """Inside a transaction: delete those of ``hashes`` no job references (see lock_payloads).
@@ -713,9 +727,7 @@ class PostgresOutbox(PerThreadConnections):
         hashes = {row[1] for row in acked if row[1]}
         if hashes:
             if fence is not None:
-                self._deferred_gc().setdefault((fence.mailbox, fence.worker_id, fence.token), set()).update(
-                    hashes
-                )
+                self._deferred_gc().update(hashes)
             else:
                 self._collect_now(hashes)
         return [j.id in found for j in jobs]
