@@ -87,3 +87,23 @@ def test_a_save_whose_hook_runs_after_the_delete_does_not_bring_the_item_back(ka
     _drain(k)
     assert k.ours(alice, appt.ref.key, "calendar") == []
     assert k.runtime.outbox.jobs(alice.id) == []
+
+
+def test_a_save_whose_hook_runs_after_the_delete_was_pushed_does_not_bring_the_item_back(kanzlei):
+    k = kanzlei
+    k.runtime.worker.stop()
+    alice = k.lawyers[0]
+    appt = k.host.iter_records("appointment")[1]
+    appt = k.host.save(dataclasses.replace(appt, participant_ids=(alice.id,), modified_at=T0))
+    _drain(k)
+    assert len(k.ours(alice, appt.ref.key, "calendar")) == 1
+
+    edited = dataclasses.replace(
+        appt, subject="kurz vor dem Löschen", modified_at=T0 + dt.timedelta(seconds=1)
+    )
+    _hook(k, "tsl_record_deleted", RecordEvent(ref=appt.ref, record=edited, at=T0 + dt.timedelta(seconds=2)))
+    _drain(k)  # the delete is pushed before the save's hook runs
+    assert k.ours(alice, appt.ref.key, "calendar") == []
+    _hook(k, "tsl_record_saved", RecordEvent(ref=appt.ref, record=edited))
+    _drain(k)
+    assert k.ours(alice, appt.ref.key, "calendar") == []

@@ -243,3 +243,17 @@ def test_a_replaced_snapshot_nobody_references_is_collected(outbox):
     outbox.enqueue([up("anna", "contact:1", 3, version=5), up("anna", "contact:2", 3)])
     outbox.enqueue([up("anna", "contact:1", 4, version=4)])  # superseded: its snapshot is not kept
     assert payload_rows(outbox) == 1
+
+
+def test_a_pushed_delete_still_beats_an_older_save_that_arrives_later(outbox):
+    outbox.put_sync(entry("anna", "contact:1", version=5))
+    outbox.enqueue([rm("anna", "contact:1", version=7)])
+    claim = outbox.claim("w1")
+    outbox.complete_many(list(claim.jobs), removed=[("anna", "contact:1")], fence=claim)
+    outbox.release(claim)
+    assert outbox.get_sync("anna", ["contact:1"]) == {}
+    outbox.enqueue([up("anna", "contact:1", version=6)])  # its hook ran after the delete was pushed
+    outbox.enqueue([up("anna", "contact:1", version=7)])  # a tie: the delete wins
+    assert outbox.jobs("anna") == [] and outbox.superseded_count("anna") == 2
+    outbox.enqueue([up("anna", "contact:1", version=8)])  # saved again after the delete
+    assert [j.op for j in outbox.jobs("anna")] == ["upsert"]

@@ -37,7 +37,9 @@ only by a change of a newer version; on equal versions the later enqueue wins, e
 that a save never replaces a queued delete of the same version (a host that numbers
 deletes too never sends such a tie; where it happens the removal is the safe side).
 A change older than the version the sync state already reflects is dropped as
-superseded (counted per mailbox, no error). Unknown versions (0) behave as before:
+superseded (counted per mailbox, no error), and
+so is a save not newer than a delete already pushed (a tombstone keeps a pushed
+delete's version for a week, as the record's sync state is gone). Unknown versions (0) behave as before:
 they replace what is queued and never lower the stored version. The sync state keeps
 the version it reflects; a sync write of an older version never replaces a newer one.
 

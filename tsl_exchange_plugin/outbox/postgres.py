@@ -35,6 +35,7 @@ from .base import Change, Claim, Job, MailboxState, SyncEntry
 from .conns import PerThreadConnections
 from .rows import (
     SYNC_COLS,
+    TOMBSTONE_SECONDS,
     check_changes,
     check_complete,
     check_worker_id,
@@ -104,6 +105,14 @@ _TABLES = [
         source_version bigint NOT NULL DEFAULT 0,
         PRIMARY KEY (mailbox, record_key)
     )""",
+    # A pushed delete's version, kept for a while (see the SQLite store).
+    """CREATE TABLE IF NOT EXISTS {s}.tombstones (
+        mailbox text NOT NULL,
+        record_key text NOT NULL,
+        source_version bigint NOT NULL,
+        deleted_at double precision NOT NULL,
+        PRIMARY KEY (mailbox, record_key)
+    )""",
     """CREATE TABLE IF NOT EXISTS {s}.mailboxes (
         mailbox text PRIMARY KEY,
         parked boolean NOT NULL DEFAULT false,
@@ -154,6 +163,7 @@ _INDEXES = [
     "CREATE INDEX IF NOT EXISTS jobs_record ON {s}.jobs (record_key text_pattern_ops)",
     "CREATE INDEX IF NOT EXISTS jobs_payload ON {s}.jobs (payload_hash)",
     "CREATE INDEX IF NOT EXISTS sync_state_record ON {s}.sync_state (record_key text_pattern_ops)",
+    "CREATE INDEX IF NOT EXISTS tombstones_age ON {s}.tombstones (deleted_at)",
 ]
 
 # Schema 1 -> 2 in place (inside the schema lock): snapshots move to payloads, jobs gain
@@ -187,9 +197,15 @@ _Q = {
              last_error, due_at, enqueued_at)
         SELECT %(mailbox)s, %(key)s, %(op)s, %(hash)s, 1, %(version)s, %(priority)s, 0, 'pending', '',
                {_NOW}, {_NOW}
-        WHERE %(version)s = 0 OR NOT EXISTS (
-            SELECT 1 FROM {{s}}.sync_state AS s
-            WHERE s.mailbox = %(mailbox)s AND s.record_key = %(key)s AND s.source_version > %(version)s)
+        WHERE %(version)s = 0 OR (
+            NOT EXISTS (
+                SELECT 1 FROM {{s}}.sync_state AS s
+                WHERE s.mailbox = %(mailbox)s AND s.record_key = %(key)s AND s.source_version > %(version)s)
+            AND NOT EXISTS (
+                SELECT 1 FROM {{s}}.tombstones AS t
+                WHERE t.mailbox = %(mailbox)s AND t.record_key = %(key)s
+                  AND (t.source_version > %(version)s
+                       OR (t.source_version = %(version)s AND %(op)s = 'upsert'))))
         ON CONFLICT (mailbox, record_key) DO UPDATE SET
             op = EXCLUDED.op,
             payload_hash = EXCLUDED.payload_hash,
@@ -320,9 +336,21 @@ _Q = {
     # those no job references, judged by a snapshot taken after the lock was granted.
     "lock_payloads": "SELECT hash FROM {s}.payloads WHERE hash = ANY(%s::text[]) ORDER BY hash FOR UPDATE",
     # A whole batch in one round trip.
-    "ack_many": """
-        DELETE FROM {s}.jobs AS j USING unnest(%s::bigint[], %s::integer[]) AS a(id, version)
-        WHERE j.id = a.id AND j.version = a.version RETURNING j.id, j.payload_hash""",
+    # A pushed delete leaves its version as a tombstone (see the SQLite store).
+    "ack_many": f"""
+        WITH d AS (
+            DELETE FROM {{s}}.jobs AS j USING unnest(%s::bigint[], %s::integer[]) AS a(id, version)
+            WHERE j.id = a.id AND j.version = a.version
+            RETURNING j.id, j.payload_hash, j.op, j.mailbox, j.record_key, j.source_version
+        ), t AS (
+            INSERT INTO {{s}}.tombstones AS t (mailbox, record_key, source_version, deleted_at)
+            SELECT mailbox, record_key, source_version, {_NOW} FROM d WHERE op = 'delete' AND source_version > 0
+            ON CONFLICT (mailbox, record_key) DO UPDATE SET
+                source_version = GREATEST(t.source_version, EXCLUDED.source_version),
+                deleted_at = EXCLUDED.deleted_at
+        )
+        SELECT id, payload_hash FROM d""",
+    "prune_tombstones": f"DELETE FROM {{s}}.tombstones WHERE deleted_at < {_NOW} - %s",
     "fail": """
         UPDATE {s}.jobs SET attempts = attempts + 1, last_error = %s, status = 'failed'
         WHERE id = %s AND version = %s
@@ -721,6 +749,8 @@ class PostgresOutbox(PerThreadConnections):
                 cur.executemany(self._sql["put_sync"], [self._sync_row(e) for e in entries])
             if removed:
                 cur.executemany(self._sql["delete_sync"], list(removed))
+            if any(j.op == "delete" and j.source_version for j in jobs):
+                cur.execute(self._sql["prune_tombstones"], (TOMBSTONE_SECONDS,))
         # Read after the commit: the whole transaction went to the server in one round trip.
         acked: list[tuple[int, str]] = ack.fetchall() if ack is not None else []
         found = {row[0] for row in acked}

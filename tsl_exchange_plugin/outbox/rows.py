@@ -29,6 +29,10 @@ JOB_COLS = job_cols()
 # Column order of sync_state reads and writes; ``sync_params`` and ``SyncEntry(*row)`` follow it.
 SYNC_COLS = "mailbox, record_key, item_id, change_key, content_hash, item_class, updated_at, source_version"
 
+# How long a pushed delete's version is kept (the stores' tombstones): far longer than two
+# hooks run apart, long enough for a journal replayed after an outage.
+TOMBSTONE_SECONDS = 7 * 86400
+
 
 def payload_hash(payload: str) -> str:
     """The key a snapshot is stored under (empty for deletes): equal texts share one row."""

@@ -24,6 +24,7 @@ from .conns import PerThreadConnections
 from .rows import (
     JOB_COLS,
     SYNC_COLS,
+    TOMBSTONE_SECONDS,
     check_changes,
     check_complete,
     check_worker_id,
@@ -86,6 +87,16 @@ _TABLES = [
         source_version INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (mailbox, record_key)
     ) WITHOUT ROWID""",
+    # A pushed delete's version, kept for a while: a save of an older version whose hook
+    # runs (or whose journal entry is replayed) after the delete was pushed must not bring
+    # the item back, and the sync state of a deleted record is gone.
+    """CREATE TABLE IF NOT EXISTS tombstones (
+        mailbox TEXT NOT NULL,
+        record_key TEXT NOT NULL,
+        source_version INTEGER NOT NULL,
+        deleted_at REAL NOT NULL,
+        PRIMARY KEY (mailbox, record_key)
+    ) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS mailboxes (
         mailbox TEXT PRIMARY KEY,
         parked INTEGER NOT NULL DEFAULT 0,
@@ -108,6 +119,7 @@ _INDEXES = [
     # garbage collection of payloads: "is this snapshot still referenced?"
     """CREATE INDEX IF NOT EXISTS jobs_payload ON jobs (payload_hash)""",
     """CREATE INDEX IF NOT EXISTS sync_state_record ON sync_state (record_key)""",
+    """CREATE INDEX IF NOT EXISTS tombstones_age ON tombstones (deleted_at)""",
 ]
 
 # A file is vacuumed once during the migration to schema 2 (to switch auto_vacuum on) only
@@ -123,9 +135,14 @@ _ENQUEUE = """
 INSERT INTO jobs (mailbox, record_key, op, payload_hash, version, source_version, priority,
                   attempts, status, last_error, due_at, enqueued_at)
 SELECT :mailbox, :key, :op, :hash, 1, :version, :priority, 0, 'pending', '', :now, :now
-WHERE :version = 0 OR NOT EXISTS (
-    SELECT 1 FROM sync_state AS s
-    WHERE s.mailbox = :mailbox AND s.record_key = :key AND s.source_version > :version)
+WHERE :version = 0 OR (
+    NOT EXISTS (
+        SELECT 1 FROM sync_state AS s
+        WHERE s.mailbox = :mailbox AND s.record_key = :key AND s.source_version > :version)
+    AND NOT EXISTS (
+        SELECT 1 FROM tombstones AS t
+        WHERE t.mailbox = :mailbox AND t.record_key = :key
+          AND (t.source_version > :version OR (t.source_version = :version AND :op = 'upsert'))))
 ON CONFLICT (mailbox, record_key) DO UPDATE SET
     op = excluded.op,
     payload_hash = excluded.payload_hash,
@@ -236,10 +253,16 @@ WHERE excluded.source_version = 0 OR excluded.source_version >= sync_state.sourc
 # Acknowledging a batch is one statement each, not one per job: each statement lets the
 # other threads of the process in (the GIL), and a batch holds hundreds of jobs.
 _ACKED = """
-SELECT j.id, j.payload_hash FROM json_each(?) AS p
+SELECT j.id, j.payload_hash, j.op, j.mailbox, j.record_key, j.source_version FROM json_each(?) AS p
 JOIN jobs AS j ON j.id = json_extract(p.value, '$[0]') AND j.version = json_extract(p.value, '$[1]')
 """
 _DELETE_JOBS = "DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?))"
+_PUT_TOMBSTONE = """
+INSERT INTO tombstones (mailbox, record_key, source_version, deleted_at) VALUES (?, ?, ?, ?)
+ON CONFLICT (mailbox, record_key) DO UPDATE SET
+    source_version = max(tombstones.source_version, excluded.source_version), deleted_at = excluded.deleted_at
+"""
+_PRUNE_TOMBSTONES = "DELETE FROM tombstones WHERE deleted_at < ?"
 # Parameters: the error, then [[id, version, due_at], ...]; a superseded job is left alone.
 _RETRY_MANY = """
 UPDATE jobs SET attempts = attempts + 1, last_error = ?1, status = 'pending',
@@ -570,12 +593,17 @@ class SQLiteOutbox(PerThreadConnections):
     ) -> list[bool]:
         # Entries are written before removals, so a pair named in both ends up removed.
         pairs = json.dumps([[j.id, j.version] for j in jobs])
+        now = time.time()
         with self._write() as conn:
             self._fenced(conn, fence)
             acked = conn.execute(_ACKED, (pairs,)).fetchall()
             found = {row[0] for row in acked}
             if found:
                 conn.execute(_DELETE_JOBS, (json.dumps(sorted(found)),))
+                stones = [(r[3], r[4], r[5], now) for r in acked if r[2] == "delete" and r[5] > 0]
+                if stones:
+                    conn.executemany(_PUT_TOMBSTONE, stones)
+                    conn.execute(_PRUNE_TOMBSTONES, (now - TOMBSTONE_SECONDS,))
                 hashes = sorted({row[1] for row in acked if row[1]})
                 if hashes:
                     conn.execute(_COLLECT_PAYLOADS, (json.dumps(hashes),))
