@@ -643,6 +643,9 @@ def event_to_journal(event: RecordEvent, hook: str) -> dict:
         "id": event.ref.id,
         "record": serialize.to_data(event.record) if event.record is not None else None,
         "user": event.user.id if event.user is not None else None,
+        # The source version as the queue would have had it now: a replay hours later must
+        # order the change the same way (and not by the time of the replay).
+        "v": source_version(event, deleted=hook == "deleted"),
     }
 
 
@@ -655,4 +658,6 @@ def event_from_journal(host: Host, rec: dict) -> RecordEvent:
     except (KeyError, TypeError, ValueError) as exc:
         raise JournalRecordUnusable(f"Eintrag im Journal nicht lesbar: {exc}") from exc
     user = host.get_user(str(rec["user"])) if rec.get("user") else None
-    return RecordEvent(ref=ref, record=record, user=user)
+    # A record written before versions were journalled has none: 0, ordered by arrival.
+    version = rec.get("v")
+    return RecordEvent(ref=ref, record=record, user=user, version=version if isinstance(version, int) else 0)
