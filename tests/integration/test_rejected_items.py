@@ -54,10 +54,13 @@ class Rig:
 
     def drain(self, worker: Worker) -> None:
         """Claim until nothing is claimable; an exception counts as a claim (as the worker loop
-        survives it), so a job that comes back at once without progress exhausts MAX_CLAIMS."""
+        survives it), so a job that comes back at once without progress exhausts MAX_CLAIMS.
+        The drain's clock stands at its start: a retry with a short jittered back-off is not
+        due within it, however slowly a loaded machine runs the claims."""
+        now = time.time()
         for _ in range(MAX_CLAIMS):
             try:
-                worked = worker.run_once()
+                worked = worker.run_once(now=now)
             except Exception:
                 worked = True
             if not worked:

@@ -112,11 +112,20 @@ def is_valid_website(value: str) -> bool:
         return False
     match = _URL_SCHEME.match(value)
     if match is None or match.group(1).lower() not in _AUTHORITY_SCHEMES:
-        return match is None or len(value) > match.end()
+        # Brackets only delimit an IPv6 host (RFC 3986, 3.2.2); anywhere else a URI parser refuses them.
+        if "[" in value or "]" in value:
+            return False
+        if match is None:
+            # A relative reference whose first segment holds ":" would read as a scheme (RFC 3986, 4.2).
+            return ":" not in re.split(r"[/?#]", value, maxsplit=1)[0]
+        return len(value) > match.end()
     rest = value[match.end() :]
     if not rest.startswith("//"):
         return False
-    authority = re.split(r"[/?#]", rest[2:], maxsplit=1)[0].rpartition("@")[2]
+    full_authority, *tail = re.split(r"[/?#]", rest[2:], maxsplit=1)
+    if any("[" in t or "]" in t for t in tail):
+        return False
+    authority = full_authority.rpartition("@")[2]
     host, port = authority, ""
     if authority.startswith("["):
         inner, _, after = authority[1:].partition("]")
