@@ -6,6 +6,7 @@ The password is stored only as a vault token and is never returned by ``load``;
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -41,10 +42,16 @@ class ExchangeSettings:
     appointment_reminder_minutes: int | None = None
     deadline_reminder_minutes: int | None = None
     pre_deadline_reminder_minutes: int | None = None
+    # "auto": from the Host field (see ``backend_of``); "ews" or "graph" when chosen explicitly.
+    backend: str = "auto"
 
     @property
     def has_password(self) -> bool:
         return bool(self.password_token)
+
+    @property
+    def uses_graph(self) -> bool:
+        return backend_of(self) == "graph"
 
 
 def ews_url(host: str, *, allow_insecure: bool = False) -> str:
@@ -60,6 +67,47 @@ def ews_url(host: str, *, allow_insecure: bool = False) -> str:
             )
         return host
     return f"https://{host.rstrip('/')}/EWS/Exchange.asmx"
+
+
+GRAPH_HOST_WORDS = frozenset({"graph", "m365", "microsoft365", "microsoft 365", "office365", "office 365"})
+GRAPH_DEFAULT_URL = "https://graph.microsoft.com/v1.0"
+AUTHORITY_DEFAULT = "https://login.microsoftonline.com"
+# Firm settings (Interfaces tab) of the app registration that reaches Microsoft 365 mailboxes.
+GRAPH_FIRM_KEYS = (
+    "graph_tenant_id",
+    "graph_client_id",
+    "graph_secret_token",
+    "graph_certificate_token",
+    "graph_authority",
+)
+
+
+def is_graph_host(host: str) -> bool:
+    """A Microsoft 365 address in the Host field: ``graph`` (or m365, office365), a Graph URL."""
+    h = host.strip().lower().rstrip("/")
+    if h in GRAPH_HOST_WORDS:
+        return True
+    if "://" in h:
+        netloc = h.split("://", 1)[1].split("/", 1)[0]
+        return netloc == "graph.microsoft.com" or h.endswith("/v1.0")
+    return h == "graph.microsoft.com"
+
+
+def backend_of(settings: ExchangeSettings) -> str:
+    if settings.backend in ("ews", "graph"):
+        return settings.backend
+    return "graph" if is_graph_host(settings.host) else "ews"
+
+
+def graph_url(host: str) -> str:
+    h = host.strip().rstrip("/")
+    return h if "://" in h else GRAPH_DEFAULT_URL
+
+
+def is_exchange_online_ews(url: str) -> bool:
+    """An EWS URL of Exchange Online, where Microsoft blocks EWS from 1 October 2026."""
+    netloc = url.split("://", 1)[-1].split("/", 1)[0].lower()
+    return netloc in ("outlook.office365.com", "outlook.office.com") or netloc.endswith(".outlook.com")
 
 
 class AccountStore:
@@ -97,6 +145,7 @@ class AccountStore:
             or settings.host != old.host
             or settings.username != old.username
             or settings.auth_type != old.auth_type
+            or backend_of(settings) != backend_of(old)
         ):
             version += 1
         settings = replace(settings, credentials_version=version)
@@ -111,16 +160,24 @@ class AccountStore:
                 ids.append(key.split(":", 1)[1])
         return ids
 
-    def mailbox_account(self, user: User, settings: ExchangeSettings | None = None) -> MailboxAccount:
-        """Connection data for one call, password decrypted. Raises AccountError with a German reason."""
-        return mailbox_account(user, settings or self.load(user.id), self._vault)
+    def mailbox_account(
+        self, user: User, settings: ExchangeSettings | None = None, *, firm: Mapping[str, Any] | None = None
+    ) -> MailboxAccount:
+        """Connection data for one call, password decrypted. Raises AccountError with a German reason.
+
+        ``firm``: the firm settings, which hold the app registration for Microsoft 365 mailboxes."""
+        return mailbox_account(user, settings or self.load(user.id), self._vault, firm=firm)
 
 
-def mailbox_account(user: User, s: ExchangeSettings, vault: Vault) -> MailboxAccount:
+def mailbox_account(
+    user: User, s: ExchangeSettings, vault: Vault, *, firm: Mapping[str, Any] | None = None
+) -> MailboxAccount:
     """Connection data from one user's settings, password decrypted with ``vault`` (the host's,
     or a worker process's with the same key). Raises AccountError or VaultError (German)."""
     if not s.enabled:
         raise AccountError(f"Exchange-Synchronisation ist für {user.name} nicht aktiviert.")
+    if s.uses_graph:
+        return graph_account(user, s, vault, firm or {})
     if not s.has_password:
         raise AccountError(f"Für {user.name} ist kein Exchange-Passwort hinterlegt.")
     url = ews_url(s.host, allow_insecure=s.allow_insecure)
@@ -133,6 +190,42 @@ def mailbox_account(user: User, s: ExchangeSettings, vault: Vault) -> MailboxAcc
         auth_type=s.auth_type if s.auth_type in ("auto", "ntlm", "basic") else "auto",
         timezone=s.timezone or "Europe/Berlin",
         verify_tls=not s.allow_insecure,
+    )
+
+
+def graph_account(user: User, s: ExchangeSettings, vault: Vault, firm: Mapping[str, Any]) -> MailboxAccount:
+    """A Microsoft 365 mailbox: only its address per user; the app credentials are the firm's."""
+    email = s.email or (s.username if "@" in s.username else "") or user.email
+    if not email or "@" not in email:
+        raise AccountError(f"Für {user.name} fehlt die Postfachadresse (E-Mail) des Microsoft-365-Postfachs.")
+    tenant = str(firm.get("graph_tenant_id") or "").strip()
+    client = str(firm.get("graph_client_id") or "").strip()
+    if not tenant or not client:
+        raise AccountError(
+            "Für Microsoft 365 fehlen Mandanten-ID oder Client-ID der App-Registrierung. Bitte unter "
+            "Schnittstellen › Exchange-Synchronisation eintragen."
+        )
+    secret_token = str(firm.get("graph_secret_token") or "")
+    cert_token = str(firm.get("graph_certificate_token") or "")
+    if not secret_token and not cert_token:
+        raise AccountError(
+            "Für Microsoft 365 ist weder ein Zertifikat noch ein geheimer Clientschlüssel hinterlegt. "
+            "Bitte unter Schnittstellen › Exchange-Synchronisation eintragen."
+        )
+    return MailboxAccount(
+        mailbox=user.id,
+        email=email,
+        ews_url="",
+        username=email,
+        password="",
+        timezone=s.timezone or "Europe/Berlin",
+        backend="graph",
+        tenant_id=tenant,
+        client_id=client,
+        client_secret=vault.decrypt(secret_token) if secret_token else "",
+        client_certificate=vault.decrypt(cert_token) if cert_token else "",
+        graph_url=graph_url(s.host),
+        authority_host=str(firm.get("graph_authority") or AUTHORITY_DEFAULT).rstrip("/"),
     )
 
 

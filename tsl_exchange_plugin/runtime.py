@@ -13,12 +13,13 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 from tsl_hostapi import serialize
 from tsl_hostapi.types import Appointment, Deadline, Host, Record, RecordEvent, RecordRef, Reminder, User
 
 from . import PLUGIN_ID, shared_state, signals, snapshot, subscriptions
-from .accounts import AccountStore, ExchangeSettings
+from .accounts import AccountStore, ExchangeSettings, backend_of
 from .credentials import Vault
 from .exchange.base import ExchangeBackend, MailboxAccount
 from .mapping.context import MappingContext
@@ -94,9 +95,9 @@ class SyncRuntime:
         self.accounts = AccountStore(host.settings, self.vault)
         self.outbox = outbox or open_outbox(self.queue_url(), self.data_dir)
         if backend is None:
-            from .exchange.ews import EwsBackend  # only here: exchangelib is slow to import
+            from .exchange.routing import RoutingBackend  # EWS or Graph per mailbox, each imported on use
 
-            backend = EwsBackend()
+            backend = RoutingBackend()
         self.backend = backend
         self.worker = Worker(
             self.outbox, backend, self.resolve_account, make_mapper(self.mapping_context), worker_config
@@ -179,7 +180,10 @@ class SyncRuntime:
             # New credentials, a new account or a corrected time zone: a parked mailbox gets another chance.
             self.outbox.unpark(user_id)
             signals.mailbox_status_changed.send(self, mailbox=user_id, status="unparked", reason="")
-        if saved.enabled and (not before.enabled or looks_different):
+        moved = saved.enabled and before.enabled and backend_of(saved) != backend_of(before)
+        if moved:
+            self._adopt_on_move(user_id)
+        if saved.enabled and (not before.enabled or looks_different or moved):
             # A new zone or lead time changes how every item looks; unchanged ones are not rewritten.
             self.resync(user_id)
         self.worker.wake()
@@ -624,6 +628,24 @@ class SyncRuntime:
             ]
         self._enqueue(changes)
         return len(changes)
+
+    # --- Microsoft Graph
+    def _adopt_on_move(self, user_id: str) -> None:
+        """The mailbox moved between EWS and Graph: every item is written once more through the new
+        backend. Clearing the content hashes makes the resync rewrite them; the stored ids belong to
+        the old backend, so the new one finds each item by its record key and updates it in place."""
+        keys = self.outbox.sync_keys(user_id)
+        if keys:
+            entries = self.outbox.get_sync(user_id, keys)
+            self.outbox.put_sync_many([replace(e, content_hash="") for e in entries.values()])
+
+    def graph_credentials_changed(self) -> None:
+        """New app credentials for Microsoft 365: every parked Graph mailbox gets another chance."""
+        for user_id in self.accounts.enabled_user_ids():
+            if self.accounts.load(user_id).uses_graph:
+                self.outbox.unpark(user_id)
+                signals.mailbox_status_changed.send(self, mailbox=user_id, status="unparked", reason="")
+        self.worker.wake()
 
 
 class QueueDeferred(Exception):

@@ -23,7 +23,7 @@ from tsl_hostapi.types import (
 )
 
 from . import PLUGIN_ID, subscriptions
-from .accounts import AccountError, ews_url, public_view
+from .accounts import AccountError, backend_of, ews_url, public_view
 
 if TYPE_CHECKING:
     from .runtime import SyncRuntime
@@ -62,7 +62,19 @@ USER_FIELDS = (
     ),
     SettingsField("allow_insecure", "Unsichere Verbindung zulassen (nur Administrator)", "checkbox"),
     SettingsField("status", "Status", "status", read_only=True),
+    SettingsField(
+        "backend",
+        "Schnittstelle",
+        "select",
+        choices=(
+            Choice("auto", "Automatisch (aus dem Feld Host)"),
+            Choice("ews", "Exchange Web Services (Exchange Server, gehostetes Exchange)"),
+            Choice("graph", "Microsoft 365 (Microsoft Graph)"),
+        ),
+        help="Für Microsoft 365 genügt im Feld Host „graph“ und die Postfachadresse; kein Passwort.",
+    ),
 )
+BACKEND_CHOICES = ("auto", "ews", "graph")
 
 TARGET_CHOICES = (
     Choice("default", "Standardordner (Kontakte, Kalender, Aufgaben)"),
@@ -92,6 +104,21 @@ INTERFACES_FIELDS = (
         "cleanup_offer", "Postfächer ohne Zugang mit übertragenen Elementen", "table", read_only=True
     ),
     SettingsField("audit", "Protokoll (neueste zuerst)", "table", read_only=True),
+    SettingsField("graph_tenant_id", "Microsoft 365: Mandanten-ID (Tenant ID)", "text"),
+    SettingsField("graph_client_id", "Microsoft 365: Client-ID der App-Registrierung", "text"),
+    SettingsField(
+        "graph_secret",
+        "Microsoft 365: geheimer Clientschlüssel",
+        "password",
+        help="Der Wert des Geheimnisses, nicht seine ID. Wird verschlüsselt gespeichert und nie angezeigt.",
+    ),
+    SettingsField(
+        "graph_certificate",
+        "Microsoft 365: Zertifikat (PEM mit privatem Schlüssel)",
+        "password",
+        help="Statt des Geheimnisses empfohlen. Wird verschlüsselt gespeichert und nie angezeigt.",
+    ),
+    SettingsField("graph_status", "Microsoft 365: hinterlegt", "status", read_only=True),
 )
 FIRM_DEFAULTS: dict[str, Any] = {
     "target": "default",
@@ -246,7 +273,10 @@ def _save_user(runtime: SyncRuntime, actor: User, user_id: str, values: dict[str
         username=str(values.get("username", current.username) or "").strip(),
         auth_type=str(values.get("auth_type", current.auth_type) or "auto"),
         timezone=str(values.get("timezone", current.timezone) or "Europe/Berlin").strip(),
+        backend=str(values.get("backend", current.backend) or "auto"),
     )
+    if new.backend not in BACKEND_CHOICES:
+        errors.append(FieldError("backend", "Bitte Automatisch, EWS oder Microsoft 365 wählen."))
     if "allow_insecure" in values:
         if not actor.is_admin and bool(values["allow_insecure"]) != current.allow_insecure:
             errors.append(
@@ -256,7 +286,15 @@ def _save_user(runtime: SyncRuntime, actor: User, user_id: str, values: dict[str
             new = replace(new, allow_insecure=bool(values["allow_insecure"]))
     if new.auth_type not in {c.value for c in AUTH_CHOICES}:
         errors.append(FieldError("auth_type", "Bitte Automatisch, NTLM oder Basic wählen."))
-    if new.enabled:
+    if new.enabled and backend_of(new) == "graph":
+        email = str(values.get("email", current.email) or "").strip() or new.username
+        if "@" not in email:
+            errors.append(
+                FieldError(
+                    "email", "Bitte die Adresse des Microsoft-365-Postfachs angeben (z. B. anna@kanzlei.de)."
+                )
+            )
+    elif new.enabled:
         if not new.host:
             errors.append(FieldError("host", "Bitte den Exchange-Server angeben."))
         else:
@@ -303,7 +341,17 @@ def interfaces_values(host: Host, runtime: SyncRuntime) -> SettingsValues:
     from .cleanup import candidates
     from .status import mailbox_rows, summary
 
-    firm = {**FIRM_DEFAULTS, **{k: v for k, v in runtime.firm_settings().items() if k in FIRM_DEFAULTS}}
+    stored = runtime.firm_settings()
+    firm = {**FIRM_DEFAULTS, **{k: v for k, v in stored.items() if k in FIRM_DEFAULTS}}
+    firm["graph_tenant_id"] = stored.get("graph_tenant_id", "")
+    firm["graph_client_id"] = stored.get("graph_client_id", "")
+    firm["graph_status"] = (
+        "Zertifikat hinterlegt"
+        if stored.get("graph_certificate_token")
+        else "Geheimer Clientschlüssel hinterlegt"
+        if stored.get("graph_secret_token")
+        else "Keine Zugangsdaten hinterlegt"
+    )
     text = summary(runtime)
     return SettingsValues(
         {
@@ -417,10 +465,13 @@ def _save_interfaces(runtime: SyncRuntime, values: dict[str, Any]) -> SaveResult
         if problem:
             errors.append(FieldError("queue_url", problem))
     new["queue_url"] = queue_url
+    graph_changed = _graph_values(runtime, values, new, errors)
     if errors:
         return SaveResult(False, tuple(errors))
     folders_changed = (target, subfolder) != (current["target"], current["subfolder"])
     runtime.save_firm_settings(new)
+    if graph_changed:
+        runtime.graph_credentials_changed()
     notes = ["Gespeichert."]
     if queue_changed:
         notes.append("Die neue Warteschlange wird beim nächsten Start verwendet.")
@@ -435,3 +486,45 @@ DEFERRED_MESSAGE = (
     "Gespeichert. Die Warteschlange ist gerade nicht erreichbar; die Übertragung nach Exchange "
     "wird automatisch nachgeholt, sobald sie wieder erreichbar ist (der Administrator ist informiert)."
 )
+
+
+def _graph_values(
+    runtime: SyncRuntime, values: dict[str, Any], new: dict[str, Any], errors: list[FieldError]
+) -> bool:
+    """The Microsoft 365 app registration (tenant, client, secret or certificate); True if it changed.
+    Secret and certificate are encrypted like the users' passwords and never sent back to a form."""
+    current = runtime.firm_settings()
+    changed = False
+    for name in ("graph_tenant_id", "graph_client_id"):
+        if name in values:
+            value = str(values.get(name) or "").strip()
+            if value and not _looks_like_id(value):
+                errors.append(
+                    FieldError(name, "Bitte die ID im Format 00000000-0000-0000-0000-000000000000 eingeben.")
+                )
+            new[name] = value
+            changed |= value != current.get(name, "")
+    secret = str(values.get("graph_secret") or "")
+    if secret:
+        new["graph_secret_token"] = runtime.vault.encrypt(secret)
+        changed = True
+    pem = str(values.get("graph_certificate") or "").strip()
+    if pem:
+        if "PRIVATE KEY-----" not in pem or "BEGIN CERTIFICATE-----" not in pem:
+            errors.append(
+                FieldError(
+                    "graph_certificate",
+                    "Bitte eine PEM-Datei mit privatem Schlüssel und Zertifikat einfügen (ohne Passwort).",
+                )
+            )
+        else:
+            new["graph_certificate_token"] = runtime.vault.encrypt(pem)
+            changed = True
+    return changed
+
+
+def _looks_like_id(value: str) -> bool:
+    import re
+
+    # Tenant ids may also be given as the primary domain (kanzlei.onmicrosoft.com).
+    return bool(re.fullmatch(r"[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}", value)) or "." in value

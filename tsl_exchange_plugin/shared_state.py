@@ -127,7 +127,7 @@ def resolve_account(
         raise LookupError(f"Benutzer {mailbox} existiert nicht mehr.")
     if not user.active:
         raise LookupError(f"Benutzer {user.name} ist deaktiviert.")
-    account = mailbox_account(user, settings, vault)
+    account = mailbox_account(user, settings, vault, firm=firm)
     timeout = firm.get("request_timeout")
     if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0:
         account = replace(account, timeout=float(timeout))

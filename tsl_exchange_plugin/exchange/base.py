@@ -1,7 +1,7 @@
 """The backend boundary: what the worker asks of Exchange, and the errors it can get back.
 
-``exchange/ews.py`` is the only implementation and the only module that imports
-exchangelib. The worker makes every retry decision; a backend never sleeps and
+``exchange/ews.py`` (the only module that imports exchangelib) and ``graph/backend.py`` (the
+only one that imports httpx and msal) implement it; ``exchange/routing.py`` picks one per mailbox. The worker makes every retry decision; a backend never sleeps and
 never retries a write on its own (a retried batch can duplicate items).
 """
 
@@ -31,11 +31,20 @@ class MailboxAccount:
     timezone: str = "Europe/Berlin"
     verify_tls: bool = True  # False only where an administrator allowed a self-signed certificate
     timeout: float = 30.0
+    # Microsoft 365 through Graph (``backend="graph"``): app-only credentials of the firm's app
+    # registration; ``ews_url``, ``username`` and ``password`` are unused then.
+    backend: Literal["ews", "graph"] = "ews"
+    tenant_id: str = ""
+    client_id: str = ""
+    client_secret: str = field(default="", repr=False)
+    client_certificate: str = field(default="", repr=False)  # PEM: private key and certificate
+    graph_url: str = "https://graph.microsoft.com/v1.0"
+    authority_host: str = "https://login.microsoftonline.com"
 
     @property
     def server(self) -> str:
-        """host:port of the EWS endpoint: the unit for the in-flight request limit."""
-        parts = urlsplit(self.ews_url)
+        """host:port of the endpoint: the unit for the in-flight request limit."""
+        parts = urlsplit(self.graph_url if self.backend == "graph" else self.ews_url)
         return parts.netloc.lower()
 
 

@@ -1,0 +1,599 @@
+"""The Graph backend: ``ExchangeBackend`` for Microsoft 365 mailboxes (httpx + msal).
+
+Why httpx and msal rather than Microsoft's Graph SDK: the SDK is asynchronous, large, and retries
+on its own (its middleware repeats throttled and failed requests), while the worker must own every
+retry decision (a repeated create can duplicate items) and the pipeline is synchronous. httpx is
+small, synchronous, pools connections, and lets the backend build ``$batch`` requests and read
+``Retry-After`` itself; msal is Microsoft's own token library and the only piece of auth we need.
+Both run against the local Graph sandbox in tests.
+
+How it behaves (facts in ``shared/graph-reference/NOTES.md``):
+
+- **Batches.** Every operation goes out as JSON ``$batch`` requests of up to 20 inner requests,
+  correlated by id (answers come back in any order). A batch answers 200 even when items failed;
+  each inner answer is translated on its own.
+- **Politeness.** At most 4 requests per mailbox in flight, counted across all sessions of the
+  backend; a batch holds one slot per inner request, at most 4, because Graph runs a batch's
+  Outlook requests 4 at a time. A budget of 10,000 requests per 10 minutes per mailbox is kept
+  before sending: when it is used up, ``TransientError`` with the wait. 429 and 503 (outer or
+  inner) become ``TransientError`` with ``Retry-After`` as ``back_off``; the backend never waits or
+  retries a write itself.
+- **Unknown outcomes.** A create whose answer is lost (timeout, dropped connection, 500/504)
+  raises or reports ``OutcomeUnknown``: the worker looks the keys up before creating again. Events
+  also carry a ``transactionId``, so Graph itself drops a repeated create.
+- **Identity.** See ``wire``: the same extended property as over EWS; To Do tasks carry the key as
+  the linked resource's ``externalId``. Stored ids from the EWS backend are not valid Graph ids;
+  Graph answers ``ErrorInvalidIdMalformed`` for them, reported as ``ItemNotFound`` so the worker
+  finds the item by key and adopts it.
+- **Errors.** 401 asks msal for a fresh token once, then parks (``AuthFailed``); 403
+  ``ErrorAccessDenied`` or a mailbox without Exchange Online is a ``ConfigError`` for that
+  mailbox only. All messages are German and never contain a secret.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from ..exchange import turns
+from ..exchange.base import (
+    AuthFailed,
+    ConfigError,
+    Conflict,
+    ExchangeError,
+    ItemClass,
+    ItemNotFound,
+    ItemRef,
+    ItemRejected,
+    MailboxAccount,
+    OutcomeUnknown,
+    PerItem,
+    TransientError,
+    Written,
+)
+from ..mapping.common import merge_body
+from ..mapping.items import ExchangeItem, TaskEntry
+from . import wire
+from .auth import TokenSource
+
+BATCH_LIMIT = 20
+MAILBOX_CONCURRENCY = 4
+BUDGET = (10_000, 600.0)  # requests per seconds, per (app, mailbox)
+QUOTA_BACK_OFF = 3600.0
+DEFAULT_BACK_OFF = 30.0
+PAGE = 100
+CA_FILE_ENV = "TSL_GRAPH_CA_FILE"
+PREFER = 'IdType="ImmutableId", outlook.timezone="UTC", outlook.body-content-type="text"'
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: Any
+
+
+class _Slots:
+    """A counting semaphore whose holders take several slots at once (a batch takes up to 4)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._free = size
+        self._cv = threading.Condition()
+
+    def acquire(self, n: int) -> None:
+        n = min(n, self.size)
+        with self._cv:
+            self._cv.wait_for(lambda: self._free >= n)
+            self._free -= n
+
+    def release(self, n: int) -> None:
+        n = min(n, self.size)
+        with self._cv:
+            self._free += n
+            self._cv.notify_all()
+
+
+class _Budget:
+    """Requests sent to one mailbox in the sliding window."""
+
+    def __init__(self, limit: int, window: float, clock):
+        self.limit, self.window, self.clock = limit, window, clock
+        self._sent: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> None:
+        now = self.clock()
+        with self._lock:
+            while self._sent and self._sent[0] <= now - self.window:
+                self._sent.popleft()
+            if len(self._sent) + n > self.limit:
+                wait = (self._sent[0] + self.window - now) if self._sent else self.window
+                raise TransientError(
+                    "Das Anfragekontingent von Microsoft 365 für dieses Postfach (10.000 Anfragen in "
+                    "10 Minuten) ist ausgeschöpft; es geht danach automatisch weiter.",
+                    max(1.0, wait),
+                )
+            self._sent.extend([now] * n)
+
+
+class GraphBackend:
+    """Sessions on Microsoft 365 mailboxes. One per process; sessions share its limits and tokens."""
+
+    def __init__(
+        self,
+        *,
+        verify: bool | str | None = None,
+        batch_size: int = BATCH_LIMIT,
+        concurrency: int = MAILBOX_CONCURRENCY,
+        budget: tuple[int, float] = BUDGET,
+        clock=time.monotonic,
+        todo_list: str = wire.TODO_LIST_NAME,
+    ):
+        if verify is None:
+            # A firm behind a TLS-inspecting proxy (and the test sandbox) names its CA bundle here.
+            verify = os.environ.get(CA_FILE_ENV) or True
+        self.verify = verify
+        self.batch_size = max(1, min(BATCH_LIMIT, batch_size))
+        self.concurrency = concurrency
+        self.budget = budget
+        self.clock = clock
+        self.todo_list = todo_list
+        self.tokens = TokenSource(verify=verify)
+        # Named subfolders are an EWS option for now; Graph writes to the default folders.
+        self.target_folders: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._slots: dict[str, _Slots] = {}
+        self._budgets: dict[str, _Budget] = {}
+        self._lists: dict[str, str] = {}  # mailbox -> id of our To Do list
+        self._client = httpx.Client(
+            verify=ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify,
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+        )
+
+    def slots(self, account: MailboxAccount) -> _Slots:
+        key = f"{account.client_id}|{account.email.lower()}"
+        with self._lock:
+            return self._slots.setdefault(key, _Slots(self.concurrency))
+
+    def budget_of(self, account: MailboxAccount) -> _Budget:
+        key = f"{account.client_id}|{account.email.lower()}"
+        with self._lock:
+            if key not in self._budgets:
+                self._budgets[key] = _Budget(*self.budget, self.clock)
+            return self._budgets[key]
+
+    def session(self, account: MailboxAccount) -> GraphSession:
+        if account.backend != "graph":
+            raise ConfigError("Dieses Postfach ist nicht für Microsoft Graph eingerichtet.")
+        return GraphSession(self, account)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _error_of(body: Any) -> tuple[str, str]:
+    err = (body or {}).get("error") if isinstance(body, dict) else None
+    if not isinstance(err, dict):
+        return "", ""
+    return str(err.get("code") or ""), str(err.get("message") or "")
+
+
+def _retry_after(headers: dict[str, str]) -> float | None:
+    for k, v in (headers or {}).items():
+        if k.lower() == "retry-after":
+            try:
+                return max(0.0, float(v))
+            except ValueError:
+                return None
+    return None
+
+
+class GraphSession:
+    """Operations on one mailbox; serves one worker lane at a time."""
+
+    def __init__(self, backend: GraphBackend, account: MailboxAccount):
+        self._backend = backend
+        self._account = account
+        self._slots = backend.slots(account)
+        self._budget = backend.budget_of(account)
+        self._user = "/users/" + quote(account.email, safe="@.")
+
+    # ------------------------------------------------------------------ plumbing
+    def _headers(self, token: str) -> dict[str, str]:
+        return {
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            "client-request-id": str(uuid.uuid4()),
+        }
+
+    def _post_batch(self, requests: list[dict], *, writing: bool, creating: bool) -> dict[str, Answer]:
+        """One $batch HTTP request; whole-request errors are raised."""
+        n = len(requests)
+        self._budget.take(n)
+        refreshed = False
+        while True:
+            token = self._backend.tokens.token(self._account)
+            turns.pause()  # waiting for a slot or the server: another lane may build meanwhile
+            self._slots.acquire(n)
+            try:
+                resp = self._backend._client.post(
+                    self._account.graph_url.rstrip("/") + "/$batch",
+                    json={"requests": requests},
+                    headers=self._headers(token),
+                    timeout=self._account.timeout,
+                )
+            except httpx.TimeoutException:
+                raise self._lost(writing, creating, "Zeitüberschreitung") from None
+            except (httpx.ConnectError, httpx.ProxyError):
+                raise TransientError("Microsoft 365 ist nicht erreichbar (Verbindung abgelehnt).") from None
+            except httpx.TransportError as exc:
+                raise self._lost(writing, creating, f"Verbindung abgebrochen: {type(exc).__name__}") from None
+            finally:
+                self._slots.release(n)
+                turns.resume()
+            if resp.status_code == 401 and not refreshed:
+                refreshed = True  # an expired or revoked token: ask msal once more, then give up
+                self._backend.tokens.forget(self._account)
+                continue
+            break
+        if resp.status_code == 200:
+            try:
+                items = resp.json()["responses"]
+                return {
+                    str(i["id"]): Answer(int(i["status"]), dict(i.get("headers") or {}), i.get("body"))
+                    for i in items
+                }
+            except (ValueError, KeyError, TypeError):
+                raise self._lost(writing, creating, "unlesbare Antwort") from None
+        body = None
+        try:
+            body = resp.json()
+        except ValueError:
+            pass
+        raise self._whole(Answer(resp.status_code, dict(resp.headers), body), writing, creating)
+
+    def _lost(self, writing: bool, creating: bool, why: str) -> ExchangeError:
+        if creating or writing:
+            return OutcomeUnknown(f"Antwort von Microsoft 365 verloren ({why}); der Stand wird geprüft.")
+        return TransientError(f"Microsoft 365 antwortet nicht ({why}).")
+
+    def _whole(self, ans: Answer, writing: bool, creating: bool) -> ExchangeError:
+        """An error that concerns the whole mailbox or request."""
+        code, _ = _error_of(ans.body)
+        status = ans.status
+        if status == 401:
+            return AuthFailed(
+                "Microsoft 365 lehnt das Zugriffstoken ab (InvalidAuthenticationToken). Bitte die App-Zugangsdaten "
+                "unter Schnittstellen prüfen."
+            )
+        if status == 403 and code in ("ErrorAccessDenied", "Authorization_RequestDenied", "AccessDenied"):
+            return ConfigError(
+                f"Die App darf nicht auf das Postfach {self._account.email} zugreifen ({code}). Ein Exchange-"
+                "Administrator muss das Postfach in den Bereich der App aufnehmen (RBAC für Anwendungen oder "
+                "Application Access Policy)."
+            )
+        if status == 404 and code in ("MailboxNotEnabledForRESTAPI", "ErrorInvalidUser", "ResourceNotFound"):
+            return ConfigError(
+                f"Für {self._account.email} gibt es kein Exchange-Online-Postfach ({code}): nicht lizenziert, "
+                "gelöscht oder noch lokal (Hybrid). Bitte die Postfachadresse prüfen oder EWS verwenden."
+            )
+        if status in (429, 503, 504, 500, 502) or status >= 500:
+            back_off = _retry_after(ans.headers)
+            text = (
+                "Microsoft 365 drosselt die Anfragen für dieses Postfach (429)."
+                if status == 429
+                else f"Microsoft 365 ist vorübergehend nicht verfügbar ({status})."
+            )
+            if status in (500, 504) and (writing or creating):
+                return OutcomeUnknown(text, back_off)
+            return TransientError(text, back_off if back_off is not None else None)
+        return ConfigError(f"Microsoft 365 lehnt die Anfrage ab ({status} {code}).")
+
+    def _item_error(self, ans: Answer, *, writing: bool, creating: bool) -> ExchangeError:
+        code, message = _error_of(ans.body)
+        status = ans.status
+        if status == 404 and code in ("ErrorItemNotFound", "ItemNotFound", "ResourceNotFound", ""):
+            return ItemNotFound(
+                "Das Element ist im Postfach nicht mehr vorhanden (z. B. am Telefon gelöscht)."
+            )
+        if code in ("ErrorInvalidIdMalformed", "RequestBroker--ParseUri"):
+            # An id from the other backend (EWS) or an older format: the item is looked up by key.
+            return ItemNotFound(
+                "Die gespeicherte Element-ID gilt in Microsoft Graph nicht; das Element wird gesucht."
+            )
+        if status in (409, 412) or code in ("ErrorIrresolvableConflict", "ErrorDuplicateTransactionId"):
+            return Conflict(
+                f"Das Element wurde inzwischen geändert ({code or status}); es wird neu abgeglichen."
+            )
+        if code in ("ErrorQuotaExceeded", "QuotaExceededException") or status == 507:
+            return TransientError(
+                "Das Postfach ist voll (Speicherkontingent überschritten); neuer Versuch später.",
+                QUOTA_BACK_OFF,
+            )
+        if status in (401, 403) or (
+            status == 404 and code in ("MailboxNotEnabledForRESTAPI", "ErrorInvalidUser")
+        ):
+            return self._whole(ans, writing, creating)
+        if status == 424:
+            return TransientError("Eine vorausgehende Anfrage im Stapel ist fehlgeschlagen.")
+        if status == 429 or status >= 500:
+            return self._whole(ans, writing, creating)
+        if status >= 400:
+            return ItemRejected(f"Microsoft 365 lehnt das Element ab ({code or status}): {message[:200]}")
+        return ItemRejected(f"Unerwartete Antwort von Microsoft 365 ({status}).")
+
+    def _run(
+        self, requests: list[dict], *, writing: bool = False, creating: bool = False
+    ) -> list[Answer | ExchangeError]:
+        """Send requests in $batch chunks; one answer or per-item error per request, in order.
+
+        A whole-request error is raised; if an earlier chunk of a create already went through,
+        it becomes OutcomeUnknown (its ids die with the exception)."""
+        out: list[Answer | ExchangeError] = []
+        size = self._backend.batch_size
+        for start in range(0, len(requests), size):
+            chunk = requests[start : start + size]
+            for n, r in enumerate(chunk):
+                r["id"] = str(n + 1)
+            try:
+                answers = self._post_batch(chunk, writing=writing, creating=creating)
+            except ExchangeError as err:
+                if creating and start > 0 and not isinstance(err, OutcomeUnknown):
+                    raise OutcomeUnknown(
+                        f"{err} Ein Teil des Stapels wurde bereits geschrieben.",
+                        getattr(err, "back_off", None),
+                    ) from None
+                raise
+            results: list[Answer | ExchangeError] = []
+            for r in chunk:
+                ans = answers.get(r["id"])
+                if ans is None:
+                    results.append(
+                        OutcomeUnknown("Microsoft 365 lieferte keine Antwort für ein Element.")
+                        if (creating or writing)
+                        else TransientError("Antwort fehlt.")
+                    )
+                elif 200 <= ans.status < 300:
+                    results.append(ans)
+                else:
+                    results.append(self._item_error(ans, writing=writing, creating=creating))
+            # Every item refused for the same whole-mailbox reason: raise it, so the mailbox is parked.
+            whole = [e for e in results if isinstance(e, (AuthFailed, ConfigError))]
+            if whole and len(whole) == len(results):
+                raise whole[0]
+            out += results
+        return out
+
+    @staticmethod
+    def _req(method: str, url: str, body: Any = None) -> dict:
+        r: dict[str, Any] = {"id": "", "method": method, "url": url, "headers": {"Prefer": PREFER}}
+        if body is not None:
+            r["body"] = body
+            r["headers"]["Content-Type"] = "application/json"
+        return r
+
+    # ------------------------------------------------------------------ folders
+    def _collection(self, item_class: str) -> str:
+        if item_class == "contact":
+            return f"{self._user}/contacts"
+        if item_class == "calendar":
+            return f"{self._user}/events"
+        return f"{self._user}/todo/lists/{self._todo_list()}/tasks"
+
+    def _todo_list(self) -> str:
+        """Our To Do list in this mailbox (created on first use, found again by its name)."""
+        key = f"{self._account.client_id}|{self._account.email.lower()}"
+        with self._backend._lock:
+            found = self._backend._lists.get(key)
+        if found:
+            return found
+        name = self._backend.todo_list
+        (ans,) = self._run([self._req("GET", f"{self._user}/todo/lists?$top={PAGE}")])
+        if isinstance(ans, ExchangeError):
+            raise ans
+        lists = [v for v in (ans.body or {}).get("value", []) if v.get("displayName") == name]
+        if lists:
+            list_id = str(lists[0]["id"])
+        else:
+            (ans,) = self._run(
+                [self._req("POST", f"{self._user}/todo/lists", {"displayName": name})], writing=True
+            )
+            if isinstance(ans, ExchangeError):
+                raise ans
+            list_id = str(ans.body["id"])
+        with self._backend._lock:
+            self._backend._lists[key] = list_id
+        return list_id
+
+    # ------------------------------------------------------------------ MailboxSession
+    # The ids this backend hands out name their collection ("contact:<rest id>"), because a Graph
+    # item is addressed through it (/contacts/{id}, /events/{id}, /todo/lists/{l}/tasks/{id}) and
+    # a delete gets only the id. An id without that prefix came from the EWS backend.
+    @staticmethod
+    def _written(item_class: str, body: dict) -> Written:
+        return Written(
+            f"{item_class}:{body['id']}", str(body.get("changeKey") or body.get("@odata.etag") or "")
+        )
+
+    @staticmethod
+    def _ref(item_class: str, data: dict) -> ItemRef:
+        return ItemRef(
+            f"{item_class}:{data['id']}", str(data.get("changeKey") or data.get("@odata.etag") or "")
+        )
+
+    def create(self, items: Sequence[ExchangeItem]) -> list[PerItem]:
+        results: list[PerItem | None] = [None] * len(items)
+        reqs, owners = [], []
+        for pos, item in enumerate(items):
+            try:
+                body = wire.create_body(item)
+                url = self._collection(item.item_class)
+            except ExchangeError:
+                raise
+            except Exception as exc:
+                results[pos] = ItemRejected(f"Element kann nicht erzeugt werden: {exc}")
+                continue
+            reqs.append(self._req("POST", url, body))
+            owners.append(pos)
+        for pos, ans in zip(owners, self._run(reqs, writing=True, creating=True), strict=True):
+            results[pos] = (
+                ans if isinstance(ans, ExchangeError) else self._written(items[pos].item_class, ans.body)
+            )
+        return [r if r is not None else ItemRejected("Element wurde nicht verarbeitet.") for r in results]
+
+    def _item_url(self, item_id: str) -> str | None:
+        """The URL of one of our items, or None for an id that is not one of this backend's."""
+        item_class, sep, rest = item_id.partition(":")
+        if not sep or item_class not in ("contact", "calendar", "task") or not rest:
+            return None
+        return f"{self._collection(item_class)}/{quote(rest, safe='=-_')}"
+
+    def update(self, changes: Sequence[tuple[ItemRef, ExchangeItem]]) -> list[PerItem]:
+        if not changes:
+            return []
+        results: list[PerItem | None] = [None] * len(changes)
+        # 1. Current bodies, so that what the user wrote below the marker is kept.
+        select = {"contact": "personalNotes", "calendar": "body", "task": "body"}
+        urls = [self._item_url(ref.item_id) for ref, _ in changes]
+        gets = [
+            self._req("GET", f"{url}?$select={select[item.item_class]}")
+            for url, (_, item) in zip(urls, changes, strict=True)
+            if url is not None
+        ]
+        current_bodies = iter(self._run(gets))
+        patches, owners = [], []
+        for pos, ((_, item), url) in enumerate(zip(changes, urls, strict=True)):
+            if url is None:
+                results[pos] = _foreign()
+                continue
+            cur = next(current_bodies)
+            if isinstance(cur, ExchangeError):
+                results[pos] = cur
+                continue
+            try:
+                current = wire.body_text(item.item_class, cur.body or {})
+                merged = _with_body(item, merge_body(item.body, current))
+                patch = wire.fields(merged)
+            except Exception as exc:
+                results[pos] = ItemRejected(f"Element kann nicht geschrieben werden: {exc}")
+                continue
+            if isinstance(item, TaskEntry) and item.reminder_at is None:
+                patch["reminderDateTime"] = None
+            patches.append(self._req("PATCH", url, patch))
+            owners.append(pos)
+        # 2. Every owned field, empty ones cleared.
+        for pos, ans in zip(owners, self._run(patches, writing=True), strict=True):
+            cls = changes[pos][1].item_class
+            results[pos] = ans if isinstance(ans, ExchangeError) else self._written(cls, ans.body)
+        return [r if r is not None else ItemRejected("Element wurde nicht verarbeitet.") for r in results]
+
+    def delete(self, refs: Sequence[ItemRef]) -> list[ExchangeError | None]:
+        if not refs:
+            return []
+        urls = [self._item_url(ref.item_id) for ref in refs]
+        answers = iter(self._run([self._req("DELETE", u) for u in urls if u is not None], writing=True))
+        out: list[ExchangeError | None] = []
+        for url in urls:
+            if url is None:
+                out.append(_foreign())
+                continue
+            ans = next(answers)
+            out.append(ans if isinstance(ans, ExchangeError) else None)
+        return out
+
+    def _pages(self, first: list[str]) -> list[list[dict]]:
+        """GET each url (in batches) and follow @odata.nextLink until every collection is read."""
+        base = self._account.graph_url.rstrip("/")
+        pending = list(enumerate(first))
+        pages: list[list[dict]] = [[] for _ in first]
+        while pending:
+            answers = self._run([self._req("GET", url) for _, url in pending])
+            nxt = []
+            for (idx, _), ans in zip(pending, answers, strict=True):
+                if isinstance(ans, ExchangeError):
+                    raise ans
+                pages[idx] += list((ans.body or {}).get("value", []))
+                link = (ans.body or {}).get("@odata.nextLink")
+                if link:
+                    # Follow it verbatim, made relative for the batch (NOTES §5).
+                    nxt.append((idx, link[len(base) :] if link.startswith(base) else link))
+            pending = nxt
+        return pages
+
+    def _filter_url(self, item_class: str, condition: str) -> str:
+        prop = wire.odata_quote(wire.RECORD_ID_PROPERTY)
+        flt = f"singleValueExtendedProperties/Any(ep: ep/id eq {prop} and {condition})"
+        exp = f"singleValueExtendedProperties($filter=id eq {prop})"
+        q = lambda v: quote(v, safe="()'=,$")  # noqa: E731 - spaces as %20, never '+' (NOTES §6)
+        return (
+            f"{self._collection(item_class)}?$filter={q(flt)}&$expand={q(exp)}"
+            f"&$select=id,changeKey&$top={PAGE}"
+        )
+
+    def find_by_keys(self, item_class: ItemClass, record_keys: Sequence[str]) -> dict[str, list[ItemRef]]:
+        keys = list(dict.fromkeys(k for k in record_keys if k))
+        found: dict[str, list[ItemRef]] = {k: [] for k in keys}
+        if not keys:
+            return found
+        if item_class == "task":
+            for key, refs in self.find_all_ours("task").items():
+                if key in found:
+                    found[key] = refs
+            return found
+        urls = [self._filter_url(item_class, f"ep/value eq {wire.odata_quote(k)}") for k in keys]
+        for page in self._pages(urls):
+            for data in page:
+                key = wire.record_key_of(item_class, data)
+                if key in found:  # the filter ignores case; the key does not
+                    found[key].append(self._ref(item_class, data))
+        return found
+
+    def find_all_ours(self, item_class: ItemClass) -> dict[str, list[ItemRef]]:
+        if item_class == "task":
+            url = f"{self._collection('task')}?$expand=linkedResources&$top={PAGE}"
+        else:
+            url = self._filter_url(item_class, "ep/value ne ''")
+        found: dict[str, list[ItemRef]] = {}
+        for data in self._pages([url])[0]:
+            key = wire.record_key_of(item_class, data)
+            if key:
+                found.setdefault(key, []).append(self._ref(item_class, data))
+        return found
+
+    def folder_count(self, item_class: ItemClass) -> int:
+        (ans,) = self._run(
+            [self._req("GET", f"{self._collection(item_class)}?$count=true&$top=1&$select=id")]
+        )
+        if isinstance(ans, ExchangeError):
+            raise ans
+        count = (ans.body or {}).get("@odata.count")
+        if isinstance(count, int):
+            return count
+        return len(self._pages([f"{self._collection(item_class)}?$select=id&$top={PAGE}"])[0])
+
+    def close(self) -> None:
+        # The HTTP client and the tokens belong to the backend and are shared by its sessions.
+        pass
+
+
+def _foreign() -> ItemNotFound:
+    return ItemNotFound(
+        "Die gespeicherte Element-ID stammt nicht aus Microsoft Graph; das Element wird gesucht."
+    )
+
+
+def _with_body(item: ExchangeItem, body: str) -> ExchangeItem:
+    import dataclasses
+
+    return dataclasses.replace(item, body=body)

@@ -1,0 +1,130 @@
+"""Request and response bodies checked against the OpenAPI subset of Graph (the sandbox variant).
+
+The subset lives in ``shared/graph-reference/openapi-v1.0-subset.sandbox.yaml`` beside the project
+(or in ``TSL_GRAPH_REFERENCE_DIR``). A body that breaks it is a test failure, whichever side sent
+it: the backend's request or the sandbox's own answer.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CONTRACT_FILE = "openapi-v1.0-subset.sandbox.yaml"
+
+
+class ContractNotFound(RuntimeError):
+    pass
+
+
+def find_contract() -> Path:
+    env = os.environ.get("TSL_GRAPH_REFERENCE_DIR")
+    if env:
+        p = Path(env) / CONTRACT_FILE
+        if p.is_file():
+            return p
+        raise ContractNotFound(f"TSL_GRAPH_REFERENCE_DIR={env} enthält keine {CONTRACT_FILE}")
+    here = Path(__file__).resolve().parent
+    cwd = Path.cwd().resolve()
+    for d in [here, *here.parents, cwd, *cwd.parents]:
+        for cand in (d / "shared" / "graph-reference", d.parent / "shared" / "graph-reference"):
+            if (cand / CONTRACT_FILE).is_file():
+                return cand / CONTRACT_FILE
+    raise ContractNotFound(
+        "Die Graph-Referenz (shared/graph-reference) wurde nicht gefunden; die Sandbox braucht sie zur "
+        "Prüfung. Im Projektordner starten oder TSL_GRAPH_REFERENCE_DIR setzen, oder ohne Prüfung starten."
+    )
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    template: str
+    pattern: re.Pattern
+    request: dict | None  # schema of the JSON request body
+    response: dict | None  # schema of a 2XX JSON answer
+
+
+class Contract:
+    def __init__(self, path: Path | None = None):
+        import yaml
+
+        self.path = path or find_contract()
+        with open(self.path, encoding="utf-8") as fh:
+            self.doc = yaml.safe_load(fh)
+        self.components = self.doc["components"]
+        self.operations: list[Operation] = []
+        for template, item in self.doc["paths"].items():
+            clean = template.replace("()", "")
+            regex = "^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(clean)) + "$"
+            for method, op in item.items():
+                if method.upper() not in ("GET", "POST", "PATCH", "PUT", "DELETE"):
+                    continue
+                req = (
+                    ((op.get("requestBody") or {}).get("content") or {}).get("application/json") or {}
+                ).get("schema")
+                resp = None
+                for code, answer in (op.get("responses") or {}).items():
+                    if str(code).startswith("2"):
+                        answer = self._deref(answer)
+                        resp = ((answer.get("content") or {}).get("application/json") or {}).get("schema")
+                        break
+                self.operations.append(Operation(method.upper(), clean, re.compile(regex), req, resp))
+        self._error_schema = self._deref(self.components["responses"]["error"])["content"][
+            "application/json"
+        ]["schema"]
+        self._validators: dict[int, Any] = {}
+        self._lock = threading.Lock()
+
+    def _deref(self, node: dict) -> dict:
+        ref = node.get("$ref") if isinstance(node, dict) else None
+        if not ref:
+            return node
+        target: Any = self.doc
+        for part in ref.lstrip("#/").split("/"):
+            target = target[part]
+        return target
+
+    def operation(self, method: str, path: str) -> Operation | None:
+        for op in self.operations:
+            if op.method == method and op.pattern.match(path):
+                return op
+        return None
+
+    def _validator(self, schema: dict):
+        key = id(schema)
+        with self._lock:
+            v = self._validators.get(key)
+            if v is None:
+                from openapi_schema_validator import OAS30Validator
+
+                v = OAS30Validator({**schema, "components": self.components})
+                self._validators[key] = v
+        return v
+
+    def errors(self, schema: dict | None, instance: Any) -> list[str]:
+        if schema is None or instance is None:
+            return []
+        out = []
+        for err in self._validator(schema).iter_errors(instance):
+            where = "/".join(str(p) for p in err.absolute_path) or "(Wurzel)"
+            out.append(f"{where}: {err.message[:300]}")
+        return out
+
+    def request_errors(self, method: str, path: str, body: Any) -> list[str]:
+        op = self.operation(method, path)
+        if op is None:
+            return [f"{method} {path}: kein Pfad im Vertrag"]
+        return self.errors(op.request, body)
+
+    def response_errors(self, method: str, path: str, status: int, body: Any) -> list[str]:
+        if status >= 400:
+            return self.errors(self._error_schema, body)
+        op = self.operation(method, path)
+        if op is None:
+            return [f"{method} {path}: kein Pfad im Vertrag"]
+        return self.errors(op.response, body)
