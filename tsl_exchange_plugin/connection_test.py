@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 from tsl_hostapi.types import ActionResult, User
 
 from . import PLUGIN_ID
-from .accounts import AccountError, ews_url
+from .accounts import AccountError, backend_of, ews_url, is_exchange_online_ews
 from .exchange.base import (
     AuthFailed,
     ConfigError,
@@ -267,6 +267,10 @@ def _exchange_steps(runtime: SyncRuntime, account: MailboxAccount) -> None:
 
 def _check(runtime: SyncRuntime, account: MailboxAccount) -> float | None:
     """Every step; raises ``_Failed``. Returns the clock difference in seconds if the server sent one."""
+    if account.backend == "graph":
+        return _check_graph(runtime, account)
+    if is_exchange_online_ews(account.ews_url) and _local_now() >= EWS_ONLINE_END:
+        raise _Failed("exchange_online", EXCHANGE_ONLINE_ENDED)
     parts = urlsplit(account.ews_url)
     host = parts.hostname or ""
     tls = parts.scheme == "https"
@@ -293,6 +297,80 @@ def _check(runtime: SyncRuntime, account: MailboxAccount) -> float | None:
     return skew
 
 
+# --------------------------------------------------------------------------- Microsoft 365 (Graph)
+
+EWS_ONLINE_BLOCKED = 1790812800.0  # 2026-10-01 00:00 UTC: Exchange Online blocks EWS by default
+EWS_ONLINE_END = 1806537600.0  # 2027-04-01 00:00 UTC: Exchange Online switches EWS off for good
+GRAPH_OFFER = (
+    "Für Microsoft-365-Postfächer bitte Microsoft Graph verwenden: im Feld „Host“ „graph“ eintragen "
+    "(oder Schnittstelle „Microsoft 365“ wählen) und die App-Registrierung der Kanzlei unter Schnittstellen › "
+    "Exchange-Synchronisation hinterlegen. Bereits übertragene Einträge werden übernommen, nicht verdoppelt."
+)
+EXCHANGE_ONLINE_ENDED = (
+    "Dies ist die EWS-Adresse von Exchange Online (Microsoft 365). Microsoft hat EWS dort am 1. April 2027 "
+    "endgültig abgeschaltet. " + GRAPH_OFFER
+)
+EXCHANGE_ONLINE_BLOCKED = (
+    "Hinweis: Dies ist die EWS-Adresse von Exchange Online (Microsoft 365). Microsoft sperrt EWS dort seit "
+    "dem 1. Oktober 2026, wenn die Kanzlei es nicht ausdrücklich freigegeben hat, und schaltet es am "
+    "1. April 2027 ab. " + GRAPH_OFFER
+)
+
+
+def _check_graph(runtime: SyncRuntime, account: MailboxAccount) -> float | None:
+    """Token, mailbox, folders and To Do list, a probe contact written and deleted, the clock."""
+    session = runtime.backend.session(account)
+    step = "token"
+    try:
+        graph = getattr(runtime.backend, "graph", None)
+        tokens = getattr(graph, "tokens", None)
+        sent_at = _local_now()
+        if tokens is not None:
+            tokens.token(account, fresh=True)
+        step = "mailbox"
+        for item_class in ("contact", "calendar", "task"):
+            session.folder_count(item_class)
+            step = "folders"
+        received_at = _local_now()
+        server_time = getattr(session, "server_time", lambda: None)()
+        step = "probe"
+        probe = ContactItem(
+            record_key=f"probe:{uuid.uuid4().hex}",
+            display_name="timeSensor Verbindungstest",
+            file_as="timeSensor Verbindungstest",
+            surname="Verbindungstest",
+        )
+        created = session.create([probe])[0]
+        if not isinstance(created, Written):
+            raise created
+        errors = [e for e in session.delete([ItemRef(created.item_id, created.change_key)]) if e]
+        if errors:
+            raise _Failed(
+                "probe",
+                f"Das Testelement wurde angelegt, aber nicht wieder gelöscht: {errors[0]}. "
+                "Bitte „timeSensor Verbindungstest“ in den Kontakten von Hand löschen.",
+            )
+    except ExchangeError as exc:
+        text = str(exc)
+        if isinstance(exc, TransientError) and "drosselt" in text:
+            text += " Bitte in einigen Minuten erneut testen."
+        raise _Failed(step, text) from None
+    finally:
+        session.close()
+    if server_time is None:
+        return None
+    skew = server_time - (sent_at + received_at) / 2
+    if abs(skew) > MAX_CLOCK_SKEW:
+        which = "vor" if skew > 0 else "nach"
+        raise _Failed(
+            "clock",
+            f"Die Uhr von Microsoft 365 geht gegenüber diesem Rechner um etwa {abs(skew) / 60:.0f} Minuten "
+            f"{which}. Bitte die Uhrzeit dieses Rechners (Zeitserver/NTP) richten; sonst stimmen Erinnerungen "
+            "nicht und die Anmeldung mit Zertifikat scheitert.",
+        )
+    return skew
+
+
 # --------------------------------------------------------------------------- the action
 
 
@@ -302,7 +380,7 @@ def _account_from_values(
     """Stored settings, overridden by what the form holds now (unsaved edits are tested too)."""
     current = runtime.accounts.load(user.id)
     settings = replace(current, enabled=True)
-    for name in ("host", "username", "email", "auth_type", "timezone"):
+    for name in ("host", "username", "email", "auth_type", "timezone", "backend"):
         if values.get(name):
             settings = replace(settings, **{name: str(values[name]).strip()})
     if "allow_insecure" in values and actor.is_admin:
@@ -311,6 +389,8 @@ def _account_from_values(
     if password:
         # Only in memory, for this test: the vault token of the typed password.
         settings = replace(settings, password_token=runtime.vault.encrypt(str(password)))
+    if backend_of(settings) == "graph":
+        return runtime.accounts.mailbox_account(user, settings, firm=runtime.firm_settings())
     if not settings.host:
         raise AccountError("Bitte zuerst den Exchange-Server (Feld „Host“) angeben.")
     ews_url(settings.host, allow_insecure=settings.allow_insecure)
@@ -328,6 +408,7 @@ def run_test(runtime: SyncRuntime, actor: User, values: dict[str, Any]) -> Actio
         return ActionResult(False, "Benutzer nicht gefunden.", status_icon="red")
     version = runtime.accounts.load(user_id).credentials_version
     timeout = runtime.firm_settings().get("request_timeout")
+    account: MailboxAccount | None = None
     try:
         account = _account_from_values(runtime, actor, user, values)
         if isinstance(timeout, (int, float)) and timeout > 0:
@@ -348,16 +429,36 @@ def run_test(runtime: SyncRuntime, actor: User, values: dict[str, Any]) -> Actio
     else:
         clock = f" Uhrzeit stimmt (Abweichung {abs(skew):.0f} s)." if skew is not None else ""
         folders = ", ".join(FOLDER_LABELS.values())
-        outcome = TestOutcome(
-            True,
-            "done",
-            "Verbindung erfolgreich: Server gefunden, Verbindung "
-            + _transport_words(account)
-            + f", Anmeldung, Ordner ({folders}), Schreiben und Löschen funktionieren.{clock}",
-            time.time(),
-            version,
-            skew,
-        )
+        if account.backend == "graph":
+            outcome = TestOutcome(
+                True,
+                "done",
+                "Verbindung zu Microsoft 365 erfolgreich: Anmeldung der App, Postfach "
+                f"{account.email}, Ordner (Kontakte, Kalender, To-Do-Liste), Schreiben und Löschen "
+                f"funktionieren.{clock}",
+                time.time(),
+                version,
+                skew,
+            )
+        else:
+            outcome = TestOutcome(
+                True,
+                "done",
+                "Verbindung erfolgreich: Server gefunden, Verbindung "
+                + _transport_words(account)
+                + f", Anmeldung, Ordner ({folders}), Schreiben und Löschen funktionieren.{clock}",
+                time.time(),
+                version,
+                skew,
+            )
+    if (
+        account is not None
+        and account.backend == "ews"
+        and is_exchange_online_ews(account.ews_url)
+        and _local_now() >= EWS_ONLINE_BLOCKED
+        and outcome.step != "exchange_online"
+    ):
+        outcome = replace(outcome, message=f"{outcome.message} {EXCHANGE_ONLINE_BLOCKED}")
     # An unsaved form is tested but its outcome is not stored: it does not describe the saved account.
     if _matches_saved(runtime, actor, user_id, values):
         _store(runtime, user_id, outcome)
@@ -386,5 +487,5 @@ def _matches_saved(runtime: SyncRuntime, actor: User, user_id: str, values: dict
         return False
     return all(
         not values.get(k) or str(values[k]).strip() == getattr(saved, k)
-        for k in ("host", "username", "email")
+        for k in ("host", "username", "email", "backend")
     )

@@ -5,7 +5,8 @@ the process: msal keeps the token in its in-memory cache and hands it out until 
 before it expires, then fetches a new one (NOTES §13). A failure (wrong secret, unknown app,
 missing admin consent) is remembered for ``FAILURE_MEMORY`` seconds per credential, so a firm
 with twenty Microsoft 365 mailboxes asks Entra once, not twenty times, and a changed credential
-is a new key that is tried at once.
+is a new key that is tried at once ("Testen" always asks afresh: an administrator may just have
+granted consent).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 from ..exchange.base import AuthFailed, ConfigError, ExchangeError, MailboxAccount, TransientError
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
-FAILURE_MEMORY = 300.0
+FAILURE_MEMORY = 60.0
 REQUIRED_ROLES = ("Contacts.ReadWrite", "Calendars.ReadWrite", "Tasks.ReadWrite.All")
 CONSENT_HINT = (
     "Ein globaler Administrator muss im Entra Admin Center unter App-Registrierungen › API-Berechtigungen "
@@ -199,12 +200,13 @@ class TokenSource:
             found = self._apps.setdefault(key, (app, threading.Lock()))
         return found
 
-    def token(self, account: MailboxAccount) -> str:
+    def token(self, account: MailboxAccount, *, fresh: bool = False) -> str:
+        """A valid token (msal's cache first). ``fresh``: ignore a remembered failure."""
         cred = credential_of(account)
         key = cred.fingerprint()
         now = self._clock()
         with self._lock:
-            failed = self._failed.get(key)
+            failed = None if fresh else self._failed.get(key)
         if failed is not None and now - failed[0] < FAILURE_MEMORY:
             raise failed[1]
         app, lock = self._app(cred)

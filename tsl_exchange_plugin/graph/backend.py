@@ -247,6 +247,7 @@ class GraphSession:
                 self._backend.tokens.forget(self._account)
                 continue
             break
+        self._last_date = resp.headers.get("date")
         if resp.status_code == 200:
             try:
                 items = resp.json()["responses"]
@@ -581,6 +582,18 @@ class GraphSession:
         if isinstance(count, int):
             return count
         return len(self._pages([f"{self._collection(item_class)}?$select=id&$top={PAGE}"])[0])
+
+    def server_time(self) -> float | None:
+        """Microsoft's clock from the last answer's Date header (for "Testen"), or None."""
+        import email.utils
+
+        raw = getattr(self, "_last_date", None)
+        if not raw:
+            return None
+        try:
+            return email.utils.parsedate_to_datetime(raw).timestamp()
+        except (TypeError, ValueError):
+            return None
 
     def close(self) -> None:
         # The HTTP client and the tokens belong to the backend and are shared by its sessions.

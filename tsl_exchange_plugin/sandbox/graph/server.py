@@ -1075,6 +1075,10 @@ class _Handler(BaseHTTPRequestHandler):
         inner = (
             len((body or {}).get("requests") or []) if gpath == "/$batch" and isinstance(body, dict) else 0
         )
+        if inner:
+            # A batch is logged (and faults match) by the mailbox of its first request.
+            first = (body or {}).get("requests")[0]
+            mailbox = _mailbox_of(unquote(urlsplit(str((first or {}).get("url", ""))).path))
         entry = LoggedRequest(self.command, gpath, mailbox, inner)
         with sb._lock:
             sb.requests.append(entry)
