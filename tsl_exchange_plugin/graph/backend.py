@@ -390,10 +390,14 @@ class GraphSession:
             return f"{self._user}/contacts"
         if item_class == "calendar":
             return f"{self._user}/events"
-        return f"{self._user}/todo/lists/{self._todo_list()}/tasks"
+        return self._tasks_of(self._todo_lists()[0])
 
-    def _todo_list(self) -> str:
-        """Our To Do list in this mailbox (created on first use, found again by its name)."""
+    def _tasks_of(self, list_id: str) -> str:
+        return f"{self._user}/todo/lists/{quote(list_id, safe='=-_')}/tasks"
+
+    def _todo_lists(self) -> tuple[str, str]:
+        """(our To Do list, the mailbox's default list) in this mailbox; ours is created on first use
+        and found again by its name."""
         key = f"{self._account.client_id}|{self._account.email.lower()}"
         with self._backend._lock:
             found = self._backend._lists.get(key)
@@ -403,7 +407,11 @@ class GraphSession:
         (ans,) = self._run([self._req("GET", f"{self._user}/todo/lists?$top={PAGE}")])
         if isinstance(ans, ExchangeError):
             raise ans
-        lists = [v for v in (ans.body or {}).get("value", []) if v.get("displayName") == name]
+        values = (ans.body or {}).get("value", [])
+        default = next((str(v["id"]) for v in values if v.get("wellknownListName") == "defaultList"), "")
+        lists = [
+            v for v in values if v.get("displayName") == name and v.get("wellknownListName") != "defaultList"
+        ]
         if lists:
             list_id = str(lists[0]["id"])
         else:
@@ -414,23 +422,27 @@ class GraphSession:
                 raise ans
             list_id = str(ans.body["id"])
         with self._backend._lock:
-            self._backend._lists[key] = list_id
-        return list_id
+            self._backend._lists[key] = (list_id, default)
+        return list_id, default
 
     # ------------------------------------------------------------------ MailboxSession
     # The ids this backend hands out name their collection ("contact:<rest id>"), because a Graph
     # item is addressed through it (/contacts/{id}, /events/{id}, /todo/lists/{l}/tasks/{id}) and
-    # a delete gets only the id. An id without that prefix came from the EWS backend.
-    @staticmethod
-    def _written(item_class: str, body: dict) -> Written:
+    # a delete gets only the id. A task's id also names its list ("task:<list id>:<task id>"). An id
+    # without such a prefix came from the EWS backend.
+    def _id(self, item_class: str, data: dict, list_id: str = "") -> str:
+        if item_class == "task":
+            return f"task:{list_id or self._todo_lists()[0]}:{data['id']}"
+        return f"{item_class}:{data['id']}"
+
+    def _written(self, item_class: str, body: dict, list_id: str = "") -> Written:
         return Written(
-            f"{item_class}:{body['id']}", str(body.get("changeKey") or body.get("@odata.etag") or "")
+            self._id(item_class, body, list_id), str(body.get("changeKey") or body.get("@odata.etag") or "")
         )
 
-    @staticmethod
-    def _ref(item_class: str, data: dict) -> ItemRef:
+    def _ref(self, item_class: str, data: dict, list_id: str = "") -> ItemRef:
         return ItemRef(
-            f"{item_class}:{data['id']}", str(data.get("changeKey") or data.get("@odata.etag") or "")
+            self._id(item_class, data, list_id), str(data.get("changeKey") or data.get("@odata.etag") or "")
         )
 
     def create(self, items: Sequence[ExchangeItem]) -> list[PerItem]:
@@ -458,6 +470,11 @@ class GraphSession:
         item_class, sep, rest = item_id.partition(":")
         if not sep or item_class not in ("contact", "calendar", "task") or not rest:
             return None
+        if item_class == "task":
+            list_id, sep, task_id = rest.partition(":")
+            if not sep or not list_id or not task_id:
+                return None
+            return f"{self._tasks_of(list_id)}/{quote(task_id, safe='=-_')}"
         return f"{self._collection(item_class)}/{quote(rest, safe='=-_')}"
 
     def update(self, changes: Sequence[tuple[ItemRef, ExchangeItem]]) -> list[PerItem]:
@@ -561,12 +578,22 @@ class GraphSession:
         return found
 
     def find_all_ours(self, item_class: ItemClass) -> dict[str, list[ItemRef]]:
-        if item_class == "task":
-            url = f"{self._collection('task')}?$expand=linkedResources&$top={PAGE}"
-        else:
-            url = self._filter_url(item_class, "ep/value ne ''")
         found: dict[str, list[ItemRef]] = {}
-        for data in self._pages([url])[0]:
+        if item_class == "task":
+            # Our list, and the default list: Wiedervorlagen the EWS backend wrote into the Tasks
+            # folder appear there, without a linked resource but with our record link in the body.
+            ours, default = self._todo_lists()
+            lists = [ours] + ([default] if default and default != ours else [])
+            urls = [f"{self._tasks_of(lst)}?$expand=linkedResources&$top={PAGE}" for lst in lists]
+            for list_id, page in zip(lists, self._pages(urls), strict=True):
+                for data in page:
+                    key = wire.record_key_of("task", data) or (
+                        wire.record_key_from_link(data) if list_id == default else ""
+                    )
+                    if key:
+                        found.setdefault(key, []).append(self._ref("task", data, list_id))
+            return found
+        for data in self._pages([self._filter_url(item_class, "ep/value ne ''")])[0]:
             key = wire.record_key_of(item_class, data)
             if key:
                 found.setdefault(key, []).append(self._ref(item_class, data))

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 import zoneinfo
 from typing import Any
+from urllib.parse import unquote
 
 from tsl_hostapi.types import RecordRef
 
@@ -233,7 +235,6 @@ def body_text(item_class: str, data: dict[str, Any]) -> str:
     content = str(body.get("content") or "")
     if str(body.get("contentType") or "text").lower() == "html":
         import html
-        import re
 
         content = re.sub(r"<br\s*/?>|</p>|</div>", "\n", content, flags=re.IGNORECASE)
         content = html.unescape(re.sub(r"<[^>]+>", "", content))
@@ -251,6 +252,17 @@ def record_key_of(item_class: str, data: dict[str, Any]) -> str:
         if str(prop.get("id", "")).lower() == RECORD_ID_PROPERTY.lower():
             return str(prop.get("value") or "")
     return ""
+
+
+_LINK_LINE = re.compile(r"^In timeSensor LEGAL: tsl://(reminder)/(\S+)$", re.MULTILINE)
+
+
+def record_key_from_link(data: dict[str, Any]) -> str:
+    """The key of a Wiedervorlage the EWS backend wrote (a task in the default list, no linked
+    resource): the record link line in the plugin's part of the body, above the marker."""
+    head, _ = split_body(body_text("task", data))
+    m = _LINK_LINE.search(head)
+    return f"{m.group(1)}:{unquote(m.group(2))}" if m else ""
 
 
 def odata_quote(value: str) -> str:

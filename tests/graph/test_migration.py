@@ -1,0 +1,98 @@
+"""A mailbox moves from EWS to Microsoft Graph (and back): nothing is pushed twice, nothing goes
+missing, and what was there is updated in place."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections import Counter
+
+import pytest
+
+from tsl_exchange_plugin import PLUGIN_ID
+from tsl_exchange_plugin.graph.wire import TODO_LIST_NAME
+from tsl_exchange_plugin.sandbox.testing import SANDBOX_PASSWORDS
+from tsl_hostapi.types import Deadline, Reminder
+
+from .conftest import make_kanzlei
+
+SET_SYNC = f"{PLUGIN_ID}.set_sync"
+
+
+@pytest.fixture
+def ekanzlei(tmp_path, sandbox, graph_sandbox, licence_key):  # noqa: F811 - fixtures from conftest
+    k = make_kanzlei(tmp_path, sandbox, graph_sandbox, licence_key, backend="ews")
+    try:
+        yield k
+    finally:
+        k.host.close()
+
+
+def snapshot(k, user):
+    """record key -> (item id, change key) of everything of ours in the user's mailbox."""
+    engine = k.server.engine
+    mb = k.mailbox_of[user.id]
+    folders = ["contacts", "calendar", "tasks"] + [
+        f["id"] for f in engine.list_folders(mb) if f["name"] == TODO_LIST_NAME
+    ]
+    out: dict[str, list[tuple[str, str]]] = {}
+    for folder in folders:
+        for item in engine.list_items(mb, folder):
+            key = (item.get("extended_properties") or {}).get("tslRecordId")
+            if not key and item.get("subject", "").startswith("WV:"):
+                key = "task:" + item["subject"]  # To Do tasks carry no extended property
+            if key:
+                out.setdefault(key, []).append((item["item_id"], item["change_key"]))
+    return out
+
+
+def test_moving_to_graph_adopts_every_item_and_back_again(ekanzlei):
+    k = ekanzlei
+    alice = k.lawyers[0]
+    contacts = [c for c in k.firm.contacts if c.kind == "person"][:8]
+    assert k.host.press(k.admin, SET_SYNC, [c.ref for c in contacts], {"users": [alice.id]}).ok
+    d = Deadline(
+        id="mig-1",
+        due_date=dt.date(2026, 12, 14),
+        kind="Berufungsfrist",
+        pre_deadline_dates=(dt.date(2026, 11, 30), dt.date(2026, 12, 7)),
+        responsible_ids=(alice.id,),
+    )
+    r = Reminder(id="mig-wv", due_date=dt.date(2026, 12, 1), subject="Akte Umzug", responsible_ids=(alice.id,))
+    k.host.save_many([d, r])
+    k.drain()
+    before = snapshot(k, alice)
+    assert all(len(v) == 1 for v in before.values())
+    assert {c.ref.key for c in contacts} | {d.ref.key, f"{d.ref.key}#vorfrist2"} <= set(before)
+    graph_writes_before = len(k.graph.log())
+
+    # The administrator switches alice to Microsoft 365 (Host "graph"); the resync runs at once.
+    k.configure_graph(alice)
+    k.drain()
+    after = snapshot(k, alice)
+    assert set(after) == set(before), "nothing missing, nothing new"
+    assert all(len(v) == 1 for v in after.values()), "no duplicates"
+    for key, [(item_id, change_key)] in before.items():
+        assert after[key][0][0] == item_id, f"{key} was replaced instead of updated"
+        assert after[key][0][1] != change_key, f"{key} was not rewritten through Graph"
+    assert len(k.graph.log()) > graph_writes_before
+    # No create went to Graph for an item that already existed.
+    assert not any(r.method == "POST" and "/contacts" in r.path for r in k.graph.log())
+
+    # Later edits and deletes go through Graph to the adopted items.
+    k.host.save(dataclasses.replace(contacts[0], job_title="Syndikusanwältin"))
+    k.host.delete(contacts[1].ref)
+    k.drain()
+    (item,) = k.ours(alice, contacts[0].ref.key)
+    assert item["job_title"] == "Syndikusanwältin" and item["item_id"] == before[contacts[0].ref.key][0][0]
+    assert k.ours(alice, contacts[1].ref.key) == []
+
+    # And back to EWS: contacts and calendar items are adopted again.
+    k.configure(alice, password=SANDBOX_PASSWORDS[k.mailbox_of[alice.id]])
+    k.drain()
+    back = snapshot(k, alice)
+    counts = Counter({key: len(v) for key, v in back.items()})
+    assert all(n == 1 for key, n in counts.items() if not key.startswith("task:")), counts
+    for key in set(before) - {contacts[1].ref.key}:
+        if key.startswith(("contact:", "deadline:")):
+            assert back[key][0][0] == before[key][0][0]
