@@ -58,7 +58,9 @@ def test_moving_to_graph_adopts_every_item_and_back_again(ekanzlei):
         pre_deadline_dates=(dt.date(2026, 11, 30), dt.date(2026, 12, 7)),
         responsible_ids=(alice.id,),
     )
-    r = Reminder(id="mig-wv", due_date=dt.date(2026, 12, 1), subject="Akte Umzug", responsible_ids=(alice.id,))
+    r = Reminder(
+        id="mig-wv", due_date=dt.date(2026, 12, 1), subject="Akte Umzug", responsible_ids=(alice.id,)
+    )
     k.host.save_many([d, r])
     k.drain()
     before = snapshot(k, alice)

@@ -1,0 +1,244 @@
+"""The Graph sandbox's protocol rules and the backend's behaviour at each of them: contract
+validation, $batch, paging, extended-property filters, transactionId, throttling, tokens."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+import httpx
+import pytest
+
+from tsl_exchange_plugin.exchange.base import AuthFailed, ItemRef, OutcomeUnknown, TransientError, Written
+from tsl_exchange_plugin.graph.backend import GraphBackend
+from tsl_exchange_plugin.graph.wire import RECORD_ID_PROPERTY
+from tsl_exchange_plugin.mapping.items import CalendarEntry, ContactItem
+from tsl_exchange_plugin.sandbox.graph import GraphApp
+from tsl_exchange_plugin.sandbox.graph.testing import CLIENT_ID, TENANT, graph_account
+
+ALICE = "alice@kanzlei.test"
+
+
+def contact(key: str) -> ContactItem:
+    return ContactItem(key, display_name=f"Kontakt {key}", file_as=f"Kontakt {key}", surname=key)
+
+
+@pytest.fixture
+def raw(graph_sandbox, gsession):
+    """A plain HTTP client with a valid token, for requests the backend would never send."""
+    token = gsession._backend.tokens.token(graph_account(graph_sandbox))
+    with httpx.Client(
+        base_url=graph_sandbox.graph_url,
+        verify=__import__("ssl").create_default_context(cafile=graph_sandbox.cert_pem_path),
+        headers={"Authorization": f"Bearer {token}"},
+    ) as client:
+        yield client
+
+
+def test_a_body_that_breaks_the_contract_is_recorded(graph_sandbox, raw):
+    resp = raw.post(f"/users/{ALICE}/events", json={"subject": "x", "showAs": "vielleicht"})
+    assert resp.status_code == 400  # the sandbox refuses the value ...
+    assert any("showAs" in v for v in graph_sandbox.violations)  # ... and the fixture would fail the test
+    graph_sandbox.violations.clear()
+
+
+def test_batch_rules(graph_sandbox, raw):
+    req = lambda i, **kw: {"id": str(i), "method": "GET", "url": f"/users/{ALICE}/contacts", **kw}  # noqa: E731
+    assert raw.post("/$batch", json={"requests": [req(i) for i in range(21)]}).status_code == 400
+    assert raw.post("/$batch", json={"requests": [req(1), req("1")]}).status_code == 400
+    assert any("requests" in v for v in graph_sandbox.violations)  # 21 requests break the contract too
+    graph_sandbox.violations.clear()
+    body = {
+        "requests": [
+            {"id": "a", "method": "DELETE", "url": f"/users/{ALICE}/contacts/AAMkNichtDa"},
+            req("b", dependsOn=["a"]),
+            req("c"),
+        ]
+    }
+    answer = raw.post("/$batch", json=body)
+    assert answer.status_code == 200
+    items = answer.json()["responses"]
+    assert [i["id"] for i in items] != ["a", "b", "c"]  # the order is not kept
+    status = {i["id"]: i["status"] for i in items}
+    assert status == {"a": 404, "b": 424, "c": 200}
+    # An EWS id (with '/' or '+') in a URL is malformed.
+    bad = raw.post("/$batch", json={"requests": [req("x", url=f"/users/{ALICE}/contacts/AB+c/d=")]})
+    assert bad.json()["responses"][0]["body"]["error"]["code"] in ("ErrorInvalidIdMalformed", "BadRequest")
+
+
+def test_extended_property_filter_semantics(graph_sandbox, gsession, raw):
+    gsession.create([contact("contact:Ab-1")])
+    prop = RECORD_ID_PROPERTY
+
+    def count(flt: str) -> int:
+        resp = raw.get(f"/users/{ALICE}/contacts", params={"$filter": flt})
+        assert resp.status_code == 200, resp.text
+        return len(resp.json()["value"])
+
+    assert (
+        count(f"singleValueExtendedProperties/Any(ep: ep/id eq '{prop}' and ep/value eq 'contact:ab-1')") == 1
+    )
+    assert (
+        count(
+            f"singleValueExtendedProperties/Any(ep: ep/id eq '{prop.replace('tslRecordId', 'tslrecordid')}' and ep/value eq 'contact:Ab-1')"
+        )
+        == 0
+    )
+    resp = raw.get(f"/users/{ALICE}/contacts", params={"$filter": f"id eq '{prop}'"})
+    assert resp.status_code == 400 and resp.json()["error"]["code"] == "ErrorInvalidProperty"
+    # Without $expand the property is not in the answer.
+    (item,) = raw.get(f"/users/{ALICE}/contacts").json()["value"]
+    assert "singleValueExtendedProperties" not in item
+
+
+def test_lookups_follow_next_links(graph_sandbox, gsession):
+    items = [contact(f"contact:p{n}") for n in range(230)]
+    assert all(isinstance(w, Written) for w in gsession.create(items))
+    before = len(graph_sandbox.log())
+    found = gsession.find_all_ours("contact")
+    assert len(found) == 230
+    assert len(graph_sandbox.log()) - before == 3  # pages of 100, 100, 30, each following the nextLink
+    assert gsession.folder_count("contact") == 230
+
+
+def test_transaction_id_makes_a_repeated_event_create_harmless(graph_sandbox, gsession, sandbox):
+    entry = CalendarEntry(
+        "appointment:tx", "Termin", start=dt.datetime(2026, 5, 4, 10), end=dt.datetime(2026, 5, 4, 11)
+    )
+    (first,) = gsession.create([entry])
+    (again,) = gsession.create([entry])
+    assert first.item_id == again.item_id
+    assert len(sandbox.engine.list_items(ALICE, "calendar")) == 1
+
+
+def test_throttling_answers_carry_their_wait(graph_sandbox, gsession):
+    graph_sandbox.inject("status", status=429, retry_after=7)
+    with pytest.raises(TransientError) as err:
+        gsession.find_all_ours("contact")
+    assert err.value.back_off == 7.0 and "drosselt" in str(err.value)
+    graph_sandbox.inject("status", status=503, retry_after=3, inner=True, method="POST")
+    first, second = gsession.create([contact("contact:t1"), contact("contact:t2")])
+    assert isinstance(first, TransientError) and first.back_off == 3.0
+    assert isinstance(second, Written)
+
+
+def test_a_lost_answer_to_a_create_is_an_unknown_outcome(graph_sandbox, gsession, sandbox):
+    graph_sandbox.inject("drop_after_commit", method="POST")
+    with pytest.raises(OutcomeUnknown):
+        gsession.create([contact("contact:lost")])
+    assert len(sandbox.engine.list_items(ALICE, "contacts")) == 1  # it was written
+    assert gsession.find_by_keys("contact", ["contact:lost"])["contact:lost"]
+
+
+def test_the_sandbox_counts_concurrency_and_budget(graph_sandbox, gsession):
+    graph_sandbox.budget = (25, 600.0)
+    gsession.create([contact(f"contact:b{n}") for n in range(20)])
+    with pytest.raises(TransientError) as err:
+        gsession.create([contact(f"contact:c{n}") for n in range(10)])
+    assert err.value.back_off and err.value.back_off > 1
+    assert max(graph_sandbox.peak_in_flight.values()) <= 4
+
+
+def test_the_backend_keeps_its_own_budget(graph_sandbox):
+    backend = GraphBackend(budget=(30, 600.0))
+    session = backend.session(graph_account(graph_sandbox))
+    session.create([contact(f"contact:d{n}") for n in range(25)])
+    sent = len(graph_sandbox.log())
+    with pytest.raises(TransientError) as err:
+        session.create([contact(f"contact:e{n}") for n in range(10)])
+    assert "10.000 Anfragen" in str(err.value) and err.value.back_off > 500
+    assert len(graph_sandbox.log()) == sent  # refused before anything went out
+    backend.close()
+
+
+def test_lanes_of_one_mailbox_never_have_more_than_four_requests_out(graph_sandbox):
+    import threading
+
+    graph_sandbox.delay = 0.02
+    backend = GraphBackend()
+    sessions = [backend.session(graph_account(graph_sandbox)) for _ in range(3)]
+    errors: list[BaseException] = []
+
+    def push(n: int) -> None:
+        try:
+            results = sessions[n].create([contact(f"contact:l{n}-{i}") for i in range(60)])
+            assert all(isinstance(r, Written) for r in results), results
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=push, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert graph_sandbox.peak_in_flight[ALICE] <= 4
+    assert not [r for r in graph_sandbox.log() if r.status == 429]
+    backend.close()
+
+
+def test_an_expired_token_is_renewed_once(graph_sandbox, gsession):
+    gsession.create([contact("contact:x1")])
+    asked = graph_sandbox.token_requests
+    real = time.time
+    graph_sandbox.clock = lambda: real() + 4000  # the token the backend holds has expired
+    gsession.create([contact("contact:x2")])
+    assert graph_sandbox.token_requests == asked + 1
+    assert len(gsession.find_all_ours("contact")) == 2
+
+
+def test_certificate_credentials(graph_sandbox, sandbox):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    def make() -> tuple[str, str]:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tsl-exchange-sync")])
+        now = dt.datetime.now(dt.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=30))
+            .sign(key, hashes.SHA256())
+        )
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
+        return key_pem, cert.public_bytes(serialization.Encoding.PEM).decode()
+
+    key_pem, cert_pem = make()
+    other_key, _ = make()
+    app_id = "6e0b8a3c-9d2f-4e71-b5a4-1c3d2e4f5a60"
+    graph_sandbox.add_app(GraphApp(app_id, TENANT, certificate_pem=cert_pem))
+    backend = GraphBackend()
+    ok = backend.session(
+        graph_account(
+            graph_sandbox, client_id=app_id, client_secret="", client_certificate=key_pem + cert_pem
+        )
+    )
+    (w,) = ok.create([contact("contact:cert")])
+    assert isinstance(w, Written)
+    wrong = backend.session(
+        graph_account(
+            graph_sandbox, client_id=app_id, client_secret="", client_certificate=other_key + cert_pem
+        )
+    )
+    with pytest.raises(AuthFailed) as err:
+        wrong.create([contact("contact:cert2")])
+    assert "Zertifikat wurde nicht anerkannt" in str(err.value)
+    assert CLIENT_ID != app_id
+    backend.close()
+
+
+def test_deleting_an_item_already_gone_is_reported_not_raised(gsession, graph_sandbox):
+    (w,) = gsession.create([contact("contact:gone")])
+    (item,) = graph_sandbox.items(ALICE, "contacts")
+    graph_sandbox.phone_delete(ALICE, item["id"])
+    (result,) = gsession.delete([ItemRef(w.item_id, w.change_key)])
+    assert type(result).__name__ == "ItemNotFound"
