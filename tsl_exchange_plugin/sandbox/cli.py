@@ -1,4 +1,5 @@
-"""``tsl-exchange sandbox``: run the EWS sandbox in the foreground until Ctrl-C or SIGTERM.
+"""``tsl-exchange sandbox``: run the EWS sandbox, the Graph sandbox or both (one store) in the foreground
+until Ctrl-C or SIGTERM.
 
 The lead wires this into the main CLI: ``add_arguments(subparser)`` then ``run(args)``.
 User-facing messages are German; passwords are never printed.
@@ -20,6 +21,16 @@ def _mailbox(value: str) -> tuple[str, str]:
             f"Ungültiges Postfach {email or value!r}: erwartet wird E-MAIL:PASSWORT, z. B. alice@kanzlei.test:Geheim1"
         )
     return email.strip(), password
+
+
+def _graph_app(value: str) -> tuple[str, str, str]:
+    parts = value.split(":", 2)
+    if len(parts) != 3 or not all(parts):
+        raise argparse.ArgumentTypeError(
+            "Ungültige App: erwartet wird MANDANT:CLIENT-ID:GEHEIMNIS (die Werte, die unter Schnittstellen "
+            "eingetragen werden)"
+        )
+    return parts[0], parts[1], parts[2]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +59,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MS",
         help="jede Anfrage so viele Millisekunden verzögern (wie die Laufzeit zu einem gehosteten Exchange)",
     )
+    parser.add_argument(
+        "--serve",
+        choices=("ews", "graph", "both"),
+        default="ews",
+        help="welche Schnittstelle: EWS, Microsoft Graph oder beide über dieselben Postfächer (Standard ews)",
+    )
+    parser.add_argument(
+        "--graph-port", type=int, default=8788, help="TCP-Port der Graph-Sandbox (HTTPS, Standard 8788)"
+    )
+    parser.add_argument(
+        "--graph-app",
+        action="append",
+        type=_graph_app,
+        default=[],
+        metavar="MANDANT:CLIENT-ID:GEHEIMNIS",
+        help="App-Registrierung der Graph-Sandbox (mehrfach möglich)",
+    )
 
 
 def run(args: argparse.Namespace, *, out: TextIO | None = None, stop: threading.Event | None = None) -> int:
@@ -65,6 +93,15 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, stop: threading.
     except SchemaNotFound as exc:
         print(f"Fehler: {exc}", file=sys.stderr)
         return 2
+    serve = getattr(args, "serve", "ews")
+    if serve in ("graph", "both") and not args.no_validate:
+        from .graph.contract import ContractNotFound, find_contract
+
+        try:
+            find_contract()
+        except ContractNotFound as exc:
+            print(f"Fehler: {exc}", file=sys.stderr)
+            return 2
     try:
         server = SandboxServer(
             args.data,
@@ -88,12 +125,46 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, stop: threading.
         return 2
     if args.delay_ms:
         server.inject("delay", seconds=args.delay_ms / 1000.0, count=None)
+    graph = None
+    if serve in ("graph", "both"):
+        from .graph import GraphApp, GraphSandbox
+
+        try:
+            graph = GraphSandbox(
+                server.engine,
+                host=args.host,
+                port=getattr(args, "graph_port", 8788),
+                validate=not args.no_validate,
+                delay_ms=args.delay_ms,
+            )
+        except OSError as exc:
+            server.stop()
+            print(f"Fehler: Die Graph-Sandbox kann nicht binden: {exc}", file=sys.stderr)
+            return 1
+        for tenant, client, secret in getattr(args, "graph_app", []):
+            graph.add_app(GraphApp(client, tenant, secret=secret))
     stop = stop or threading.Event()
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    server.start()
+    if serve != "graph":
+        server.start()
+    if graph is not None:
+        graph.start()
     try:
+        if graph is not None:
+            print(f"Graph-Sandbox läuft: {graph.graph_url}", file=out)
+            print(f"Anmeldedienst (Authority): {graph.url}", file=out)
+            print(f"Zertifikat (Graph): {graph.cert_pem_path}", file=out)
+            for app in graph.apps.values():
+                print(f"App: Mandant {app.tenant}, Client-ID {app.client_id}", file=out)
+        if serve == "graph":
+            for box in server.mailboxes():
+                print(f"Postfach: {box['email']}", file=out)
+            print("Beenden mit Strg+C.", file=out, flush=True)
+            while not stop.wait(0.5):
+                pass
+            return 0
         print(f"EWS-Sandbox läuft: {server.url}", file=out)
         if server.cert_pem_path:
             print(f"Zertifikat: {server.cert_pem_path}", file=out)
@@ -110,10 +181,12 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, stop: threading.
     except KeyboardInterrupt:
         pass
     finally:
+        if graph is not None:
+            graph.stop()
         server.stop()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-        print("EWS-Sandbox beendet.", file=out, flush=True)
+        print("Sandbox beendet.", file=out, flush=True)
     return 0
 
 
