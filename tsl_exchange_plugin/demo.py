@@ -117,6 +117,10 @@ def _table(engine, mailbox: str, name: str) -> None:
     contacts = engine.list_items(mailbox, "contacts")
     calendar = engine.list_items(mailbox, "calendar")
     tasks = engine.list_items(mailbox, "tasks")
+    # A Microsoft 365 mailbox keeps the Wiedervorlagen in our To Do list.
+    for folder in engine.list_folders(mailbox):
+        if folder["folder_class"] == "IPF.Task" and folder["distinguished_id"] is None:
+            tasks += engine.list_items(mailbox, folder["id"])
     _say(
         f"\nPostfach {mailbox} ({name}): {len(contacts)} Kontakte, "
         f"{len(calendar)} Kalendereinträge (Termine, Fristen, Vorfristen), {len(tasks)} Aufgaben (Wiedervorlagen)"
@@ -130,6 +134,27 @@ def _table(engine, mailbox: str, name: str) -> None:
         _say(f"  … und {len(contacts) - 8} weitere Kontakte")
     for item in sorted(calendar, key=lambda i: str(i.get("start") or ""))[:4]:
         _say(f"  Kalender: {_local_day(item.get('start'))}  {str(item.get('subject') or '')[:70]}")
+
+
+def _start_graph(server):
+    """The Graph sandbox over the EWS sandbox's mailboxes, with an app registration made up now."""
+    import secrets
+    import uuid
+
+    from .graph.backend import CA_FILE_ENV
+    from .sandbox.graph import GraphApp, GraphSandbox
+    from .sandbox.graph.contract import ContractNotFound, find_contract
+
+    try:
+        find_contract()
+        validate = True
+    except ContractNotFound:
+        validate = False
+    graph = GraphSandbox(server.engine, validate=validate).start()
+    app = graph.add_app(GraphApp(str(uuid.uuid4()), str(uuid.uuid4()), secret=secrets.token_urlsafe(24)))
+    # The demo trusts its own sandbox's certificate for Graph, as it trusts its own licence key.
+    os.environ[CA_FILE_ENV] = graph.cert_pem_path or ""
+    return graph, app
 
 
 def run_demo(*, data: str | None = None, keep: bool = False, contacts: int = 300, port: int = 0) -> int:
@@ -157,6 +182,8 @@ def run_demo(*, data: str | None = None, keep: bool = False, contacts: int = 300
         return 2
     server = SandboxServer(root / "sandbox", mailboxes=mailboxes, port=port).start()
     _say(f"1. EWS-Sandbox läuft: {server.url}")
+    graph, app = _start_graph(server)
+    _say(f"   Microsoft-Graph-Sandbox über dieselben Postfächer: {graph.graph_url}")
 
     host = ReferenceHost(root / "host")
     host.load_firm(firm)
@@ -176,14 +203,32 @@ def run_demo(*, data: str | None = None, keep: bool = False, contacts: int = 300
     _say(
         "3. Exchange-Sync unter Admin › Erweitert › System › Schnittstellen aktiviert (Vorführlizenz, 30 Tage)"
     )
+    # The sandbox's identity provider stands in for login.microsoftonline.com.
+    runtime.save_firm_settings({"graph_authority": graph.url})
+    host.save_tab(
+        admin,
+        "interfaces",
+        f"{PLUGIN_ID}.interfaces",
+        SettingsContext("interfaces"),
+        {"graph_tenant_id": app.tenant, "graph_client_id": app.client_id, "graph_secret": app.secret},
+    )
+    _say(
+        "   Microsoft 365: App-Registrierung (Mandanten-ID, Client-ID, Geheimnis) unter Schnittstellen hinterlegt"
+    )
 
-    for lawyer in lawyers:
+    for n, lawyer in enumerate(lawyers):
+        # The last lawyer's mailbox is on Microsoft 365: Host "graph" (here the sandbox's Graph URL).
+        values = (
+            {"enabled": True, "host": graph.graph_url, "email": lawyer.email}
+            if n == len(lawyers) - 1
+            else sandbox_tab_values(server.url, lawyer.email, mailboxes[lawyer.email])
+        )
         result = host.save_tab(
             admin,
             "user",
             f"{PLUGIN_ID}.user",
             SettingsContext("user", lawyer.id),
-            sandbox_tab_values(server.url, lawyer.email, mailboxes[lawyer.email]),
+            values,
         )
         if not result.ok:
             _say(f"   Exchange-Konto für {lawyer.name} abgelehnt: {[e.message for e in result.errors]}")
@@ -249,6 +294,7 @@ def run_demo(*, data: str | None = None, keep: bool = False, contacts: int = 300
         except KeyboardInterrupt:
             pass
     host.close()
+    graph.stop()
     server.stop()
     _say("\nVorführung beendet." if drained else "\nVorführung beendet; es waren noch Änderungen offen.")
     return 0 if drained else 1

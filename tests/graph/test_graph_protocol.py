@@ -242,3 +242,57 @@ def test_deleting_an_item_already_gone_is_reported_not_raised(gsession, graph_sa
     graph_sandbox.phone_delete(ALICE, item["id"])
     (result,) = gsession.delete([ItemRef(w.item_id, w.change_key)])
     assert type(result).__name__ == "ItemNotFound"
+
+
+def test_event_times_all_day_rendering_and_calendar_view(graph_sandbox, gsession, sandbox, raw):
+    timed = CalendarEntry(
+        "appointment:t1",
+        "Verhandlung",
+        start=dt.datetime(2026, 3, 10, 14),
+        end=dt.datetime(2026, 3, 10, 15, 30),
+    )
+    allday = CalendarEntry(
+        "deadline:a1",
+        "Frist",
+        timezone="Pacific/Auckland",
+        all_day=True,
+        start_date=dt.date(2026, 3, 10),
+        end_date=dt.date(2026, 3, 10),
+        free_busy="Free",
+    )
+    assert all(isinstance(w, Written) for w in gsession.create([timed, allday]))
+    stored = {i["subject"]: i for i in sandbox.engine.list_items(ALICE, "calendar")}
+    assert (stored["Verhandlung"]["start"], stored["Verhandlung"]["end"]) == (
+        "2026-03-10T13:00:00Z",
+        "2026-03-10T14:30:00Z",
+    )
+    assert stored["Verhandlung"]["start_time_zone"] == {"id": "W. Europe Standard Time"}
+    # Auckland's 10 March begins on 9 March 11:00 UTC (summer time, UTC+13).
+    assert stored["Frist"]["start"] == "2026-03-09T11:00:00Z"
+    # All-day events come back midnight to midnight, labelled with the zone asked for (NOTES §8).
+    events = raw.get(
+        f"/users/{ALICE}/events", headers={"Prefer": 'outlook.timezone="Eastern Standard Time"'}
+    ).json()
+    frist = next(e for e in events["value"] if e["subject"] == "Frist")
+    assert frist["start"] == {"dateTime": "2026-03-10T00:00:00.0000000", "timeZone": "Eastern Standard Time"}
+    assert frist["end"]["dateTime"] == "2026-03-11T00:00:00.0000000"
+    # calendarView places it by its real span in the creating zone.
+    view = raw.get(
+        f"/users/{ALICE}/calendarView",
+        params={"startDateTime": "2026-03-09T10:00:00Z", "endDateTime": "2026-03-09T12:00:00Z"},
+    ).json()
+    assert [e["subject"] for e in view["value"]] == ["Frist"]
+
+
+def test_phone_edits_and_deletes_through_the_inspection_api(graph_sandbox, gsession, sandbox):
+    (w,) = gsession.create([contact("contact:ph")])
+    (item,) = graph_sandbox.items(ALICE, "contacts")
+    base = graph_sandbox.url + "/sandbox/api/mailboxes/" + ALICE
+    with httpx.Client(
+        verify=__import__("ssl").create_default_context(cafile=graph_sandbox.cert_pem_path)
+    ) as c:
+        assert c.patch(f"{base}/contacts/{item['id']}", json={"jobTitle": "vom Telefon"}).status_code == 204
+        assert sandbox.engine.list_items(ALICE, "contacts")[0]["job_title"] == "vom Telefon"
+        assert c.delete(f"{base}/contacts/{item['id']}").status_code == 204
+    (result,) = gsession.update([(ItemRef(w.item_id, w.change_key), contact("contact:ph"))])
+    assert type(result).__name__ == "ItemNotFound"
