@@ -78,8 +78,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
         if not args.data:
             return _hostless_worker(args, config)
         from .exchange.ews import EwsBackend
+        from .exchange.routing import RoutingBackend
 
-        backend = EwsBackend(max_in_flight_per_server=args.per_server)
+        # Microsoft 365 mailboxes go through Graph, the others through EWS.
+        backend = RoutingBackend(ews=EwsBackend(max_in_flight_per_server=args.per_server))
         with _opened(args.data, worker_config=config, backend=backend) as (_, runtime):
             return _run_worker(args, runtime.worker, runtime.outbox)
     finally:
@@ -105,6 +107,7 @@ def _hostless_worker(args: argparse.Namespace, config) -> int:
 
     from .credentials import VaultError, open_worker_vault
     from .exchange.ews import EwsBackend
+    from .exchange.routing import RoutingBackend
     from .mapping.dispatch import make_mapper
     from .outbox.factory import open_outbox
     from .runtime import QUEUE_URL_ENV
@@ -133,10 +136,12 @@ def _hostless_worker(args: argparse.Namespace, config) -> int:
     worker = None
     try:
         context = StoreContext(outbox, vault)
-        backend = EwsBackend(
-            max_in_flight_per_server=args.per_server,
-            target_folders=context.target_folders(),
-            shared_slots=outbox,
+        backend = RoutingBackend(
+            ews=EwsBackend(
+                max_in_flight_per_server=args.per_server,
+                target_folders=context.target_folders(),
+                shared_slots=outbox,
+            )
         )
         worker = Worker(
             outbox,

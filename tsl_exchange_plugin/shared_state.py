@@ -36,7 +36,7 @@ from tsl_hostapi import serialize
 from tsl_hostapi.types import User
 
 from . import licence
-from .accounts import ExchangeSettings, mailbox_account
+from .accounts import GRAPH_FIRM_KEYS, ExchangeSettings, mailbox_account
 from .credentials import Vault, VaultError
 from .exchange.base import MailboxAccount
 from .mapping.context import DEFAULT_TIMEZONE, DONE_DEADLINE_MODES, MappingContext
@@ -62,6 +62,8 @@ FIRM_RULE_KEYS = (
     "request_timeout",
     "target",
     "subfolder",
+    # The Microsoft 365 app registration; its secret and certificate only as the host's vault tokens.
+    *GRAPH_FIRM_KEYS,
 )
 
 WRONG_KEY = (

@@ -43,3 +43,37 @@ def test_contacts_through_the_worker(gkanzlei):
     k.drain()
     assert k.ours(alice, person.ref.key) == []
     assert k.ours(bob, person.ref.key) == []
+
+
+def test_a_worker_without_a_host_reaches_microsoft_365_mailboxes(gkanzlei):
+    """What the host publishes into the queue's store is enough for a host-less worker to push
+    into a Graph mailbox: the app registration travels with its secret only as the vault token."""
+    from tsl_exchange_plugin.exchange.routing import RoutingBackend
+    from tsl_exchange_plugin.graph.backend import GraphBackend
+    from tsl_exchange_plugin.mapping.dispatch import make_mapper
+    from tsl_exchange_plugin.sandbox.graph.testing import CLIENT_SECRET
+    from tsl_exchange_plugin.shared_state import FIRM_ROW, StoreContext
+    from tsl_exchange_plugin.worker import Worker
+
+    k = gkanzlei
+    alice = k.lawyers[0]
+    runtime = k.runtime
+    runtime.publish_worker_state(full=True)
+    assert CLIENT_SECRET not in (runtime.outbox.worker_row(FIRM_ROW) or "")
+    context = StoreContext(runtime.outbox, runtime.vault)
+    account = context.resolve_account(alice.id)
+    assert account.backend == "graph" and account.client_secret == CLIENT_SECRET
+    runtime.worker.stop()  # from here on only the host-less worker pushes
+    graph = GraphBackend()
+    worker = Worker(
+        runtime.outbox,
+        RoutingBackend(graph=graph),
+        context.resolve_account,
+        make_mapper(context.mapping_context),
+        gate=context.gate,
+    )
+    contact = next(c for c in k.firm.contacts if c.kind == "person" and c.surname)
+    subscribe(k, [contact.id], [alice])
+    assert worker.drain(timeout=30)
+    assert len(k.ours(alice, contact.ref.key)) == 1
+    graph.close()

@@ -81,6 +81,19 @@ class RoutingBackend:
         self._lock = threading.Lock()
         # The runtime fills this before the first session (named subfolders, an EWS option).
         self.target_folders: dict[str, str] = getattr(ews, "target_folders", None) or {}
+        self._shared_slots: Any = getattr(ews, "shared_slots", None)
+
+    @property
+    def shared_slots(self) -> Any:
+        """The queue's store as the EWS per-server limit across processes (see ``EwsBackend``)."""
+        return self._shared_slots
+
+    @shared_slots.setter
+    def shared_slots(self, value: Any) -> None:
+        with self._lock:
+            self._shared_slots = value
+            if self._ews is not None:
+                self._ews.shared_slots = value
 
     @property
     def ews(self) -> Any:
@@ -88,7 +101,7 @@ class RoutingBackend:
             if self._ews is None:
                 from .ews import EwsBackend  # only here: exchangelib is slow to import
 
-                self._ews = EwsBackend()
+                self._ews = EwsBackend(shared_slots=self._shared_slots)
                 self._ews.target_folders = self.target_folders
             return self._ews
 
