@@ -148,12 +148,13 @@ def test_a_create_whose_answer_is_lost_is_not_duplicated(anykanzlei):
     settings = k.host.settings.get(PLUGIN_ID, "firm", {}) or {}
     k.host.settings.set(PLUGIN_ID, "firm", {**settings, "request_timeout": 2})
     if k.backend_name == "ews":
-        k.server.inject("commit_then_hang", operation="CreateItem", seconds=4, mailbox=mb)
+        fault = k.server.inject("commit_then_hang", operation="CreateItem", seconds=4, mailbox=mb)
     else:
-        k.graph.inject("drop_after_commit", method="POST", mailbox=mb, path_contains="/contacts")
+        fault = k.graph.inject("drop_after_commit", method="POST", mailbox=mb, path_contains="/contacts")
     contacts = k.firm.contacts[:5]
     subscribe(k, contacts, [alice])
     k.drain(timeout=40)
+    assert fault.fired == 1
     counts = keys(k.items(alice))
     assert [counts[c.ref.key] for c in contacts] == [1] * 5
 
@@ -165,11 +166,15 @@ def test_throttled_and_unavailable_answers_are_retried_after_their_wait(anykanzl
     if k.backend_name == "ews":
         k.server.inject("server_busy", operation="CreateItem", back_off_ms=1000, mailbox=mb)
     else:
-        k.graph.inject("status", status=503, retry_after=1, mailbox=mb)
-        k.graph.inject("status", status=429, retry_after=1, mailbox=mb, inner=True, method="POST")
+        faults = [
+            k.graph.inject("status", status=503, retry_after=1, mailbox=mb),
+            k.graph.inject("status", status=429, retry_after=1, mailbox=mb, inner=True, method="POST"),
+        ]
     contacts = k.firm.contacts[5:9]
     subscribe(k, contacts, [alice])
     k.drain(timeout=40)
+    if k.backend_name == "graph":
+        assert [f.fired for f in faults] == [1, 1]
     counts = keys(k.items(alice))
     assert [counts[c.ref.key] for c in contacts] == [1] * 4
     assert not k.runtime.outbox.jobs(status="failed")

@@ -415,7 +415,12 @@ class GraphSandbox:
             key = (app.client_id, mailbox)
             self._in_flight[key] = self._in_flight.get(key, 0) - slots
 
-    def _fault(self, method: str, path: str, mailbox: str, inner: bool) -> GraphFault | None:
+    def _fault(
+        self, method: str, path: str, mailbox: str, inner: bool, parts: list[tuple[str, str]] | None = None
+    ) -> GraphFault | None:
+        """The next armed fault for this request. A $batch (``parts``: its requests' methods and
+        paths) matches a fault's method and path if one of its requests does."""
+        wanted = parts if parts else [(method, path)]
         with self._lock:
             for f in self.faults:
                 if f.count is not None and f.fired >= f.count:
@@ -424,9 +429,10 @@ class GraphSandbox:
                     continue
                 if f.mailbox and f.mailbox.lower() != mailbox:
                     continue
-                if f.method and f.method != method and not (not inner and path == "/$batch"):
-                    continue
-                if f.path_contains and f.path_contains not in path and path != "/$batch":
+                if not any(
+                    (not f.method or f.method == m) and (not f.path_contains or f.path_contains in p)
+                    for m, p in wanted
+                ):
                     continue
                 f.fired += 1
                 return f
@@ -1083,7 +1089,12 @@ class _Handler(BaseHTTPRequestHandler):
         entry = LoggedRequest(self.command, gpath, mailbox, inner)
         with sb._lock:
             sb.requests.append(entry)
-        fault = sb._fault(self.command, gpath, mailbox, False)
+        parts = [
+            (str(r.get("method", "")).upper(), unquote(urlsplit(str(r.get("url", ""))).path))
+            for r in ((body or {}).get("requests") or [] if inner else [])
+            if isinstance(r, dict)
+        ]
+        fault = sb._fault(self.command, gpath, mailbox, False, parts)
         if fault is not None and fault.kind == "drop":
             return self._drop()
         if fault is not None and fault.kind == "status":
