@@ -89,10 +89,13 @@ def candidates(runtime: SyncRuntime) -> list[Candidate]:
 def _session(runtime: SyncRuntime, user_id: str):
     user = runtime.host.get_user(user_id) or User(id=user_id, name=user_id)
     settings = runtime.accounts.load(user_id)
-    if not settings.host or not settings.has_password:
+    if not settings.uses_graph and (not settings.host or not settings.has_password):
         raise ValueError(f"Für {user.name} sind keine Exchange-Zugangsdaten mehr gespeichert.")
-    # The account may be switched off: cleaning up still needs its stored credentials.
-    account = runtime.accounts.mailbox_account(user, replace(settings, enabled=True))
+    # The account may be switched off: cleaning up still needs its stored credentials (for a
+    # Microsoft 365 mailbox, the firm's app registration).
+    account = runtime.accounts.mailbox_account(
+        user, replace(settings, enabled=True), firm=runtime.firm_settings()
+    )
     return runtime.backend.session(account)
 
 
