@@ -100,8 +100,10 @@ def backend_of(settings: ExchangeSettings) -> str:
 
 
 def graph_url(host: str) -> str:
+    """The Graph base URL: a Graph URL typed as Host, else Microsoft's (also when Microsoft 365 was
+    chosen explicitly and the Host still holds the old EWS address)."""
     h = host.strip().rstrip("/")
-    return h if "://" in h else GRAPH_DEFAULT_URL
+    return h if "://" in h and is_graph_host(h) else GRAPH_DEFAULT_URL
 
 
 def is_exchange_online_ews(url: str) -> bool:

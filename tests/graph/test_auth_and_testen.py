@@ -145,3 +145,46 @@ def test_secrets_never_reach_the_form(gkanzlei):
     text = repr(dataclasses.asdict(values) if dataclasses.is_dataclass(values) else values)
     assert "sbx~Geheim" not in text
     assert values.values["graph_status"] == "Geheimer Clientschlüssel hinterlegt"
+
+
+def test_the_app_secret_never_reaches_a_log_line(gkanzlei, caplog):
+    import logging
+
+    from tsl_exchange_plugin.sandbox.graph.testing import CLIENT_SECRET
+
+    k = gkanzlei
+    caplog.set_level(logging.DEBUG)
+    k.configure_app(graph_secret="falsch-" + CLIENT_SECRET)
+    press_test(k, k.lawyers[0])
+    k.configure_app()
+    assert press_test(k, k.lawyers[0]).ok
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "msal" in {r.name.split(".")[0] for r in caplog.records}  # the libraries did log
+    assert CLIENT_SECRET not in text
+
+
+def test_the_exchange_tab_for_microsoft_365_needs_only_the_mailbox_address(gkanzlei):
+    k = gkanzlei
+    carol = k.lawyers[2]
+    ctx = SettingsContext("user", carol.id)
+    missing = k.host.save_tab(
+        k.admin, "user", USER_TAB, ctx, {"enabled": True, "host": "graph", "email": "", "username": ""}
+    )
+    assert not missing.ok
+    assert [e.field for e in missing.errors] == ["email"]
+    ok = k.host.save_tab(
+        k.admin, "user", USER_TAB, ctx, {"enabled": True, "host": "graph", "email": "c@kanzlei.test"}
+    )
+    assert ok.ok, ok
+    assert k.runtime.resolve_account(carol.id).graph_url == "https://graph.microsoft.com/v1.0"
+    # An EWS address on the same tab is EWS again, unless Microsoft 365 is chosen explicitly.
+    ews = {
+        "enabled": True,
+        "host": "https://mail.kanzlei.test/EWS/Exchange.asmx",
+        "username": "c@kanzlei.test",
+    }
+    assert k.host.save_tab(k.admin, "user", USER_TAB, ctx, {**ews, "password": "x"}).ok
+    assert k.runtime.resolve_account(carol.id).backend == "ews"
+    assert k.host.save_tab(k.admin, "user", USER_TAB, ctx, {**ews, "backend": "graph"}).ok
+    account = k.runtime.resolve_account(carol.id)
+    assert account.backend == "graph" and account.graph_url == "https://graph.microsoft.com/v1.0"

@@ -45,6 +45,7 @@ from urllib.parse import quote
 
 import httpx
 
+from .. import logredact
 from ..exchange import turns
 from ..exchange.base import (
     AuthFailed,
@@ -208,6 +209,9 @@ class GraphSession:
         self._slots = backend.slots(account)
         self._budget = backend.budget_of(account)
         self._user = "/users/" + quote(account.email, safe="@.")
+        if account.client_secret:
+            # msal and httpx log at DEBUG; the secret is masked wherever it might appear.
+            logredact.remember(account.client_id, account.client_secret)
 
     # ------------------------------------------------------------------ plumbing
     def _headers(self, token: str) -> dict[str, str]:
