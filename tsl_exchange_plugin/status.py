@@ -58,6 +58,7 @@ class MailboxRow:
     # The failed entries with their reasons ("appointment:7: Die Erinnerung … bitte … korrigieren"),
     # at most FAILURES_SHOWN: a failed entry waits for its record to change, so the office must see why.
     failures: tuple[str, ...] = ()
+    interface: str = ""  # "EWS" or "Microsoft 365": the backend this mailbox is reached through
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -124,6 +125,7 @@ def mailbox_rows(host: Host, runtime: SyncRuntime) -> list[MailboxRow]:
                 test_label=TEST_LABELS[test.icon if test else ""],
                 test_message=test.message if test else "",
                 failures=_failures(runtime, user.id) if s is not None and s.failed else (),
+                interface="Microsoft 365" if runtime.accounts.load(user.id).uses_graph else "EWS",
             )
         )
     return rows

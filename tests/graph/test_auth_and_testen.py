@@ -188,3 +188,11 @@ def test_the_exchange_tab_for_microsoft_365_needs_only_the_mailbox_address(gkanz
     assert k.host.save_tab(k.admin, "user", USER_TAB, ctx, {**ews, "backend": "graph"}).ok
     account = k.runtime.resolve_account(carol.id)
     assert account.backend == "graph" and account.graph_url == "https://graph.microsoft.com/v1.0"
+
+
+def test_the_status_view_names_each_mailboxs_interface(gkanzlei):
+    k = gkanzlei
+    alice, bob, _ = k.lawyers
+    k.configure(bob, password="egal")  # bob back on EWS
+    states = rows(k)
+    assert states[alice.id].interface == "Microsoft 365" and states[bob.id].interface == "EWS"
