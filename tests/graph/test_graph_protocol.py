@@ -296,3 +296,17 @@ def test_phone_edits_and_deletes_through_the_inspection_api(graph_sandbox, gsess
         assert c.delete(f"{base}/contacts/{item['id']}").status_code == 204
     (result,) = gsession.update([(ItemRef(w.item_id, w.change_key), contact("contact:ph"))])
     assert type(result).__name__ == "ItemNotFound"
+
+
+def test_a_to_do_list_deleted_on_the_phone_is_created_again(graph_sandbox, gsession, raw):
+    from tsl_exchange_plugin.mapping.items import TaskEntry
+
+    task = TaskEntry("reminder:td", "WV: Akte", due_date=dt.date(2026, 6, 1))
+    (first,) = gsession.create([task])
+    list_id = first.item_id.split(":")[1]
+    assert raw.delete(f"/users/{ALICE}/todo/lists/{list_id}").status_code == 204
+    (retry,) = gsession.create([task])
+    assert isinstance(retry, TransientError) and "To-Do-Liste" in str(retry)
+    (again,) = gsession.create([task])
+    assert isinstance(again, Written) and again.item_id.split(":")[1] != list_id
+    assert list(gsession.find_all_ours("task")) == ["reminder:td"]

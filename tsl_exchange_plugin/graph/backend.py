@@ -156,7 +156,8 @@ class GraphBackend:
         self._lock = threading.Lock()
         self._slots: dict[str, _Slots] = {}
         self._budgets: dict[str, _Budget] = {}
-        self._lists: dict[str, str] = {}  # mailbox -> id of our To Do list
+        self._lists_lock = threading.Lock()
+        self._lists: dict[str, tuple[str, str]] = {}  # app|mailbox -> (our To Do list, the default list)
         self._client = httpx.Client(
             verify=ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify,
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
@@ -293,7 +294,7 @@ class GraphSession:
                 f"Für {self._account.email} gibt es kein Exchange-Online-Postfach ({code}): nicht lizenziert, "
                 "gelöscht oder noch lokal (Hybrid). Bitte die Postfachadresse prüfen oder EWS verwenden."
             )
-        if status in (429, 503, 504, 500, 502) or status >= 500:
+        if status == 429 or status >= 500:
             back_off = _retry_after(ans.headers)
             text = (
                 "Microsoft 365 drosselt die Anfragen für dieses Postfach (429)."
@@ -407,6 +408,19 @@ class GraphSession:
             found = self._backend._lists.get(key)
         if found:
             return found
+        # One lane resolves (and maybe creates) the list while the other waits, outside the turns
+        # (as EWS resolves folders): two lanes must not create two lists of the same name.
+        with turns.sitting_out(), self._backend._lists_lock:
+            with self._backend._lock:
+                found = self._backend._lists.get(key)
+            return found or self._resolve_lists(key)
+
+    def forget_lists(self) -> None:
+        """Our To Do list is gone (deleted on a phone): look it up or create it again next time."""
+        with self._backend._lock:
+            self._backend._lists.pop(f"{self._account.client_id}|{self._account.email.lower()}", None)
+
+    def _resolve_lists(self, key: str) -> tuple[str, str]:
         name = self._backend.todo_list
         (ans,) = self._run([self._req("GET", f"{self._user}/todo/lists?$top={PAGE}")])
         if isinstance(ans, ExchangeError):
@@ -464,6 +478,10 @@ class GraphSession:
             reqs.append(self._req("POST", url, body))
             owners.append(pos)
         for pos, ans in zip(owners, self._run(reqs, writing=True, creating=True), strict=True):
+            if isinstance(ans, ItemNotFound) and items[pos].item_class == "task":
+                # The list itself is gone: found or created again on the next try.
+                self.forget_lists()
+                ans = TransientError("Die To-Do-Liste im Postfach fehlt; sie wird neu angelegt.")
             results[pos] = (
                 ans if isinstance(ans, ExchangeError) else self._written(items[pos].item_class, ans.body)
             )
