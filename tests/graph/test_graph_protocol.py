@@ -310,3 +310,24 @@ def test_a_to_do_list_deleted_on_the_phone_is_created_again(graph_sandbox, gsess
     (again,) = gsession.create([task])
     assert isinstance(again, Written) and again.item_id.split(":")[1] != list_id
     assert list(gsession.find_all_ours("task")) == ["reminder:td"]
+
+
+def test_a_write_that_commits_and_then_never_answers(graph_sandbox, gbackend, sandbox):
+    session = gbackend.session(graph_account(graph_sandbox, timeout=1.0))
+    session.find_all_ours("contact")  # token and connection first; the held answer is the write's
+    graph_sandbox.inject("hang_after_commit", method="POST")
+    try:
+        with pytest.raises(OutcomeUnknown):
+            session.create([contact("contact:hang")])
+    finally:
+        graph_sandbox.release_held()
+    assert session.find_by_keys("contact", ["contact:hang"])["contact:hang"]  # it was written
+
+
+def test_a_connection_dropped_before_the_server_read_it(graph_sandbox, gsession, sandbox):
+    graph_sandbox.inject("drop", method="POST")
+    with pytest.raises(OutcomeUnknown):  # the client cannot tell it from a lost answer
+        gsession.create([contact("contact:drop")])
+    assert sandbox.engine.list_items(ALICE, "contacts") == []
+    (w,) = gsession.create([contact("contact:drop")])
+    assert isinstance(w, Written)
