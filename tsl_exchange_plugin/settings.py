@@ -134,6 +134,12 @@ FIRM_DEFAULTS: dict[str, Any] = {
 CLEANUP_ACTION = f"{PLUGIN_ID}.cleanup"
 
 
+OWN_ONLY_MESSAGE = (
+    "Sie dürfen Exchange-Sync nur für sich selbst setzen oder entfernen; "
+    "für andere Benutzer bitte einen Administrator fragen."
+)
+
+
 class NotAllowed(Exception):
     pass
 
@@ -249,12 +255,20 @@ def save(
                 (FieldError("users", "Benutzer ohne Exchange-Konto können nicht gewählt werden."),),
             )
         before = set(subscriptions.subscribers(host.settings, ctx.object_id))
+        add, remove = wanted, (before - wanted) & allowed
+        if not actor.is_admin:
+            # The same rule as Exchange-Sync setzen/entfernen: a user changes only his own entry;
+            # the others' ticks stay as they are, whatever the form sent for them.
+            changed = (wanted - before) | remove
+            if changed - {actor.id}:
+                return SaveResult(False, (FieldError("users", OWN_ONLY_MESSAGE),), message=OWN_ONLY_MESSAGE)
+            add, remove = wanted & {actor.id}, remove & {actor.id}
         from .runtime import QueueDeferred
 
         try:
             # Every checked user is queued again, also when nothing changed: saving the tab
             # repairs a missing item, and an unchanged one is not rewritten.
-            runtime.change_subscriptions([ctx.object_id], add=wanted, remove=(before - wanted) & allowed)
+            runtime.change_subscriptions([ctx.object_id], add=add, remove=remove)
         except QueueDeferred:
             return SaveResult(True, message=DEFERRED_MESSAGE)
         return SaveResult(True, message="Gespeichert.")
