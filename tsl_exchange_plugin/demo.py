@@ -173,17 +173,12 @@ def run_demo(*, data: str | None = None, keep: bool = False, contacts: int = 300
     lawyers = [u for u in firm.users if u.role.startswith("Rechtsanw")][:3]
     mailboxes = {u.email: f"{DEMO_PASSWORD_PREFIX}{i}" for i, u in enumerate(lawyers, 1)}
 
-    from .sandbox.schema import SchemaNotFound, find_schema_dir
-
-    try:
-        find_schema_dir()
-    except SchemaNotFound as exc:
-        _say(f"Die Vorführung kann nicht starten: {exc}")
-        return 2
     server = SandboxServer(root / "sandbox", mailboxes=mailboxes, port=port).start()
     _say(f"1. EWS-Sandbox läuft: {server.url}")
     graph, app = _start_graph(server)
     _say(f"   Microsoft-Graph-Sandbox über dieselben Postfächer: {graph.graph_url}")
+    if server.engine.validation_note:
+        _say(f"   {server.engine.validation_note}")
 
     host = ReferenceHost(root / "host")
     host.load_firm(firm)

@@ -168,6 +168,12 @@ def find_manifest_path(ep: EntryPoint) -> Path | None:
             candidate = Path(location).resolve() / MANIFEST_NAME
             if candidate.is_file():
                 return candidate
+        # A source checkout (editable install): the manifest sits at the top of the project,
+        # beside its pyproject.toml; the wheel's build copies it into the package.
+        for location in spec.submodule_search_locations:
+            project = Path(location).resolve().parent
+            if (project / "pyproject.toml").is_file() and (project / MANIFEST_NAME).is_file():
+                return project / MANIFEST_NAME
     return None
 
 

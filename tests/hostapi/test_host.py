@@ -71,7 +71,7 @@ def test_hook_kinds(pm):
 
 
 def test_manifest_of_the_plugin_names_the_same_hooks():
-    manifest = load_manifest(ROOT / "tsl_exchange_plugin" / "manifest.toml")
+    manifest = load_manifest(ROOT / "manifest.toml")
     assert set(manifest.hooks) <= set(ALL_HOOKS)
     assert not version_newer(manifest.min_host_api, HOST_API_VERSION)
 

@@ -86,12 +86,8 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, stop: threading.
     if args.no_ntlm and args.no_basic:
         print("Fehler: --no-ntlm und --no-basic schließen jede Anmeldung aus.", file=sys.stderr)
         return 2
-    from .schema import SchemaNotFound, find_schema_dir
-
-    try:
-        find_schema_dir()  # fail before serving, not at the first request
-    except SchemaNotFound as exc:
-        print(f"Fehler: {exc}", file=sys.stderr)
+    if args.delay_ms < 0:
+        print("Fehler: --delay-ms darf nicht negativ sein.", file=sys.stderr)
         return 2
     serve = getattr(args, "serve", "ews")
     if serve in ("graph", "both") and not args.no_validate:
@@ -114,15 +110,17 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, stop: threading.
             basic=not args.no_basic,
             seed=args.seed,
         )
+    except OverflowError:
+        print(f"Fehler: Port {args.port} gibt es nicht (erlaubt: 0 bis 65535).", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"Fehler: Der Server kann nicht an {args.host}:{args.port} binden: {exc}", file=sys.stderr)
         return 1
     except ValueError as exc:
         print(f"Fehler: {exc}", file=sys.stderr)
         return 2
-    if args.delay_ms < 0:
-        print("Fehler: --delay-ms darf nicht negativ sein.", file=sys.stderr)
-        return 2
+    if server.engine.validation_note:
+        print(server.engine.validation_note, file=out)
     if args.delay_ms:
         server.inject("delay", seconds=args.delay_ms / 1000.0, count=None)
     graph = None

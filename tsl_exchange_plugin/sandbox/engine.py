@@ -22,7 +22,17 @@ from .fields import KINDS, camel, ext_plain_name, from_plain, snake, to_plain
 from .ops_folders import create_folder, delete_folder, find_folder, get_folder
 from .ops_items import create_item, delete_item, find_item, get_item, item_view, normalize, update_item
 from .ops_misc import convert_id, get_server_time_zones
-from .schema import M_NS, T_NS, XML_NS, ValidationError, any_uri_elements, model, validator
+from .schema import (
+    M_NS,
+    SCHEMA_DIR_ENV,
+    T_NS,
+    XML_NS,
+    ValidationError,
+    any_uri_elements,
+    model,
+    schema_dir,
+    validator,
+)
 from .store import Store
 from .xmlio import E_NS, S_NS
 
@@ -54,6 +64,12 @@ class _Fault(Exception):
         self.code, self.text, self.status, self.faultcode, self.xml = code, text, status, faultcode, xml
 
 
+SCHEMA_MISSING_NOTE = (
+    "Hinweis: Microsofts EWS-Schema ist nicht vorhanden; die Sandbox arbeitet ohne Schema-Prüfung. "
+    f"Für die Prüfung {SCHEMA_DIR_ENV} auf den Ordner mit messages.xsd und types.xsd setzen."
+)
+
+
 class SandboxEngine:
     def __init__(
         self,
@@ -63,10 +79,16 @@ class SandboxEngine:
         faults: FaultPlan | None = None,
         build: tuple[int, int, int, int] = (15, 1, 2507, 6),
     ):
-        self.validate = validate
         self.faults = faults if faults is not None else FaultPlan()
         self.build = build
         self.model = model()
+        # Without Microsoft's schema files (an installed package) the sandbox still works from the
+        # shipped type model, but it cannot validate; ``validation_note`` says so to the caller.
+        self.validation_note = ""
+        if validate and schema_dir() is None:
+            validate = False
+            self.validation_note = SCHEMA_MISSING_NOTE
+        self.validate = validate
         self._validator = validator() if validate else None
         self._uri_elements = any_uri_elements() if validate else frozenset()
         self.store = Store(data_dir)

@@ -8,6 +8,8 @@ serialises in the order the schema demands instead of an order copied from a cli
 
 from __future__ import annotations
 
+import gzip
+import json
 import logging
 import os
 import tempfile
@@ -40,26 +42,46 @@ class SchemaNotFound(RuntimeError):
     pass
 
 
+SCHEMA_DIR_ENV = "TSL_EWS_SCHEMA_DIR"
+# The type model (element order, repeatable children, value types) digested from the schema, so an
+# installed package runs without Microsoft's files; it holds no schema text, only what the sandbox
+# needs to read and write values. A test keeps it equal to a fresh digest of the schema.
+MODEL_SNAPSHOT = Path(__file__).resolve().parent / "ews_model.json.gz"
+
+
 def find_schema_dir() -> Path:
-    """TSL_EWS_SCHEMA_DIR, else ``shared/ews-schema`` found walking up from this file (an editable
-    install in the repository) or from the working directory (an installed package)."""
-    env = os.environ.get("TSL_EWS_SCHEMA_DIR")
+    """TSL_EWS_SCHEMA_DIR, else ``shared/ews-schema`` beside (or inside) a checkout of the project.
+
+    Only the checkout this module was loaded from is looked at: after a wheel install there is
+    no project folder to walk up from, and the working directory says nothing about the schema."""
+    env = os.environ.get(SCHEMA_DIR_ENV)
     if env:
         p = Path(env)
-        if (p / "messages.xsd").is_file():
+        if (p / "messages.xsd").is_file() and (p / "types.xsd").is_file():
             return p
-        raise SchemaNotFound(f"TSL_EWS_SCHEMA_DIR={env} holds no messages.xsd")
-    here = Path(__file__).resolve().parent
-    cwd = Path.cwd().resolve()
-    for d in [here, *here.parents, cwd, *cwd.parents]:
-        for cand in (d / "shared" / "ews-schema", d.parent / "shared" / "ews-schema"):
+        raise SchemaNotFound(
+            f"{SCHEMA_DIR_ENV}={env} enthält keine messages.xsd und types.xsd. Bitte den Ordner mit "
+            "Microsofts EWS-Schema angeben."
+        )
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file():
+        # A shared folder beside the checkout, or beside a folder of several checkouts (worktrees).
+        for d in (checkout, *checkout.parents):
+            cand = d / "shared" / "ews-schema"
             if (cand / "messages.xsd").is_file():
                 return cand
     raise SchemaNotFound(
-        "Microsofts EWS-Schema (shared/ews-schema) nicht gefunden; die Sandbox braucht es für die "
-        "Reihenfolge der Elemente und die Prüfung. Den Befehl im Projektordner ausführen oder "
-        "TSL_EWS_SCHEMA_DIR auf den Ordner mit messages.xsd und types.xsd setzen."
+        "Microsofts EWS-Schema (messages.xsd, types.xsd) ist nicht vorhanden. Für die Schema-Prüfung "
+        f"{SCHEMA_DIR_ENV} auf den Ordner mit beiden Dateien setzen."
     )
+
+
+def schema_dir() -> Path | None:
+    """The schema folder, or None when it is not available (an installed package without it)."""
+    try:
+        return find_schema_dir()
+    except SchemaNotFound:
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,6 +384,51 @@ class Model:
                 if grp is not None:
                     self._attributes(grp, info)
 
+    # -- snapshot --------------------------------------------------------------------------------
+
+    def export(self) -> dict:
+        """Every type built, as plain data (what ``from_snapshot`` reads)."""
+        seen: set[str] = set()
+        while True:
+            todo = sorted(k for k in list(self._defs) if k not in seen)
+            if not todo:
+                break
+            for name in todo:
+                seen.add(name)
+                self.type(name)
+        for name in list(self.elements.values()):
+            self.type(name)
+        return {
+            "elements": dict(sorted(self.elements.items())),
+            "types": {
+                n: [i.simple, [[c.name, c.type, c.repeat] for c in i.children], i.attrs, list(i.enum)]
+                for n, i in sorted(self.types.items())
+            },
+        }
+
+    @classmethod
+    def from_snapshot(cls, path: Path) -> Model:
+        data = json.loads(gzip.decompress(path.read_bytes()).decode("utf-8"))
+        self = cls.__new__(cls)
+        self._defs, self._groups, self._attr_groups = {}, {}, {}
+        self._lock = threading.RLock()
+        self.elements = dict(data["elements"])
+        self.types = {}
+        for name, (simple, children, attrs, enum) in data["types"].items():
+            info = TypeInfo(
+                name, simple, [Child(c, t, bool(r)) for c, t, r in children], dict(attrs), tuple(enum)
+            )
+            info.finish()
+            self.types[name] = info
+        return self
+
+
+def write_snapshot(path: Path = MODEL_SNAPSHOT) -> None:
+    """Digest the schema into ``path`` (run after the schema changes: ``python -m ...sandbox.schema``)."""
+    data = Model(find_schema_dir()).export()
+    raw = json.dumps(data, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    path.write_bytes(gzip.compress(raw, mtime=0))
+
 
 _model: Model | None = None
 _model_lock = threading.Lock()
@@ -371,9 +438,14 @@ def model() -> Model:
     global _model
     with _model_lock:
         if _model is None:
-            _model = Model(find_schema_dir())
+            found = schema_dir()
+            _model = Model(found) if found is not None else Model.from_snapshot(MODEL_SNAPSHOT)
         return _model
 
 
 def t(name: str) -> str:
     return f"{{{T_NS}}}{name}"
+
+
+if __name__ == "__main__":  # pragma: no cover - a maintainer's step after a schema update
+    write_snapshot()

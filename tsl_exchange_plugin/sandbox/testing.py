@@ -161,7 +161,11 @@ def _close_exchangelib() -> None:
 
 
 def _serve(data_dir: Path, *, tls: bool) -> Iterator[SandboxServer]:
+    from .schema import find_schema_dir
+
+    find_schema_dir()  # tests validate every request and answer: a missing schema fails them
     server = SandboxServer(data_dir, mailboxes=dict(SANDBOX_PASSWORDS), tls=tls).start()
+    assert server.engine.validate, "the test sandbox must validate against the schema"
     try:
         yield server
     finally:
