@@ -81,6 +81,7 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="tsl-p1-"))
     key = Ed25519PrivateKey.generate()
+    os.environ[licence.DEV_KEYS_ENV] = "1"
     os.environ[licence.TRUSTED_KEYS_ENV] = f"bench={licence.public_key_b64(key)}"
     firm = generate_firm(seed=3, contacts=200)
     host = ReferenceHost(tmp / "host")

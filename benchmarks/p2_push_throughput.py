@@ -115,6 +115,7 @@ def main() -> int:
 
         # -- through the plugin
         key = Ed25519PrivateKey.generate()
+        os.environ[licence.DEV_KEYS_ENV] = "1"
         os.environ[licence.TRUSTED_KEYS_ENV] = f"bench={licence.public_key_b64(key)}"
         host = ReferenceHost(tmp / "host")
         host.load_firm(firm)

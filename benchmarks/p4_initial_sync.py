@@ -107,6 +107,7 @@ def main() -> int:
 
     with sandbox_process(tmp / "sandbox", boxes, delay_ms=args.latency_ms) as server:
         key = Ed25519PrivateKey.generate()
+        os.environ[licence.DEV_KEYS_ENV] = "1"
         os.environ[licence.TRUSTED_KEYS_ENV] = f"bench={licence.public_key_b64(key)}"
         host = ReferenceHost(tmp / "host")
         host.load_firm(firm)

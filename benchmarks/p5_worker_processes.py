@@ -78,6 +78,7 @@ def run(processes: int, args: argparse.Namespace, tmp: Path) -> dict:
             ]
             host.startup()
             key = Ed25519PrivateKey.generate()
+            os.environ[licence.DEV_KEYS_ENV] = "1"
             os.environ[licence.TRUSTED_KEYS_ENV] = f"bench={licence.public_key_b64(key)}"
             claims = licence.LicenceClaims(
                 "Bench", (licence.MODULE,), args.mailboxes + 5, dt.date.today() + dt.timedelta(days=9)

@@ -16,14 +16,46 @@ import threading
 from pathlib import Path
 
 from . import PLUGIN_ID, __version__
+from .cli_args import (
+    GermanArgumentParser,
+    add_verbose_everywhere,
+    existing_file,
+    float_range,
+    int_range,
+    port,
+)
+
+
+def host_data_dir(data: str) -> Path:
+    """The host's data directory for ``--data``: the directory itself, or the ``host`` folder in
+    it when it is a demo's directory (``tsl-exchange demo --data DIR``), so every command accepts
+    the same DIR."""
+    root = Path(data)
+    if (root / "host.sqlite3").exists():
+        return root
+    if (root / "host" / "host.sqlite3").exists():
+        return root / "host"
+    raise SystemExit(
+        f"Fehler: Kein timeSensor-Datenverzeichnis gefunden: {data}. Bitte mit --data das Datenverzeichnis "
+        "des Hosts angeben (oder das Verzeichnis der Vorführung)."
+    )
+
+
+_warned_dirs: set[Path] = set()
 
 
 def _host(data: str):
     from tsl_hostapi.reference import ReferenceHost
 
-    if not (Path(data) / "host.sqlite3").exists():
-        raise SystemExit(f"Kein timeSensor-Datenverzeichnis gefunden: {data} (Option --data prüfen)")
-    return ReferenceHost(data)
+    from .licence import dev_warnings
+
+    root = host_data_dir(data)
+    host = ReferenceHost(root)
+    if root not in _warned_dirs:
+        _warned_dirs.add(root)
+        for line in dev_warnings(host.data_dir(PLUGIN_ID))[len(dev_warnings()) :]:
+            print(line, file=sys.stderr)
+    return host
 
 
 @contextlib.contextmanager
@@ -63,9 +95,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from . import signals
     from .worker import WorkerConfig
 
-    if args.per_server < 1:
-        print("Fehler: --per-server muss mindestens 1 sein.", file=sys.stderr)
-        return 2
     if args.data and args.queue:
         print(
             "Fehler: --data und --queue schließen sich aus: mit --data gilt die Warteschlange des Hosts.",
@@ -83,7 +112,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
         # Microsoft 365 mailboxes go through Graph, the others through EWS.
         backend = RoutingBackend(ews=EwsBackend(max_in_flight_per_server=args.per_server))
         with _opened(args.data, worker_config=config, backend=backend) as (_, runtime):
-            return _run_worker(args, runtime.worker, runtime.outbox)
+            if runtime.worker_mode() != "external":
+                print(
+                    "Fehler: Der Worker-Modus ist „host“: der Host überträgt selbst, ein eigener Worker-Prozess "
+                    "würde ihm nur Arbeit abnehmen, die er schon tut. Für Worker-Prozesse zuerst umstellen: "
+                    f"tsl-exchange config --data {args.data} --worker external",
+                    file=sys.stderr,
+                )
+                return 2
+            return _run_worker(args, runtime.worker, runtime.outbox, runtime.push_gate)
     finally:
         signals.mailbox_status_changed.disconnect(_report_status)
 
@@ -153,19 +190,26 @@ def _hostless_worker(args: argparse.Namespace, config) -> int:
         )
         for mailbox in context.unpark_wrong_key():
             print(f"Postfach {mailbox} wieder freigegeben (neuer Schlüssel).", flush=True)
-        return _run_worker(args, worker, outbox)
+        return _run_worker(args, worker, outbox, context.gate)
     finally:
         if worker is not None:
             worker.stop()
         outbox.close()
 
 
-def _run_worker(args: argparse.Namespace, worker, outbox) -> int:
+def _run_worker(args: argparse.Namespace, worker, outbox, gate=None) -> int:
+    held = gate() if gate is not None else None
     if args.once:
+        if held:
+            print(f"{held} Es wird nichts übertragen.", file=sys.stderr)
+            return 1
         drained = worker.drain(timeout=args.timeout)
         left = outbox.pending_count()
         print("Warteschlange leer." if drained else f"Noch {left} Änderungen offen.")
         return 0 if drained else 1
+    if held:
+        # A hold ends without a restart ("Jetzt erneut versuchen", a new licence): keep running.
+        print(f"{held} Der Worker wartet, bis die Übertragung wieder freigegeben ist.", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -191,10 +235,22 @@ def cmd_resync(args: argparse.Namespace) -> int:
         user = _user(host, args.user)
         count = runtime.resync(user.id)
         print(f"{count} Einträge für {user.name} erneut eingereiht.")
+        held = runtime.push_gate()
+        if held:
+            print(
+                f"{held} Es wird nichts übertragen, bis die Übertragung wieder freigegeben ist.",
+                file=sys.stderr,
+            )
+            return 1
         drained = runtime.worker.drain(timeout=args.timeout)
         left = runtime.outbox.pending_count(user.id)
-    print("Übertragen." if drained else f"Noch {left} offen; der Worker überträgt sie.")
-    return 0
+        held = runtime.push_gate()
+    if drained:
+        print("Übertragen.")
+        return 0
+    reason = f" {held}" if held else " Der Zustand steht in „tsl-exchange status --audit“."
+    print(f"Noch {left} offen nach {args.timeout:g} Sekunden.{reason}", file=sys.stderr)
+    return 1
 
 
 def cmd_rotate_key(args: argparse.Namespace) -> int:
@@ -218,19 +274,39 @@ def cmd_rotate_key(args: argparse.Namespace) -> int:
     return 0
 
 
+DATA_HELP = "Datenverzeichnis des Hosts (auch das Verzeichnis einer Vorführung)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tsl-exchange", description="Exchange Sync for timeSensor LEGAL")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser = GermanArgumentParser(prog="tsl-exchange", description="Exchange-Sync für timeSensor LEGAL")
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}", help="Version zeigen und beenden"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="ausführliche Protokollausgabe")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, title="Befehle", metavar="BEFEHL")
 
     p = sub.add_parser("demo", help="die ganze Geschichte auf einem Rechner vorführen")
     p.add_argument(
-        "--data", help="Verzeichnis für Host, Warteschlange und Sandbox (Standard: neues Temp-Verzeichnis)"
+        "--data",
+        metavar="DIR",
+        help="Verzeichnis für Host, Warteschlange und Sandbox, bleibt erhalten (Standard: ein temporäres, "
+        "das am Ende gelöscht wird)",
     )
     p.add_argument("--keep", action="store_true", help="danach weiterlaufen lassen, zum Ansehen")
-    p.add_argument("--contacts", type=int, default=300, help="Anzahl Kontakte der Beispielkanzlei")
-    p.add_argument("--port", type=int, default=0, help="Port der Sandbox (Standard: frei)")
+    p.add_argument(
+        "--contacts",
+        type=int_range(10, 5000),
+        default=300,
+        metavar="ANZAHL",
+        help="Anzahl Kontakte der Beispielkanzlei (10 bis 5000)",
+    )
+    p.add_argument(
+        "--port",
+        type=port,
+        default=0,
+        metavar="PORT",
+        help="Port der Sandbox (0 bis 65535; Standard 0: ein freier)",
+    )
     p.set_defaults(func=cmd_demo)
 
     from .sandbox import cli as sandbox_cli
@@ -241,7 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("worker", help="Worker als eigener Prozess")
     p.add_argument(
-        "--data", help="Datenverzeichnis des Hosts (nur wenn der Worker auf dem Host-Rechner läuft)"
+        "--data",
+        metavar="DIR",
+        help="Datenverzeichnis des Hosts (nur wenn der Worker auf dem Host-Rechner läuft)",
     )
     p.add_argument(
         "--queue",
@@ -255,38 +333,62 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--per-server",
-        type=int,
+        type=int_range(1, 100),
         default=10,
         metavar="N",
         help="höchstens so viele Anfragen gleichzeitig je Exchange-Server, über alle Worker (Standard 10)",
     )
-    p.add_argument("--threads", type=int, default=4)
     p.add_argument(
-        "--lease", type=float, default=60.0, help="Sekunden, nach denen ein toter Worker abgelöst wird"
+        "--threads",
+        type=int_range(1, 64),
+        default=4,
+        metavar="N",
+        help="Postfächer, die gleichzeitig bedient werden (1 bis 64)",
+    )
+    p.add_argument(
+        "--lease",
+        type=float_range(1, 3600),
+        default=60.0,
+        metavar="SEKUNDEN",
+        help="Sekunden, nach denen ein toter Worker abgelöst wird (1 bis 3600)",
     )
     p.add_argument("--once", action="store_true", help="nur abarbeiten, was fällig ist, dann beenden")
-    p.add_argument("--timeout", type=float, default=300.0)
+    p.add_argument(
+        "--timeout",
+        type=float_range(0, 86400),
+        default=300.0,
+        metavar="SEKUNDEN",
+        help="mit --once: höchstens so viele Sekunden",
+    )
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("status", help="Zustand der Postfächer")
-    p.add_argument("--data", required=True)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--data", required=True, metavar="DIR", help=DATA_HELP)
+    p.add_argument("--json", action="store_true", help="als JSON ausgeben")
 
     p = sub.add_parser("test-connection", help="Verbindungstest für einen Benutzer")
-    p.add_argument("user")
-    p.add_argument("--data", required=True)
+    p.add_argument("user", metavar="BENUTZER", help="Kennung, E-Mail-Adresse oder Name des Benutzers")
+    p.add_argument("--data", required=True, metavar="DIR", help=DATA_HELP)
     p.set_defaults(func=cmd_test_connection)
 
     p = sub.add_parser("resync", help="alles für ein Postfach erneut übertragen (ohne Dubletten)")
-    p.add_argument("user")
-    p.add_argument("--data", required=True)
-    p.add_argument("--timeout", type=float, default=300.0)
+    p.add_argument("user", metavar="BENUTZER", help="Kennung, E-Mail-Adresse oder Name des Benutzers")
+    p.add_argument("--data", required=True, metavar="DIR", help=DATA_HELP)
+    p.add_argument(
+        "--timeout",
+        type=float_range(0, 86400),
+        default=300.0,
+        metavar="SEKUNDEN",
+        help="höchstens so viele Sekunden übertragen",
+    )
     p.set_defaults(func=cmd_resync)
 
     p = sub.add_parser("rotate-key", help="Schlüssel für die Passwortverschlüsselung erneuern")
-    p.add_argument("--data", required=True)
+    p.add_argument("--data", required=True, metavar="DIR", help=DATA_HELP)
     p.set_defaults(func=cmd_rotate_key)
     _admin_commands(sub)  # --- admin (issue 7)
+    _setup_commands(sub)
+    add_verbose_everywhere(parser)
     return parser
 
 
@@ -400,12 +502,24 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 def _admin_commands(sub) -> None:
     p = sub.choices["status"]
     p.add_argument("--audit", action="store_true", help="auch das Protokoll der Übertragungen zeigen")
-    p.add_argument("--limit", type=int, default=50, help="so viele Protokolleinträge (Standard 50)")
+    p.add_argument(
+        "--limit",
+        type=int_range(1, 100000),
+        default=50,
+        metavar="N",
+        help="so viele Protokolleinträge (Standard 50)",
+    )
     p.set_defaults(func=cmd_status_admin)
 
     p = sub.add_parser("cleanup", help="von Exchange-Sync angelegte Elemente aus Postfächern entfernen")
-    p.add_argument("--data", required=True)
-    p.add_argument("--user", action="append", default=[], help="nur dieses Postfach (mehrfach möglich)")
+    p.add_argument("--data", required=True, metavar="DIR", help=DATA_HELP)
+    p.add_argument(
+        "--user",
+        action="append",
+        default=[],
+        metavar="BENUTZER",
+        help="nur dieses Postfach (mehrfach möglich)",
+    )
     p.add_argument(
         "--all", action="store_true", help="alle Postfächer (vor dem Deaktivieren der Schnittstelle)"
     )
@@ -416,12 +530,151 @@ def _admin_commands(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .licence import dev_warnings
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    return int(args.func(args) or 0)
+    for line in dev_warnings():
+        print(line, file=sys.stderr)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("Abgebrochen.", file=sys.stderr)
+        return 130
+    except SystemExit:
+        raise
+    except Exception as exc:
+        # The administrator gets a sentence, not a traceback; -v puts the details in the log.
+        logging.getLogger(__name__).info("tsl-exchange %s", args.command, exc_info=True)
+        print(
+            f"Unerwarteter Fehler: {exc or type(exc).__name__}. Mit -v stehen die technischen Einzelheiten "
+            "im Protokoll; bitte dem Hersteller melden.",
+            file=sys.stderr,
+        )
+        return 1
+
+
+# --- setting up: licence, worker mode and queue
+
+
+def cmd_licence_install(args: argparse.Namespace) -> int:
+    from . import licence
+
+    try:
+        document = Path(args.file).read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"Fehler: Die Lizenzdatei ist nicht lesbar: {exc}", file=sys.stderr)
+        return 2
+    with _opened(args.data) as (host, runtime):
+        dev_keys = licence.data_dir_dev_keys(host.data_dir(PLUGIN_ID))
+        decision, claims = licence.verify(document, dev_keys=dev_keys)
+        if not decision.allowed:
+            print(f"Fehler: Lizenz nicht eingespielt. {decision.reason}", file=sys.stderr)
+            return 1
+        host.install_licence(PLUGIN_ID, document)
+        runtime.publish_worker_state()  # worker processes verify the licence from the store
+        enabled = PLUGIN_ID in host.enabled_plugin_ids()
+    print(f"Lizenz eingespielt: {_licence_line(document, claims)}")
+    if not enabled:
+        print("Exchange-Sync ist noch nicht aktiviert: Admin › Erweitert › System › Schnittstellen.")
+    return 0
+
+
+def _licence_line(document: str, claims) -> str:
+    from . import licence
+
+    kind = (
+        "Entwicklungslizenz (nicht vom Hersteller; nur für Vorführung und Entwicklung)"
+        if licence.is_development(document)
+        else "Lizenz des Herstellers"
+    )
+    return f"{claims.customer}, {claims.seats} Exchange-Plätze, gültig bis {claims.expires:%d.%m.%Y}; {kind}"
+
+
+def cmd_licence_show(args: argparse.Namespace) -> int:
+    from . import licence
+
+    host = _host(args.data)
+    try:
+        lic = host.licence(PLUGIN_ID)
+        dev_keys = licence.data_dir_dev_keys(host.data_dir(PLUGIN_ID))
+    finally:
+        host.close()
+    document = lic.document if lic else None
+    decision, claims = licence.verify(document, dev_keys=dev_keys)
+    if claims is not None:
+        print(_licence_line(document or "", claims))
+    if decision.allowed:
+        print("Die Lizenz ist gültig.")
+        return 0
+    print(f"Die Lizenz gilt nicht: {decision.reason}")
+    return 1
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from .runtime import FIRM_KEY
+    from .settings import validate_queue_url
+
+    host = _host(args.data)
+    try:
+        firm = host.settings.get(PLUGIN_ID, FIRM_KEY, {}) or {}
+        firm = dict(firm) if isinstance(firm, dict) else {}
+        changes: dict = {}
+        if args.queue_url is not None:
+            problem = validate_queue_url(args.queue_url)
+            if problem:
+                print(f"Fehler: {problem}", file=sys.stderr)
+                return 2
+            changes["queue_url"] = args.queue_url.strip()
+        if args.worker is not None:
+            changes["worker"] = args.worker
+        mode = changes.get("worker", firm.get("worker", "host"))
+        url = changes.get("queue_url", firm.get("queue_url", "")) or ""
+        if mode == "external" and not url.lower().startswith(("postgresql://", "postgres://")):
+            print(
+                "Hinweis: Im Worker-Modus „external“ teilen sich Host und Worker-Prozesse die Warteschlange; "
+                "Worker auf anderen Rechnern brauchen eine PostgreSQL-Warteschlange (--queue-url postgresql://…). "
+                "Ohne sie arbeiten nur Worker mit --data auf diesem Rechner.",
+                file=sys.stderr,
+            )
+        if changes:
+            host.settings.set(PLUGIN_ID, FIRM_KEY, {**firm, **changes})
+    finally:
+        host.close()
+    print(f"Worker-Modus: {mode}")
+    print(f"Warteschlange: {url or 'SQLite im Datenverzeichnis'}")
+    if changes:
+        print("Gespeichert. Die Einstellungen gelten ab dem nächsten Start des Hosts und der Worker.")
+    return 0
+
+
+def _setup_commands(sub) -> None:
+    p = sub.add_parser("licence", help="Lizenz einspielen oder anzeigen")
+    lic = p.add_subparsers(dest="licence_command", required=True, title="Befehle", metavar="BEFEHL")
+    q = lic.add_parser("install", help="eine Lizenzdatei des Herstellers einspielen")
+    q.add_argument("file", type=existing_file, metavar="DATEI", help="die Lizenzdatei (JSON, signiert)")
+    q.add_argument("--data", required=True, metavar="DIR", help=DATA_HELP)
+    q.set_defaults(func=cmd_licence_install)
+    q = lic.add_parser("show", help="die eingespielte Lizenz anzeigen und prüfen")
+    q.add_argument("--data", required=True, metavar="DIR", help=DATA_HELP)
+    q.set_defaults(func=cmd_licence_show)
+
+    p = sub.add_parser("config", help="Worker-Modus und Warteschlange einstellen (ohne Angaben: anzeigen)")
+    p.add_argument("--data", required=True, metavar="DIR", help=DATA_HELP)
+    p.add_argument(
+        "--worker",
+        choices=("host", "external"),
+        help="host: der Host überträgt selbst; external: eigene Prozesse (tsl-exchange worker)",
+    )
+    p.add_argument(
+        "--queue-url",
+        metavar="URL",
+        help="Warteschlange: leer für SQLite im Datenverzeichnis, sonst postgresql://benutzer@server/datenbank",
+    )
+    p.set_defaults(func=cmd_config)
 
 
 if __name__ == "__main__":

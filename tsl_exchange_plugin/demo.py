@@ -9,7 +9,6 @@ drains, and at the end a table per mailbox of what arrived.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import sys
 import tempfile
 import threading
@@ -42,12 +41,14 @@ def _say(text: str = "") -> None:
 
 
 def _install_demo_licence(host) -> None:
+    """A development licence signed with a key made now; its public half is recorded in the
+    plugin's data directory, so every later command on this directory accepts it, and says that
+    it is a development licence. A real installation trusts only the vendor's keys."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     key = Ed25519PrivateKey.generate()
     key_id = "demo"
-    # The demo trusts a key it made a moment ago. A real installation trusts only the vendor's keys.
-    os.environ[licence.TRUSTED_KEYS_ENV] = f"{key_id}={licence.public_key_b64(key)}"
+    licence.record_dev_key(host.data_dir(PLUGIN_ID), key_id, key)
     claims = licence.LicenceClaims(
         customer="Demo-Kanzlei (Vorführlizenz)",
         modules=(licence.MODULE,),
@@ -280,9 +281,7 @@ def run_demo(*, data: str | None = None, keep: bool = False, contacts: int = 300
         _say(
             f"\nLäuft weiter. Sandbox: {server.url}, Einblick: {server.url.split('/EWS')[0]}/sandbox/api/mailboxes"
         )
-        _say(
-            f"Status in einem zweiten Fenster: tsl-exchange status --data {root / 'host'}. Beenden mit Strg+C."
-        )
+        _say(f"Status in einem zweiten Fenster: tsl-exchange status --data {root}. Beenden mit Strg+C.")
         try:
             while True:
                 time.sleep(1)

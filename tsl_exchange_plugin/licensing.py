@@ -39,7 +39,10 @@ class LicenceState:
             if self._cached and time.monotonic() - self._cached[0] < self._ttl:
                 return self._cached[1]
         lic = self._host.licence(PLUGIN_ID)
-        decision, _claims = licence.verify(lic.document if lic else None, today=self._today())
+        dev_keys = licence.data_dir_dev_keys(self._host.data_dir(PLUGIN_ID))
+        decision, _claims = licence.verify(
+            lic.document if lic else None, today=self._today(), dev_keys=dev_keys
+        )
         with self._lock:
             self._cached = (time.monotonic(), decision)
         return decision

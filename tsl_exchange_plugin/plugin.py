@@ -63,11 +63,12 @@ def tsl_shutdown(host: Host) -> None:
 def tsl_licence_check(host: Host, plugin_id: str, licence: Licence | None) -> LicenceDecision | None:
     if plugin_id != PLUGIN_ID:
         return None
-    return licence_module_check(licence)
+    return licence_module_check(licence, host)
 
 
-def licence_module_check(lic: Licence | None) -> LicenceDecision:
-    decision, _claims = licence.verify(lic.document if lic else None)
+def licence_module_check(lic: Licence | None, host: Host | None = None) -> LicenceDecision:
+    dev_keys = licence.data_dir_dev_keys(host.data_dir(PLUGIN_ID)) if host is not None else None
+    decision, _claims = licence.verify(lic.document if lic else None, dev_keys=dev_keys)
     return decision
 
 

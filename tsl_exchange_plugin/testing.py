@@ -48,6 +48,7 @@ def wait_for(
 def licence_key(monkeypatch) -> Callable[..., str]:
     """Trust a fresh test key; returns a function that issues licence documents with it."""
     key = Ed25519PrivateKey.generate()
+    monkeypatch.setenv(licence.DEV_KEYS_ENV, "1")  # development keys count only behind this switch
     monkeypatch.setenv(licence.TRUSTED_KEYS_ENV, f"test={licence.public_key_b64(key)}")
 
     def issue(*, seats: int = 10, modules=(licence.MODULE,), expires: dt.date | None = None) -> str:

@@ -11,7 +11,10 @@ import argparse
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import TextIO
+
+from ..cli_args import GermanArgumentParser, float_range, int_range, port
 
 
 def _mailbox(value: str) -> tuple[str, str]:
@@ -35,10 +38,20 @@ def _graph_app(value: str) -> tuple[str, str, str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--host", default="127.0.0.1", help="Adresse, an die der Server bindet (Standard 127.0.0.1)"
+        "--host",
+        default="127.0.0.1",
+        metavar="ADRESSE",
+        help="Adresse, an die der Server bindet (Standard 127.0.0.1)",
     )
-    parser.add_argument("--port", type=int, default=8787, help="TCP-Port (Standard 8787, 0 = freier Port)")
-    parser.add_argument("--data", required=True, metavar="DIR", help="Datenverzeichnis der Postfächer")
+    parser.add_argument(
+        "--port", type=port, default=8787, help="TCP-Port, 0 bis 65535 (Standard 8787, 0 = freier Port)"
+    )
+    parser.add_argument(
+        "--data",
+        required=True,
+        metavar="DIR",
+        help="Datenverzeichnis der Postfächer (auch das Verzeichnis einer Vorführung)",
+    )
     parser.add_argument(
         "--mailbox",
         action="append",
@@ -51,10 +64,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-validate", action="store_true", help="Schema-Prüfung abschalten (schneller)")
     parser.add_argument("--no-ntlm", action="store_true", help="nur Basic-Anmeldung anbieten")
     parser.add_argument("--no-basic", action="store_true", help="nur NTLM-Anmeldung anbieten")
-    parser.add_argument("--seed", type=int, default=None, help="Zufallsstartwert für Fehlerinjektion")
+    parser.add_argument(
+        "--seed",
+        type=int_range(0, 2**32 - 1),
+        default=None,
+        metavar="ZAHL",
+        help="Zufallsstartwert für Fehlerinjektion",
+    )
     parser.add_argument(
         "--delay-ms",
-        type=float,
+        type=float_range(0, 600000),
         default=0.0,
         metavar="MS",
         help="jede Anfrage so viele Millisekunden verzögern (wie die Laufzeit zu einem gehosteten Exchange)",
@@ -98,9 +117,12 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, stop: threading.
         except ContractNotFound as exc:
             print(f"Fehler: {exc}", file=sys.stderr)
             return 2
+    data = Path(args.data)
+    if (data / "host").is_dir() and (data / "sandbox").is_dir():
+        data = data / "sandbox"  # the directory of a demo: its sandbox's mailboxes
     try:
         server = SandboxServer(
-            args.data,
+            data,
             mailboxes=dict(args.mailbox),
             host=args.host,
             port=args.port,
@@ -189,9 +211,7 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, stop: threading.
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="tsl-exchange sandbox", description="EWS-Sandbox für Tests und Demo"
-    )
+    parser = GermanArgumentParser(prog="tsl-exchange sandbox", description="EWS-Sandbox für Tests und Demo")
     add_arguments(parser)
     return run(parser.parse_args(argv))
 
