@@ -9,6 +9,7 @@ drains, and at the end a table per mailbox of what arrived.
 from __future__ import annotations
 
 import datetime as dt
+import signal
 import sys
 import tempfile
 import threading
@@ -58,40 +59,53 @@ def _install_demo_licence(host) -> None:
     host.install_licence(PLUGIN_ID, licence.sign(claims, key, key_id))
 
 
-def _progress(runtime, total_hint: int, timeout: float = 300.0) -> bool:
-    """Show the queue draining until it is empty (or the timeout passes)."""
+def _progress(runtime, timeout: float = 300.0) -> bool:
+    """Wait until the queue is empty (or the timeout passes). On a terminal a live line shows it
+    draining; otherwise (a log, a pipe) only the outcome is printed, so two runs print the same."""
     interactive = sys.stdout.isatty()
     pushed = {"n": 0}
     lock = threading.Lock()
+    done = threading.Event()
 
     def on_push(sender, **extra):
         with lock:
             pushed["n"] += 1
 
+    def on_drained(sender, **extra):
+        done.set()
+
     signals.push_succeeded.connect(on_push, weak=False)
+    signals.queue_drained.connect(on_drained, weak=False)
     try:
         deadline = time.monotonic() + timeout
-        last = -1
-        while time.monotonic() < deadline:
-            pending = runtime.outbox.pending_count()
-            failed = len(runtime.outbox.jobs(status="failed"))
-            if pending != last or interactive:
+        pending = runtime.outbox.pending_count()
+        while pending and time.monotonic() < deadline:
+            if interactive:
+                failed = len(runtime.outbox.jobs(status="failed"))
                 line = f"  Warteschlange: {pending:5d} offen, {pushed['n']:5d} übertragen, {failed} fehlgeschlagen"
-                if interactive:
-                    print("\r" + line, end="", flush=True)
-                elif pending != last:
-                    _say(line)
-                last = pending
-            if pending == 0:
-                if interactive:
-                    print()
-                return True
-            time.sleep(0.3)
+                print("\r" + line, end="", flush=True)
+            done.wait(0.3)  # woken at once when the worker reports an empty queue
+            done.clear()
+            pending = runtime.outbox.pending_count()
         if interactive:
             print()
-        return False
+        failed = len(runtime.outbox.jobs(status="failed"))
+        if pending:
+            _say(f"  Warteschlange: noch {pending} offen, {failed} fehlgeschlagen")
+        else:
+            _say(f"  Warteschlange leer ({failed} fehlgeschlagen).")
+        return pending == 0
     finally:
         signals.push_succeeded.disconnect(on_push)
+        signals.queue_drained.disconnect(on_drained)
+
+
+def _fit(text: object, width: int) -> str:
+    """``text`` in a column of ``width``: cut with an ellipsis, never silently."""
+    value = " ".join(str(text or "").split())
+    if len(value) > width:
+        value = value[: width - 1] + "…"
+    return f"{value:<{width}}"
 
 
 def _local_day(value: object, zone: str = "Europe/Berlin") -> str:
@@ -126,15 +140,15 @@ def _table(engine, mailbox: str, name: str) -> None:
         f"\nPostfach {mailbox} ({name}): {len(contacts)} Kontakte, "
         f"{len(calendar)} Kalendereinträge (Termine, Fristen, Vorfristen), {len(tasks)} Aufgaben (Wiedervorlagen)"
     )
-    _say(f"  {'Speichern unter':<34} {'Firma':<30} {'E-Mail':<36}")
-    for item in sorted(contacts, key=lambda i: _sort_key(i.get("file_as")))[:8]:
-        file_as = str(item.get("file_as") or "")[:34]
-        company = str(item.get("company_name") or "")[:30]
-        _say(f"  {file_as:<34} {company:<30} {_first_email(item)[:36]:<36}")
+    _say(f"  {_fit('Speichern unter', 34)} {_fit('Firma', 30)} {'E-Mail'}")
+    for item in sorted(contacts, key=lambda i: (_sort_key(i.get("file_as")), str(i.get("file_as"))))[:8]:
+        _say(
+            f"  {_fit(item.get('file_as'), 34)} {_fit(item.get('company_name'), 30)} {_first_email(item)}".rstrip()
+        )
     if len(contacts) > 8:
         _say(f"  … und {len(contacts) - 8} weitere Kontakte")
-    for item in sorted(calendar, key=lambda i: str(i.get("start") or ""))[:4]:
-        _say(f"  Kalender: {_local_day(item.get('start'))}  {str(item.get('subject') or '')[:70]}")
+    for item in sorted(calendar, key=lambda i: (str(i.get("start") or ""), str(i.get("subject") or "")))[:4]:
+        _say(f"  Kalender: {_local_day(item.get('start'))}  {_fit(item.get('subject'), 80).rstrip()}")
 
 
 def _start_graph(server):
@@ -159,29 +173,68 @@ def _start_graph(server):
 
 
 def run_demo(*, data: str | None = None, keep: bool = False, contacts: int = 300, port: int = 0) -> int:
+    """Run the demo. Without ``data`` everything lives in a temporary folder that is removed at
+    the end (also on Strg+C or SIGTERM); with ``data`` the files stay for later commands."""
+    import shutil
+
+    root = Path(data) if data else Path(tempfile.mkdtemp(prefix="tsl-exchange-demo-"))
+    root.mkdir(parents=True, exist_ok=True)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM ends the demo like Strg+C, so the clean-up below runs.
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _run(root, keep=keep, contacts=contacts, port=port, kept=bool(data))
+    except KeyboardInterrupt:
+        _say("\nVorführung abgebrochen.")
+        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        if not data:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _run(root: Path, *, keep: bool, contacts: int, port: int, kept: bool) -> int:
     from tsl_hostapi.reference import ReferenceHost
     from tsl_hostapi.reference.sample_firm import generate_firm
 
     from .plugin import runtime_for
     from .sandbox.server import SandboxServer
 
-    root = Path(data or tempfile.mkdtemp(prefix="tsl-exchange-demo-"))
-    root.mkdir(parents=True, exist_ok=True)
     _say("Exchange Sync für timeSensor LEGAL: Vorführung")
-    _say(f"Daten: {root}")
+    _say(f"Daten: {root}" + ("" if kept else " (wird am Ende gelöscht; --data VERZEICHNIS behält sie)"))
 
     firm = generate_firm(seed=1, contacts=contacts)
     lawyers = [u for u in firm.users if u.role.startswith("Rechtsanw")][:3]
     mailboxes = {u.email: f"{DEMO_PASSWORD_PREFIX}{i}" for i, u in enumerate(lawyers, 1)}
 
     server = SandboxServer(root / "sandbox", mailboxes=mailboxes, port=port).start()
-    _say(f"1. EWS-Sandbox läuft: {server.url}")
-    graph, app = _start_graph(server)
-    _say(f"   Microsoft-Graph-Sandbox über dieselben Postfächer: {graph.graph_url}")
-    if server.engine.validation_note:
-        _say(f"   {server.engine.validation_note}")
+    host = None
+    graph = None
+    try:
+        _say(f"1. EWS-Sandbox läuft: {server.url}")
+        graph, app = _start_graph(server)
+        _say(f"   Microsoft-Graph-Sandbox über dieselben Postfächer: {graph.graph_url}")
+        if server.engine.validation_note:
+            _say(f"   {server.engine.validation_note}")
+        host = ReferenceHost(root / "host")
+        return _story(
+            host, server, graph, app, firm, lawyers, mailboxes, root, keep=keep, runtime_for=runtime_for
+        )
+    finally:
+        if host is not None:
+            host.close()
+        if graph is not None:
+            graph.stop()
+        server.stop()
 
-    host = ReferenceHost(root / "host")
+
+def _story(host, server, graph, app, firm, lawyers, mailboxes, root: Path, *, keep: bool, runtime_for) -> int:
     host.load_firm(firm)
     admin = next(u for u in firm.users if u.is_admin)
     _say(
@@ -197,7 +250,8 @@ def run_demo(*, data: str | None = None, keep: bool = False, contacts: int = 300
         host.startup()
     runtime = runtime_for(host)
     _say(
-        "3. Exchange-Sync unter Admin › Erweitert › System › Schnittstellen aktiviert (Vorführlizenz, 30 Tage)"
+        "3. Exchange-Sync unter Admin › Erweitert › System › Schnittstellen aktiviert "
+        "(Entwicklungslizenz der Vorführung, 30 Tage; nicht vom Hersteller)"
     )
     # The sandbox's identity provider stands in for login.microsoftonline.com.
     runtime.save_firm_settings({"graph_authority": graph.url})
@@ -230,10 +284,10 @@ def run_demo(*, data: str | None = None, keep: bool = False, contacts: int = 300
             _say(f"   Exchange-Konto für {lawyer.name} abgelehnt: {[e.message for e in result.errors]}")
             return 1
         test = host.press(admin, f"{PLUGIN_ID}.test_connection", (), {"user_id": lawyer.id})
-        icon = "grün" if test.status_icon == "green" else "rot"
-        _say(
-            f"4. Exchange-Konto für {lawyer.name} <{lawyer.email}> gespeichert; Testen: {icon} ({test.message})"
-        )
+        outcome = "grün" if test.status_icon == "green" else f"rot ({test.message})"
+        _say(f"4. Exchange-Konto für {lawyer.name} <{lawyer.email}> gespeichert; Testen: {outcome}")
+    _say("   Termine, Fristen und Wiedervorlagen der drei werden übertragen …")
+    _progress(runtime)
 
     contact_ids = [c.id for c in firm.contacts]
     per_lawyer = max(10, len(contact_ids) // 4)
@@ -242,10 +296,10 @@ def run_demo(*, data: str | None = None, keep: bool = False, contacts: int = 300
         result = host.press(
             admin, f"{PLUGIN_ID}.set_sync", [RecordRef("contact", c) for c in chosen], {"users": [lawyer.id]}
         )
-        _say(f"5. {lawyer.name}: {result.message}")
+        _say(f"5. {lawyer.name}: {_without_duration(result.message)}")
 
     _say("6. Kontakte werden übertragen …")
-    _progress(runtime, 0)
+    _progress(runtime)
 
     edited = firm.contacts[0]
     host.save(
@@ -266,7 +320,7 @@ def run_demo(*, data: str | None = None, keep: bool = False, contacts: int = 300
         f"7. Bearbeitet: {edited.surname or edited.company}, {firm.contacts[1].surname or firm.contacts[1].company}; "
         f"gelöscht: {gone.surname or gone.company}; Sync entfernt für {removed_user.name}"
     )
-    drained = _progress(runtime, 0)
+    drained = _progress(runtime)
 
     for lawyer in lawyers:
         _table(server.engine, lawyer.email, lawyer.name)
@@ -275,7 +329,9 @@ def run_demo(*, data: str | None = None, keep: bool = False, contacts: int = 300
 
     _say("\nStatus (wie unter Schnittstellen › Exchange-Synchronisation):")
     for row in mailbox_rows(host, runtime):
-        _say(f"  {row.user_name:<30} {row.state_label:<22} offen {row.pending}, fehlgeschlagen {row.failed}")
+        _say(
+            f"  {_fit(row.user_name, 30)} {_fit(row.state_label, 22)} offen {row.pending}, fehlgeschlagen {row.failed}"
+        )
 
     if keep:
         _say(
@@ -283,12 +339,15 @@ def run_demo(*, data: str | None = None, keep: bool = False, contacts: int = 300
         )
         _say(f"Status in einem zweiten Fenster: tsl-exchange status --data {root}. Beenden mit Strg+C.")
         try:
-            while True:
-                time.sleep(1)
+            threading.Event().wait()
         except KeyboardInterrupt:
             pass
-    host.close()
-    graph.stop()
-    server.stop()
     _say("\nVorführung beendet." if drained else "\nVorführung beendet; es waren noch Änderungen offen.")
     return 0 if drained else 1
+
+
+def _without_duration(message: str) -> str:
+    """The bulk action's message without its run time, so two runs print the same."""
+    import re
+
+    return re.sub(r"\s*\(\d+(?:[.,]\d+)? s\)", "", message)
