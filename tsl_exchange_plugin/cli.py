@@ -399,7 +399,7 @@ def cmd_status_admin(args: argparse.Namespace) -> int:
     """``status`` as before, with the summary line (licence hold) and, with ``--audit``, the audit log."""
     from dataclasses import asdict
 
-    from .status import mailbox_rows, summary
+    from .status import Column, format_table, mailbox_addresses, mailbox_rows, summary
 
     unavailable = _queue_unavailable(args.data)
     if unavailable:
@@ -420,19 +420,37 @@ def cmd_status_admin(args: argparse.Namespace) -> int:
             print(json.dumps(data, ensure_ascii=False, indent=2))
             return 0
         print(summary(runtime))
-        print(
-            f"{'Benutzer':<28} {'Zustand':<30} {'offen':>6} {'fehlg.':>6}  {'letzte Übertragung':<20} "
-            f"{'Test':<14} letzter Fehler"
-        )
-        for r in rows:
-            print(
-                f"{r.user_name[:28]:<28} {r.state_label:<30} {r.pending:>6} {r.failed:>6}  "
-                f"{r.last_success:<20} {r.test_label:<14} {r.last_error}"
-            )
+        columns = [
+            Column("Benutzer", 24),
+            Column("Postfach", 28),
+            Column("Zustand", 24),
+            Column("offen", 5, ">", cut=False),
+            Column("fehlg.", 6, ">", cut=False),
+            Column("letzte Übertragung", 19, cut=False),
+            Column("Test", 14),
+            Column("letzter Fehler", 0),
+        ]
+        table = [
+            [
+                r.user_name,
+                r.mailbox,
+                r.state_label,
+                r.pending,
+                r.failed,
+                r.last_success,
+                r.test_label,
+                r.last_error,
+            ]
+            for r in rows
+        ]
+        lines = format_table(columns, table)
+        print(lines[0])
+        for line, r in zip(lines[1:], rows, strict=True):
+            print(line)
             for failure in r.failures:
                 print(f"    fehlgeschlagen: {failure}")
         if args.audit:
-            _print_audit(entries)
+            _print_audit(entries, mailbox_addresses(host, runtime))
         return 0
 
 
@@ -463,19 +481,30 @@ def _queue_unavailable(data: str) -> str:
         host.close()
 
 
-def _print_audit(entries: list) -> None:
+def _print_audit(entries: list, addresses: dict[str, str] | None = None) -> None:
     from .audit import OP_LABELS
+    from .status import Column, format_table
 
+    addresses = addresses or {}
     print()
     print("Protokoll (neueste zuerst):")
-    print(f"{'Zeit':<20} {'Postfach':<12} {'Datensatz':<24} {'Vorgang':<12} Ergebnis")
+    columns = [
+        Column("Zeit", 19, cut=False),
+        Column("Postfach", 28),
+        Column("Datensatz", 16, cut=False),
+        Column("Vorgang", 12),
+        Column("Ergebnis", 0),
+    ]
+    rows = []
     for e in entries:
         d = e.as_dict()
         detail = f" – {e.detail}" if e.detail else ""
-        print(
-            f"{d['when']:<20} {e.mailbox[:12]:<12} {e.record_key[:24]:<24} "
-            f"{OP_LABELS.get(e.op, e.op):<12} {d['outcome_label']}{detail}"
+        mailbox = addresses.get(e.mailbox, e.mailbox)
+        rows.append(
+            [d["when"], mailbox, e.record_key, OP_LABELS.get(e.op, e.op), d["outcome_label"] + detail]
         )
+    for line in format_table(columns, rows):
+        print(line)
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:

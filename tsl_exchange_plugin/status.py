@@ -59,6 +59,7 @@ class MailboxRow:
     # at most FAILURES_SHOWN: a failed entry waits for its record to change, so the office must see why.
     failures: tuple[str, ...] = ()
     interface: str = ""  # "EWS" or "Microsoft 365": the backend this mailbox is reached through
+    mailbox: str = ""  # the Exchange address (the account's username, else the user's e-mail)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -109,8 +110,11 @@ def mailbox_rows(host: Host, runtime: SyncRuntime) -> list[MailboxRow]:
         else:
             state = "never"
         last_error = (s.parked_reason or s.last_error) if s else ""
-        if state == "held":
-            last_error = held or ""
+        if not last_error and s is not None and s.failed:
+            # A change that failed for good keeps its reason on the job, not on the mailbox.
+            failed = runtime.outbox.jobs(mailbox=user.id, status="failed")
+            last_error = next((j.last_error for j in failed if j.last_error), "")
+        # While everything is held the reason is the summary's, said once above the table.
         rows.append(
             MailboxRow(
                 user_id=user.id,
@@ -126,6 +130,7 @@ def mailbox_rows(host: Host, runtime: SyncRuntime) -> list[MailboxRow]:
                 test_message=test.message if test else "",
                 failures=_failures(runtime, user.id) if s is not None and s.failed else (),
                 interface="Microsoft 365" if runtime.accounts.load(user.id).uses_graph else "EWS",
+                mailbox=mailbox_address(runtime, user),
             )
         )
     return rows
@@ -134,6 +139,55 @@ def mailbox_rows(host: Host, runtime: SyncRuntime) -> list[MailboxRow]:
 def _failures(runtime: SyncRuntime, user_id: str) -> tuple[str, ...]:
     failed = runtime.outbox.jobs(user_id, status="failed")[:FAILURES_SHOWN]
     return tuple(f"{job.record_key}: {job.last_error}" for job in failed)
+
+
+def mailbox_address(runtime: SyncRuntime, user) -> str:
+    """The Exchange mailbox an administrator recognises: the account's username (an e-mail
+    address), else the user's e-mail."""
+    try:
+        username = runtime.accounts.load(user.id).username
+    except Exception:  # an unreadable account row must not break the status view
+        username = ""
+    return username or user.email or user.id
+
+
+def mailbox_addresses(host: Host, runtime: SyncRuntime) -> dict[str, str]:
+    """User id -> mailbox address, for the audit log (which records user ids)."""
+    return {u.id: mailbox_address(runtime, u) for u in host.list_users()}
+
+
+@dataclass(frozen=True)
+class Column:
+    title: str
+    width: int
+    align: str = "<"
+    cut: bool = True  # False: never shortened (numbers, case numbers, keys); the column widens
+
+
+def format_table(columns: list[Column], rows: list[list[object]]) -> list[str]:
+    """Lines of a plain-text table. A text column too narrow for a value ends in "…"; a column
+    marked ``cut=False`` widens to its longest value instead, so no digit is ever lost. The last
+    column is never padded or cut (an error message may run on)."""
+    widths = []
+    for i, col in enumerate(columns):
+        width = max(col.width, len(col.title))
+        if not col.cut:
+            width = max([width, *(len(str(r[i])) for r in rows)])
+        widths.append(width)
+
+    def cell(i: int, value: object) -> str:
+        text = " ".join(str(value if value is not None else "").split())
+        if i == len(columns) - 1:
+            return text
+        width = widths[i]
+        if len(text) > width:
+            text = text[: width - 1] + "…"
+        return f"{text:{columns[i].align}{width}}"
+
+    out = ["  ".join(cell(i, c.title) for i, c in enumerate(columns)).rstrip()]
+    for row in rows:
+        out.append("  ".join(cell(i, v) for i, v in enumerate(row)).rstrip())
+    return out
 
 
 def summary(runtime: SyncRuntime) -> str:

@@ -10,6 +10,7 @@ import time
 from collections import Counter
 
 from tsl_exchange_plugin import PLUGIN_ID
+from tsl_exchange_plugin.runtime import FIRM_KEY
 from tsl_exchange_plugin.sandbox.server import SandboxServer
 from tsl_exchange_plugin.sandbox.testing import SANDBOX_PASSWORDS
 from tsl_exchange_plugin.testing import wait_for
@@ -97,6 +98,9 @@ def test_worker_killed_mid_batch_resumes_without_duplicate_or_gap(kanzlei):
     assert k.runtime.outbox.pending_count(alice.id) == 20
     # The server commits the batch and then never answers; the worker process dies waiting.
     k.server.inject("commit_then_hang", operation="CreateItem", seconds=60, mailbox=k.mailbox_of[alice.id])
+    # A worker process on the host's data directory belongs to worker mode "external".
+    firm = k.host.settings.get(PLUGIN_ID, FIRM_KEY, {}) or {}
+    k.host.settings.set(PLUGIN_ID, FIRM_KEY, {**firm, "worker": "external"})
     env = dict(os.environ)
     proc = subprocess.Popen(
         [
