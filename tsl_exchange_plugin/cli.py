@@ -573,7 +573,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("Abgebrochen.", file=sys.stderr)
         return 130
-    except SystemExit:
+    except SystemExit as exc:
+        if isinstance(exc.code, str):  # a German sentence from a helper such as host_data_dir()
+            print(exc.code, file=sys.stderr)
+            return 1
         raise
     except Exception as exc:
         # The administrator gets a sentence, not a traceback; -v puts the details in the log.
