@@ -68,7 +68,9 @@ def _value(data, action: argparse.Action, places: dict[str, list[str]]) -> str:
             st.sampled_from(["postgresql://niemand@127.0.0.1:1/x", "kaputt://x", "", "sqlite://relativ"])
         )
     if dest in ("user",):
-        return data.draw(st.sampled_from(["1", "Dr. Thomas Becker", "niemand", "", "t.becker@becker-partner.de"]))
+        return data.draw(
+            st.sampled_from(["1", "Dr. Thomas Becker", "niemand", "", "t.becker@becker-partner.de"])
+        )
     if dest in ("mailbox",):
         return data.draw(st.sampled_from(["a@b.test:Geheim1", "ohne-passwort", ":", "a@b:"]))
     if dest in ("timeout", "lease"):
