@@ -196,7 +196,20 @@ def summary(runtime: SyncRuntime) -> str:
     pending = runtime.outbox.pending_count()
     if held:
         return f"{held} ({pending} Änderungen warten.){journal_line(runtime)}"
-    return f"Exchange-Sync läuft. {pending} Änderungen in der Warteschlange.{journal_line(runtime)}"
+    return (
+        f"Exchange-Sync läuft{development_note(runtime)}. {pending} Änderungen in der Warteschlange."
+        f"{journal_line(runtime)}"
+    )
+
+
+def development_note(runtime: SyncRuntime) -> str:
+    """Said wherever the licence is judged valid: a development licence is not the vendor's."""
+    from . import PLUGIN_ID, licence
+
+    lic = runtime.host.licence(PLUGIN_ID)
+    if lic is not None and licence.is_development(lic.document):
+        return " mit einer Entwicklungslizenz (nicht vom Hersteller; nur für Vorführung und Entwicklung)"
+    return ""
 
 
 def journal_line(runtime: SyncRuntime) -> str:

@@ -91,8 +91,9 @@ def test_the_demo_directory_works_for_every_later_command(capsys, demo_dir):
     capsys.readouterr()
     code, out, err = _call(capsys, "status", "--data", str(demo_dir))
     assert code == 0, err
-    assert "nicht vom Hersteller" not in out + err  # the demo's licence is honoured ...
+    assert "Die Lizenz stammt nicht vom Hersteller" not in out + err  # the demo's licence is honoured ...
     assert "Entwicklungsschlüssel" in err  # ... and said to be a development one
+    assert "Entwicklungslizenz" in out.splitlines()[0]
     code, out, _ = _call(capsys, "licence", "show", "--data", str(demo_dir))
     assert code == 0 and "Entwicklungslizenz" in out and "gültig" in out
     code, out, err = _call(capsys, "resync", "Dr. Thomas Becker", "--data", str(demo_dir), "--timeout", "60")
