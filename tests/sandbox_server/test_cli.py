@@ -119,6 +119,7 @@ def test_delay_ms_arms_a_delay_for_every_request(tmp_path):
 def test_negative_delay_is_refused(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
-    args = parser.parse_args(["--port", "0", "--data", str(tmp_path), "--delay-ms", "-5"])
-    assert cli.run(args) == 2
+    with pytest.raises(SystemExit) as exc:  # refused while parsing, with the allowed range
+        parser.parse_args(["--port", "0", "--data", str(tmp_path), "--delay-ms", "-5"])
+    assert exc.value.code == 2
     assert "--delay-ms" in capsys.readouterr().err
