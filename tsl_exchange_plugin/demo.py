@@ -9,6 +9,7 @@ drains, and at the end a table per mailbox of what arrived.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import signal
 import sys
 import tempfile
