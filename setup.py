@@ -12,7 +12,11 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 PACKAGE = "tsl_exchange_plugin"
-TEST_ONLY_MODULES = {(PACKAGE, "testing"), (f"{PACKAGE}.sandbox", "testing")}
+TEST_ONLY_MODULES = {
+    (PACKAGE, "testing"),
+    (f"{PACKAGE}.sandbox", "testing"),
+    (f"{PACKAGE}.sandbox.graph", "testing"),
+}
 
 
 class BuildPy(build_py):
