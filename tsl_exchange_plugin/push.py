@@ -90,6 +90,9 @@ class BatchResult:
     retry: list[tuple[Job, str, float | None]] = field(default_factory=list)
     fatal: ExchangeError | None = None  # a whole-request error that stopped the batch
     lost: bool = False  # the lease was lost: nothing was recorded, the claim must stop
+    # Not finished because the mailbox or its server was paused (``fatal.pause``): nothing
+    # about these jobs themselves, so they wait for the pause without counting an attempt.
+    interrupted: list[Job] = field(default_factory=list)
 
 
 @dataclass
@@ -265,6 +268,9 @@ class Pusher:
                 result.retry.append((st.job, st.transient, st.back_off))
         for st in states:
             if st.pending and not st.failed and not st.transient:
+                if getattr(result.fatal, "pause", ""):
+                    result.interrupted.append(st.job)
+                    continue
                 # Interrupted by a whole-request error: the worker reschedules these.
                 back_off = getattr(result.fatal, "back_off", None)
                 result.retry.append((st.job, str(result.fatal or "Übertragung unterbrochen"), back_off))

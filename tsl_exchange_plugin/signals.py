@@ -20,6 +20,10 @@ push_failed = ns.signal("push-failed", doc="mailbox, record_key, op, error, perm
 mailbox_status_changed = ns.signal("mailbox-status-changed", doc="mailbox, status, reason")
 queue_drained = ns.signal("queue-drained", doc="the worker found nothing left to do")
 batch_done = ns.signal("batch-done", doc="mailbox: one claimed batch is finished (pushed, retried or parked)")
+server_status_changed = ns.signal(
+    "server-status-changed",
+    doc="server (host:port), status ('paused' or 'open'), failures, until (UNIX seconds, 0 when open)",
+)
 
 
 def emit(signal: NamedSignal, sender: Any, **extra: Any) -> None:
@@ -48,4 +52,5 @@ __all__ = [
     "push_failed",
     "push_succeeded",
     "queue_drained",
+    "server_status_changed",
 ]

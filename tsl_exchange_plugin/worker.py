@@ -7,12 +7,25 @@ mailbox, a claim is pushed in slices of one request each, a few slices at a time
 The backend caps requests in flight per Exchange server. Wrong credentials park a mailbox
 (no retry storm that locks the account in Active Directory) until its
 credentials change.
+
+Threads and connections are bounded: each worker thread keeps its lane helpers for its
+whole life (not a new thread per claim), and every thread gives its outbox connection
+back when it ends.
+
+Back-off belongs to the mailbox and the server, not to a job (``pauses.py``): a busy
+answer pauses the mailbox for the back-off the server asked for; a transport failure
+pauses every mailbox of that server, longer with each failure in a row. Both are written
+to the store, so claims of every worker process skip them. When a server's pause ends,
+one claim of one small slice probes it; only its success opens the server for all.
+Jobs interrupted by a pause keep their attempts and due time: once the pause is over,
+everything is due at once.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import socket
 import threading
 import time
@@ -29,10 +42,13 @@ from .exchange.base import (
     ExchangeError,
     MailboxAccount,
     MailboxSession,
+    Resting,
+    TransientError,
 )
 from .exchange.turns import Turns
-from .outbox.backoff import retry_delay
+from .outbox.backoff import pause_delay, retry_delay
 from .outbox.base import Claim, Job, LeaseLost, Outbox
+from .pauses import PauseBoard
 from .push import BatchResult, Mapper, Pusher
 
 log = logging.getLogger(__name__)
@@ -85,6 +101,12 @@ class WorkerConfig:
     # so this is only the safety net for a lost notification and the gate re-check.
     idle_wait: float = field(default_factory=_idle_wait_default)
     max_back_off: float = 900.0
+    busy_back_off: float = 5.0  # a mailbox's pause after a busy answer that named no back-off
+    # A server's pause after transport failures in a row: 0.5-1 s, 1-2 s, 2-4 s, then 4-8 s. The
+    # cap bounds how long the queue waits after the server is back (one probe per step).
+    server_back_off: float = 1.0
+    server_max_back_off: float = 8.0
+    probe_size: int = 10  # jobs in the one claim that probes a recovering server
 
 
 @dataclass
@@ -137,6 +159,11 @@ class Worker:
         self._lease_lock = threading.Lock()  # a lease is never renewed while it is released
         self._keeper: tuple[threading.Thread, threading.Event] | None = None
         self._watcher: tuple[threading.Thread, threading.Event] | None = None
+        self.pauses = PauseBoard(busy_back_off=self.config.busy_back_off)
+        self._noted_servers: dict[str, str] = {}  # mailbox -> server last written to the store
+        # Lane helpers, per thread that runs claims (worker threads; a test's or drain()'s thread).
+        self._crew_local = threading.local()
+        self._crews: list[_LaneCrew] = []
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> Worker:
@@ -176,6 +203,10 @@ class Worker:
             # nothing of this worker uses the store any more and it may be closed.
             watcher[0].join(max(0.0, min(2 * WATCH_SLICE, deadline - time.monotonic())))
         with self._lock:
+            crews, self._crews = self._crews, []
+        for crew in crews:  # lanes of threads that called run_once themselves (drain, tests)
+            crew.stop(max(0.0, deadline - time.monotonic()))
+        with self._lock:
             sessions, self._sessions = list(self._sessions.values()), {}
         for _, session in sessions:
             try:
@@ -194,18 +225,36 @@ class Worker:
 
     # ------------------------------------------------------------------ loop
     def _loop(self) -> None:
-        while not self._stop.is_set():
-            with self._lock:
-                # Taken before the claim: a kick that arrives while the claim finds
-                # nothing (the enqueue committed just after it looked) is not lost.
-                seen = self._kicks
+        try:
+            while not self._stop.is_set():
+                with self._lock:
+                    # Taken before the claim: a kick that arrives while the claim finds
+                    # nothing (the enqueue committed just after it looked) is not lost.
+                    seen = self._kicks
+                try:
+                    worked = self.run_once()
+                except Exception:  # the loop must survive anything; the job stays queued
+                    log.exception("Exchange-Sync: unerwarteter Fehler im Worker")
+                    worked = False
+                if not worked:
+                    self._idle(seen)
+        finally:
+            crew = getattr(self._crew_local, "crew", None)
+            if crew is not None:
+                with self._lock:
+                    if crew in self._crews:
+                        self._crews.remove(crew)
+                crew.stop()
+            self._release_connection()
+
+    def _release_connection(self) -> None:
+        """This thread is done with the outbox: its connection goes back now, not at the next sweep."""
+        release = getattr(self.outbox, "release_thread", None)
+        if release is not None:
             try:
-                worked = self.run_once()
-            except Exception:  # the loop must survive anything; the job stays queued
-                log.exception("Exchange-Sync: unerwarteter Fehler im Worker")
-                worked = False
-            if not worked:
-                self._idle(seen)
+                release()
+            except Exception:  # the store may be closed already
+                log.debug("releasing a connection failed", exc_info=True)
 
     def _idle(self, seen: int) -> None:
         with self._cv:
@@ -240,6 +289,12 @@ class Worker:
         listens while a thread is idle and the gate is open, and after a kick it waits
         for a claim attempt before it listens again; otherwise it would spin.
         """
+        try:
+            self._watch_loop(stop)
+        finally:
+            self._release_connection()
+
+    def _watch_loop(self, stop: threading.Event) -> None:
         fruitless = False
         while not stop.is_set():
             with self._cv:
@@ -295,6 +350,12 @@ class Worker:
         A dead process stops renewing, so its mailboxes are free again one lease
         time after its last renewal; a live one keeps its mailbox however long a
         batch takes (each request is bounded by its own timeout)."""
+        try:
+            self._keep_leases_loop(stop)
+        finally:
+            self._release_connection()
+
+    def _keep_leases_loop(self, stop: threading.Event) -> None:
         lease = self.config.lease_seconds
         while not stop.wait(max(0.05, lease / 6)):
             with self._lease_lock:
@@ -351,6 +412,7 @@ class Worker:
                 lease_seconds=self.config.lease_seconds,
                 exclude=exclude,
                 now=now,
+                probe_limit=max(1, self.config.probe_size),
             )
         except BaseException:
             self._tried(False)
@@ -416,13 +478,17 @@ class Worker:
         size = max(1, self.config.batch_size)
         slices = [claim.jobs[i : i + size] for i in range(0, len(claim.jobs), size)]
         lanes = max(1, min(self.config.lanes, len(slices)))
+        server = ""
         try:
             account = self.resolve(mailbox)
+            server = account.server
+            self._note_server(mailbox, server)
             sessions = [self._session(mailbox, lane, account) for lane in range(lanes)]
         except (LookupError, ValueError, ExchangeError, VaultError) as exc:
             # No account, bad settings, undecryptable password: an administrator must act.
             # (AccountError and MappingError are ValueErrors.)
             self._park(mailbox, str(exc))
+            self._probe_done(claim, server, answered=False)
             return
         except Exception as exc:  # a passing hiccup (settings store busy): try again later
             reason = f"Vorübergehender Fehler beim Lesen der Einstellungen: {exc}"
@@ -431,7 +497,12 @@ class Worker:
                 self.outbox.record_error(mailbox, reason, fence=claim)
             except LeaseLost:
                 held.lost.set()
+            self._probe_done(claim, server, answered=False)
             return
+        guard = self.pauses.guard(mailbox, server)
+        for session in sessions:
+            _attach_guard(session, guard)
+        answers = guard.answers
         todo = iter(slices)
         taken = threading.Lock()
         stopped: list[ExchangeError] = []  # the whole-request error that ended this claim early
@@ -449,40 +520,31 @@ class Worker:
                     if held.lost.is_set() or not self.outbox.check_lease(claim):
                         held.lost.set()
                         return
-                    fatal = self._push_slice(mailbox, jobs, session, held)
+                    fatal = self._push_slice(mailbox, server, jobs, session, held)
                     if held.lost.is_set():
                         return
                     if fatal is not None:
                         stopped.append(fatal)
 
-        helpers = [
-            threading.Thread(
-                target=self._lane_guard,
-                args=(lane, s),
-                name=f"{threading.current_thread().name}-lane",
-                daemon=True,
-            )
-            for s in sessions[1:]
-        ]
-        for t in helpers:
-            t.start()
-        try:
-            lane(sessions[0])
-        finally:
-            for t in helpers:
-                t.join()
+        tasks = [lambda s=s: self._lane_guard(lane, s) for s in sessions]
+        self._crew().run(tasks)
         if held.lost.is_set():
             log.warning("Exchange-Sync: Postfach %s: Sperre verloren, der Stapel wurde angehalten", mailbox)
+            self._probe_done(claim, server, answered=guard.answers > answers)
             return
         if stopped:
             # Slices not begun: the server said stop, so they wait as long as the failed ones.
             rest = [job for jobs in todo for job in jobs]
             fatal = stopped[0]
-            if rest and not isinstance(fatal, (AuthFailed, ConfigError)):
+            paused = isinstance(fatal, TransientError) and fatal.pause
+            if rest and paused:
+                self._waiting(rest, fatal, self._resting_for(mailbox, server))
+            elif rest and not isinstance(fatal, (AuthFailed, ConfigError)):
                 try:
                     self._retry_all(rest, str(fatal), getattr(fatal, "back_off", None), fence=claim)
                 except LeaseLost:
                     held.lost.set()
+        self._probe_done(claim, server, answered=guard.answers > answers)
 
     @staticmethod
     def _lane_guard(lane: Callable[[MailboxSession], None], session: MailboxSession) -> None:
@@ -503,7 +565,7 @@ class Worker:
             self._failed(job, reason, retry_in=delay)
 
     def _settle(
-        self, mailbox: str, result: BatchResult, *, fence: Claim | None = None
+        self, mailbox: str, server: str, result: BatchResult, *, fence: Claim | None = None
     ) -> ExchangeError | None:
         """Record one slice's outcome; returns the whole-request error that should stop the claim.
         With ``fence`` every write needs the lease; LeaseLost propagates."""
@@ -520,6 +582,10 @@ class Worker:
             by_hint.setdefault((error, hint), []).append(job)
         for (error, hint), jobs in by_hint.items():
             self._retry_all(jobs, error, hint, fence=fence)
+        if isinstance(fatal, TransientError) and fatal.pause:
+            # result.interrupted stay as they are: due, attempts unchanged, behind the pause.
+            self._waiting(result.interrupted, fatal, self._pause(mailbox, server, fatal, fence=fence))
+            return fatal
         if fatal is not None:
             self.outbox.record_error(mailbox, str(fatal), fence=fence)
             signals.emit(
@@ -529,8 +595,9 @@ class Worker:
             self.outbox.record_success(mailbox, fence=fence)
         return fatal
 
-    def _failed(self, job: Job, error: str, *, retry_in: float | None) -> None:
-        """Tell the listeners (status, audit); ``retry_in`` None means permanently failed."""
+    def _failed(self, job: Job, error: str, *, retry_in: float | None, paused: bool = False) -> None:
+        """Tell the listeners (status, audit); ``retry_in`` None means permanently failed;
+        ``paused``: the job waits for its mailbox's or server's pause and counted no attempt."""
         signals.emit(
             signals.push_failed,
             self,
@@ -540,6 +607,7 @@ class Worker:
             error=error,
             permanent=retry_in is None,
             retry_in=retry_in,
+            paused=paused,
         )
 
     def _park(self, mailbox: str, reason: str) -> None:
@@ -548,7 +616,12 @@ class Worker:
         signals.emit(signals.mailbox_status_changed, self, mailbox=mailbox, status="parked", reason=reason)
 
     def _push_slice(
-        self, mailbox: str, jobs: Sequence[Job], session: MailboxSession, held: _Held | None = None
+        self,
+        mailbox: str,
+        server: str,
+        jobs: Sequence[Job],
+        session: MailboxSession,
+        held: _Held | None = None,
     ) -> ExchangeError | None:
         """Push and settle one slice. Anything unexpected (a bug, a database that is locked while
         the outcome is recorded) retries the slice's unsettled jobs with back-off: released as
@@ -567,7 +640,7 @@ class Worker:
                 held.lost.set()
             return None
         try:
-            return self._settle(mailbox, result, fence=fence)
+            return self._settle(mailbox, server, result, fence=fence)
         except LeaseLost:
             if held is not None:
                 held.lost.set()
@@ -591,3 +664,164 @@ class Worker:
                 log.warning(
                     "Exchange-Sync: Wiederholung für %s nicht speicherbar", job.record_key, exc_info=True
                 )
+
+    # ------------------------------------------------------------------ pauses
+    def _note_server(self, mailbox: str, server: str) -> None:
+        """The store learns each mailbox's server once, so a server pause covers all its mailboxes."""
+        if self._noted_servers.get(mailbox) == server:
+            return
+        note = getattr(self.outbox, "note_server", None)
+        if note is not None:
+            note(mailbox, server)
+        self._noted_servers[mailbox] = server
+
+    def _waiting(self, jobs: Sequence[Job], error: TransientError, wait: float | None) -> None:
+        """Tell the listeners that these jobs wait for a pause (no attempt counted). Not for a
+        claim that met a pause before sending anything: nothing happened to its jobs."""
+        if wait is None or isinstance(error, Resting):
+            return
+        for job in jobs:
+            self._failed(job, str(error), retry_in=wait, paused=True)
+
+    def _resting_for(self, mailbox: str, server: str) -> float | None:
+        resting = self.pauses.resting(mailbox, server)
+        return None if resting is None else resting.back_off
+
+    def _pause(
+        self, mailbox: str, server: str, error: TransientError, *, fence: Claim | None = None
+    ) -> float | None:
+        """Record a pause that ``error`` calls for, in the store (for every process) and here;
+        returns the seconds it lasts from now."""
+        if isinstance(error, Resting):
+            return None  # nothing was sent; the pause that stopped it is recorded already
+        if error.pause == "mailbox":
+            back_off = error.back_off if error.back_off and error.back_off > 0 else self.config.busy_back_off
+            until = self.outbox.pause_mailbox(mailbox, back_off)
+            self.pauses.pause_mailbox(mailbox, until)
+            self.outbox.record_error(mailbox, str(error), fence=fence)
+            signals.emit(
+                signals.mailbox_status_changed,
+                self,
+                mailbox=mailbox,
+                status="paused",
+                reason=str(error),
+                until=until,
+            )
+            return max(0.0, until - time.time())
+        cfg = self.config
+        self.outbox.record_error(mailbox, str(error), fence=fence)
+        step = self.outbox.server_failed(
+            server,
+            lambda failures: pause_delay(failures, base=cfg.server_back_off, cap=cfg.server_max_back_off),
+        )
+        self.pauses.pause_server(server, step.paused_until)
+        if step.counted:
+            log.warning(
+                "Exchange-Sync: Server %s nicht erreichbar (%s. Fehlschlag in Folge); nächster Versuch in %.1f s: %s",
+                server,
+                step.failures,
+                max(0.0, step.paused_until - time.time()),
+                error,
+            )
+            signals.emit(
+                signals.server_status_changed,
+                self,
+                server=server,
+                status="paused",
+                failures=step.failures,
+                until=step.paused_until,
+            )
+        return max(0.0, step.paused_until - time.time())
+
+    def _probe_done(self, claim: Claim, server: str, *, answered: bool) -> None:
+        """The verdict of a probe claim: an answer opens the server; a transport failure has paused
+        it again already (``server_failed``); neither lets the next claim probe."""
+        if not claim.probe or not server:
+            return
+        if answered:
+            self.outbox.server_ok(server)
+            self.pauses.open_server(server)
+            log.info("Exchange-Sync: Server %s antwortet wieder.", server)
+            signals.emit(
+                signals.server_status_changed, self, server=server, status="open", failures=0, until=0.0
+            )
+        else:
+            self.outbox.end_probe(server, claim.worker_id)
+
+    # ------------------------------------------------------------------ lanes
+    def _crew(self) -> _LaneCrew:
+        crew = getattr(self._crew_local, "crew", None)
+        if crew is None:
+            crew = self._crew_local.crew = _LaneCrew(
+                threading.current_thread().name, self._release_connection
+            )
+        with self._lock:
+            if crew not in self._crews:  # new, or stopped by stop() and claiming again
+                self._crews.append(crew)
+        return crew
+
+
+def _attach_guard(session: MailboxSession, guard: object) -> None:
+    """Give the guard to the session that sends the requests: a wrapping session (the routing
+    backend's) passes attribute reads to its ``inner`` one, but not assignments."""
+    target: object = session
+    while isinstance(getattr(target, "__dict__", None), dict) and "inner" in vars(target):
+        target = vars(target)["inner"]
+    if "guard" in getattr(target, "__dict__", {}):
+        target.guard = guard  # type: ignore[attr-defined]
+
+
+class _LaneCrew:
+    """The lane helpers of one thread that runs claims, kept for that thread's life.
+
+    A claim's first lane runs in the claiming thread, the others on these helpers; a helper
+    is started the first time a claim needs it and then waits for the next claim. (A new
+    thread per claim, each with its own outbox connection, leaked a connection per claim.)
+    """
+
+    def __init__(self, name: str, on_exit: Callable[[], None]) -> None:
+        self._name = name
+        self._on_exit = on_exit
+        self._tasks: queue.SimpleQueue[tuple[Callable[[], None], threading.Event] | None] = (
+            queue.SimpleQueue()
+        )
+        self._threads: list[threading.Thread] = []
+
+    def run(self, tasks: Sequence[Callable[[], None]]) -> None:
+        """Run ``tasks[0]`` here and the others on helpers at the same time; return when all are done."""
+        if not tasks:
+            return
+        while len(self._threads) < len(tasks) - 1:
+            t = threading.Thread(target=self._serve, name=f"{self._name}-lane", daemon=True)
+            t.start()
+            self._threads.append(t)
+        done = [threading.Event() for _ in tasks[1:]]
+        for task, event in zip(tasks[1:], done, strict=True):
+            self._tasks.put((task, event))
+        try:
+            tasks[0]()
+        finally:
+            for event in done:
+                event.wait()
+
+    def _serve(self) -> None:
+        try:
+            while True:
+                item = self._tasks.get()
+                if item is None:
+                    return
+                task, event = item
+                try:
+                    task()
+                finally:
+                    event.set()
+        finally:
+            self._on_exit()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        threads, self._threads = self._threads, []
+        for _ in threads:
+            self._tasks.put(None)
+        deadline = time.monotonic() + timeout
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))

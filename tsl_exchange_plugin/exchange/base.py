@@ -8,6 +8,7 @@ never retries a write on its own (a retried batch can duplicate items).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 from urllib.parse import urlsplit
@@ -70,12 +71,26 @@ class ExchangeError(Exception):
     it never contains a password."""
 
 
-class TransientError(ExchangeError):
-    """Try again later; ``back_off`` seconds if the server said so (BackOffMilliseconds, Retry-After)."""
+PauseScope = Literal["", "mailbox", "server"]
 
-    def __init__(self, message: str, back_off: float | None = None):
+
+class TransientError(ExchangeError):
+    """Try again later; ``back_off`` seconds if the server said so (BackOffMilliseconds, Retry-After).
+
+    ``pause`` says what the failure concerns, and so what waits: "mailbox" (the server asked
+    this mailbox to back off: ErrorServerBusy, HTTP 429/503 with Retry-After), "server" (it
+    could not be reached or failed without a hint: connection refused, timeout, 5xx), or ""
+    (this item only)."""
+
+    def __init__(self, message: str, back_off: float | None = None, *, pause: PauseScope = ""):
         super().__init__(message)
         self.back_off = back_off
+        self.pause = pause
+
+
+class Resting(TransientError):
+    """Nothing was sent: the mailbox or its server is paused (``pause`` says which) for
+    ``back_off`` more seconds. Not a failure of anything; the work waits for the pause."""
 
 
 class OutcomeUnknown(TransientError):
@@ -152,3 +167,25 @@ class ServerSlots(Protocol):
     ) -> int | None: ...
 
     def release_server_slot(self, server: str, slot: int, holder: str) -> None: ...
+
+
+class RequestSlot(Protocol):
+    """One request's turn at a mailbox (see ``RequestGuard``)."""
+
+    def check(self) -> None:
+        """Raise ``Resting`` if the mailbox or its server is paused: the request is not sent."""
+
+    def answered(self) -> None:
+        """The server answered (the request went through)."""
+
+    def failed(self, error: ExchangeError) -> None:
+        """The request failed with ``error``; a pausing error takes effect before the next request."""
+
+
+class RequestGuard(Protocol):
+    """Given to a session by the worker: every request to the mailbox runs inside ``request()``.
+
+    The guard lets one request at a time go to a mailbox, so an answer that pauses the
+    mailbox (or its server) is known before the next request starts."""
+
+    def request(self) -> AbstractContextManager[RequestSlot]: ...

@@ -64,6 +64,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -113,7 +114,9 @@ from .base import (
     ItemRejected,
     MailboxAccount,
     OutcomeUnknown,
+    PauseScope,
     PerItem,
+    RequestGuard,
     RequestRejected,
     ServerSlots,
     TransientError,
@@ -367,6 +370,10 @@ _UNREACHABLE = re.compile(
 )
 _TLS = re.compile(r"SSL|CERTIFICATE|certificate verify|TLS", re.IGNORECASE)
 _RETRY_AFTER = re.compile(r"'retry-after':\s*'(\d+)'", re.IGNORECASE)
+_HTTP_5XX = re.compile(r"Code: 5\d\d\b")
+# exchangelib's own wording for an ErrorServerBusy that carries no back-off from the server.
+_NO_HINT = ("Reraised from", "Caused by closed connection")
+_HTTP_503 = "Caused by HTTP 503 response"
 
 
 def _short(exc: BaseException, limit: int = 300) -> str:
@@ -428,40 +435,55 @@ def translate_error(exc: BaseException, *, writing: bool = False, creating: bool
         )
     if isinstance(exc, exl_errors.ErrorServerBusy):
         back_off = exc.back_off if exc.back_off else None
-        if str(exc).startswith("Reraised from ErrorInternalServerTransientError"):
-            # exchangelib wraps HTTP 503 (and IIS's transient error page) this way, with its own
-            # RETRY_WAIT as back-off: the server did not take the request, so nothing was written.
+        if str(exc).startswith(_NO_HINT):
+            # exchangelib wraps HTTP 503 (and IIS's transient error page), a lost connection or a
+            # closed one this way, with its own RETRY_WAIT as back-off, which is no word of the
+            # server's: the server is down or overloaded, and nothing was taken.
             return TransientError(
-                f"Der Exchange-Server ist vorübergehend nicht verfügbar ({text}).", back_off
+                f"Der Exchange-Server ist vorübergehend nicht verfügbar ({text}).", None, pause="server"
             )
         msg = "Der Exchange-Server ist ausgelastet (ErrorServerBusy)"
+        if str(exc).startswith(_HTTP_503):
+            msg = "Der Exchange-Server ist vorübergehend nicht verfügbar (HTTP 503)"
         if back_off:
             msg += f"; neuer Versuch in {back_off:g} s"
         # Busy inside a batch: some items of the request may already be written (NOTES §3).
-        return _unknown_if(creating, msg + ".", back_off)
+        return _unknown_if(creating, msg + ".", back_off, pause="mailbox")
     if isinstance(exc, exl_errors.RateLimitError):
         return TransientError(
-            f"Der Exchange-Server drosselt die Anfragen: {text}", getattr(exc, "wait", None)
+            f"Der Exchange-Server drosselt die Anfragen: {text}", getattr(exc, "wait", None), pause="mailbox"
         )
     if isinstance(exc, exl_errors.ErrorInternalServerTransientError):
         # HTTP 503 and friends: the server did not take the request.
-        return TransientError(f"Der Exchange-Server ist vorübergehend nicht verfügbar ({text}).")
+        return TransientError(
+            f"Der Exchange-Server ist vorübergehend nicht verfügbar ({text}).", pause="server"
+        )
     if isinstance(exc, exl_errors.ErrorTimeoutExpired):
         if _UNREACHABLE.search(str(exc)):
-            return TransientError(f"Exchange-Server nicht erreichbar: {text}")
+            return TransientError(f"Exchange-Server nicht erreichbar: {text}", pause="server")
         if writing or creating:
             return OutcomeUnknown(
-                f"Keine Antwort vom Exchange-Server; ob geschrieben wurde, ist unbekannt ({text})."
+                f"Keine Antwort vom Exchange-Server; ob geschrieben wurde, ist unbekannt ({text}).",
+                pause="server",
             )
-        return TransientError(f"Zeitüberschreitung bei der Anfrage an den Exchange-Server ({text}).")
+        return TransientError(
+            f"Zeitüberschreitung bei der Anfrage an den Exchange-Server ({text}).", pause="server"
+        )
     if isinstance(exc, exl_errors.MalformedResponseError):
         if "Code: 429" in str(exc):
             match = _RETRY_AFTER.search(str(exc))
             return TransientError(
                 "Der Exchange-Server drosselt die Anfragen (HTTP 429).",
                 float(match.group(1)) if match else None,
+                pause="mailbox",
             )
-        return _unknown_if(creating, f"Unerwartete Antwort des Exchange-Servers: {_short(exc, 160)}", None)
+        server_error = _HTTP_5XX.search(str(exc)) is not None  # 5xx without a hint: the server is unwell
+        return _unknown_if(
+            creating,
+            f"Unerwartete Antwort des Exchange-Servers: {_short(exc, 160)}",
+            None,
+            pause="server" if server_error else "",
+        )
     if isinstance(exc, exl_errors.ErrorSchemaValidation):
         # A SOAP fault before any processing: nothing was written, and the same content is
         # refused again, so it is neither unknown nor worth a retry (NOTES §3).
@@ -475,7 +497,7 @@ def translate_error(exc: BaseException, *, writing: bool = False, creating: bool
         )
     if isinstance(exc, exl_errors.ResponseMessageError):
         if isinstance(exc, exl_errors.ErrorConnectionFailed | exl_errors.ErrorConnectionFailedTransientError):
-            return TransientError(f"Exchange-Server nicht erreichbar: {text}")
+            return TransientError(f"Exchange-Server nicht erreichbar: {text}", pause="server")
         if creating:
             return OutcomeUnknown(f"Der Exchange-Server hat die Anfrage abgelehnt ({name}: {text}).")
         # ErrorInvalid*, ErrorItemSave, ErrorSchemaValidation, ...: the server's verdict on this item.
@@ -484,18 +506,43 @@ def translate_error(exc: BaseException, *, writing: bool = False, creating: bool
         if _TLS.search(str(exc)):
             return ConfigError(f"Das TLS-Zertifikat des Exchange-Servers ist nicht vertrauenswürdig: {text}")
         if _UNREACHABLE.search(str(exc)):
-            return TransientError(f"Exchange-Server nicht erreichbar: {text}")
+            return TransientError(f"Exchange-Server nicht erreichbar: {text}", pause="server")
         if "auth type" in str(exc).lower():
             return ConfigError(f"Unter dieser Adresse antwortet kein Exchange-Webdienst (EWS): {text}")
-        return _unknown_if(creating, f"Übertragungsfehler zum Exchange-Server: {text}", None)
+        return _unknown_if(creating, f"Übertragungsfehler zum Exchange-Server: {text}", None, pause="server")
     if isinstance(exc, ValueError | TypeError):
         # exchangelib validates values before sending (e.g. lengths, choices).
         return ItemRejected(f"Ungültiger Wert für Exchange: {text}")
     return _unknown_if(creating or writing, f"Unerwarteter Fehler ({name}): {text}", None)
 
 
-def _unknown_if(unknown: bool, message: str, back_off: float | None) -> TransientError:
-    return OutcomeUnknown(message, back_off) if unknown else TransientError(message, back_off)
+def _unknown_if(
+    unknown: bool, message: str, back_off: float | None, *, pause: PauseScope = ""
+) -> TransientError:
+    cls = OutcomeUnknown if unknown else TransientError
+    return cls(message, back_off, pause=pause)
+
+
+class _FailFastWithHint(FailFast):
+    """FailFast that keeps a 503's Retry-After: exchangelib passes it on only in its retrying
+    policy, and without it a server that named its own pause would look like one that is down."""
+
+    def raise_response_errors(self, response: Any) -> Any:
+        try:
+            return super().raise_response_errors(response)
+        except exl_errors.ErrorInternalServerTransientError as exc:
+            retry_after = _retry_after_header(response)
+            if retry_after:
+                raise exl_errors.ErrorServerBusy(exc.args[0], back_off=retry_after) from None
+            raise
+
+
+def _retry_after_header(response: Any) -> float | None:
+    try:
+        value = float(response.headers.get("Retry-After", "0"))
+    except (TypeError, ValueError):  # an HTTP date: rare for EWS, treated as no hint
+        return None
+    return value if value > 0 else None
 
 
 # --------------------------------------------------------------------------- protocol and TLS
@@ -599,6 +646,9 @@ class EwsSession:
         self._backend = backend
         self._mailbox = account
         self._limit = backend.limiter(account.server)
+        # Set by the worker: paces the requests to this mailbox and holds them while it or its
+        # server is paused (see worker.py). None: every request goes (tools, the connection test).
+        self.guard: RequestGuard | None = None
         self._folders: dict[str, Any] = {}
         self._server_version: Any = None
         auth_type = {"auto": None, "ntlm": NTLM, "basic": BASIC}.get(account.auth_type)
@@ -613,7 +663,7 @@ class EwsSession:
                 credentials=Credentials(account.username, account.password),
                 auth_type=auth_type,
                 version=version,
-                retry_policy=FailFast(),
+                retry_policy=_FailFastWithHint(),
                 # exchangelib's default pool is one HTTP session per server and credentials, which
                 # would queue a worker's parallel requests for one mailbox behind each other.
                 max_connections=backend.max_in_flight_per_server,
@@ -654,7 +704,7 @@ class EwsSession:
         message = self._scrub(str(err))
         if message != str(err):
             err = (
-                type(err)(message, getattr(err, "back_off", None))
+                type(err)(message, err.back_off, pause=err.pause)
                 if isinstance(err, TransientError)
                 else type(err)(message)
             )
@@ -668,15 +718,24 @@ class EwsSession:
         creating: bool = False,
         passthrough: tuple[type[BaseException], ...] = (),
     ) -> T:
-        turns.pause()  # waiting for a free request slot is waiting, too
-        with self._limit:
+        guard = self.guard
+        turns.pause()  # waiting for a free request slot (or the mailbox's turn) is waiting, too
+        with guard.request() if guard is not None else nullcontext() as slot, self._limit:
             turns.resume()
+            if slot is not None:
+                slot.check()  # a paused mailbox or server: nothing is sent
             try:
-                return fn()
+                result = fn()
             except passthrough:
                 raise
             except Exception as exc:
-                raise self._fail(exc, writing=writing, creating=creating) from None
+                err = self._fail(exc, writing=writing, creating=creating)
+                if slot is not None:
+                    slot.failed(err)  # before the next request of this mailbox may start
+                raise err from None
+            if slot is not None:
+                slot.answered()
+            return result
 
     def _version(self) -> Any:
         if self._server_version is None:

@@ -44,3 +44,25 @@ def retry_delay(
     if server_hint is not None and math.isfinite(server_hint) and server_hint > 0:
         delay = max(delay, float(server_hint))
     return delay
+
+
+def pause_delay(
+    failures: int,
+    *,
+    base: float = 1.0,
+    cap: float = 8.0,
+    rng: _Uniform = random,  # type: ignore[assignment]
+) -> float:
+    """How long a server rests after ``failures`` transport failures in a row (1 = the first).
+
+    Exponential with "equal" jitter: a uniform draw in ``[ceiling / 2, ceiling]``. Unlike a
+    job's full jitter, the pause never shrinks to nothing, so an unreachable server sees at
+    most one probe per step; the jitter still spreads several processes apart. The cap is
+    low on purpose: it bounds how long the queue waits after the server is back, and one
+    probe per ``cap`` seconds costs an unreachable server nothing.
+    """
+    if base < 0 or cap < 0:
+        raise ValueError("base and cap must not be negative")
+    exponent = min(max(1, failures) - 1, 60)
+    ceiling = min(cap, base * (2.0**exponent))
+    return ceiling / 2 + rng.random() * ceiling / 2

@@ -61,7 +61,7 @@ All timestamps are UNIX seconds (float, UTC). Payloads are JSON text.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -122,6 +122,9 @@ class Claim:
     lease_until: float
     jobs: tuple[Job, ...]
     token: int = 0  # the fencing token: the lease's generation for this mailbox
+    # The mailbox's server is recovering from an outage and this claim is its one probe:
+    # at most ``probe_limit`` jobs, and the server opens for everyone only once it succeeds.
+    probe: bool = False
 
 
 @dataclass(frozen=True)
@@ -166,9 +169,12 @@ class Outbox(Protocol):
         lease_seconds: float = 60.0,
         exclude: Sequence[str] = (),
         now: float | None = None,
+        probe_limit: int | None = None,
     ) -> Claim | None:
-        """Lease one mailbox with due pending jobs (not parked, not leased, not in
-        ``exclude``) and return up to ``limit`` of its due jobs, oldest first."""
+        """Lease one mailbox with due pending jobs (not parked, not paused, not leased, not in
+        ``exclude``, its server neither paused nor being probed) and return up to ``limit`` of
+        its due jobs, oldest first; a claim that probes a recovering server (``Claim.probe``)
+        takes at most ``probe_limit``."""
 
     def renew(self, claim: Claim, *, lease_seconds: float = 60.0) -> Claim:
         """Extend the lease; raises LeaseLost if another worker took the mailbox."""
@@ -284,6 +290,43 @@ class Outbox(Protocol):
 
     def superseded_count(self, mailbox: str | None = None) -> int:
         """How many enqueued changes were dropped because a newer version was queued or synced."""
+
+
+@dataclass(frozen=True)
+class ServerPause:
+    """An Exchange server (host:port) that failed: how often in a row, and until when it rests."""
+
+    server: str
+    failures: int
+    paused_until: float
+    counted: bool = True  # False: the failure fell into a pause already running (same step)
+
+
+class Pauses(Protocol):
+    """Back-off that belongs to a mailbox or a server, not to a job (both stores implement it).
+
+    Claims skip a mailbox while it or its server is paused, and while another worker's
+    probe of its server is out; ``next_due_at`` counts the pause in."""
+
+    def note_server(self, mailbox: str, server: str) -> None:
+        """Remember which server (host:port) a mailbox lives on, so a server pause covers it."""
+
+    def pause_mailbox(self, mailbox: str, seconds: float) -> float:
+        """No request to this mailbox for ``seconds`` (a longer pause already set stays); returns its end."""
+
+    def server_failed(self, server: str, delay_for: Callable[[int], float]) -> ServerPause:
+        """A transport failure: unless a pause is already running, count one more failure and
+        pause the server for ``delay_for(failures)`` seconds."""
+
+    def server_ok(self, server: str) -> None:
+        """A request to the server succeeded: forget its failures, open it for every claim."""
+
+    def end_probe(self, server: str, worker_id: str) -> None:
+        """The probe claim ended without an answer either way: the next claim may probe."""
+
+    def server_pauses(self) -> list[ServerPause]: ...
+
+    def mailbox_pauses(self) -> dict[str, float]: ...
 
 
 class LeaseLost(RuntimeError):

@@ -14,8 +14,10 @@ Same model as the SQLite store (see ``base.py``). Differences that matter:
   over the ``schema`` argument, because the URL is the one setting an operator gives
   the host and every ``tsl-exchange worker`` alike, and they must share one schema.
 
-One connection per thread (autocommit, explicit transactions); a broken
-connection is replaced on the next call.
+One connection per thread (autocommit, explicit transactions), borrowed from a
+bounded pool (``pool_size`` per store) and given back when the thread ends; a broken
+connection is replaced on the next call. The LISTEN connection is the watcher's own,
+outside the pool.
 """
 
 from __future__ import annotations
@@ -23,15 +25,16 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool, PoolTimeout
 
-from .base import Change, Claim, Job, MailboxState, SyncEntry
+from .base import Change, Claim, Job, MailboxState, ServerPause, SyncEntry
 from .conns import PerThreadConnections
 from .rows import (
     SYNC_COLS,
@@ -121,6 +124,28 @@ _TABLES = [
         last_error text NOT NULL DEFAULT '',
         last_error_at double precision,
         superseded bigint NOT NULL DEFAULT 0
+    )""",
+    # Pauses (see worker.py): a busy answer pauses one mailbox, a transport failure its
+    # whole server (host:port, noted per mailbox by the worker). A server with failures > 0
+    # is recovering: once its pause is over, one claim (the probe) may go.
+    # ALTER TABLE takes an exclusive lock even when the column exists; a worker process that
+    # starts while another one claims would deadlock with it. So only when a column is missing.
+    """DO $$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '{s}.mailboxes'::regclass
+                       AND attname = 'paused_until' AND NOT attisdropped) THEN
+            ALTER TABLE {s}.mailboxes ADD COLUMN paused_until double precision NOT NULL DEFAULT 0;
+        END IF;
+        IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '{s}.mailboxes'::regclass
+                       AND attname = 'server' AND NOT attisdropped) THEN
+            ALTER TABLE {s}.mailboxes ADD COLUMN server text NOT NULL DEFAULT '';
+        END IF;
+    END $$""",
+    """CREATE TABLE IF NOT EXISTS {s}.servers (
+        server text PRIMARY KEY,
+        failures integer NOT NULL DEFAULT 0,
+        paused_until double precision NOT NULL DEFAULT 0,
+        probe_worker text NOT NULL DEFAULT '',
+        probe_until double precision NOT NULL DEFAULT 0
     )""",
 ]
 
@@ -287,6 +312,11 @@ _Q = {
             JOIN {{s}}.mailboxes AS m ON m.mailbox = j.mailbox
             WHERE j.status = 'pending' AND j.due_at <= COALESCE(%(now)s::float8, {_NOW})
               AND NOT m.parked
+              AND m.paused_until <= COALESCE(%(now)s::float8, {_NOW})
+              AND NOT EXISTS (
+                  SELECT 1 FROM {{s}}.servers AS s WHERE s.server = m.server
+                    AND (s.paused_until > COALESCE(%(now)s::float8, {_NOW})
+                         OR s.probe_until > COALESCE(%(now)s::float8, {_NOW})))
               AND m.mailbox <> ALL(%(exclude)s::text[])
               AND NOT EXISTS (
                   SELECT 1 FROM {{s}}.leases AS l
@@ -360,13 +390,16 @@ _Q = {
         WHERE status = 'failed' AND (%(mailbox)s::text IS NULL OR mailbox = %(mailbox)s)
     """,
     # A leased mailbox becomes claimable when its lease runs out, so its jobs
-    # count from greatest(due_at, lease_until).
+    # count from greatest(due_at, lease_until); a paused mailbox or server (or one
+    # whose probe is out) likewise from the end of its pause.
     "next_due": """
-        SELECT min(greatest(j.due_at, COALESCE(l.lease_until, 0))),
+        SELECT min(greatest(j.due_at, COALESCE(l.lease_until, 0), COALESCE(m.paused_until, 0),
+                            COALESCE(s.paused_until, 0), COALESCE(s.probe_until, 0))),
                extract(epoch from clock_timestamp())::float8
         FROM {s}.jobs AS j
         LEFT JOIN {s}.leases AS l ON l.mailbox = j.mailbox
         LEFT JOIN {s}.mailboxes AS m ON m.mailbox = j.mailbox
+        LEFT JOIN {s}.servers AS s ON s.server = m.server
         WHERE j.status = 'pending' AND NOT COALESCE(m.parked, false)
     """,
     "put_sync": f"""
@@ -440,6 +473,45 @@ _Q = {
     """,
 }
 
+_PAUSE_Q = {
+    "recovering": """
+        SELECT s.server FROM {s}.mailboxes AS m JOIN {s}.servers AS s ON s.server = m.server
+        WHERE m.mailbox = %s AND s.failures > 0
+    """,
+    # Row lock on the server: of two claimers at once, the second re-reads probe_until and loses.
+    "take_probe": """
+        UPDATE {s}.servers SET probe_worker = %(worker)s, probe_until = %(until)s
+        WHERE server = %(server)s AND paused_until <= %(now)s AND probe_until <= %(now)s
+        RETURNING server
+    """,
+    "note_server": """
+        INSERT INTO {s}.mailboxes AS m (mailbox, server) VALUES (%s, %s)
+        ON CONFLICT (mailbox) DO UPDATE SET server = EXCLUDED.server WHERE m.server <> EXCLUDED.server
+    """,
+    "pause_mailbox": f"""
+        INSERT INTO {{s}}.mailboxes AS m (mailbox, paused_until) VALUES (%s, {_NOW} + %s)
+        ON CONFLICT (mailbox) DO UPDATE SET paused_until = greatest(m.paused_until, EXCLUDED.paused_until)
+        RETURNING m.paused_until
+    """,
+    "know_server": "INSERT INTO {s}.servers (server) VALUES (%s) ON CONFLICT (server) DO NOTHING",
+    "lock_server": f"""
+        SELECT failures, paused_until, {_NOW} FROM {{s}}.servers WHERE server = %s FOR UPDATE
+    """,
+    "pause_server": """
+        UPDATE {s}.servers SET failures = %s, paused_until = %s, probe_worker = '', probe_until = 0
+        WHERE server = %s
+    """,
+    "server_ok": """
+        UPDATE {s}.servers SET failures = 0, paused_until = 0, probe_worker = '', probe_until = 0
+        WHERE server = %s AND (failures > 0 OR probe_until > 0)
+    """,
+    "end_probe": """
+        UPDATE {s}.servers SET probe_worker = '', probe_until = 0 WHERE server = %s AND probe_worker = %s
+    """,
+    "server_pauses": "SELECT server, failures, paused_until FROM {s}.servers ORDER BY server",
+    "mailbox_pauses": "SELECT mailbox, paused_until FROM {s}.mailboxes WHERE paused_until > 0",
+}
+
 
 SCHEMA_PARAM = "schema"
 # Letters, digits, underscore: the name also forms the NOTIFY channel ("<schema>_work",
@@ -471,7 +543,9 @@ def split_schema(url: str) -> tuple[str, str | None]:
 class PostgresOutbox(PerThreadConnections):
     """The outbox in a PostgreSQL schema; safe for many threads and processes."""
 
-    def __init__(self, url: str, *, schema: str = "tsl_exchange", connect_timeout: int = 10) -> None:
+    def __init__(
+        self, url: str, *, schema: str = "tsl_exchange", connect_timeout: int = 10, pool_size: int = 32
+    ) -> None:
         url, url_schema = split_schema(url)
         schema = url_schema or schema
         if not schema:
@@ -479,14 +553,17 @@ class PostgresOutbox(PerThreadConnections):
         self.schema = schema
         self.channel = f"{schema}_work"
         self._url = url
-        self._connect_kwargs: dict[str, object] = {"application_name": "tsl-exchange-outbox"}
+        # The schema in the name: an operator (and a test) can tell whose connections are whose.
+        self._connect_kwargs: dict[str, object] = {"application_name": f"tsl-exchange:{schema}"}
         if "connect_timeout" not in conninfo_to_dict(url):
             self._connect_kwargs["connect_timeout"] = connect_timeout
         self._init_conns()
+        self._dedicated: set[int] = set()  # ids of LISTEN connections (not the pool's)
+        self._pool = self._open_pool(pool_size, connect_timeout)
         ident = sql.Identifier(schema)
         # Composed once; psycopg prepares a statement server-side after a few uses
         # (prepare_threshold), so hot statements are not re-planned.
-        self._sql = {name: sql.SQL(text).format(s=ident) for name, text in _Q.items()}
+        self._sql = {name: sql.SQL(text).format(s=ident) for name, text in {**_Q, **_PAUSE_Q}.items()}
         try:
             self._init_schema(ident)
         except BaseException:
@@ -497,19 +574,31 @@ class PostgresOutbox(PerThreadConnections):
     def _connect(self) -> psycopg.Connection:
         if self._closed:
             raise RuntimeError("outbox is closed")
-        conn = psycopg.connect(self._url, autocommit=True, **self._connect_kwargs)
-        with self._conns_lock:
-            self._conns.append(conn)
+        # A full pool may hold connections of threads that have ended: keep giving those back
+        # while waiting, so they reach this thread instead of the timeout.
+        deadline = time.monotonic() + self._pool.timeout
+        while True:
+            self._sweep()
+            try:
+                conn = self._pool.getconn(timeout=max(0.01, min(0.2, deadline - time.monotonic())))
+                break
+            except PoolTimeout:
+                if time.monotonic() >= deadline:
+                    raise PoolTimeout(
+                        f"Alle {self._pool.max_size} Verbindungen dieses Prozesses zur PostgreSQL-"
+                        "Warteschlange sind belegt. Bitte die Zahl der Worker-Threads senken."
+                    ) from None
+        self._adopt(conn)
         return conn
 
     def _forget(self, conn: psycopg.Connection | None) -> None:
         """Drop a dead connection (server restart, network cut); the caller opens a new one."""
         if conn is None:
             return
-        with self._conns_lock:
-            if conn in self._conns:
-                self._conns.remove(conn)
-        conn.close()
+        if self._disown(conn):
+            self._give_back_quietly(conn)
+        else:
+            conn.close()
 
     def _conn(self) -> psycopg.Connection:
         conn = getattr(self._local, "conn", None)
@@ -539,7 +628,12 @@ class PostgresOutbox(PerThreadConnections):
         conn = getattr(self._local, "listen", None)
         if conn is None or conn.closed or conn.broken:
             self._forget(conn)
-            conn = self._connect()
+            if self._closed:
+                raise RuntimeError("outbox is closed")
+            # Not from the pool: a LISTEN connection is held for the watcher's whole life.
+            conn = psycopg.connect(self._url, autocommit=True, **self._connect_kwargs)
+            self._dedicated.add(id(conn))
+            self._adopt(conn)
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
             self._local.listen = conn
         return conn
@@ -631,6 +725,7 @@ class PostgresOutbox(PerThreadConnections):
         lease_seconds: float = 60.0,
         exclude: Sequence[str] = (),
         now: float | None = None,
+        probe_limit: int | None = None,
     ) -> Claim | None:
         check_worker_id(worker_id)
         conn = self._wconn()
@@ -645,7 +740,16 @@ class PostgresOutbox(PerThreadConnections):
             mailbox, token, until = rows[0][:3]
             if token is not None:
                 jobs = claimed_jobs(r[3:] for r in rows if r[3] is not None)
-                return Claim(mailbox=mailbox, worker_id=worker_id, lease_until=until, jobs=jobs, token=token)
+                claim = Claim(mailbox=mailbox, worker_id=worker_id, lease_until=until, jobs=jobs, token=token)
+                probe = self._take_probe(conn, mailbox, worker_id, until - lease_seconds, until)
+                if probe is None:  # another worker's probe of this server is out
+                    self.release(claim)
+                elif probe:
+                    # The recovering server's one probe: a small slice; the rest stay due.
+                    keep = jobs[: max(1, probe_limit)] if probe_limit is not None else jobs
+                    return dataclasses.replace(claim, jobs=keep, probe=True)
+                else:
+                    return claim
             skip.append(mailbox)
         return None
 
@@ -995,6 +1099,88 @@ class PostgresOutbox(PerThreadConnections):
     def superseded_count(self, mailbox: str | None = None) -> int:
         return int(self._conn().execute(self._sql["superseded"], {"mailbox": mailbox}).fetchone()[0])
 
+    # -- pauses of mailboxes and servers ---------------------------------------------------------
+    def _take_probe(
+        self, conn: psycopg.Connection, mailbox: str, worker_id: str, now: float, until: float
+    ) -> bool | None:
+        """After a claim: True if the mailbox's server is recovering and this claim is its probe,
+        False if the server is healthy, None if another claimer took the probe first (the caller
+        releases the claim and tries another mailbox)."""
+        row = conn.execute(self._sql["recovering"], (mailbox,)).fetchone()
+        if row is None:
+            return False
+        params = {"worker": worker_id, "until": until, "server": row[0], "now": now}
+        if conn.execute(self._sql["take_probe"], params).fetchone() is not None:
+            return True
+        return None
+
+    def note_server(self, mailbox: str, server: str) -> None:
+        self._conn().execute(self._sql["note_server"], (mailbox, server))
+
+    def pause_mailbox(self, mailbox: str, seconds: float) -> float:
+        row = self._conn().execute(self._sql["pause_mailbox"], (mailbox, max(0.0, seconds))).fetchone()
+        return float(row[0])
+
+    def server_failed(self, server: str, delay_for: Callable[[int], float]) -> ServerPause:
+        conn = self._conn()
+        with conn.transaction():
+            conn.execute(self._sql["know_server"], (server,))
+            failures, paused_until, now = conn.execute(self._sql["lock_server"], (server,)).fetchone()
+            if paused_until > now:
+                # A request that was already out when the pause began: the same step, not a new one.
+                return ServerPause(server, failures, paused_until, counted=False)
+            failures += 1
+            paused_until = now + max(0.0, delay_for(failures))
+            conn.execute(self._sql["pause_server"], (failures, paused_until, server))
+        return ServerPause(server, failures, paused_until, counted=True)
+
+    def server_ok(self, server: str) -> None:
+        conn = self._conn()
+        with conn.transaction():
+            if conn.execute(self._sql["server_ok"], (server,)).rowcount:
+                conn.execute(self._sql["notify"], (self.channel,))
+
+    def end_probe(self, server: str, worker_id: str) -> None:
+        conn = self._conn()
+        with conn.transaction():
+            if conn.execute(self._sql["end_probe"], (server, worker_id)).rowcount:
+                conn.execute(self._sql["notify"], (self.channel,))
+
+    def server_pauses(self) -> list[ServerPause]:
+        return [ServerPause(*r) for r in self._conn().execute(self._sql["server_pauses"])]
+
+    def mailbox_pauses(self) -> dict[str, float]:
+        return {r[0]: r[1] for r in self._conn().execute(self._sql["mailbox_pauses"])}
+
+    # -- connections: the pool --------------------------------------------------------------------
+    def _open_pool(self, size: int, connect_timeout: int) -> ConnectionPool:
+        if size < 1:
+            raise ValueError("pool_size muss mindestens 1 sein")
+        # One plain connection first: an unreachable server or a wrong password fails here at
+        # once with the driver's own message, not after the pool's timeout.
+        psycopg.connect(self._url, autocommit=True, **self._connect_kwargs).close()
+        return ConnectionPool(
+            self._url,
+            kwargs={"autocommit": True, **self._connect_kwargs},
+            min_size=0,  # an idle process holds no connection it does not use
+            max_size=size,
+            timeout=float(connect_timeout),
+            name=f"tsl-exchange-{self.schema}",
+            reset=_reset_session,
+            open=True,
+        )
+
+    def _give_back(self, conn: psycopg.Connection) -> None:
+        if id(conn) in self._dedicated:
+            self._dedicated.discard(id(conn))
+            conn.close()
+            return
+        self._pool.putconn(conn)  # the pool rolls back, checks and keeps or ends it
+
+    def close(self) -> None:
+        super().close()
+        self._pool.close()
+
 
 _SHARED_SCHEMA = """CREATE TABLE IF NOT EXISTS {s}.worker_state (
     key text PRIMARY KEY,
@@ -1006,3 +1192,11 @@ _PUT_WORKER_ROW = f"""
     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at
     WHERE w.value <> EXCLUDED.value
 """
+
+
+def _reset_session(conn: psycopg.Connection) -> None:
+    """A connection back in the pool (its thread ended) keeps nothing of that thread's session:
+    neither request slots (session-level advisory locks) nor settings such as the worker
+    connection's synchronous_commit=off, which must never reach a host's enqueue."""
+    conn.execute("RESET ALL")
+    conn.execute("SELECT pg_advisory_unlock_all()")

@@ -15,11 +15,11 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from .base import Change, Claim, Job, MailboxState, SyncEntry
+from .base import Change, Claim, Job, MailboxState, ServerPause, SyncEntry
 from .conns import PerThreadConnections
 from .rows import (
     JOB_COLS,
@@ -193,6 +193,22 @@ _FENCE = "SELECT 1 FROM leases WHERE mailbox = ? AND worker_id = ? AND token = ?
 # ``claims`` is kept on purpose: a newer version of a job whose earlier hand-out may have
 # written to the mailbox must still look its key up before creating (no duplicate).
 
+# Pauses (see worker.py): a busy answer pauses one mailbox, a transport failure its whole
+# server (host:port of the EWS URL, noted per mailbox by the worker). A server with
+# failures > 0 is recovering: once its pause is over, one claim (the probe) may go.
+_PAUSE_COLUMNS = [("paused_until", "REAL NOT NULL DEFAULT 0"), ("server", "TEXT NOT NULL DEFAULT ''")]
+_SERVERS_TABLE = """CREATE TABLE IF NOT EXISTS servers (
+    server TEXT PRIMARY KEY,
+    failures INTEGER NOT NULL DEFAULT 0,
+    paused_until REAL NOT NULL DEFAULT 0,
+    probe_worker TEXT NOT NULL DEFAULT '',
+    probe_until REAL NOT NULL DEFAULT 0
+) WITHOUT ROWID"""
+_RECOVERING = """
+SELECT s.server FROM mailboxes AS p JOIN servers AS s ON s.server = p.server
+WHERE p.mailbox = ? AND s.failures > 0
+"""
+
 _KNOW_MAILBOX = "INSERT INTO mailboxes (mailbox) VALUES (?) ON CONFLICT (mailbox) DO NOTHING"
 
 # The oldest due pending job whose mailbox is neither parked, nor leased by a live
@@ -203,6 +219,9 @@ SELECT j.mailbox FROM jobs AS j
 WHERE j.status = 'pending' AND j.due_at <= :now
   AND NOT EXISTS (SELECT 1 FROM mailboxes AS m WHERE m.mailbox = j.mailbox AND m.parked)
   AND NOT EXISTS (SELECT 1 FROM leases AS l WHERE l.mailbox = j.mailbox AND l.lease_until > :now)
+  AND NOT EXISTS (SELECT 1 FROM mailboxes AS p LEFT JOIN servers AS s ON s.server = p.server
+                  WHERE p.mailbox = j.mailbox
+                    AND (p.paused_until > :now OR s.paused_until > :now OR s.probe_until > :now))
   AND j.mailbox NOT IN (SELECT value FROM json_each(:exclude))
 ORDER BY j.priority, j.due_at, j.id
 LIMIT 1
@@ -230,10 +249,14 @@ RETURNING {JOB_COLS}
 
 # A leased mailbox becomes claimable when its lease runs out, so its jobs count
 # from max(due_at, lease_until); that keeps idle workers from waking up for work
-# another live worker is holding.
+# another live worker is holding. A paused mailbox or server (and a server whose
+# probe is out) likewise holds its jobs back until the pause ends.
 _NEXT_DUE = """
-SELECT MIN(MAX(j.due_at, COALESCE(l.lease_until, 0))) FROM jobs AS j
+SELECT MIN(MAX(j.due_at, COALESCE(l.lease_until, 0), COALESCE(p.paused_until, 0),
+               COALESCE(s.paused_until, 0), COALESCE(s.probe_until, 0))) FROM jobs AS j
 LEFT JOIN leases AS l ON l.mailbox = j.mailbox
+LEFT JOIN mailboxes AS p ON p.mailbox = j.mailbox
+LEFT JOIN servers AS s ON s.server = p.server
 WHERE j.status = 'pending'
   AND NOT EXISTS (SELECT 1 FROM mailboxes AS m WHERE m.mailbox = j.mailbox AND m.parked)
 """
@@ -378,8 +401,7 @@ class SQLiteOutbox(PerThreadConnections):
                 raise RuntimeError("outbox is closed")
             conn = self._connect()
             self._local.conn = conn
-            with self._conns_lock:
-                self._conns.append(conn)
+            self._adopt(conn)
         return conn
 
     @contextmanager
@@ -434,6 +456,7 @@ class SQLiteOutbox(PerThreadConnections):
                 migrated = True
             for statement in _TABLES + _INDEXES:
                 c.execute(statement)
+            self._add_pause_schema(c)
             if found < SCHEMA_VERSION:
                 c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         if migrated:
@@ -531,6 +554,7 @@ class SQLiteOutbox(PerThreadConnections):
         lease_seconds: float = 60.0,
         exclude: Sequence[str] = (),
         now: float | None = None,
+        probe_limit: int | None = None,
     ) -> Claim | None:
         check_worker_id(worker_id)
         now = time.time() if now is None else now
@@ -541,9 +565,14 @@ class SQLiteOutbox(PerThreadConnections):
                 return None
             mailbox = row[0]
             token = conn.execute(_TAKE_LEASE, (mailbox, worker_id, until)).fetchone()[0]
+            probe = self._take_probe(conn, mailbox, worker_id, until)
+            if probe and probe_limit is not None:
+                limit = min(limit, probe_limit)
             rows = conn.execute(_TAKE_JOBS, (mailbox, now, max(1, limit))).fetchall()
         jobs = claimed_jobs(rows)
-        return Claim(mailbox=mailbox, worker_id=worker_id, lease_until=until, jobs=jobs, token=token)
+        return Claim(
+            mailbox=mailbox, worker_id=worker_id, lease_until=until, jobs=jobs, token=token, probe=probe
+        )
 
     def renew(self, claim: Claim, *, lease_seconds: float = 60.0) -> Claim:
         # Only a lease row naming us with our token is extended. A claim raises the token
@@ -900,6 +929,91 @@ class SQLiteOutbox(PerThreadConnections):
             .fetchone()
         )
         return int(row[0])
+
+    # -- pauses of mailboxes and servers ------------------------------------------------------
+    @staticmethod
+    def _add_pause_schema(conn: sqlite3.Connection) -> None:
+        """Columns and table for pauses, added in place to a queue made by an older version."""
+        have = {r[1] for r in conn.execute("PRAGMA table_info(mailboxes)")}
+        for name, decl in _PAUSE_COLUMNS:
+            if name not in have:
+                conn.execute(f"ALTER TABLE mailboxes ADD COLUMN {name} {decl}")
+        conn.execute(_SERVERS_TABLE)
+
+    @staticmethod
+    def _take_probe(conn: sqlite3.Connection, mailbox: str, worker_id: str, until: float) -> bool:
+        """Inside a claim: a mailbox whose server is recovering is claimed as that server's probe."""
+        row = conn.execute(_RECOVERING, (mailbox,)).fetchone()
+        if row is None:
+            return False
+        conn.execute(
+            "UPDATE servers SET probe_worker = ?, probe_until = ? WHERE server = ?",
+            (worker_id, until, row[0]),
+        )
+        return True
+
+    def note_server(self, mailbox: str, server: str) -> None:
+        self._write_one(
+            "INSERT INTO mailboxes (mailbox, server) VALUES (?, ?) "
+            "ON CONFLICT (mailbox) DO UPDATE SET server = excluded.server WHERE mailboxes.server <> excluded.server",
+            (mailbox, server),
+        )
+
+    def pause_mailbox(self, mailbox: str, seconds: float) -> float:
+        until = time.time() + max(0.0, seconds)
+        with self._write() as conn:
+            row = conn.execute(
+                "INSERT INTO mailboxes (mailbox, paused_until) VALUES (?, ?) "
+                "ON CONFLICT (mailbox) DO UPDATE SET paused_until = MAX(paused_until, excluded.paused_until) "
+                "RETURNING paused_until",
+                (mailbox, until),
+            ).fetchone()
+        return float(row[0])
+
+    def server_failed(self, server: str, delay_for: Callable[[int], float]) -> ServerPause:
+        now = time.time()
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT failures, paused_until FROM servers WHERE server = ?", (server,)
+            ).fetchone()
+            failures, paused_until = row if row is not None else (0, 0.0)
+            if paused_until > now:
+                # A request that was already out when the pause began: the same step, not a new one.
+                return ServerPause(server, failures, paused_until, counted=False)
+            failures += 1
+            paused_until = now + max(0.0, delay_for(failures))
+            conn.execute(
+                "INSERT INTO servers (server, failures, paused_until, probe_worker, probe_until) "
+                "VALUES (?, ?, ?, '', 0) ON CONFLICT (server) DO UPDATE SET failures = excluded.failures, "
+                "paused_until = excluded.paused_until, probe_worker = '', probe_until = 0",
+                (server, failures, paused_until),
+            )
+        return ServerPause(server, failures, paused_until, counted=True)
+
+    def server_ok(self, server: str) -> None:
+        cur = self._write_one(
+            "UPDATE servers SET failures = 0, paused_until = 0, probe_worker = '', probe_until = 0 "
+            "WHERE server = ? AND (failures > 0 OR probe_until > 0)",
+            (server,),
+        )
+        if cur.rowcount:
+            self._signal.notify()  # the server's other mailboxes may be claimed again
+
+    def end_probe(self, server: str, worker_id: str) -> None:
+        cur = self._write_one(
+            "UPDATE servers SET probe_worker = '', probe_until = 0 WHERE server = ? AND probe_worker = ?",
+            (server, worker_id),
+        )
+        if cur.rowcount:
+            self._signal.notify()
+
+    def server_pauses(self) -> list[ServerPause]:
+        rows = self._conn().execute("SELECT server, failures, paused_until FROM servers ORDER BY server")
+        return [ServerPause(r[0], r[1], r[2]) for r in rows]
+
+    def mailbox_pauses(self) -> dict[str, float]:
+        rows = self._conn().execute("SELECT mailbox, paused_until FROM mailboxes WHERE paused_until > 0")
+        return {r[0]: r[1] for r in rows}
 
 
 _SHARED_SCHEMA = [

@@ -58,6 +58,7 @@ class FaultPlan:
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
         self._rng = random.Random(seed)
+        self._taken = threading.local()  # the faults fired for the request this thread serves
 
     def add(self, fault: Fault) -> Fault:
         with self._lock:
@@ -87,5 +88,14 @@ class FaultPlan:
                 if fault.count is not None:
                     fault.count -= 1
                 fault.fired += 1
+                self._taken.kinds = [*getattr(self._taken, "kinds", []), fault.kind]
                 return fault
         return None
+
+    def begin_request(self) -> None:
+        """The calling thread starts serving a request: forget what fired for its previous one."""
+        self._taken.kinds = []
+
+    def fired_in_request(self) -> list[str]:
+        """The kinds of the faults fired for the request this thread serves (for the request log)."""
+        return list(getattr(self._taken, "kinds", []))

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+import collections
+import dataclasses
 import ipaddress
 import json
 import logging
+import re
 import socket
 import threading
 import time
 import traceback
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -38,6 +42,7 @@ log = logging.getLogger(__name__)
 
 EWS_PATH = "/ews/exchange.asmx"
 API_PREFIX = "/sandbox/api/"
+REQUEST_LOG_SIZE = 200_000  # the newest requests the log keeps
 MAX_BODY = 20 * 1024 * 1024  # bytes; larger requests get 413 without being read
 IDLE_TIMEOUT = 120.0  # seconds a kept-alive connection may sit idle (IIS connectionTimeout default)
 REALM = "127.0.0.1"
@@ -173,6 +178,10 @@ class _Handler(BaseHTTPRequestHandler):
         *,
         close: bool = False,
     ) -> None:
+        log_entry = getattr(self, "_log", None)
+        if log_entry is not None:
+            log_entry.update(status=status, body=body)
+            log_entry["retry"] = next((v for k, v in headers or [] if k == "Retry-After"), "")
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -359,11 +368,22 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         start = time.perf_counter()
-        self.server.sandbox._enter()
+        sb = self.server.sandbox
+        sb._enter()
+        sb.faults.begin_request()
+        self._log = {
+            "started": time.time(),
+            "mailbox": "",
+            "operation": "",
+            "status": 0,
+            "body": b"",
+            "retry": "",
+        }
         try:
             self._handle_safe(self._post)
         finally:
-            self.server.sandbox._add_busy(time.perf_counter() - start)
+            sb._add_busy(time.perf_counter() - start)
+            sb._log_request(self._log, sb.faults.fired_in_request())
 
     def _handle_safe(self, fn: Any) -> None:
         try:
@@ -406,6 +426,7 @@ class _Handler(BaseHTTPRequestHandler):
         if auth is None:
             return
         email, method = auth
+        self._log["mailbox"] = email.lower()
         ctype = (self.headers.get("Content-Type") or "").lower()
         media, _, params = ctype.partition(";")
         if media.strip() != "text/xml" or ("charset" in params and "utf-8" not in params):
@@ -430,6 +451,7 @@ class _Handler(BaseHTTPRequestHandler):
                 )
                 return
         operation = sb.engine.operation_of(body)
+        self._log["operation"] = operation or ""
         fault = sb.faults.take(email, operation, "transport")
         if fault is not None:
             sb.stats_inc("faults_fired")
@@ -504,6 +526,10 @@ class _Handler(BaseHTTPRequestHandler):
         if parts == ["mailboxes"]:
             self._send_json(200, sb.mailboxes())
             return
+        if parts == ["requests"]:
+            mailbox = parse_qs(query).get("mailbox", [None])[0]
+            self._send_json(200, [dataclasses.asdict(r) for r in sb.requests(mailbox)])
+            return
         if len(parts) == 3 and parts[0] == "mailboxes" and parts[2] in ("folders", "items"):
             email = parts[1]
             acc = sb.credentials.account(email)
@@ -524,6 +550,43 @@ def _too_large_text(length: int) -> str:
         f"Request Entity Too Large: the body has {length} bytes; "
         f"the EWS sandbox accepts at most {MAX_BODY} bytes (20 MB)."
     )
+
+
+_RESPONSE_CODE = re.compile(rb"ResponseCode(?:\s[^>]*)?>(\w+)<")
+_FAULT_CODE = re.compile(rb"faultcode(?:\s[^>]*)?>(?:\w+:)?(\w+)<")
+_BACK_OFF_MS = re.compile(rb'Name="BackOffMilliseconds">(\d+)<')
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One EWS POST as the server saw it (the request log, for tests and the demo).
+
+    ``started``/``finished``: UNIX seconds when the request arrived and when its answer was
+    sent; ``response``: the first ResponseCode other than NoError ("NoError" if none), the
+    SOAP fault's code, or "HTTP <status>" for an answer without SOAP; ``back_off``: seconds
+    the answer asked the client to wait (BackOffMilliseconds or Retry-After), else None;
+    ``faults``: the kinds of the injected faults that fired for it."""
+
+    started: float
+    finished: float
+    mailbox: str  # "" when the request did not authenticate
+    operation: str
+    status: int  # 0: no answer was sent (a dropped connection)
+    response: str
+    back_off: float | None
+    faults: tuple[str, ...]
+
+
+def _response_class(status: int, body: bytes) -> str:
+    if status == 0:
+        return "no answer"
+    codes = _RESPONSE_CODE.findall(body)
+    if codes:
+        return next((c for c in codes if c != b"NoError"), codes[0]).decode()
+    fault = _FAULT_CODE.search(body)
+    if fault:
+        return fault.group(1).decode()
+    return f"HTTP {status}"
 
 
 class SandboxServer:
@@ -561,6 +624,8 @@ class SandboxServer:
         self._in_flight = 0
         self._peak_in_flight = 0
         self._internal_errors: list[str] = []
+        # The request log; bounded so a long benchmark cannot grow it without end.
+        self._requests: collections.deque[RequestRecord] = collections.deque(maxlen=REQUEST_LOG_SIZE)
         self._ntlm_rejections: dict[str, int] = {}
         self._conns: set[socket.socket] = set()
         self._stopping = threading.Event()
@@ -718,3 +783,40 @@ class SandboxServer:
                 self._ntlm_rejections[key] -= 1
                 return True
             return False
+
+    # --- the request log ------------------------------------------------------------------------
+    def _log_request(self, entry: dict[str, Any], faults: list[str]) -> None:
+        status, body = entry["status"], entry["body"]
+        back_off: float | None = None
+        match = _BACK_OFF_MS.search(body)
+        if match:
+            back_off = int(match.group(1)) / 1000
+        elif entry["retry"]:
+            try:
+                back_off = float(entry["retry"])
+            except ValueError:
+                back_off = None
+        record = RequestRecord(
+            started=entry["started"],
+            finished=time.time(),
+            mailbox=entry["mailbox"],
+            operation=entry["operation"],
+            status=status,
+            response=_response_class(status, body),
+            back_off=back_off,
+            faults=tuple(faults),
+        )
+        with self._lock:
+            self._requests.append(record)
+
+    def requests(self, mailbox: str | None = None) -> list[RequestRecord]:
+        """Every EWS POST since start (or ``clear_requests``), in the order their answers went out."""
+        with self._lock:
+            records = list(self._requests)
+        if mailbox is not None:
+            records = [r for r in records if r.mailbox == mailbox.lower()]
+        return records
+
+    def clear_requests(self) -> None:
+        with self._lock:
+            self._requests.clear()
