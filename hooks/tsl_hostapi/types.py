@@ -135,6 +135,60 @@ class Case(_Record):
     modified_at: dt.datetime | None = None
 
 
+Frequency = Literal["daily", "weekly", "monthly", "yearly"]
+FREQUENCIES: tuple[str, ...] = ("daily", "weekly", "monthly", "yearly")
+
+
+@dataclass(frozen=True)
+class OccurrenceChange:
+    """One occurrence of a series that differs from the pattern (host API 1.1).
+
+    ``original_date`` names the occurrence: the date it has by the pattern, in the series'
+    zone. ``cancelled`` drops it. Otherwise the fields given replace the series' values for
+    that occurrence only: ``start``/``end`` (naive wall-clock in the appointment's zone) for a
+    timed series, ``start_date``/``end_date`` (inclusive) for an all-day series; an empty
+    ``subject`` or ``location`` keeps the series' one.
+    """
+
+    original_date: dt.date
+    cancelled: bool = False
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+    start_date: dt.date | None = None
+    end_date: dt.date | None = None
+    subject: str = ""
+    location: str = ""
+
+
+@dataclass(frozen=True)
+class Recurrence:
+    """How an appointment repeats (host API 1.1). The first occurrence is the appointment's own
+    start (or start date); every occurrence has the same time of day and length.
+
+    - ``frequency`` "daily": every ``interval`` days.
+    - "weekly": every ``interval`` weeks (weeks begin on Monday) on ``weekdays``
+      (0 = Monday … 6 = Sunday); empty means the start's weekday.
+    - "monthly": every ``interval`` months on ``day_of_month`` (a day beyond the month's end
+      means its last day), or, with ``week_of_month`` (1-4, 5 = last), on that weekday
+      (``weekdays[0]``) of the month. Neither given: the start's day of month.
+    - "yearly": every ``interval`` years in ``month`` (default: the start's month), on
+      ``day_of_month`` or on the ``week_of_month``-th weekday as for "monthly".
+
+    End: ``count`` occurrences, or up to and including ``until``, or neither (no end).
+    ``exceptions``: single occurrences moved, changed or cancelled.
+    """
+
+    frequency: Frequency
+    interval: int = 1
+    weekdays: tuple[int, ...] = ()
+    day_of_month: int | None = None
+    week_of_month: int | None = None
+    month: int | None = None
+    count: int | None = None
+    until: dt.date | None = None
+    exceptions: tuple[OccurrenceChange, ...] = ()
+
+
 @dataclass(frozen=True)
 class Appointment(_Record):
     """A Termin: a time span in a time zone, or all-day (then only the dates count)."""
@@ -157,6 +211,7 @@ class Appointment(_Record):
     reminder_minutes: int | None = None
     notes: str = ""
     modified_at: dt.datetime | None = None
+    recurrence: Recurrence | None = None  # host API 1.1: a series (Serientermin); None: a single Termin
 
 
 @dataclass(frozen=True)

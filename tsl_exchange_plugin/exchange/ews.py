@@ -96,12 +96,14 @@ from exchangelib.folders import SHALLOW, Calendar, Contacts, Tasks
 from exchangelib.folders.queryset import SingleFolderQuerySet
 from exchangelib.indexed_properties import EmailAddress, PhoneNumber, PhysicalAddress
 from exchangelib.items import NEVER_OVERWRITE, SAVE_ONLY, SEND_TO_NONE
+from exchangelib.properties import OccurrenceItemId
 from exchangelib.protocol import Protocol
 from exchangelib.services import CreateItem, UpdateItem
 
 from .. import logredact
 from ..mapping.common import merge_body
 from ..mapping.items import CalendarEntry, ContactItem, ExchangeItem, TaskEntry
+from . import series as series_ews
 from . import turns
 from .base import (
     AuthFailed,
@@ -190,6 +192,7 @@ CALENDAR_FIELDS: tuple[str, ...] = (
     "location",
     "reminder_is_set",
     "reminder_minutes_before_start",
+    "recurrence",  # None: DeleteItemField, a series turned back into a single appointment
 )
 TASK_FIELDS: tuple[str, ...] = (
     "subject",
@@ -299,6 +302,7 @@ def _calendar_fields(entry: CalendarEntry) -> dict[str, Any]:
         "reminder_minutes_before_start": reminder if reminder is not None else 0,
         "_start_timezone": tz,
         "_end_timezone": tz,
+        "recurrence": series_ews.to_recurrence(entry.recurrence),
     }
 
 
@@ -833,6 +837,7 @@ class EwsSession:
                 for (pos, _), res in zip(chunk, created, strict=True):
                     err = self._per_item(res)
                     results[pos] = err if err is not None else Written(res.id, res.changekey)
+        self._series_exceptions(items, results)
         return [r if r is not None else ItemRejected("Element wurde nicht verarbeitet.") for r in results]
 
     def _create_chunk(
@@ -928,6 +933,7 @@ class EwsSession:
             for (pos, _, _), res in zip(todo, answers, strict=True):
                 err = self._per_item(res)
                 results[pos] = err if err is not None else Written(res[0], res[1])
+        self._series_exceptions([item for _, item in changes], results)
         return [r if r is not None else ItemRejected("Element wurde nicht verarbeitet.") for r in results]
 
     def delete(self, refs: Sequence[ItemRef]) -> list[ExchangeError | None]:
@@ -983,6 +989,74 @@ class EwsSession:
             return out
 
         return self._call(run)
+
+    def _series_exceptions(self, items: Sequence[ExchangeItem], results: list) -> None:
+        """After a recurring master was written: its deleted and modified occurrences.
+
+        Writing the master sends its whole Recurrence, which drops every exception the series
+        had (the sandbox does so as Outlook does when a pattern is saved), so the exceptions
+        are made again from the host's data each time: the content hash covers the whole
+        series, so this runs exactly when something in the series changed. Occurrences are
+        addressed by OccurrenceItemId (RecurringMasterId + InstanceIndex). A failure here fails
+        the item: its master exists, so the next attempt finds it by key and updates it.
+        """
+        for pos, item in enumerate(items):
+            written = results[pos]
+            if not isinstance(written, Written) or not isinstance(item, CalendarEntry):
+                continue
+            if item.recurrence is None or not item.recurrence.edits:
+                continue
+            try:
+                results[pos] = self._apply_edits(item, written)
+            except ExchangeError as err:
+                results[pos] = err
+            except (ValueError, TypeError) as exc:  # exchangelib refused to build a request
+                results[pos] = ItemRejected(self._scrub(f"Ausnahme der Serie abgelehnt: {_short(exc)}"))
+
+    def _apply_edits(self, entry: CalendarEntry, master: Written) -> Written:
+        assert entry.recurrence is not None
+        acc = self._account
+        folder = self.folder("calendar")
+
+        def occ(index: int) -> OccurrenceItemId:
+            return OccurrenceItemId(id=master.item_id, changekey=master.change_key, instance_index=index)
+
+        gone = [occ(e.index) for e in entry.recurrence.edits if e.deleted]
+        if gone:
+            answers = self._call(
+                lambda: acc.bulk_delete(gone, chunk_size=self._backend.chunk_size), writing=True
+            )
+            for res in answers:
+                err = self._per_item(res) if not series_ews.already_deleted(res) else None
+                if err is not None:
+                    raise err
+        changes = []
+        for edit in entry.recurrence.edits:
+            if edit.deleted:
+                continue
+            values, fields = series_ews.occurrence_fields(entry, edit)
+            if not fields:
+                continue
+            # No clean(): it insists on a plain ItemId and on start/end, while an occurrence is
+            # addressed by OccurrenceItemId and may change its subject only. occurrence_fields
+            # sets the time zones that clean() would have set.
+            obj = CalendarItem(account=acc, folder=folder, _id=occ(edit.index), **values)
+            changes.append((obj, fields))
+        if changes:
+            answers = self._call(
+                lambda: acc.bulk_update(changes, chunk_size=self._backend.chunk_size), writing=True
+            )
+            for res in answers:
+                err = self._per_item(res)
+                if err is not None:
+                    raise err
+        # Every exception changed the master's ChangeKey; keep the current one.
+        (fresh,) = self._call(
+            lambda: list(acc.fetch([(master.item_id, None)], folder=folder, only_fields=["subject"]))
+        )
+        if isinstance(fresh, BaseException):
+            raise self._fail(fresh)
+        return Written(fresh.id, fresh.changekey)
 
     def close(self) -> None:
         # exchangelib shares one Protocol (and its session pool) between every Account with the

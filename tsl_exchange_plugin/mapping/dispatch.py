@@ -7,12 +7,12 @@ from collections.abc import Callable
 from tsl_hostapi.types import Appointment, Contact, Deadline, Reminder, User
 
 from ..snapshot import Snapshot
-from .appointment import map_appointment
 from .common import MappingError
 from .contact import map_contact
 from .context import MappingContext
 from .deadline import map_deadline
 from .items import ExchangeItem
+from .recurrence import map_appointment_series
 from .reminder import map_reminder
 
 ContextFactory = Callable[[str, Snapshot], MappingContext]
@@ -34,7 +34,7 @@ def make_mapper(
             return [map_contact(record, record_key=record.ref.key)]
         ctx = context_for(mailbox, snapshot)
         if isinstance(record, Appointment):
-            return [map_appointment(record, ctx)]
+            return [map_appointment_series(record, ctx)]
         if isinstance(record, Deadline):
             return list(map_deadline(record, ctx))
         if isinstance(record, Reminder):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # Exchange labels, as EWS spells them (EmailAddressKeyType, PhoneNumberKeyType, PhysicalAddressKeyType).
 EMAIL_LABELS = ("EmailAddress1", "EmailAddress2", "EmailAddress3")
@@ -66,6 +66,52 @@ class ContactItem:
 
 
 @dataclass(frozen=True)
+class SeriesPattern:
+    """A recurrence as EWS spells it (RecurrenceType): one pattern and one range.
+
+    ``kind``: "daily", "weekly", "absolute_monthly", "relative_monthly", "absolute_yearly",
+    "relative_yearly". ``weekdays`` 0 = Monday … 6 = Sunday; ``week_index`` 1-4, 5 = last.
+    The range starts on ``start_date`` and ends after ``count`` occurrences, on ``end_date``
+    (inclusive), or never.
+    """
+
+    kind: str
+    interval: int = 1
+    weekdays: tuple[int, ...] = ()
+    day_of_month: int | None = None
+    week_index: int | None = None
+    month: int | None = None
+    start_date: dt.date | None = None
+    end_date: dt.date | None = None
+    count: int | None = None
+
+
+@dataclass(frozen=True)
+class OccurrenceEdit:
+    """One exception of a series: occurrence ``index`` (1-based, EWS InstanceIndex), which by the
+    pattern starts on ``original_date``, is deleted or gets the values given (None/"" keep the
+    series' value). Times as in CalendarEntry: naive wall-clock in the series' zone, or dates."""
+
+    index: int
+    original_date: dt.date
+    deleted: bool = False
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+    start_date: dt.date | None = None
+    end_date: dt.date | None = None
+    subject: str = ""
+    location: str = ""
+
+
+@dataclass(frozen=True)
+class Series:
+    """A recurring master: its pattern and its exceptions (ordered by index)."""
+
+    pattern: SeriesPattern
+    edits: tuple[OccurrenceEdit, ...] = ()
+
+
+@dataclass(frozen=True)
 class CalendarEntry:
     """A CalendarItem: an appointment, a deadline or a pre-deadline.
 
@@ -86,6 +132,10 @@ class CalendarEntry:
     categories: tuple[str, ...] = ()
     free_busy: str = "Busy"  # Free, Tentative, Busy, OOF
     reminder_minutes: int | None = None  # None: no reminder
+    # A series: start/end (or start_date/end_date) are then its first occurrence's. Kept out of
+    # the repr (content_hash adds it when set), so that single entries keep the hash they had
+    # before series existed and are not all rewritten once after an upgrade.
+    recurrence: Series | None = field(default=None, repr=False)
 
     item_class = "calendar"
 
@@ -116,4 +166,8 @@ def content_hash(item: ExchangeItem) -> str:
     The repr of these frozen dataclasses holds only text, numbers, dates and tuples, so it
     is stable and complete, and several times cheaper than canonical JSON on the push path.
     """
-    return hashlib.sha256(f"{item.item_class}|{item!r}".encode()).hexdigest()
+    text = f"{item.item_class}|{item!r}"
+    series = getattr(item, "recurrence", None)
+    if series is not None:
+        text += f"|{series!r}"  # the whole series: pattern and every exception
+    return hashlib.sha256(text.encode()).hexdigest()

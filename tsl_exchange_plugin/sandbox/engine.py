@@ -402,7 +402,7 @@ class SandboxEngine:
                 view = item_view(ctx, row)
                 plain = {}
                 for k, v in view.items():
-                    if k in ("ItemId", "ParentFolderId", "EffectiveRights"):
+                    if k in ("ItemId", "ParentFolderId", "EffectiveRights") or k.startswith("$"):
                         continue
                     plain[snake(k)] = to_plain(k, v)
                 if isinstance(row["data"].get("Body"), dict):

@@ -55,6 +55,11 @@ READ_ONLY = frozenset(
         "Attachments",
         "CalendarItemType",
         "IsRecurring",
+        "FirstOccurrence",
+        "LastOccurrence",
+        "ModifiedOccurrences",
+        "DeletedOccurrences",
+        "OriginalStart",
         "InstanceKey",
         "StoreEntryId",
     }

@@ -7,7 +7,7 @@ import json
 
 from lxml import etree
 
-from . import ids, xmlio
+from . import ids, series, xmlio
 from .engine_ctx import FULL_RIGHTS, TP, Ctx, E, M, MsgError, Unit
 from .fields import (
     KINDS,
@@ -96,6 +96,8 @@ def item_view(ctx: Ctx, row: dict) -> dict:
     elif kind.element == "CalendarItem":
         view["CalendarItemType"] = "Single"
         view["IsRecurring"] = False
+        if series.is_master(row):
+            series.master_view(view, row, ctx.tz)
     return view
 
 
@@ -246,6 +248,8 @@ def create_item(ctx: Ctx, req: etree._Element) -> tuple[list[Unit], str | None]:
         data, ext = read_item(ctx, kind, el)
         defaults(kind, data)
         normalize(kind, data, set(data))
+        if kind.element == "CalendarItem":
+            series.normalize_master(data, set(data), ctx.tz)
         now = xmlio.utc_now()
         row = {
             "id": ids.new_item_id(),
@@ -271,18 +275,44 @@ def get_item(ctx: Ctx, req: etree._Element) -> tuple[list[Unit], str | None]:
     shape = Shape(ctx, req.find(M + "ItemShape"))
 
     def one(el: etree._Element) -> etree._Element:
-        row = load_row(ctx, el.get("Id", ""))
+        row, view = _resolve_view(ctx, el)
         msg = ctx.message()
-        write_item(ctx, E(M + "Items", msg), row, shape.project(ctx, row, item_view(ctx, row)))
+        write_item(ctx, E(M + "Items", msg), row, shape.project(ctx, row, view))
         return msg
 
     return ctx.each(req.iterfind(f"{M}ItemIds/*"), one, "Items")
 
 
+def _resolve_view(ctx: Ctx, el: etree._Element) -> tuple[dict, dict]:
+    """The row and view an ItemId, OccurrenceItemId or RecurringMasterItemId names."""
+    ref = series.resolve(ctx, el)
+    if ref is None:
+        row = load_row(ctx, el.get("Id", ""))
+        return row, item_view(ctx, row)
+    row = series.master_row(ctx, ref[0])
+    if ref[1] is None:
+        return row, item_view(ctx, row)
+    occ = series.occurrence(row, ref[1], ctx.tz)
+    return row, series.occurrence_view(item_view(ctx, row), row, occ)
+
+
+def _touch(ctx: Ctx, row: dict) -> None:
+    row["change_key"] = ids.new_change_key()
+    row["modified"] = xmlio.utc_now()
+    ctx.store.update_item(row)
+
+
 def delete_item(ctx: Ctx, req: etree._Element) -> tuple[list[Unit], str | None]:
     def one(el: etree._Element) -> etree._Element:
         # Exchange ignores the ChangeKey on DeleteItem.
-        row = load_row(ctx, el.get("Id", ""))
+        ref = series.resolve(ctx, el)
+        if ref is not None and ref[1] is not None:
+            # One occurrence: it joins the master's DeletedOccurrences.
+            row = copy.deepcopy(series.master_row(ctx, ref[0]))
+            series.delete_occurrence(ctx, row, ref[1])
+            _touch(ctx, row)
+            return ctx.message()
+        row = series.master_row(ctx, ref[0]) if ref is not None else load_row(ctx, el.get("Id", ""))
         ctx.store.delete_item(row["id"])
         return ctx.message()
 
@@ -353,6 +383,8 @@ def apply_updates(ctx: Ctx, row: dict, updates: etree._Element) -> None:
         else:
             entries[entries.index(old)] = new
     normalize(kind, data, changed)
+    if kind.element == "CalendarItem":
+        series.normalize_master(data, changed, ctx.tz)
 
 
 def _append(old, new):
@@ -396,7 +428,12 @@ def update_item(ctx: Ctx, req: etree._Element) -> tuple[list[Unit], str | None]:
 
     def one(change: etree._Element) -> etree._Element:
         id_el = next((c for c in change if isinstance(c.tag, str) and c.tag != TP + "Updates"), None)
+        ref = series.resolve(ctx, id_el) if id_el is not None else None
+        if ref is not None and ref[1] is not None:
+            return _update_occurrence(ctx, change, id_el, ref[0], ref[1], resolution)
         item_id, ck = _item_id(id_el) if id_el is not None else ("", None)
+        if ref is not None:
+            item_id = ref[0]
         row = load_row(ctx, item_id)
         if not ck:
             raise MsgError("ErrorChangeKeyRequiredForWriteOperations")
@@ -414,6 +451,27 @@ def update_item(ctx: Ctx, req: etree._Element) -> tuple[list[Unit], str | None]:
         return msg
 
     return ctx.each(req.iterfind(f"{M}ItemChanges/{TP}ItemChange"), one, "Items")
+
+
+def _update_occurrence(
+    ctx: Ctx, change: etree._Element, id_el: etree._Element, master_id: str, index: int, resolution: str
+) -> etree._Element:
+    """An update of one occurrence: it becomes (or stays) an exception of its master."""
+    row = copy.deepcopy(series.master_row(ctx, master_id))
+    if not id_el.get("ChangeKey"):
+        raise MsgError("ErrorChangeKeyRequiredForWriteOperations")
+    if id_el.get("ChangeKey") != row["change_key"] and resolution == "NeverOverwrite":
+        raise MsgError("ErrorIrresolvableConflict")
+    occ = series.occurrence(row, index, ctx.tz)
+    work = {**row, "data": copy.deepcopy(occ.data), "ext": copy.deepcopy(row["ext"])}
+    apply_updates(ctx, work, change.find(TP + "Updates"))
+    series.store_exception(ctx, row, index, occ.data, work["data"])
+    _touch(ctx, row)
+    msg = ctx.message()
+    out = E(TP + row["kind"], E(M + "Items", msg))
+    E(TP + "ItemId", out, Id=series.occurrence_id(row["id"], index), ChangeKey=row["change_key"])
+    E(TP + "Count", E(M + "ConflictResults", msg), "0")
+    return msg
 
 
 def find_item(ctx: Ctx, req: etree._Element) -> tuple[list[Unit], str | None]:
@@ -443,20 +501,26 @@ def find_item(ctx: Ctx, req: etree._Element) -> tuple[list[Unit], str | None]:
         matched = []
         for row in rows:
             view = item_view(ctx, row)
+            views = [view]
             if cal is not None:
                 if row["kind"] != "CalendarItem":
                     continue
                 lo = xmlio.canon_datetime(cal.get("StartDate", ""), ctx.tz)
                 hi = xmlio.canon_datetime(cal.get("EndDate", ""), ctx.tz)
-                s, e = view.get("Start"), view.get("End") or view.get("Start")
-                if not s or not (s < hi and e > lo or s == e == lo):
-                    continue
-            try:
-                ok = pred_for(row["kind"])(view, row["ext"])
-            except PathError as exc:
-                raise MsgError(exc.code, exc.text) from exc
-            if ok:
-                matched.append((row, view))
+                if series.is_master(row):
+                    # A CalendarView shows a series as its occurrences, never the master.
+                    views = [series.occurrence_view(view, row, o) for o in series.expand(row, ctx.tz, lo, hi)]
+                else:
+                    s, e = view.get("Start"), view.get("End") or view.get("Start")
+                    if not s or not (s < hi and e > lo or s == e == lo):
+                        continue
+            for view in views:
+                try:
+                    ok = pred_for(row["kind"])(view, row["ext"])
+                except PathError as exc:
+                    raise MsgError(exc.code, exc.text) from exc
+                if ok:
+                    matched.append((row, view))
         for path, desc in reversed(sort_paths):
             matched.sort(key=lambda rv, p=path: sort_key(p, desc)((rv[1], rv[0]["ext"])), reverse=desc)
         if cal is not None:

@@ -1,0 +1,172 @@
+"""Serientermine through the whole pipeline: reference host -> hooks -> queue -> worker ->
+unmodified exchangelib -> EWS sandbox, read back through CalendarView by a second exchangelib
+client in each participant's zone, and compared with an independent expansion (dateutil.rrule)
+of the host's series."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import zoneinfo
+
+from dateutil import rrule
+
+from tsl_hostapi.types import Appointment, OccurrenceChange, Recurrence
+
+from .conftest import ZONES, dst_switches
+
+BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")
+_RR_DAYS = (rrule.MO, rrule.TU, rrule.WE, rrule.TH, rrule.FR, rrule.SA, rrule.SU)
+
+
+def expected(
+    appt: Appointment, lo: dt.date, hi: dt.date
+) -> list[tuple[dt.datetime, dt.datetime, str | None]]:
+    """The host's series as (aware start, aware end, subject of an exception or None), by dateutil, in [lo, hi)."""
+    rec = appt.recurrence
+    assert rec is not None
+    zone = zoneinfo.ZoneInfo(appt.timezone)
+    freq = {"daily": rrule.DAILY, "weekly": rrule.WEEKLY, "monthly": rrule.MONTHLY, "yearly": rrule.YEARLY}
+    kw: dict = dict(dtstart=appt.start, interval=rec.interval, wkst=rrule.MO)
+    if rec.weekdays and rec.frequency == "weekly":
+        kw["byweekday"] = [_RR_DAYS[d] for d in rec.weekdays]
+    if rec.count:
+        kw["count"] = rec.count
+    if rec.until:
+        kw["until"] = dt.datetime.combine(rec.until, dt.time(23, 59))
+    length = appt.end - appt.start
+    changes = {c.original_date: c for c in rec.exceptions}
+    out = []
+    for start in rrule.rrule(freq[rec.frequency], **kw):
+        chg = changes.get(start.date())
+        if chg is not None and chg.cancelled:
+            continue
+        s, e, subject = start, start + length, None
+        if chg is not None:
+            s = chg.start or s
+            e = chg.end or (s + length)
+            subject = chg.subject
+        if lo <= s.date() < hi:
+            out.append((s.replace(tzinfo=zone), e.replace(tzinfo=zone), subject))
+    return out
+
+
+def view(cal, user, lo: dt.date, hi: dt.date, key: str) -> list:
+    acc = cal.account(user)
+    tz = acc.default_timezone
+    from exchangelib import EWSDateTime
+
+    items = acc.calendar.view(
+        start=EWSDateTime(lo.year, lo.month, lo.day, tzinfo=tz),
+        end=EWSDateTime(hi.year, hi.month, hi.day, tzinfo=tz),
+    ).only("start", "end", "subject", "type", "tsl_record_id")
+    got = []
+    for item in items:
+        if isinstance(item, BaseException):
+            raise item
+        if item.tsl_record_id == key:
+            got.append(item)
+    return sorted(got, key=lambda i: i.start)
+
+
+def assert_view_equals_host(cal, appt: Appointment, lo: dt.date, hi: dt.date) -> None:
+    want = expected(appt, lo, hi)
+    for zone, user in cal.by_zone.items():
+        got = view(cal, user, lo, hi, appt.ref.key)
+        shown = [(i.start, i.end) for i in got]
+        assert shown == [(s, e) for s, e, _ in want], f"{zone}: {len(shown)} vs {len(want)}"
+        local = zoneinfo.ZoneInfo(zone)
+        for item, (s, _, suffix) in zip(got, want, strict=True):
+            # The same instant; in the reader's zone the wall clock follows from it.
+            assert item.start.astimezone(local) == s.astimezone(local)
+            if suffix is not None:
+                assert item.subject.endswith(suffix or "Kanzleibesprechung") and item.type == "Exception"
+            else:
+                assert item.subject == "Kanzleibesprechung" and item.type == "Occurrence"
+
+
+def weekly(**kw) -> Appointment:
+    values = dict(
+        id="ser-1",
+        subject="Kanzleibesprechung",
+        start=dt.datetime(2026, 1, 5, 9, 0),
+        end=dt.datetime(2026, 1, 5, 10, 0),
+        timezone="Europe/Berlin",
+        recurrence=Recurrence("weekly", weekdays=(0,), until=dt.date(2028, 12, 31)),
+    )
+    values.update(kw)
+    return Appointment(**values)
+
+
+def test_a_weekly_series_is_one_master_and_every_occurrence_stays_at_nine_across_dst(cal):
+    k = cal.k
+    appt = weekly(participant_ids=tuple(u.id for u in cal.users))
+    k.host.save(appt)
+    k.drain()
+    assert cal.failed() == {}
+    for user in cal.users:
+        (master,) = cal.read(user, "calendar", "type", "recurrence")[appt.ref.key]
+        assert master.type == "RecurringMaster"
+    for year in (2026, 2027, 2028):
+        lo, hi = dt.date(year, 1, 1), dt.date(year + 1, 1, 1)
+        assert_view_equals_host(cal, appt, lo, hi)
+        # Berlin wall clock: 09:00 every Monday, before and after each switch.
+        berlin = cal.by_zone["Europe/Berlin"]
+        got = view(cal, berlin, lo, hi, appt.ref.key)
+        assert {i.start.astimezone(BERLIN).time() for i in got} == {dt.time(9)}
+        switches = dst_switches([year])
+        assert any(i.start.date() < switches[0] for i in got) and any(
+            i.start.date() > switches[1] for i in got
+        )
+    assert ZONES  # the four zones of the fixture each read the series
+
+
+def test_exceptions_and_every_kind_of_change_leave_the_mailbox_equal_to_the_host(cal):
+    k = cal.k
+    users = tuple(u.id for u in cal.users)
+    appt = weekly(id="ser-2", participant_ids=users)
+    lo, hi = dt.date(2026, 1, 1), dt.date(2027, 1, 1)
+    k.host.save(appt)
+    k.drain()
+    # Move one, change one's subject, cancel one (one of them across the spring switch).
+    rec = dataclasses.replace(
+        appt.recurrence,
+        exceptions=(
+            OccurrenceChange(
+                dt.date(2026, 3, 23), start=dt.datetime(2026, 3, 24, 14), end=dt.datetime(2026, 3, 24, 15)
+            ),
+            OccurrenceChange(dt.date(2026, 3, 30), cancelled=True),
+            OccurrenceChange(dt.date(2026, 10, 26), subject="Sonderbesprechung", location="Raum 2"),
+        ),
+    )
+    steps = [
+        dataclasses.replace(appt, recurrence=rec),
+        # the pattern changes: every second Monday and Thursday
+        dataclasses.replace(
+            appt, recurrence=dataclasses.replace(rec, interval=2, weekdays=(0, 3), exceptions=())
+        ),
+        # shortened (the exception after the new end goes with it)
+        dataclasses.replace(
+            appt,
+            recurrence=dataclasses.replace(rec, until=dt.date(2026, 6, 30), exceptions=rec.exceptions[:2]),
+        ),
+        # an exception dropped again
+        dataclasses.replace(
+            appt,
+            recurrence=dataclasses.replace(rec, until=dt.date(2026, 6, 30), exceptions=rec.exceptions[1:2]),
+        ),
+    ]
+    for step in steps:
+        k.host.save(step)
+        k.drain()
+        assert cal.failed() == {}
+        assert_view_equals_host(cal, step, lo, hi)
+        for user in cal.users:
+            assert len(cal.k.ours(user, appt.ref.key, "calendar")) == 1  # one master, no duplicates
+    # Back to a single appointment: one Single item, no occurrences left over.
+    single = dataclasses.replace(appt, recurrence=None)
+    k.host.save(single)
+    k.drain()
+    for user in cal.users:
+        got = view(cal, user, lo, hi, appt.ref.key)
+        assert [(i.type, i.start) for i in got] == [("Single", dt.datetime(2026, 1, 5, 9, tzinfo=BERLIN))]
