@@ -172,7 +172,14 @@ def _range(rec: Recurrence, pattern: SeriesPattern, start: dt.date) -> SeriesPat
                 f"Das Serienende {german_date(rec.until)} liegt vor dem Beginn {german_date(start)}; "
                 "bitte das Enddatum der Serie korrigieren"
             )
-    probe = dataclasses.replace(pattern, start_date=start, count=rec.count, end_date=rec.until)
+    begin = start
+    if pattern.kind in ("absolute_monthly", "relative_monthly") and rec.frequency == "yearly":
+        # Every n years as every 12·n months: the months count from the first month of the
+        # series that is the wanted month, so its first occurrence is the first one on or after
+        # the start (as for every other series), and the next ones follow n years apart.
+        while begin.month != pattern.month:
+            begin = (begin.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
+    probe = dataclasses.replace(pattern, start_date=begin, count=rec.count, end_date=rec.until)
     first = next(occurrence_dates(probe), None)
     if first is None:
         raise MappingError(
