@@ -30,6 +30,8 @@ def expected(
     kw: dict = dict(dtstart=appt.start, interval=rec.interval, wkst=rrule.MO)
     if rec.weekdays and rec.frequency == "weekly":
         kw["byweekday"] = [_RR_DAYS[d] for d in rec.weekdays]
+    if rec.week_of_month:
+        kw["byweekday"] = _RR_DAYS[rec.weekdays[0]](-1 if rec.week_of_month == 5 else rec.week_of_month)
     if rec.count:
         kw["count"] = rec.count
     if rec.until:
@@ -59,7 +61,7 @@ def view(cal, user, lo: dt.date, hi: dt.date, key: str) -> list:
     items = acc.calendar.view(
         start=EWSDateTime(lo.year, lo.month, lo.day, tzinfo=tz),
         end=EWSDateTime(hi.year, hi.month, hi.day, tzinfo=tz),
-    ).only("start", "end", "subject", "type", "tsl_record_id")
+    ).only("start", "end", "is_all_day", "subject", "type", "tsl_record_id")
     got = []
     for item in items:
         if isinstance(item, BaseException):
@@ -69,9 +71,11 @@ def view(cal, user, lo: dt.date, hi: dt.date, key: str) -> list:
     return sorted(got, key=lambda i: i.start)
 
 
-def assert_view_equals_host(cal, appt: Appointment, lo: dt.date, hi: dt.date) -> None:
+def assert_view_equals_host(cal, appt: Appointment, lo: dt.date, hi: dt.date, users=None) -> None:
     want = expected(appt, lo, hi)
     for zone, user in cal.by_zone.items():
+        if users is not None and user not in users:
+            continue
         got = view(cal, user, lo, hi, appt.ref.key)
         shown = [(i.start, i.end) for i in got]
         assert shown == [(s, e) for s, e, _ in want], f"{zone}: {len(shown)} vs {len(want)}"
@@ -80,9 +84,9 @@ def assert_view_equals_host(cal, appt: Appointment, lo: dt.date, hi: dt.date) ->
             # The same instant; in the reader's zone the wall clock follows from it.
             assert item.start.astimezone(local) == s.astimezone(local)
             if suffix is not None:
-                assert item.subject.endswith(suffix or "Kanzleibesprechung") and item.type == "Exception"
+                assert item.subject.endswith(suffix or appt.subject) and item.type == "Exception"
             else:
-                assert item.subject == "Kanzleibesprechung" and item.type == "Occurrence"
+                assert item.subject == appt.subject and item.type == "Occurrence"
 
 
 def weekly(**kw) -> Appointment:
@@ -170,3 +174,148 @@ def test_exceptions_and_every_kind_of_change_leave_the_mailbox_equal_to_the_host
     for user in cal.users:
         got = view(cal, user, lo, hi, appt.ref.key)
         assert [(i.type, i.start) for i in got] == [("Single", dt.datetime(2026, 1, 5, 9, tzinfo=BERLIN))]
+
+
+def test_series_in_each_zone_keep_their_local_time_across_every_switch_2026_to_2028(cal):
+    k = cal.k
+    made = []
+    for n, (zone, user) in enumerate(cal.by_zone.items()):
+        made += [
+            Appointment(
+                id=f"ser-z{n}-w",
+                subject="Gerichtstag",
+                start=dt.datetime(2026, 1, 6, 8, 30),
+                end=dt.datetime(2026, 1, 6, 12, 0),
+                timezone=zone,
+                participant_ids=(user.id,),
+                recurrence=Recurrence("weekly", interval=2, weekdays=(1,), until=dt.date(2028, 12, 31)),
+            ),
+            Appointment(
+                id=f"ser-z{n}-m",
+                subject="Mandantensprechstunde",
+                start=dt.datetime(2026, 1, 7, 16, 0),
+                end=dt.datetime(2026, 1, 7, 18, 0),
+                timezone=zone,
+                participant_ids=(user.id,),
+                recurrence=Recurrence("monthly", week_of_month=1, weekdays=(2,), count=36),
+            ),
+        ]
+    k.host.save_many(made)
+    k.drain()
+    assert cal.failed() == {}
+    for appt in made:
+        user = k.host.get_user(appt.participant_ids[0])
+        zone = zoneinfo.ZoneInfo(appt.timezone)
+        for year in (2026, 2027, 2028):
+            lo, hi = dt.date(year, 1, 1), dt.date(year + 1, 1, 1)
+            assert_view_equals_host(cal, appt, lo, hi, users=[user])
+            got = view(cal, user, lo, hi, appt.ref.key)
+            assert {i.start.astimezone(zone).time() for i in got} == {appt.start.time()}
+            assert len(got) == (26 if appt.id.endswith("w") else 12) or year == 2026
+
+
+def test_an_all_day_yearly_series_lands_on_its_day_in_every_zone(cal):
+    k = cal.k
+    fk = Appointment(
+        id="ser-fk",
+        subject="Fristenkontrolle",
+        all_day=True,
+        start_date=dt.date(2026, 12, 1),
+        end_date=dt.date(2026, 12, 1),
+        participant_ids=tuple(u.id for u in cal.users),
+        recurrence=Recurrence(
+            "yearly",
+            until=dt.date(2030, 12, 31),
+            exceptions=(
+                OccurrenceChange(
+                    dt.date(2027, 12, 1), start_date=dt.date(2027, 12, 2), end_date=dt.date(2027, 12, 2)
+                ),
+                OccurrenceChange(dt.date(2029, 12, 1), cancelled=True),
+            ),
+        ),
+    )
+    k.host.save(fk)
+    k.drain()
+    assert cal.failed() == {}
+    for zone, user in cal.by_zone.items():
+        got = view(cal, user, dt.date(2026, 1, 1), dt.date(2031, 1, 1), fk.ref.key)
+        assert [(i.start, i.end, i.type) for i in got] == [
+            (dt.date(2026, 12, 1), dt.date(2026, 12, 1), "Occurrence"),
+            (dt.date(2027, 12, 2), dt.date(2027, 12, 2), "Exception"),
+            (dt.date(2028, 12, 1), dt.date(2028, 12, 1), "Occurrence"),
+            (dt.date(2030, 12, 1), dt.date(2030, 12, 1), "Occurrence"),
+        ], zone
+
+
+def test_phone_edits_to_one_occurrence_are_restored_with_the_next_push(cal):
+    k = cal.k
+    user = cal.by_zone["Europe/Vienna"]
+    appt = weekly(
+        id="ser-ph", participant_ids=(user.id,), recurrence=Recurrence("weekly", weekdays=(0,), count=10)
+    )
+    k.host.save(appt)
+    k.drain()
+    lo, hi = dt.date(2026, 1, 1), dt.date(2026, 4, 1)
+    # On the phone: one occurrence renamed and moved, another one deleted.
+    (master,) = cal.read(user, "calendar", "subject")[appt.ref.key]
+    occ = master.occurrence(3)
+    occ.refresh()
+    occ.subject, occ.start, occ.end = (
+        "Vom Handy",
+        occ.start + dt.timedelta(hours=3),
+        occ.end + dt.timedelta(hours=3),
+    )
+    occ.save(update_fields=["subject", "start", "end"])
+    master.occurrence(5).delete()
+    assert len(view(cal, user, lo, hi, appt.ref.key)) == 9
+    # The next push of the series (the host changed something) brings the host's series back.
+    changed = dataclasses.replace(appt, notes="Tagesordnung folgt")
+    k.host.save(changed)
+    k.drain()
+    assert cal.failed() == {}
+    assert_view_equals_host(cal, changed, lo, hi, users=[user])
+
+
+def test_bad_series_fail_with_a_german_reason_and_the_rest_flows(cal):
+    k = cal.k
+    user = cal.by_zone["Europe/Berlin"]
+    bad = [
+        weekly(
+            id="ser-bad1",
+            participant_ids=(user.id,),
+            recurrence=Recurrence("weekly", interval=0, weekdays=(0,)),
+        ),
+        weekly(
+            id="ser-bad2",
+            participant_ids=(user.id,),
+            recurrence=Recurrence(
+                "weekly",
+                weekdays=(0,),
+                exceptions=(
+                    OccurrenceChange(
+                        dt.date(2026, 3, 30),
+                        start=dt.datetime(2026, 3, 29, 2, 15),
+                        end=dt.datetime(2026, 3, 29, 3, 15),
+                    ),
+                ),
+            ),
+        ),
+        weekly(id="ser-bad3", participant_ids=(user.id,), recurrence=Recurrence("daily", count=10_000)),
+    ]
+    good = weekly(
+        id="ser-good", participant_ids=(user.id,), recurrence=Recurrence("weekly", weekdays=(4,), count=3)
+    )
+    failures = len(k.host.hook_failures)
+    k.host.save_many([*bad, good])  # would raise if a hook raised into the host
+    k.drain()
+    assert len(k.host.hook_failures) == failures
+    failed = cal.failed()
+    assert "mindestens 1" in failed[(user.id, "appointment:ser-bad1")]
+    assert (
+        "02:15 Uhr gibt es in der Zeitzone Europe/Berlin nicht" in failed[(user.id, "appointment:ser-bad2")]
+    )
+    assert "höchstens 999" in failed[(user.id, "appointment:ser-bad3")]
+    assert len(failed) == 3
+    for appt in bad:
+        assert k.ours(user, appt.ref.key, "calendar") == []
+    assert len(view(cal, user, dt.date(2026, 1, 1), dt.date(2026, 2, 1), good.ref.key)) == 3
