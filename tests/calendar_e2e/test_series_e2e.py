@@ -319,3 +319,27 @@ def test_bad_series_fail_with_a_german_reason_and_the_rest_flows(cal):
     for appt in bad:
         assert k.ours(user, appt.ref.key, "calendar") == []
     assert len(view(cal, user, dt.date(2026, 1, 1), dt.date(2026, 2, 1), good.ref.key)) == 3
+
+
+def test_the_sample_firms_series_arrive_as_one_master_each(cal):
+    from tsl_hostapi.reference.sample_firm import generate_firm
+
+    k = cal.k
+    series = [a for a in generate_firm(seed=7, contacts=40, series=True).appointments if a.recurrence]
+    k.host.save_many(series)
+    k.drain()
+    assert cal.failed() == {}
+    for user in cal.users:
+        mine = [a for a in series if user.id in a.participant_ids]
+        for appt in mine:
+            (item,) = cal.k.ours(user, appt.ref.key, "calendar")
+            assert item["calendar_item_type"] == "RecurringMaster"
+    court = next(a for a in series if a.id == "S3")
+    readers = [u for u in cal.users if u.id in court.participant_ids]
+    assert readers  # the sample firm's court day belongs to a lawyer with a mailbox
+    # Every second Tuesday at 08:30 Berlin time, before and after both switches; one cancelled.
+    lo, hi = court.start.date(), court.recurrence.until + dt.timedelta(days=1)
+    assert_view_equals_host(cal, court, lo, hi, users=readers)
+    got = view(cal, readers[0], lo, hi, court.ref.key)
+    assert {i.start.astimezone(BERLIN).time() for i in got} == {dt.time(8, 30)}
+    assert len(got) == len(expected(court, lo, hi)) > 25

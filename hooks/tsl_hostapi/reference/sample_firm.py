@@ -20,8 +20,10 @@ from tsl_hostapi.types import (
     Case,
     Contact,
     Deadline,
+    OccurrenceChange,
     Phone,
     PostalAddress,
+    Recurrence,
     Reminder,
     User,
 )
@@ -472,6 +474,116 @@ def _appointments(gen: _Gen, cases: tuple[Case, ...], lawyers, clerks, count: in
     return tuple(out)
 
 
+def _on_or_after(day: dt.date, weekday: int) -> dt.date:
+    return day + dt.timedelta(days=(weekday - day.weekday()) % 7)
+
+
+def _nth_weekday(year: int, month: int, weekday: int, nth: int) -> dt.date:
+    return _on_or_after(dt.date(year, month, 1), weekday) + dt.timedelta(weeks=nth - 1)
+
+
+def _series(today: dt.date, lawyers, clerks) -> tuple[Appointment, ...]:
+    """Serientermine of every kind, with moved and cancelled occurrences (host API 1.1).
+
+    Deterministic from ``today`` alone (no random numbers are drawn), so asking for them does
+    not change any other record of the firm. One series spans both DST switches of the year
+    after ``today``; one is all-day (the yearly Fristenkontrolle).
+    """
+    everyone = tuple(sorted(u.id for u in lawyers))
+    monday = _on_or_after(today, 0)
+    tuesday = _on_or_after(today, 1)
+    month = dt.date(today.year + today.month // 12, today.month % 12 + 1, 1)  # from next month on
+    first_wed = [
+        _nth_weekday(month.year + (month.month - 1 + i) // 12, (month.month - 1 + i) % 12 + 1, 2, 1)
+        for i in range(3)
+    ]
+    team = Appointment(
+        id="S1",
+        subject="Kanzleibesprechung",
+        start=dt.datetime.combine(monday, dt.time(9)),
+        end=dt.datetime.combine(monday, dt.time(10)),
+        location="Kanzlei, Besprechungsraum 1",
+        participant_ids=everyone,
+        appointment_type="Besprechung",
+        recurrence=Recurrence(
+            "weekly",
+            weekdays=(0,),
+            exceptions=(
+                OccurrenceChange(
+                    monday + dt.timedelta(weeks=5),
+                    start=dt.datetime.combine(monday + dt.timedelta(weeks=5, days=1), dt.time(9)),
+                    end=dt.datetime.combine(monday + dt.timedelta(weeks=5, days=1), dt.time(10)),
+                ),
+                OccurrenceChange(monday + dt.timedelta(weeks=12), cancelled=True),
+            ),
+        ),
+    )
+    office_hours = Appointment(
+        id="S2",
+        subject="Mandantensprechstunde",
+        start=dt.datetime.combine(first_wed[0], dt.time(16)),
+        end=dt.datetime.combine(first_wed[0], dt.time(18)),
+        location="Kanzlei, Empfang",
+        participant_ids=(lawyers[0].id, clerks[0].id),
+        appointment_type="Sprechstunde",
+        recurrence=Recurrence(
+            "monthly",
+            week_of_month=1,
+            weekdays=(2,),
+            count=12,
+            exceptions=(OccurrenceChange(first_wed[2], subject="Sprechstunde Erbrecht", location="Raum 2"),),
+        ),
+    )
+    court_day = Appointment(
+        id="S3",
+        subject="Gerichtstag Amtsgericht",
+        start=dt.datetime.combine(tuesday, dt.time(8, 30)),
+        end=dt.datetime.combine(tuesday, dt.time(12)),
+        location="Amtsgericht, Sitzungssaal 2",
+        participant_ids=(lawyers[1].id,),
+        appointment_type="Gerichtstermin",
+        # Every second Tuesday for more than a year: across both DST switches.
+        recurrence=Recurrence(
+            "weekly",
+            interval=2,
+            weekdays=(1,),
+            until=tuesday + dt.timedelta(days=400),
+            exceptions=(OccurrenceChange(tuesday + dt.timedelta(weeks=4), cancelled=True),),
+        ),
+    )
+    post = Appointment(
+        id="S4",
+        subject="Posteingang",
+        start=dt.datetime.combine(today, dt.time(8)),
+        end=dt.datetime.combine(today, dt.time(8, 15)),
+        participant_ids=(clerks[0].id,),
+        recurrence=Recurrence("daily", count=20),
+    )
+    control_day = dt.date(today.year, 12, 1)
+    control = Appointment(
+        id="S5",
+        subject="Fristenkontrolle",
+        all_day=True,
+        start_date=control_day,
+        end_date=control_day,
+        participant_ids=everyone,
+        appointment_type="Fristenkontrolle",
+        busy=False,
+        recurrence=Recurrence("yearly", until=dt.date(today.year + 4, 12, 31)),
+    )
+    closing = Appointment(
+        id="S6",
+        subject="Jahresabschlussbesprechung",
+        start=dt.datetime(today.year, 11, 1, 14),
+        end=dt.datetime(today.year, 11, 1, 16),
+        participant_ids=everyone,
+        appointment_type="Besprechung",
+        # The last Friday of November, every year, without end.
+        recurrence=Recurrence("yearly", month=11, week_of_month=5, weekdays=(4,)),
+    )
+    return (team, office_hours, court_day, post, control, closing)
+
+
 def _deadlines(gen: _Gen, cases: tuple[Case, ...], count: int) -> tuple[Deadline, ...]:
     rng = gen.rng
     out = []
@@ -534,8 +646,13 @@ def generate_firm(
     deadlines: int = 30,
     reminders: int = 20,
     today: dt.date = DEFAULT_TODAY,
+    series: bool = False,
 ) -> Firm:
-    """The sample firm: same arguments, same firm. ``today`` anchors every date (the demo may pass the real date)."""
+    """The sample firm: same arguments, same firm. ``today`` anchors every date (the demo may pass the real date).
+
+    ``series``: add the Serientermine (ids ``S1``..``S6``) after the other appointments; off by
+    default, so counts other tests rely on stay as they are.
+    """
     if contacts < 2:
         raise ValueError("Eine Kanzlei braucht mindestens zwei Kontakte (Mandant und Gegner).")
     rng = random.Random(seed)
@@ -551,7 +668,8 @@ def generate_firm(
         users=users,
         contacts=contact_list,
         cases=case_list,
-        appointments=_appointments(gen, case_list, lawyers, clerks, appointments),
+        appointments=_appointments(gen, case_list, lawyers, clerks, appointments)
+        + (_series(today, lawyers, clerks) if series else ()),
         deadlines=_deadlines(gen, case_list, deadlines),
         reminders=_reminders(gen, case_list, reminders),
     )
