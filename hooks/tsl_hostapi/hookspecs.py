@@ -19,6 +19,16 @@ Kinds of hooks, as the implementer sees them:
 
 No hook may block on a remote system or raise into the host; a plugin that
 needs slow work queues it and does it in its own worker.
+
+API versions (``tsl_hostapi.HOST_API_VERSION``; a plugin's manifest names the oldest it needs):
+
+- 1.0: the hooks below and the records of :mod:`tsl_hostapi.types`.
+- 1.1: ``RecordEvent.version``, the record's revision (see :func:`tsl_record_saved`).
+- 1.2: ``Appointment.recurrence`` (a :class:`~tsl_hostapi.types.Recurrence`, or None for a
+  single appointment): Serientermine with daily, weekly, monthly and yearly patterns, an
+  interval, an end (none, a number of occurrences, a date) and exceptions (single
+  occurrences moved, renamed, relocated or cancelled). The hooks are unchanged. A plugin
+  that ignores the field keeps working: it sees each series as its first occurrence.
 """
 
 from __future__ import annotations
@@ -223,7 +233,9 @@ def tsl_record_saved(host: Host, event: RecordEvent) -> None:
     Since host API 1.1 ``event.version`` carries the record's revision (strictly
     increasing per record, deletes included); hooks for two quick saves may run in
     either order, and the version tells which state is newer. Hosts before 1.1
-    leave it None.
+    leave it None. A series (API 1.2) is one record: a change to its pattern or to
+    any of its exceptions is a save of the whole appointment with its complete
+    ``recurrence``.
     Only enqueue: never block on a remote system and never raise. If you do
     raise, the host logs it and carries on; the save is not undone.
     """
