@@ -7,7 +7,7 @@ import json
 
 from lxml import etree
 
-from . import ids, series, xmlio
+from . import ids, item_rules, series, xmlio
 from .engine_ctx import FULL_RIGHTS, TP, Ctx, E, M, MsgError, Unit
 from .fields import (
     KINDS,
@@ -248,6 +248,7 @@ def create_item(ctx: Ctx, req: etree._Element) -> tuple[list[Unit], str | None]:
         data, ext = read_item(ctx, kind, el)
         defaults(kind, data)
         normalize(kind, data, set(data))
+        item_rules.apply(kind.element, data, ctx.tz)
         if kind.element == "CalendarItem":
             series.normalize_master(data, set(data), ctx.tz)
         now = xmlio.utc_now()
@@ -383,6 +384,7 @@ def apply_updates(ctx: Ctx, row: dict, updates: etree._Element) -> None:
         else:
             entries[entries.index(old)] = new
     normalize(kind, data, changed)
+    item_rules.apply(kind.element, data, ctx.tz)
     if kind.element == "CalendarItem":
         series.normalize_master(data, changed, ctx.tz)
 
