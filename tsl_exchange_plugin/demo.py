@@ -210,7 +210,7 @@ def _run(root: Path, *, keep: bool, contacts: int, port: int, kept: bool) -> int
     _say("Exchange Sync für timeSensor LEGAL: Vorführung")
     _say(f"Daten: {root}" + ("" if kept else " (wird am Ende gelöscht; --data VERZEICHNIS behält sie)"))
 
-    firm = generate_firm(seed=1, contacts=contacts)
+    firm = generate_firm(seed=1, contacts=contacts, series=True)  # with its Serientermine
     lawyers = [u for u in firm.users if u.role.startswith("Rechtsanw")][:3]
     mailboxes = {u.email: f"{DEMO_PASSWORD_PREFIX}{i}" for i, u in enumerate(lawyers, 1)}
 

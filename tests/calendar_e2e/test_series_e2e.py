@@ -174,6 +174,15 @@ def test_exceptions_and_every_kind_of_change_leave_the_mailbox_equal_to_the_host
     for user in cal.users:
         got = view(cal, user, lo, hi, appt.ref.key)
         assert [(i.type, i.start) for i in got] == [("Single", dt.datetime(2026, 1, 5, 9, tzinfo=BERLIN))]
+    # A series again, then deleted in the host: nothing of it stays in any calendar.
+    k.host.save(steps[0])
+    k.drain()
+    assert len(view(cal, cal.users[0], lo, hi, appt.ref.key)) > 40
+    k.host.delete(appt.ref)
+    k.drain()
+    for user in cal.users:
+        assert view(cal, user, lo, hi, appt.ref.key) == []
+        assert cal.k.ours(user, appt.ref.key, "calendar") == []
 
 
 def test_series_in_each_zone_keep_their_local_time_across_every_switch_2026_to_2028(cal):
