@@ -174,11 +174,13 @@ def _range(rec: Recurrence, pattern: SeriesPattern, start: dt.date) -> SeriesPat
             )
     begin = start
     if pattern.kind in ("absolute_monthly", "relative_monthly") and rec.frequency == "yearly":
-        # Every n years as every 12·n months: the months count from the first month of the
-        # series that is the wanted month, so its first occurrence is the first one on or after
-        # the start (as for every other series), and the next ones follow n years apart.
-        while begin.month != pattern.month:
-            begin = (begin.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
+        # Every n years as every 12·n months: the months count from the series' first
+        # occurrence, which is (as for every series) the first date of the yearly pattern on or
+        # after the start; the next ones follow n years apart.
+        yearly = dataclasses.replace(
+            pattern, kind=pattern.kind.replace("monthly", "yearly"), interval=1, start_date=start
+        )
+        begin = next(occurrence_dates(yearly), start)
     probe = dataclasses.replace(pattern, start_date=begin, count=rec.count, end_date=rec.until)
     first = next(occurrence_dates(probe), None)
     if first is None:
