@@ -9,7 +9,8 @@ EWS", "Access a recurring series by using EWS", "Update a recurring series by us
   the master only; a CalendarView expands the master into ``Occurrence`` and ``Exception``
   items, each with an ItemId of its own.
 - An occurrence is addressed by its ItemId or by OccurrenceItemId (RecurringMasterId plus the
-  1-based InstanceIndex); RecurringMasterItemId (OccurrenceId) leads back to the master.
+  1-based InstanceIndex); RecurringMasterItemId (OccurrenceId) leads back to the master. A
+  master and its occurrences carry the same ChangeKey (RecurringMasterItemId reference).
 - Updating an occurrence makes it an exception, listed in the master's ModifiedOccurrences
   (ItemId, Start, End, OriginalStart); deleting one lists it in DeletedOccurrences (Start).
   Both change the master's ChangeKey. A deleted occurrence cannot be deleted or updated again
@@ -399,7 +400,9 @@ def master_view(view: dict, row: dict, tz: str | None) -> None:
     c = clock(data, tz)
     exc = exceptions(data)
     view["CalendarItemType"] = "RecurringMaster"
-    view["IsRecurring"] = False  # Exchange reports the master itself as not recurring; its type says so
+    # Documented (IsRecurring element reference): FALSE on the organizer's own recurring
+    # master, TRUE on its occurrences and exceptions; the type says what the item is.
+    view["IsRecurring"] = False
     rec = {k: dict(v) if isinstance(v, dict) else v for k, v in data["Recurrence"].items()}
     for rng in RANGES:
         for k in ("StartDate", "EndDate"):
