@@ -1,4 +1,4 @@
-"""The EWS backend: the only module of the plugin that imports exchangelib.
+"""The EWS backend: with series.py (recurring masters), the only modules of the plugin that import exchangelib.
 
 What it does, and why (facts in ../shared/ews-reference/NOTES.md):
 
