@@ -352,3 +352,30 @@ def test_the_sample_firms_series_arrive_as_one_master_each(cal):
     got = view(cal, readers[0], lo, hi, court.ref.key)
     assert {i.start.astimezone(BERLIN).time() for i in got} == {dt.time(8, 30)}
     assert len(got) == len(expected(court, lo, hi)) > 25
+
+
+def test_the_exceptions_of_a_batch_of_series_go_in_one_request_per_kind(cal):
+    k = cal.k
+    user = cal.by_zone["Europe/Berlin"]
+    email = k.mailbox_of[user.id]
+    rec = Recurrence(
+        "weekly",
+        weekdays=(0,),
+        exceptions=(
+            OccurrenceChange(dt.date(2026, 1, 12), cancelled=True),
+            OccurrenceChange(dt.date(2026, 1, 19), subject="Sondersitzung"),
+        ),
+    )
+    many = [weekly(id=f"ser-b{i}", participant_ids=(user.id,), recurrence=rec) for i in range(12)]
+    before = dict(k.server.engine.request_counts(email))
+    k.host.save_many(many)
+    k.drain()
+    assert cal.failed() == {}
+    after = k.server.engine.request_counts(email)
+    sent = {op: after.get(op, 0) - before.get(op, 0) for op in ("CreateItem", "DeleteItem", "UpdateItem")}
+    # One DeleteItem and one UpdateItem for the exceptions of each pushed batch, not one per series.
+    assert sent["DeleteItem"] <= sent["CreateItem"] < len(many)
+    assert sent["UpdateItem"] <= sent["CreateItem"]
+    for appt in many:
+        got = view(cal, user, dt.date(2026, 1, 1), dt.date(2026, 2, 1), appt.ref.key)
+        assert [i.subject.endswith("Sondersitzung") for i in got] == [False, True, False]  # 12 Jan cancelled

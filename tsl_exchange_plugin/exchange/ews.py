@@ -991,72 +991,87 @@ class EwsSession:
         return self._call(run)
 
     def _series_exceptions(self, items: Sequence[ExchangeItem], results: list) -> None:
-        """After a recurring master was written: its deleted and modified occurrences.
+        """After recurring masters were written: their deleted and modified occurrences.
 
-        Writing the master sends its whole Recurrence, which drops every exception the series
+        Writing a master sends its whole Recurrence, which drops every exception the series
         had (the sandbox does so as Outlook does when a pattern is saved), so the exceptions
         are made again from the host's data each time: the content hash covers the whole
         series, so this runs exactly when something in the series changed. Occurrences are
-        addressed by OccurrenceItemId (RecurringMasterId + InstanceIndex). A failure here fails
-        the item: its master exists, so the next attempt finds it by key and updates it.
+        addressed by OccurrenceItemId (RecurringMasterId + InstanceIndex). The exceptions of
+        all series of a batch go in one DeleteItem, one UpdateItem and one GetItem (for the
+        masters' new ChangeKeys). A failure fails the item: its master exists, so the next
+        attempt finds it by key, writes it again and makes its exceptions again.
         """
+        todo = []
         for pos, item in enumerate(items):
             written = results[pos]
-            if not isinstance(written, Written) or not isinstance(item, CalendarEntry):
-                continue
-            if item.recurrence is None or not item.recurrence.edits:
-                continue
-            try:
-                results[pos] = self._apply_edits(item, written)
-            except ExchangeError as err:
+            if isinstance(written, Written) and isinstance(item, CalendarEntry):
+                if item.recurrence is not None and item.recurrence.edits:
+                    todo.append((pos, item, written))
+        if not todo:
+            return
+        try:
+            failed = self._write_exceptions(todo)
+        except ExchangeError as err:  # a whole request failed: none of these is complete
+            for pos, _, _ in todo:
                 results[pos] = err
-            except (ValueError, TypeError) as exc:  # exchangelib refused to build a request
-                results[pos] = ItemRejected(self._scrub(f"Ausnahme der Serie abgelehnt: {_short(exc)}"))
+            return
+        for pos, outcome in failed.items():
+            results[pos] = outcome
 
-    def _apply_edits(self, entry: CalendarEntry, master: Written) -> Written:
-        assert entry.recurrence is not None
+    def _write_exceptions(self, todo: list[tuple[int, CalendarEntry, Written]]) -> dict[int, PerItem]:
         acc = self._account
         folder = self.folder("calendar")
+        chunk = self._backend.chunk_size
+        out: dict[int, PerItem] = {}
 
-        def occ(index: int) -> OccurrenceItemId:
+        def occ(master: Written, index: int) -> OccurrenceItemId:
             return OccurrenceItemId(id=master.item_id, changekey=master.change_key, instance_index=index)
 
-        gone = [occ(e.index) for e in entry.recurrence.edits if e.deleted]
+        gone = [(pos, occ(w, e.index)) for pos, item, w in todo for e in item.recurrence.edits if e.deleted]
         if gone:
             answers = self._call(
-                lambda: acc.bulk_delete(gone, chunk_size=self._backend.chunk_size), writing=True
+                lambda: acc.bulk_delete([g for _, g in gone], chunk_size=chunk), writing=True
             )
-            for res in answers:
-                err = self._per_item(res) if not series_ews.already_deleted(res) else None
-                if err is not None:
-                    raise err
-        changes = []
-        for edit in entry.recurrence.edits:
-            if edit.deleted:
-                continue
-            values, fields = series_ews.occurrence_fields(entry, edit)
-            if not fields:
-                continue
-            # No clean(): it insists on a plain ItemId and on start/end, while an occurrence is
-            # addressed by OccurrenceItemId and may change its subject only. occurrence_fields
-            # sets the time zones that clean() would have set.
-            obj = CalendarItem(account=acc, folder=folder, _id=occ(edit.index), **values)
-            changes.append((obj, fields))
+            for (pos, _), res in zip(gone, answers, strict=True):
+                err = None if series_ews.already_deleted(res) else self._per_item(res)
+                if err is not None and pos not in out:
+                    out[pos] = err
+        changes: list[tuple[Any, list[str]]] = []
+        owners: list[int] = []
+        for pos, item, w in todo:
+            for edit in item.recurrence.edits:
+                if edit.deleted or pos in out:
+                    continue
+                values, fields = series_ews.occurrence_fields(item, edit)
+                if not fields:
+                    continue
+                try:
+                    # No clean(): it insists on a plain ItemId and on start/end, while an
+                    # occurrence is addressed by OccurrenceItemId and may change its subject
+                    # only; occurrence_fields sets the time zones clean() would have set.
+                    obj = CalendarItem(account=acc, folder=folder, _id=occ(w, edit.index), **values)
+                except (ValueError, TypeError) as exc:
+                    out[pos] = ItemRejected(self._scrub(f"Ausnahme der Serie abgelehnt: {_short(exc)}"))
+                    continue
+                changes.append((obj, fields))
+                owners.append(pos)
         if changes:
-            answers = self._call(
-                lambda: acc.bulk_update(changes, chunk_size=self._backend.chunk_size), writing=True
-            )
-            for res in answers:
+            answers = self._call(lambda: acc.bulk_update(changes, chunk_size=chunk), writing=True)
+            for pos, res in zip(owners, answers, strict=True):
                 err = self._per_item(res)
-                if err is not None:
-                    raise err
-        # Every exception changed the master's ChangeKey; keep the current one.
-        (fresh,) = self._call(
-            lambda: list(acc.fetch([(master.item_id, None)], folder=folder, only_fields=["subject"]))
-        )
-        if isinstance(fresh, BaseException):
-            raise self._fail(fresh)
-        return Written(fresh.id, fresh.changekey)
+                if err is not None and pos not in out:
+                    out[pos] = err
+        # Every exception changed its master's ChangeKey; keep the current ones.
+        done = [(pos, w) for pos, _, w in todo if pos not in out]
+        if done:
+            ids = [(w.item_id, None) for _, w in done]
+            fresh = self._call(lambda: list(acc.fetch(ids, folder=folder, only_fields=["subject"])))
+            for (pos, _), res in zip(done, fresh, strict=True):
+                out[pos] = (
+                    self._fail(res) if isinstance(res, BaseException) else Written(res.id, res.changekey)
+                )
+        return out
 
     def close(self) -> None:
         # exchangelib shares one Protocol (and its session pool) between every Account with the
