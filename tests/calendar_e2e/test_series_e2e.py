@@ -379,3 +379,31 @@ def test_the_exceptions_of_a_batch_of_series_go_in_one_request_per_kind(cal):
     for appt in many:
         got = view(cal, user, dt.date(2026, 1, 1), dt.date(2026, 2, 1), appt.ref.key)
         assert [i.subject.endswith("Sondersitzung") for i in got] == [False, True, False]  # 12 Jan cancelled
+
+
+def test_a_failed_exception_request_is_retried_without_a_second_master(cal):
+    k = cal.k
+    user = cal.by_zone["Europe/Zurich"]
+    rec = Recurrence(
+        "weekly",
+        weekdays=(0,),
+        count=8,
+        exceptions=(
+            OccurrenceChange(dt.date(2026, 1, 12), cancelled=True),
+            OccurrenceChange(
+                dt.date(2026, 1, 19), start=dt.datetime(2026, 1, 20, 9), end=dt.datetime(2026, 1, 20, 10)
+            ),
+        ),
+    )
+    appts = [weekly(id=f"ser-f{i}", participant_ids=(user.id,), recurrence=rec) for i in range(3)]
+    # The masters are created, then the request for their cancelled occurrences is refused.
+    fault = k.server.inject(
+        "server_busy", operation="DeleteItem", back_off_ms=200, mailbox=k.mailbox_of[user.id]
+    )
+    k.host.save_many(appts)
+    k.drain(timeout=60)
+    assert fault.fired == 1
+    assert cal.failed() == {}
+    for appt in appts:
+        assert len(k.ours(user, appt.ref.key, "calendar")) == 1  # found by key and written again
+        assert_view_equals_host(cal, appt, dt.date(2026, 1, 1), dt.date(2026, 4, 1), users=[user])
