@@ -1057,7 +1057,18 @@ class EwsSession:
                 changes.append((obj, fields))
                 owners.append(pos)
         if changes:
-            answers = self._call(lambda: acc.bulk_update(changes, chunk_size=chunk), writing=True)
+            answers = self._call(
+                lambda: list(
+                    _UpdateItems(account=acc, chunk_size=chunk).call(
+                        items=changes,
+                        conflict_resolution=AUTO_RESOLVE,
+                        message_disposition=SAVE_ONLY,
+                        send_meeting_invitations_or_cancellations=SEND_TO_NONE,
+                        suppress_read_receipts=True,
+                    )
+                ),
+                writing=True,
+            )
             for pos, res in zip(owners, answers, strict=True):
                 err = self._per_item(res)
                 if err is not None and pos not in out:
