@@ -141,7 +141,7 @@ FREQUENCIES: tuple[str, ...] = ("daily", "weekly", "monthly", "yearly")
 
 @dataclass(frozen=True)
 class OccurrenceChange:
-    """One occurrence of a series that differs from the pattern (host API 1.1).
+    """One occurrence of a series that differs from the pattern (host API 1.2).
 
     ``original_date`` names the occurrence: the date it has by the pattern, in the series'
     zone. ``cancelled`` drops it. Otherwise the fields given replace the series' values for
@@ -162,7 +162,7 @@ class OccurrenceChange:
 
 @dataclass(frozen=True)
 class Recurrence:
-    """How an appointment repeats (host API 1.1). The first occurrence is the appointment's own
+    """How an appointment repeats (host API 1.2). The first occurrence is the appointment's own
     start (or start date); every occurrence has the same time of day and length.
 
     - ``frequency`` "daily": every ``interval`` days.
@@ -211,7 +211,7 @@ class Appointment(_Record):
     reminder_minutes: int | None = None
     notes: str = ""
     modified_at: dt.datetime | None = None
-    recurrence: Recurrence | None = None  # host API 1.1: a series (Serientermin); None: a single Termin
+    recurrence: Recurrence | None = None  # host API 1.2: a series (Serientermin); None: a single Termin
 
 
 @dataclass(frozen=True)

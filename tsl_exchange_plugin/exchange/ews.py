@@ -95,7 +95,7 @@ from exchangelib.fields import InvalidField
 from exchangelib.folders import SHALLOW, Calendar, Contacts, Tasks
 from exchangelib.folders.queryset import SingleFolderQuerySet
 from exchangelib.indexed_properties import EmailAddress, PhoneNumber, PhysicalAddress
-from exchangelib.items import NEVER_OVERWRITE, SAVE_ONLY, SEND_TO_NONE
+from exchangelib.items import AUTO_RESOLVE, NEVER_OVERWRITE, SAVE_ONLY, SEND_TO_NONE
 from exchangelib.properties import OccurrenceItemId
 from exchangelib.protocol import Protocol
 from exchangelib.services import CreateItem, UpdateItem
@@ -1057,6 +1057,9 @@ class EwsSession:
                 changes.append((obj, fields))
                 owners.append(pos)
         if changes:
+            # AutoResolve, not the NeverOverwrite fence of other updates: every exception
+            # written changes the master's ChangeKey, so the second occurrence of a series would
+            # always carry a stale one. The master itself was fenced a moment ago in this claim.
             answers = self._call(
                 lambda: list(
                     _UpdateItems(account=acc, chunk_size=chunk).call(

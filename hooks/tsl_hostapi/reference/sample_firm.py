@@ -483,7 +483,7 @@ def _nth_weekday(year: int, month: int, weekday: int, nth: int) -> dt.date:
 
 
 def _series(today: dt.date, lawyers, clerks) -> tuple[Appointment, ...]:
-    """Serientermine of every kind, with moved and cancelled occurrences (host API 1.1).
+    """Serientermine of every kind, with moved and cancelled occurrences (host API 1.2).
 
     Deterministic from ``today`` alone (no random numbers are drawn), so asking for them does
     not change any other record of the firm. One series spans both DST switches of the year
