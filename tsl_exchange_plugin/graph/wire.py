@@ -146,6 +146,13 @@ def _midnight(day: dt.date, iana: str) -> dict[str, str]:
 
 
 def _event(entry: CalendarEntry) -> dict[str, Any]:
+    if entry.recurrence is not None:
+        # Not yet mapped to Graph's patternedRecurrence: refuse with a reason rather than
+        # write the series' first occurrence as if it were a single appointment.
+        raise ValueError(
+            "Serientermine werden über Microsoft Graph noch nicht übertragen; der Termin bleibt "
+            "bis dahin nur in timeSensor LEGAL (Exchange-Postfächer über EWS erhalten ihn)"
+        )
     if entry.all_day:
         start_date = entry.start_date or (entry.start.date() if entry.start else None)
         end_date = entry.end_date or start_date
