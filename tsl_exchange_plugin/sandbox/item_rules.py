@@ -25,9 +25,12 @@ SHORT_TEXT_FIELDS = ("Subject",)
 ELLIPSIS = "..."
 
 
-def _zone(data: dict, key: str, fallback: str | None) -> ZoneInfo:
+def _zone(data: dict, key: str, fallback: str | None) -> ZoneInfo | None:
+    """The item's zone, or None for a Windows zone id the sandbox cannot map (then nothing is
+    widened: guessing UTC would move the item's day)."""
     tz = (data.get(key) or {}).get("@Id") or fallback or "UTC"
-    return ZoneInfo(xmlio.WINDOWS_ZONES.get(tz, ("UTC", ""))[0])
+    known = xmlio.WINDOWS_ZONES.get(tz)
+    return ZoneInfo(known[0]) if known else None
 
 
 def _midnight(day: dt.date, zone: ZoneInfo) -> str:
@@ -40,6 +43,8 @@ def whole_days(data: dict, tz: str | None) -> None:
         return
     start_zone = _zone(data, "StartTimeZone", tz)
     end_zone = _zone(data, "EndTimeZone", tz) if data.get("EndTimeZone") else start_zone
+    if start_zone is None or end_zone is None:
+        return
     start = xmlio.parse_datetime(data["Start"]).astimezone(start_zone)
     data["Start"] = _midnight(start.date(), start_zone)
     if not data.get("End"):
