@@ -84,17 +84,20 @@ def kill_after_subscribe(host: ReferenceHost, contact_id: str, user_id: str) -> 
 def one_change(host: ReferenceHost, rng: random.Random, step: int, users: list[str], tag: str) -> None:
     admin = next(u for u in host.list_users() if u.is_admin)
     contacts = host.iter_records("contact")
+    # The tag ends the mark, so no mark is part of another ("s5k-" is not in "s50k-") and two
+    # hosts running the same step numbers write different ones.
+    mark = f"s{step}{tag}"
     op = rng.choices(
         ["edit", "set", "remove", "tab", "appointment", "create", "delete"],
         weights=[35, 15, 8, 8, 16, 10, 8],
     )[0]
     if op == "create" or not contacts:
-        contact = host.save(Contact(id=f"{tag}{step}", surname=f"Neu {step}", notes=f"s{step}"))
+        contact = host.save(Contact(id=f"{tag}{step}", surname=f"Neu {step}", notes=mark))
         if rng.random() < 0.7:
             host.press(admin, SET_SYNC, [contact.ref], {"users": rng.sample(users, rng.randint(1, 2))})
     elif op == "edit":
         contact = rng.choice(contacts)
-        host.save(dataclasses.replace(contact, notes=f"s{step}"))
+        host.save(dataclasses.replace(contact, notes=mark))
     elif op in ("set", "remove"):
         chosen = rng.sample(contacts, min(len(contacts), rng.randint(1, 8)))
         action = SET_SYNC if op == "set" else REMOVE_SYNC
@@ -108,7 +111,7 @@ def one_change(host: ReferenceHost, rng: random.Random, step: int, users: list[s
     elif op == "appointment":
         appointment = rng.choice(host.iter_records("appointment"))
         people = rng.sample(users, rng.randint(0, len(users)))
-        host.save(dataclasses.replace(appointment, subject=f"Termin s{step}", participant_ids=tuple(people)))
+        host.save(dataclasses.replace(appointment, subject=f"Termin {mark}", participant_ids=tuple(people)))
     elif op == "delete":
         host.delete(rng.choice(contacts).ref)
 
