@@ -7,12 +7,13 @@ and writes the queue in one short transaction; it never talks to Exchange.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 
 from tsl_hostapi import serialize
@@ -28,6 +29,11 @@ from .outbox.base import PRIORITY_BULK, PRIORITY_INTERACTIVE, Change, Outbox
 from .outbox.factory import open_outbox
 from .outbox.journal import Journal, JournalRecordUnusable
 from .worker import Worker, WorkerConfig
+
+try:  # subscription changes of host instances on one data directory (POSIX)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +265,10 @@ class SyncRuntime:
                 self.case_changed(event.ref.id)
             return
         holders = () if event.ref.kind == "contact" else self.outbox.holders(event.ref.key)
-        self._enqueue(self.changes_for(record, also=holders, version=source_version(event)))
+        changes = self.changes_for(record, also=holders, version=source_version(event))
+        self._enqueue(changes)
+        if event.ref.kind == "contact":
+            self._recheck_subscribers(record, changes, source_version(event))
         if event.ref.kind != "contact":
             self._explain_unreached(record, event)
 
@@ -430,9 +439,12 @@ class SyncRuntime:
     ) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
         """``change_subscriptions`` for thousands of contacts (the bulk menu actions).
 
-        Everything is read and every snapshot built first, outside any transaction; then the
-        subscription lists are written in ONE host transaction and the pushes queued in ONE
-        outbox transaction, so the host's own saves are never queued behind a long write.
+        The subscription lists are written in ONE host transaction; then the contacts are read
+        and every snapshot built, outside any transaction, and the pushes queued in ONE outbox
+        transaction, so the host's own saves are never queued behind a long write. The
+        snapshots come after the write (``records``, read earlier by the caller, are not used
+        for them): a save of another host instance that committed before the write saw the old
+        list, so only a snapshot from after the write carries it to the new subscribers.
 
         The two stores cannot share a transaction, so the change is recorded first: an intent
         in the journal (on disk) before the lists are written, closed once the pushes are
@@ -443,25 +455,23 @@ class SyncRuntime:
         Every selected user who is (now) subscribed gets a push, also where nothing changed:
         pressing "Exchange-Sync setzen" again repairs a missing item, and an unchanged content
         hash writes nothing in the mailbox. Removed users get a removal."""
+        with self._subscription_lock():
+            return self._change_subscriptions_locked(
+                contact_ids, add=add, remove=remove, progress=progress, chunk=chunk
+            )
+
+    def _change_subscriptions_locked(
+        self,
+        contact_ids: list[str],
+        *,
+        add: Iterable[str],
+        remove: Iterable[str],
+        progress: Callable[[int], None] | None,
+        chunk: int,
+    ) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
         changed = subscriptions.plan_subscriptions(self.host.settings, contact_ids, add=add, remove=remove)
         enabled = self.enabled_users()
         pushed = sorted((set(add) - set(remove)) & enabled)
-        changes: list[Change] = []
-        for n, cid in enumerate(dict.fromkeys(contact_ids), start=1):
-            # ``pushed`` users are on every selected contact's list afterwards, changed or not.
-            if cid in changed or pushed:
-                record = (records or {}).get(cid) or self.host.get_record(RecordRef("contact", cid))
-                if record is not None:
-                    key = record.ref.key
-                    if pushed:
-                        payload = self._snapshot_payload(record)
-                        changes += [Change(u, key, "upsert", payload, priority=PRIORITY_BULK) for u in pushed]
-                    before, after = changed.get(cid, ((), ()))
-                    changes += [
-                        Change(u, key, "delete", priority=PRIORITY_BULK) for u in before if u not in after
-                    ]
-            if progress is not None and n % chunk == 0:
-                progress(n)
         intent = self._open_subscription_intent(list(dict.fromkeys(contact_ids)), pushed, remove)
         try:
             subscriptions.write_subscriptions(self.host.settings, changed)
@@ -470,7 +480,8 @@ class SyncRuntime:
                 self.journal.close_intent(intent)  # nothing was written
             raise
         try:
-            self._enqueue(changes)
+            # Snapshots only now, after the write (see above).
+            self._enqueue_subscription_changes(contact_ids, changed, pushed, progress, chunk)
         except Exception as exc:
             if intent is None:
                 subscriptions.write_subscriptions(self.host.settings, changed, undo=True)
@@ -646,6 +657,106 @@ class SyncRuntime:
                 self.outbox.unpark(user_id)
                 signals.mailbox_status_changed.send(self, mailbox=user_id, status="unparked", reason="")
         self.worker.wake()
+
+    def _recheck_subscribers(self, record: Record, queued: list[Change], version: int) -> None:
+        """A contact save queued its pushes for the subscription list as it read it. Another
+        instance may have changed the list since and queued its own pushes or removals before
+        this save's: read the list again and queue, with this save's version, a removal for
+        each user no longer on it (it replaces this save's push) and a push for each new one."""
+        pushed = {c.mailbox for c in queued if c.op == "upsert"}
+        now = set(subscriptions.subscribers(self.host.settings, record.id)) & self.enabled_users()
+        if pushed != now:
+            self._enqueue(self.changes_for(record, also=sorted(pushed - now), version=version))
+
+    @contextlib.contextmanager
+    def _subscription_lock(self) -> Iterator[None]:
+        """Serialise subscription changes across the host instances that share this data
+        directory. The lists are read, changed and written back whole (the settings store has
+        no compare-and-set), so two instances changing one contact's list at once would lose
+        one change; and the pushes must reach the queue in the order the lists were written,
+        or a push queued late replaces the removal that followed it."""
+        path = os.path.join(self.data_dir, SUBSCRIPTION_LOCK_FILE)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # also drops the flock
+
+    def _read_contacts(self, contact_ids: list[str]) -> dict[str, Record]:
+        if len(contact_ids) > 50:  # one scan beats thousands of single look-ups
+            ids = set(contact_ids)
+            return {r.id: r for r in self.host.iter_records("contact") if r.id in ids}
+        found = {cid: self.host.get_record(RecordRef("contact", cid)) for cid in contact_ids}
+        return {cid: r for cid, r in found.items() if r is not None}
+
+    def _enqueue_subscription_changes(
+        self,
+        contact_ids: list[str],
+        changed: dict[str, tuple[tuple[str, ...], tuple[str, ...]]],
+        pushed: list[str],
+        progress: Callable[[int], None] | None,
+        chunk: int,
+    ) -> None:
+        """Queue the pushes and removals of a subscription change whose lists are written, each
+        contact read from the host now (records read before the write may be older, or deleted).
+
+        These pushes carry no source version (a read has none), so they replace whatever is
+        queued. A save of another instance that commits after the read and queues (it sees the
+        new list) before this does would be overwritten by the older state; so the contacts are
+        read again after queueing, and any that changed or vanished meanwhile are queued again
+        (a vanished one as a removal), until a read finds what was queued: a save committed
+        after that read queues after this, with its version."""
+        wanted = [cid for cid in dict.fromkeys(contact_ids) if cid in changed or pushed]
+        current = self._read_contacts(wanted)
+        self._enqueue(self._subscription_changes(wanted, current, changed, pushed, progress, chunk))
+        for _ in range(SUBSCRIPTION_REREADS):
+            again = self._read_contacts(wanted)
+            moved = [cid for cid in wanted if again.get(cid) != current.get(cid)]
+            if not moved:
+                return
+            gone = {cid: current[cid] for cid in moved if cid not in again and cid in current}
+            changes = self._subscription_changes(moved, again, changed, pushed, None, chunk)
+            changes += [
+                Change(u, record.ref.key, "delete", priority=PRIORITY_BULK)
+                for record in gone.values()
+                for u in pushed
+            ]
+            self._enqueue(changes)
+            current = again
+        log.warning("Exchange-Sync: Kontakte ändern sich laufend; die Abonnements werden nachgeholt.")
+
+    def _subscription_changes(
+        self,
+        contact_ids: list[str],
+        current: dict[str, Record],
+        changed: dict[str, tuple[tuple[str, ...], tuple[str, ...]]],
+        pushed: list[str],
+        progress: Callable[[int], None] | None,
+        chunk: int,
+    ) -> list[Change]:
+        changes: list[Change] = []
+        for n, cid in enumerate(contact_ids, start=1):
+            # ``pushed`` users are on every selected contact's list afterwards, changed or not.
+            record = current.get(cid)
+            if record is not None:
+                key = record.ref.key
+                if pushed:
+                    payload = self._snapshot_payload(record)
+                    changes += [Change(u, key, "upsert", payload, priority=PRIORITY_BULK) for u in pushed]
+                before, after = changed.get(cid, ((), ()))
+                changes += [
+                    Change(u, key, "delete", priority=PRIORITY_BULK) for u in before if u not in after
+                ]
+            if progress is not None and n % chunk == 0:
+                progress(n)
+        return changes
+
+
+SUBSCRIPTION_LOCK_FILE = "subscriptions.lock"
+SUBSCRIPTION_REREADS = 5
+"""How often a subscription change reads its contacts again when saves keep changing them."""
 
 
 class QueueDeferred(Exception):
