@@ -303,7 +303,10 @@ _Q = {
     #   ON CONFLICT re-reads the newest lease row and the WHERE refuses to overwrite a
     #   live one. Every claim raises the fencing token.
     # * taken hands out the mailbox's due jobs and counts the hand-out (RETURNING has
-    #   no order; the caller sorts).
+    #   no order; the caller sorts). A job an enqueue is rewriting is waited for; the row
+    #   that comes out of the wait is checked again against the statement's snapshot, in
+    #   which a snapshot stored by that enqueue does not exist yet: such a job is left for
+    #   the next claim instead of being handed out without its snapshot.
     # The row of ``pick`` comes back even when the lease race was lost (token NULL), so
     # the caller can skip that mailbox and try the next.
     "claim": f"""
@@ -338,6 +341,8 @@ _Q = {
                 WHERE j.status = 'pending' AND j.due_at <= (SELECT now FROM pick)
                 ORDER BY j.priority, j.due_at, j.id
                 LIMIT %(limit)s)
+              AND (jobs.payload_hash = ''
+                   OR EXISTS (SELECT 1 FROM {{s}}.payloads AS p WHERE p.hash = jobs.payload_hash))
             RETURNING {JOB_COLS}
         )
         SELECT pick.mailbox, lease.token, lease.lease_until, taken.*
