@@ -269,7 +269,7 @@ class SyncRuntime:
         self._enqueue(changes)
         if event.ref.kind == "contact":
             self._recheck_subscribers(record, changes, source_version(event))
-        if event.ref.kind != "contact":
+        else:
             self._explain_unreached(record, event)
 
     def _explain_unreached(self, record: Record, event: RecordEvent) -> None:
