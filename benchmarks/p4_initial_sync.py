@@ -88,7 +88,7 @@ def main() -> int:
 
     delivered = 0
     marks: list[tuple[int, float]] = []  # (delivered, monotonic time) every 1,000 items
-    arrivals: dict[str, float] = {}
+    arrivals: dict[str, list[float]] = {}  # every push of an interactive record, in order
     lock = threading.Lock()
 
     def on_success(sender: Any, **kw: Any) -> None:
@@ -101,7 +101,7 @@ def main() -> int:
                 if delivered % 1000 == 0:
                     marks.append((delivered, now))
             else:
-                arrivals[f"{kw.get('mailbox')}|{key}"] = now
+                arrivals.setdefault(f"{kw.get('mailbox')}|{key}", []).append(now)
 
     signals.push_succeeded.connect(on_success)
 
@@ -206,10 +206,10 @@ def main() -> int:
         t_end = time.monotonic()
         # Arrival of each interactive edit: the first push of that key after the save.
         with lock:
-            got = dict(arrivals)
+            got = {k: list(v) for k, v in arrivals.items()}
         for keyname, t0 in pending_edits:
-            at = got.get(keyname)
-            if at is not None and at >= t0:
+            at = next((t for t in got.get(keyname, ()) if t >= t0), None)
+            if at is not None:
                 latencies.append(at - t0)
         if path:
             runtime.outbox.pending_count()  # let the store run its after-drain housekeeping
