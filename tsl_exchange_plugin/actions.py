@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from tsl_hostapi.types import ActionResult, Host, MenuAction, RecordOutcome, RecordRef, SettingsField, User
 
 from . import PLUGIN_ID, signals
-from .settings import CLEANUP_ACTION, DEFERRED_MESSAGE, RETRY_ACTION, TEST_ACTION
+from .settings import CLEANUP_ACTION, DEFERRED_MESSAGE, RECONCILE_ACTION, RETRY_ACTION, TEST_ACTION
 
 if TYPE_CHECKING:
     from .runtime import SyncRuntime
@@ -61,6 +61,8 @@ def run(
         return run_test(runtime, user, values)
     if action_id == CLEANUP_ACTION:
         return run_cleanup(runtime, user, values)
+    if action_id == RECONCILE_ACTION:
+        return reconcile_now(runtime, user, values)
     return ActionResult(False, f"Unbekannte Aktion: {action_id}")
 
 
@@ -236,3 +238,19 @@ def _existing_contacts(runtime: SyncRuntime, contact_ids: list[str]) -> dict[str
         return {r.id: r for r in runtime.host.iter_records("contact") if r.id in wanted}
     found = {cid: runtime.host.get_record(RecordRef("contact", cid)) for cid in contact_ids}
     return {cid: r for cid, r in found.items() if r is not None}
+
+
+# --------------------------------------------------------------------------- reconcile sweep
+
+
+def reconcile_now(runtime: SyncRuntime, user: User, values: dict[str, Any]) -> ActionResult:
+    """The Interfaces tab's button: sweep every mailbox (or ``user_id``) in the background."""
+    if not user.is_admin:
+        return ActionResult(False, NOT_ADMIN)
+    only = str(values.get("user_id") or "") or None
+    runtime.sweeper.request([only] if only else None)
+    return ActionResult(
+        True,
+        "Der Abgleich der Postfächer läuft im Hintergrund, sobald die Warteschlange leer ist. "
+        "Das Ergebnis und der Fristenabgleich erscheinen in der Statusansicht.",
+    )

@@ -408,6 +408,9 @@ def cmd_status_admin(args: argparse.Namespace) -> int:
     with _opened(args.data) as (host, runtime):
         rows = mailbox_rows(host, runtime)
         entries = runtime.audit.entries(limit=args.limit) if args.audit else []
+        if args.json and args.parity:
+            _print_parity(runtime, True)
+            return 0
         if args.json:
             data: dict | list = [r.as_dict() for r in rows]
             if args.audit:
@@ -451,6 +454,8 @@ def cmd_status_admin(args: argparse.Namespace) -> int:
                 print(f"    fehlgeschlagen: {failure}")
         if args.audit:
             _print_audit(entries, mailbox_addresses(host, runtime))
+        if args.parity:
+            _print_parity(runtime, False)
         return 0
 
 
@@ -528,6 +533,47 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
         return 0 if result.ok else 1
 
 
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    """Compare one or every mailbox with the host now; repairs are queued and pushed."""
+    with _opened(args.data) as (host, runtime):
+        users = [_user(host, args.user).id] if args.user else None
+        reports = runtime.reconciler.sweep(users, dry_run=args.dry_run, confirmed=args.confirm_over_limit)
+        if not reports:
+            print("Kein Postfach mit aktivem Exchange-Sync.")
+            return 0
+        for report in reports:
+            print(report.summary())
+            for f in report.findings:
+                mark = "" if f.repaired or report.dry_run else " (nur gemeldet)"
+                print(f"  {f.record_key or '-':<28} {f.detail}{mark}")
+        if not args.dry_run:
+            from .parity import stored
+
+            parity = stored(runtime)
+            if parity is not None:
+                print(parity.summary())
+            drained = runtime.worker.drain(timeout=args.timeout)
+            left = runtime.outbox.pending_count()
+            print("Reparaturen übertragen." if drained else f"Noch {left} offen; der Worker überträgt sie.")
+        return 0 if all(r.outcome == "done" for r in reports) else 1
+
+
+def _print_parity(runtime, as_json: bool) -> None:
+    from .parity import stored
+
+    report = stored(runtime)
+    if as_json:
+        print(json.dumps(report.as_dict() if report else None, ensure_ascii=False, indent=2))
+        return
+    print()
+    if report is None:
+        print("Fristenabgleich: noch kein Abgleich gelaufen (tsl-exchange reconcile).")
+        return
+    print(report.summary())
+    for diff in report.diffs:
+        print("  " + diff.describe())
+
+
 def _admin_commands(sub) -> None:
     p = sub.choices["status"]
     p.add_argument("--audit", action="store_true", help="auch das Protokoll der Übertragungen zeigen")
@@ -538,7 +584,28 @@ def _admin_commands(sub) -> None:
         metavar="N",
         help="so viele Protokolleinträge (Standard 50)",
     )
+    p.add_argument("--parity", action="store_true", help="den Fristenabgleich des letzten Abgleichs zeigen")
     p.set_defaults(func=cmd_status_admin)
+
+    p = sub.add_parser("reconcile", help="Postfächer mit timeSensor abgleichen und reparieren")
+    p.add_argument(
+        "user", nargs="?", metavar="BENUTZER", help="nur dieses Postfach (Kennung, E-Mail-Adresse oder Name)"
+    )
+    p.add_argument("--data", required=True, metavar="DIR", help=DATA_HELP)
+    p.add_argument("--dry-run", action="store_true", help="nur zeigen, was repariert würde")
+    p.add_argument(
+        "--confirm-over-limit",
+        action="store_true",
+        help="auch mehr als den Grenzwert eines Ordners entfernen",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float_range(0, 86400),
+        default=300.0,
+        metavar="SEKUNDEN",
+        help="höchstens so viele Sekunden auf die Übertragung der Reparaturen warten",
+    )
+    p.set_defaults(func=cmd_reconcile)
 
     p = sub.add_parser("cleanup", help="von Exchange-Sync angelegte Elemente aus Postfächern entfernen")
     p.add_argument("--data", required=True, metavar="DIR", help=DATA_HELP)

@@ -414,6 +414,7 @@ def run_test(runtime: SyncRuntime, actor: User, values: dict[str, Any]) -> Actio
         if isinstance(timeout, (int, float)) and timeout > 0:
             account = replace(account, timeout=float(timeout))
         skew = _check(runtime, account)
+        fidelity = _fidelity_step(runtime, account)
     except AccountError as exc:
         outcome = TestOutcome(False, "settings", str(exc), time.time(), version)
     except _Failed as exc:
@@ -446,7 +447,8 @@ def run_test(runtime: SyncRuntime, actor: User, values: dict[str, Any]) -> Actio
                 "done",
                 "Verbindung erfolgreich: Server gefunden, Verbindung "
                 + _transport_words(account)
-                + f", Anmeldung, Ordner ({folders}), Schreiben und Löschen funktionieren.{clock}",
+                + f", Anmeldung, Ordner ({folders}), Schreiben und Löschen funktionieren.{clock}"
+                + ("" if fidelity is None or fidelity.ok else " Achtung: " + fidelity.summary()),
                 time.time(),
                 version,
                 skew,
@@ -489,3 +491,22 @@ def _matches_saved(runtime: SyncRuntime, actor: User, user_id: str, values: dict
         not values.get(k) or str(values[k]).strip() == getattr(saved, k)
         for k in ("host", "username", "email", "backend")
     )
+
+
+# --- server fidelity probe
+
+
+def _fidelity_step(runtime: SyncRuntime, account: MailboxAccount):
+    """Write, change, read back and delete probe items: does the server keep every field we write?
+    A field it drops even at create has no workaround: the test fails with its German name."""
+    from .fidelity import check_account
+
+    if getattr(account, "backend", "ews") != "ews":
+        return None  # Microsoft 365 over Graph: Microsoft's own server, no EWS fields to probe
+    try:
+        result = check_account(runtime, account)
+    except ExchangeError as exc:
+        raise _explain_exchange("fidelity", exc) from None
+    if result.ignored_on_create:
+        raise _Failed("fidelity", result.summary())
+    return result

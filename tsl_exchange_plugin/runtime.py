@@ -115,6 +115,7 @@ class SyncRuntime:
         self._init_shared(publisher=start_worker)
         if start_worker and self.worker_mode() == "host":  # --- worker mode
             self.worker.start()
+        self._init_reconcile(start_worker)
 
     # ------------------------------------------------------------------ configuration
     def firm_settings(self) -> dict:
@@ -192,6 +193,9 @@ class SyncRuntime:
         if saved.enabled and (not before.enabled or looks_different or moved):
             # A new zone or lead time changes how every item looks; unchanged ones are not rewritten.
             self.resync(user_id)
+        if saved.enabled and not before.enabled and self.reconcile_auto():
+            # A mailbox set up (again) may hold our items from before: compare once it is pushed.
+            self.sweeper.request([user_id])
         self.worker.wake()
         return saved
 
@@ -345,6 +349,8 @@ class SyncRuntime:
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
         self._stop_publisher()
+        if getattr(self, "sweeper", None) is not None:
+            self.sweeper.stop()
         self.worker.stop()
         self._close_admin()
         self.outbox.close()
@@ -752,6 +758,26 @@ class SyncRuntime:
             if progress is not None and n % chunk == 0:
                 progress(n)
         return changes
+
+    # --- reconcile sweep
+    def _init_reconcile(self, start: bool) -> None:
+        from .fidelity import FidelityBackend
+        from .reconcile import Reconciler, Sweeper
+
+        # Pushes work around what the server fidelity probe found (recreate instead of update).
+        self.worker.backend = FidelityBackend(self.backend, self)
+
+        self.reconciler = Reconciler(self)
+        self.sweeper = Sweeper(self)
+        if start:  # also with external workers: the sweep only reads and queues
+            self.sweeper.start()
+            if self.reconcile_auto():
+                # Started or enabled (again): what changed while the plugin was off arrives now.
+                self.sweeper.request(None)
+
+    def reconcile_auto(self) -> bool:
+        """Firm setting ``reconcile_auto`` (default on): sweep after enabling and after an account is set up."""
+        return self.firm_settings().get("reconcile_auto", True) is not False
 
 
 SUBSCRIPTION_LOCK_FILE = "subscriptions.lock"

@@ -33,6 +33,7 @@ CONTACT_TAB = f"{PLUGIN_ID}.contact"
 INTERFACES_TAB = f"{PLUGIN_ID}.interfaces"
 TEST_ACTION = f"{PLUGIN_ID}.test_connection"
 RETRY_ACTION = f"{PLUGIN_ID}.retry_now"
+RECONCILE_ACTION = f"{PLUGIN_ID}.reconcile_now"
 
 AUTH_CHOICES = (Choice("auto", "Automatisch"), Choice("ntlm", "NTLM"), Choice("basic", "Basic"))
 
@@ -101,6 +102,19 @@ INTERFACES_FIELDS = (
     SettingsField("cleanup_max_percent", "Aufräumen: höchstens so viel Prozent eines Ordners", "number"),
     SettingsField("mailboxes", "Postfächer", "table", read_only=True),
     SettingsField(
+        "reconcile_time",
+        "Abgleich der Postfächer täglich um",
+        "text",
+        help="Uhrzeit (SS:MM) in den ruhigen Stunden der Kanzlei, z. B. 02:30; leer: nur von Hand",
+    ),
+    SettingsField(
+        "phone_edits",
+        "Am Telefon geänderte oder gelöschte Einträge",
+        "select",
+        choices=(Choice("restore", "wiederherstellen (timeSensor gilt)"), Choice("report", "nur melden")),
+    ),
+    SettingsField("parity", "Fristenabgleich", "status", read_only=True),
+    SettingsField(
         "cleanup_offer", "Postfächer ohne Zugang mit übertragenen Elementen", "table", read_only=True
     ),
     SettingsField("audit", "Protokoll (neueste zuerst)", "table", read_only=True),
@@ -130,6 +144,8 @@ FIRM_DEFAULTS: dict[str, Any] = {
     "queue_url": "",
     "audit_retention_days": 90,
     "cleanup_max_percent": 50,
+    "reconcile_time": "02:30",
+    "phone_edits": "restore",
 }
 CLEANUP_ACTION = f"{PLUGIN_ID}.cleanup"
 
@@ -177,6 +193,7 @@ def tabs(host: Host, user: User, scope: str) -> list[SettingsTab]:
                 (
                     SettingsButton(RETRY_ACTION, "Jetzt erneut versuchen"),
                     SettingsButton(CLEANUP_ACTION, "Übertragene Elemente entfernen …"),
+                    SettingsButton(RECONCILE_ACTION, "Postfächer jetzt abgleichen"),
                 ),
             )
         ]
@@ -377,6 +394,7 @@ def interfaces_values(host: Host, runtime: SyncRuntime) -> SettingsValues:
                 for c in candidates(runtime)
             ],
             "audit": [e.as_dict() for e in runtime.audit.entries(limit=50)],
+            "parity": _parity_text(runtime),
         },
         status=text,
     )
@@ -480,6 +498,7 @@ def _save_interfaces(runtime: SyncRuntime, values: dict[str, Any]) -> SaveResult
             errors.append(FieldError("queue_url", problem))
     new["queue_url"] = queue_url
     graph_changed = _graph_values(runtime, values, new, errors)
+    _reconcile_fields(values, current, new, errors)
     if errors:
         return SaveResult(False, tuple(errors))
     folders_changed = (target, subfolder) != (current["target"], current["subfolder"])
@@ -542,3 +561,35 @@ def _looks_like_id(value: str) -> bool:
 
     # Tenant ids may also be given as the primary domain (kanzlei.onmicrosoft.com).
     return bool(re.fullmatch(r"[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}", value)) or "." in value
+
+
+# --- reconcile sweep
+PHONE_EDIT_CHOICES = (
+    Choice("restore", "wiederherstellen (timeSensor gilt)"),
+    Choice("report", "nur melden"),
+)
+
+
+def _reconcile_fields(values: dict[str, Any], current: dict, new: dict, errors: list[FieldError]) -> None:
+    from .reconcile import parse_time
+
+    when = str(values.get("reconcile_time", current.get("reconcile_time", "")) or "").strip()
+    if when and parse_time(when) is None:
+        errors.append(
+            FieldError("reconcile_time", "Bitte eine Uhrzeit wie 02:30 angeben (leer: nur von Hand).")
+        )
+    new["reconcile_time"] = when
+    mode = str(values.get("phone_edits", current.get("phone_edits", "restore")) or "restore")
+    if mode not in {c.value for c in PHONE_EDIT_CHOICES}:
+        errors.append(FieldError("phone_edits", "Bitte „wiederherstellen“ oder „nur melden“ wählen."))
+    new["phone_edits"] = mode
+
+
+def _parity_text(runtime: SyncRuntime) -> str:
+    from .parity import stored
+
+    report = stored(runtime)
+    if report is None:
+        return "Noch kein Abgleich gelaufen."
+    lines = [report.summary()] + [d.describe() for d in report.diffs[:20]]
+    return "\n".join(lines)

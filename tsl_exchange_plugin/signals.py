@@ -19,6 +19,8 @@ push_succeeded = ns.signal("push-succeeded", doc="mailbox, record_key, op, item_
 push_failed = ns.signal("push-failed", doc="mailbox, record_key, op, error, permanent: bool, retry_in")
 mailbox_status_changed = ns.signal("mailbox-status-changed", doc="mailbox, status, reason")
 queue_drained = ns.signal("queue-drained", doc="the worker found nothing left to do")
+parity_checked = ns.signal("parity-checked", doc="report=ParityReport after a reconcile sweep")
+sweep_done = ns.signal("sweep-done", doc="report=SweepReport: one mailbox's reconcile sweep is finished")
 batch_done = ns.signal("batch-done", doc="mailbox: one claimed batch is finished (pushed, retried or parked)")
 server_status_changed = ns.signal(
     "server-status-changed",
@@ -49,8 +51,10 @@ __all__ = [
     "enqueued",
     "mailbox_status_changed",
     "ns",
+    "parity_checked",
     "push_failed",
     "push_succeeded",
     "queue_drained",
     "server_status_changed",
+    "sweep_done",
 ]

@@ -60,6 +60,9 @@ class MailboxRow:
     failures: tuple[str, ...] = ()
     interface: str = ""  # "EWS" or "Microsoft 365": the backend this mailbox is reached through
     mailbox: str = ""  # the Exchange address (the account's username, else the user's e-mail)
+    error_details: str = ""  # the raw text behind ``last_error`` (for the details view only)
+    server_note: str = ""  # German: fields the mailbox's server does not keep (fidelity probe)
+    reconcile: str = ""  # German: the last reconcile sweep of this mailbox
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -110,6 +113,10 @@ def mailbox_rows(host: Host, runtime: SyncRuntime) -> list[MailboxRow]:
         else:
             state = "never"
         last_error = (s.parked_reason or s.last_error) if s else ""
+        if s is not None and not s.parked and (s.last_success_at or 0) > (s.last_error_at or 0):
+            last_error = ""  # pushed successfully since: the error is over
+        details = last_error
+        last_error = german_only(last_error)  # the raw transport text only in error_details
         if not last_error and s is not None and s.failed:
             # A change that failed for good keeps its reason on the job, not on the mailbox.
             failed = runtime.outbox.jobs(mailbox=user.id, status="failed")
@@ -131,6 +138,9 @@ def mailbox_rows(host: Host, runtime: SyncRuntime) -> list[MailboxRow]:
                 failures=_failures(runtime, user.id) if s is not None and s.failed else (),
                 interface="Microsoft 365" if runtime.accounts.load(user.id).uses_graph else "EWS",
                 mailbox=mailbox_address(runtime, user),
+                error_details=details if details != last_error else "",
+                server_note=_server_note(runtime, user.id),
+                reconcile=_reconcile_note(runtime, user.id),
             )
         )
     return rows
@@ -225,3 +235,58 @@ def journal_line(runtime: SyncRuntime) -> str:
 
 def _size(n: int) -> str:
     return f"{n} Byte" if n < 1024 else f"{n / 1024:.1f} KB".replace(".", ",")
+
+
+# --- reconcile sweep and server fidelity
+_TECHNICAL = re.compile(
+    r"[A-Za-z]+(Error|Exception)\b|Errno|HTTP(S)?Connection|Pool|Max retries|://|<[a-z]", re.I
+)
+
+
+def german_only(text: str) -> str:
+    """The administrator's line without the transport's raw text (which goes to the details):
+    technical parentheses and a technical tail after a colon are cut."""
+    if not text or not _TECHNICAL.search(text):
+        return text
+    out = re.sub(
+        r"\s*\((?:[^()]|\([^()]*\))*\)", lambda m: "" if _TECHNICAL.search(m.group(0)) else m.group(0), text
+    )
+    head, sep, tail = out.partition(": ")
+    if sep and _TECHNICAL.search(tail):
+        out = head
+    out = out.strip().rstrip(".:") + "."
+    return out + " Einzelheiten in den Details; es wird automatisch wiederholt."
+
+
+def _server_note(runtime: SyncRuntime, user_id: str) -> str:
+    from urllib.parse import urlsplit
+
+    from .accounts import AccountError, ews_url
+    from .fidelity import stored
+
+    settings = runtime.accounts.load(user_id)
+    if not settings.host:
+        return ""
+    try:
+        server = urlsplit(ews_url(settings.host, allow_insecure=settings.allow_insecure)).netloc.lower()
+    except AccountError:
+        return ""
+    result = stored(runtime, server)
+    if result is None or result.ok:
+        return ""
+    # The items of this mailbox that miss what the server drops (no workaround at create).
+    from .push import item_class_of
+
+    classes = {entry.split(".", 1)[0] for entry in result.ignored_on_create}
+    affected = sum(1 for key in runtime.outbox.sync_keys(user_id) if item_class_of(key) in classes)
+    words = {"task": "Aufgaben/Wiedervorlagen", "calendar": "Kalendereinträge", "contact": "Kontakte"}
+    note = result.summary()
+    if affected:
+        kinds = ", ".join(words[c] for c in sorted(classes) if c in words)
+        note += f" Betroffen in diesem Postfach: {affected} {kinds}."
+    return note
+
+
+def _reconcile_note(runtime: SyncRuntime, user_id: str) -> str:
+    reconciler = getattr(runtime, "reconciler", None)
+    return reconciler.last_summary(user_id) if reconciler is not None else ""

@@ -126,6 +126,9 @@ def kanzlei(tmp_path: Path, sandbox: SandboxServer, licence_key) -> Iterator[Kan
     lawyers = [u for u in firm.users if u.role.startswith("Rechtsanw")][:3]
     emails = sorted(SANDBOX_PASSWORDS)
     k = Kanzlei(host, sandbox, firm, admin, lawyers, {u.id: e for u, e in zip(lawyers, emails, strict=False)})
+    # No background sweeps: a test that wants one asks for it (runtime.reconciler / the sweeper),
+    # so no sweep's requests meet another test's fault plan or request counts.
+    k.runtime.save_firm_settings({"reconcile_auto": False, "reconcile_time": ""})
     for user in lawyers:
         k.configure(user, password=SANDBOX_PASSWORDS[k.mailbox_of[user.id]])
     # Enabling an account pushes what already concerns the user (the sample firm's

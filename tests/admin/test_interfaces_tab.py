@@ -29,6 +29,7 @@ def test_only_an_administrator_sees_or_changes_the_interfaces_tab(kanzlei):
     assert [b.label for b in tab.tab.buttons] == [
         "Jetzt erneut versuchen",
         "Übertragene Elemente entfernen …",
+        "Postfächer jetzt abgleichen",
     ]
     # A non-admin calling the hooks directly (as a buggy or hostile host menu might) is refused.
     hook = k.host.pm.hook

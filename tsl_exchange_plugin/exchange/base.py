@@ -7,7 +7,7 @@ never retries a write on its own (a retried batch can duplicate items).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -189,3 +189,38 @@ class RequestGuard(Protocol):
     mailbox (or its server) is known before the next request starts."""
 
     def request(self) -> AbstractContextManager[RequestSlot]: ...
+
+
+# ----------------------------------------------------------------------------- reconcile sweep and fidelity
+
+
+@dataclass(frozen=True)
+class OwnedRef:
+    """One item of ours as a paged FindItem lists it: the record key, its ids and (calendar
+    only) the local all-day date the deadline parity report compares with the host's."""
+
+    record_key: str
+    item_id: str
+    change_key: str
+    start_date: str = ""  # ISO date of an all-day calendar item in its own zone, else ""
+
+
+OwnedValues = dict[str, object]
+"""Field name -> a plain, comparable value of a field the plugin owns (see ``MailboxSession.owned_values``)."""
+
+
+class SweepSession(Protocol):
+    """What the reconcile sweep and the server fidelity probe need besides ``MailboxSession``."""
+
+    def iter_ours(self, item_class: ItemClass, *, page_size: int = 1000) -> Iterator[list[OwnedRef]]:
+        """Every item of ours in the target folder, one page (one FindItem) at a time, reading
+        only the record key and ChangeKey (calendar: also start/end/all-day)."""
+
+    def read_owned(self, item_class: ItemClass, refs: Sequence[ItemRef]) -> list[OwnedValues | ExchangeError]:
+        """The fields the plugin owns of these items as they are in the mailbox now (GetItem)."""
+
+    def owned_values(self, item: ExchangeItem) -> OwnedValues:
+        """The same plain values for what the plugin would write, so both can be compared."""
+
+    def read_bodies(self, item_class: ItemClass, refs: Sequence[ItemRef]) -> list[str | ExchangeError]:
+        """The current bodies as plain text (the fidelity workaround keeps the user's notes)."""

@@ -54,16 +54,18 @@ What it does, and why (facts in ../shared/ews-reference/NOTES.md):
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as dt
 import html
+import itertools
 import logging
 import os
 import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -91,17 +93,17 @@ from exchangelib import (
     Version,
 )
 from exchangelib import errors as exl_errors
-from exchangelib.fields import InvalidField
+from exchangelib.fields import ExtendedPropertyField, FieldPath, InvalidField
 from exchangelib.folders import SHALLOW, Calendar, Contacts, Tasks
 from exchangelib.folders.queryset import SingleFolderQuerySet
 from exchangelib.indexed_properties import EmailAddress, PhoneNumber, PhysicalAddress
-from exchangelib.items import AUTO_RESOLVE, NEVER_OVERWRITE, SAVE_ONLY, SEND_TO_NONE
+from exchangelib.items import AUTO_RESOLVE, ID_ONLY, NEVER_OVERWRITE, SAVE_ONLY, SEND_TO_NONE
 from exchangelib.properties import OccurrenceItemId
 from exchangelib.protocol import Protocol
 from exchangelib.services import CreateItem, UpdateItem
 
 from .. import logredact
-from ..mapping.common import merge_body
+from ..mapping.common import merge_body, split_body
 from ..mapping.items import CalendarEntry, ContactItem, ExchangeItem, TaskEntry
 from . import series as series_ews
 from . import turns
@@ -116,6 +118,8 @@ from .base import (
     ItemRejected,
     MailboxAccount,
     OutcomeUnknown,
+    OwnedRef,
+    OwnedValues,
     PauseScope,
     PerItem,
     RequestGuard,
@@ -1095,6 +1099,29 @@ class EwsSession:
         # the demo). So a session only lets go of its references; idle connections stay pooled.
         self._folders.clear()
 
+    # ----------------------------------------------------------------- SweepSession
+
+    def iter_ours(self, item_class: ItemClass, *, page_size: int = 1000) -> Iterator[list[OwnedRef]]:
+        return _sweep_iter_ours(self, item_class, page_size=page_size)
+
+    def read_owned(self, item_class: ItemClass, refs: Sequence[ItemRef]) -> list[OwnedValues | ExchangeError]:
+        return _sweep_read_owned(self, item_class, refs)
+
+    def owned_values(self, item: ExchangeItem) -> OwnedValues:
+        return _sweep_owned_values(self, item)
+
+    def read_bodies(self, item_class: ItemClass, refs: Sequence[ItemRef]) -> list[str | ExchangeError]:
+        """The current bodies as plain text (to keep the user's notes when an item is recreated)."""
+        folder = self.folder(item_class)
+        out: list[str | ExchangeError] = []
+        for chunk in _chunks(list(refs), self._backend.chunk_size):
+            ids = [(r.item_id, None) for r in chunk]
+            got = self._call(
+                lambda ids=ids: list(self._account.fetch(ids, folder=folder, only_fields=["body"]))
+            )
+            out += [self._fail(r) if isinstance(r, BaseException) else _body_text(r.body) for r in got]
+        return out
+
 
 def _replace_body(item: ExchangeItem, body: str) -> ExchangeItem:
     return dataclasses.replace(item, body=body)
@@ -1180,3 +1207,156 @@ class ServerLimit:
                 )
             time.sleep(pause)  # polling: the store has no "slot free" notice; the pause stays short
             pause = min(longest, pause * 2)
+
+
+# --------------------------------------------------------------------------- reconcile sweep and fidelity
+# Plain, comparable values of the fields the plugin owns, built the same way for what the plugin
+# writes (from the exchangelib object ``to_exchangelib`` makes) and for what the mailbox holds
+# (from GetItem), so that a difference means the mailbox really differs and not that one side
+# spells a value differently.
+
+_DATE_ONLY = frozenset({"birthday", "due_date", "start_date"})
+_UTC = dt.UTC
+
+
+def _plain_value(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        # Through the timestamp: EWSDateTime refuses a plain datetime.timezone in astimezone().
+        stamp = value.timestamp() if value.tzinfo is not None else value.replace(tzinfo=_UTC).timestamp()
+        utc = dt.datetime.fromtimestamp(int(stamp), _UTC)
+        if name in _DATE_ONLY:
+            # exchangelib sends a task's date as UTC midnight and may read it back as a datetime.
+            return utc.date().isoformat()
+        return utc.isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return int(value)
+    if isinstance(value, bool | int):
+        return value
+    if isinstance(value, str):
+        return value.strip() or None
+    if isinstance(value, list | tuple):
+        out = []
+        for v in value:
+            if isinstance(v, EmailAddress):
+                out.append((v.label, (v.email or "").strip().lower()))
+            elif isinstance(v, PhoneNumber):
+                out.append((v.label, (v.phone_number or "").strip()))
+            elif isinstance(v, PhysicalAddress):
+                out.append(
+                    (v.label,)
+                    + tuple(
+                        (getattr(v, f) or "").strip()
+                        for f in ("street", "city", "state", "country", "zipcode")
+                    )
+                )
+            else:
+                out.append(str(v).strip())
+        out = sorted(o for o in out if o)
+        return out or None
+    return str(value)
+
+
+def plain_owned(obj: Any, item_class: str) -> dict[str, Any]:
+    """The owned fields of an exchangelib item as plain values (see above)."""
+    values: dict[str, Any] = {}
+    for name in OWNED_FIELDS[item_class]:
+        raw = getattr(obj, name, None)
+        if name == "body":
+            head, _ = split_body(_body_text(raw))
+            text = "\n".join(line.rstrip() for line in head.strip().splitlines())
+            values[name] = text or None
+        else:
+            values[name] = _plain_value(name, raw)
+    if not values.get("reminder_is_set"):
+        # Without a reminder its time means nothing (and a task's ReminderDueBy cannot be cleared).
+        values["reminder_is_set"] = False
+        values.pop("reminder_minutes_before_start", None)
+        values.pop("reminder_due_by", None)
+    return values
+
+
+def _read_only_fields(item_class: str) -> list[str]:
+    fields = list(OWNED_FIELDS[item_class])
+    if item_class == "calendar":
+        # exchangelib turns an all-day start/end into dates in the item's own zone: read the zone too.
+        fields += ["_start_timezone", "_end_timezone"]
+    return fields
+
+
+def _sweep_iter_ours(
+    self: EwsSession, item_class: ItemClass, *, page_size: int = 1000
+) -> Iterator[list[OwnedRef]]:
+    folder = self.folder(item_class)
+    # An all-day start is read as the UTC instant (is_all_day is not asked for, so exchangelib does
+    # not convert it) and turned into the local date of the mailbox's zone here.
+    fields = [RECORD_ID_FIELD, "changekey"] + (["start"] if item_class == "calendar" else [])
+    query = folder.filter(Q(**{f"{RECORD_ID_FIELD}__exists": True})).only(*fields)
+    size = max(1, page_size)
+    tz = EWSTimeZone(self._mailbox.timezone)
+    # exchangelib's QuerySet fetches an extended property with a GetItem per 100 items after the
+    # FindItem ("complex field"), yet EWS returns it in FindItem itself (ExtendedFieldURI in the
+    # ItemShape): call FindItem directly, so one request lists a page of keys and ChangeKeys.
+    rows = query.folder_collection.find_items(
+        query.q,
+        shape=ID_ONLY,
+        depth=SHALLOW,
+        additional_fields={_findable(path) for path in query._additional_fields()},
+        page_size=size,
+    )
+
+    def page() -> list[OwnedRef]:
+        out: list[OwnedRef] = []
+        for it in itertools.islice(rows, size):
+            if isinstance(it, BaseException):
+                raise it
+            key = getattr(it, RECORD_ID_FIELD) or ""
+            start = getattr(it, "start", None)
+            day = ""
+            if isinstance(start, dt.datetime):
+                day = start.astimezone(tz).date().isoformat()
+            if key:
+                out.append(OwnedRef(key, it.id, it.changekey, day))
+        return out
+
+    while True:
+        batch = self._call(page)
+        if not batch:
+            return
+        yield batch
+
+
+def _findable(path: FieldPath) -> FieldPath:
+    """exchangelib marks every extended property "complex" (GetItem only); EWS itself accepts an
+    ExtendedFieldURI in FindItem's shape, so the record key is asked for there."""
+    if not isinstance(path.field, ExtendedPropertyField):
+        return path
+    field = copy.copy(path.field)
+    field.is_complex = False
+    return FieldPath(field=field)
+
+
+def _sweep_read_owned(
+    self: EwsSession, item_class: ItemClass, refs: Sequence[ItemRef]
+) -> list[OwnedValues | ExchangeError]:
+    if not refs:
+        return []
+    folder = self.folder(item_class)
+    out: list[OwnedValues | ExchangeError] = []
+    for chunk in _chunks(list(refs), self._backend.chunk_size):
+        ids = [(r.item_id, None) for r in chunk]
+        got = self._call(
+            lambda ids=ids: list(
+                self._account.fetch(ids, folder=folder, only_fields=_read_only_fields(item_class))
+            )
+        )
+        for res in got:
+            out.append(self._fail(res) if isinstance(res, BaseException) else plain_owned(res, item_class))
+    return out
+
+
+def _sweep_owned_values(self: EwsSession, item: ExchangeItem) -> OwnedValues:
+    return plain_owned(to_exchangelib(item, account=self._account), item.item_class)

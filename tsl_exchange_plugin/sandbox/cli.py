@@ -95,6 +95,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MANDANT:CLIENT-ID:GEHEIMNIS",
         help="App-Registrierung der Graph-Sandbox (mehrfach möglich)",
     )
+    parser.add_argument(
+        "--ignore-field",
+        action="append",
+        default=[],
+        metavar="FELD[:update]",
+        help="ein Feld (EWS-Name, z. B. ReminderDueBy) mit NoError beantworten, aber nicht speichern, wie "
+        "manche Nicht-Microsoft-Server; mit ':update' nur beim Ändern (mehrfach möglich)",
+    )
 
 
 def run(args: argparse.Namespace, *, out: TextIO | None = None, stop: threading.Event | None = None) -> int:
@@ -163,6 +171,9 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, stop: threading.
             return 1
         for tenant, client, secret in getattr(args, "graph_app", []):
             graph.add_app(GraphApp(client, tenant, secret=secret))
+    for spec in getattr(args, "ignore_field", []):
+        name, _, only = spec.partition(":")
+        server.engine.ignore_field(name, on=("update",) if only == "update" else ("create", "update"))
     stop = stop or threading.Event()
     previous = None
     if threading.current_thread() is threading.main_thread():
@@ -192,6 +203,8 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, stop: threading.
         print(f"Anmeldung: {', '.join(methods)}", file=out)
         if args.delay_ms:
             print(f"Verzögerung je Anfrage: {args.delay_ms:g} ms", file=out)
+        for spec in getattr(args, "ignore_field", []):
+            print(f"Übernimmt nicht (antwortet trotzdem NoError): {spec}", file=out)
         for box in server.mailboxes():
             print(f"Postfach: {box['email']} (Benutzer {box['domain']}\\{box['username']})", file=out)
         print(f"Inspektion: {server.url.split('/EWS/')[0]}/sandbox/api/stats", file=out)

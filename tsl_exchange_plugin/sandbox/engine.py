@@ -97,6 +97,7 @@ class SandboxEngine:
         self.violations = 0
         self._violation_details: list[str] = []
         self._parser = threading.local()
+        self._ignored: frozenset[tuple[str, str]] = frozenset()
 
     # ------------------------------------------------------------------------------------------
     # mailboxes
@@ -264,7 +265,7 @@ class SandboxEngine:
         resp = etree.Element(f"{M}{op_name}Response", nsmap=NSMAP)
         box = etree.SubElement(resp, M + "ResponseMessages")
         with self.store.lock:
-            ctx = Ctx(self.store, self.model, mailbox, op_name, tz, payload)
+            ctx = Ctx(self.store, self.model, mailbox, op_name, tz, payload, ignored=self._ignored)
             self.store.begin()
             try:
                 units, container = handler(ctx, payload)
@@ -459,6 +460,19 @@ class SandboxEngine:
 
     def close(self) -> None:
         self.store.close()
+
+    # ------------------------------------------------------------------------------------------
+    # playing a server that drops fields
+
+    def ignore_field(self, name: str, *, on: tuple[str, ...] = ("create", "update")) -> None:
+        """From now on, answer NoError but do not store the EWS field ``name`` (e.g. "ReminderDueBy",
+        "ReminderIsSet") in CreateItem and/or UpdateItem, as some non-Microsoft servers do."""
+        with self.store.lock:
+            self._ignored = self._ignored | {(name, op) for op in on}
+
+    def clear_ignored_fields(self) -> None:
+        with self.store.lock:
+            self._ignored = frozenset()
 
 
 def _schema_xml(err) -> etree._Element:

@@ -99,6 +99,9 @@ class Ctx:
     tz: str | None = None
     request: etree._Element | None = None
     _folders: dict[str, dict] | None = field(default=None, repr=False)
+    # Fields this server silently drops, as (EWS element name, "create" | "update") pairs: plays a
+    # server that answers NoError but never stores them (SandboxEngine.ignore_field).
+    ignored: frozenset[tuple[str, str]] = frozenset()
 
     # -- messages --------------------------------------------------------------------------------
     def message(self) -> etree._Element:

@@ -246,6 +246,9 @@ def create_item(ctx: Ctx, req: etree._Element) -> tuple[list[Unit], str | None]:
             raise MsgError("ErrorInvalidItemForOperationCreateItem")
         folder = ctx.resolve_folder(folder_el) if folder_el is not None else ctx.dist(_DEFAULT_FOLDER[name])
         data, ext = read_item(ctx, kind, el)
+        for field_name, op in ctx.ignored:
+            if op == "create":
+                data.pop(field_name, None)
         defaults(kind, data)
         normalize(kind, data, set(data))
         item_rules.apply(kind.element, data, ctx.tz)
@@ -337,6 +340,8 @@ def apply_updates(ctx: Ctx, row: dict, updates: etree._Element) -> None:
             raise MsgError(exc.code, exc.text) from exc
         if path.kind != "ext" and path.name in READ_ONLY:
             raise MsgError("ErrorInvalidPropertySet")
+        if path.kind != "ext" and (path.name, "update") in ctx.ignored:
+            continue  # answered NoError, never stored
         if op == "DeleteItemField":
             _delete(data, ext, path)
             changed.add(path.name)
