@@ -188,6 +188,15 @@ class SyncMachine(RuleBasedStateMachine):
     def dropped_connection(self, op):
         self.server.inject("drop_connection", operation=op)
 
+    # ------------------------------------------------------------------ workers
+    @precondition(lambda self: self.enabled)
+    @rule()
+    def worker_died_holding_a_claim(self):
+        """A worker process took a mailbox's jobs and died before it acknowledged anything; its
+        lease has run out (taken here with no time left on it), so another worker takes over and
+        must treat every create of those jobs as possibly written."""
+        self.runtime.outbox.claim("verstorbener-worker", limit=50, lease_seconds=0.0)
+
     # ------------------------------------------------------------------ plugin lifecycle
     @precondition(lambda self: self.enabled)
     @rule()
