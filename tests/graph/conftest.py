@@ -81,7 +81,10 @@ def make_kanzlei(tmp_path: Path, sandbox, graph, licence_key, *, backend: str) -
     )
     k.graph = graph
     # The sandbox's identity provider stands in for login.microsoftonline.com (an operator setting).
-    k.runtime.save_firm_settings({"graph_authority": graph.url})
+    # No background sweeps (as in the EWS fixture): their probe items would meet the tests' counts.
+    k.runtime.save_firm_settings(
+        {"graph_authority": graph.url, "reconcile_auto": False, "reconcile_time": ""}
+    )
     k.configure_app()
     for user in lawyers:
         if backend == "graph":
