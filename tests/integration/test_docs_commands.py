@@ -56,7 +56,7 @@ def test_the_administrators_guide_names_the_commands():
 def test_documented_command_parses(doc: str, line: str):
     parser = cli.build_parser()
     path: list[str] = []
-    tokens = line.split()
+    tokens = [token.strip("[]") for token in line.split()]
     current = parser
     for token in tokens:
         subs = _subparsers(current)
