@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -35,6 +36,8 @@ from tsl_hostapi.reference.sample_firm import generate_firm
 from tsl_hostapi.types import SettingsContext
 
 LONG = os.environ.get("TSL_STATE_MACHINE") == "long"
+# The long run takes about half an hour; the suite's per-test time limit is for the short one.
+pytestmark = pytest.mark.timeout(0 if LONG else 240)
 FOLDERS = {"contact": "contacts", "calendar": "calendar", "task": "tasks"}
 USER_TAB = f"{PLUGIN_ID}.user"
 
