@@ -386,13 +386,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rotate-key", help="Schlüssel für die Passwortverschlüsselung erneuern")
     p.add_argument("--data", required=True, metavar="DIR", help=DATA_HELP)
     p.set_defaults(func=cmd_rotate_key)
-    _admin_commands(sub)  # --- admin (issue 7)
+    _admin_commands(sub)
     _setup_commands(sub)
     add_verbose_everywhere(parser)
     return parser
 
 
-# --- admin (issue 7): status --audit, audit, cleanup
+# Administration: status --audit, audit, cleanup
 
 
 def cmd_status_admin(args: argparse.Namespace) -> int:

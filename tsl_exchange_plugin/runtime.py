@@ -110,10 +110,9 @@ class SyncRuntime:
         )
         self._enabled_cache: tuple[float, frozenset[str]] = (0.0, frozenset())
         self._cache_lock = threading.Lock()
-        # --- admin (issue 7)
         self._init_admin()
         self._init_shared(publisher=start_worker)
-        if start_worker and self.worker_mode() == "host":  # --- worker mode
+        if start_worker and self.worker_mode() == "host":
             self.worker.start()
         self._init_reconcile(start_worker)
 
@@ -122,7 +121,6 @@ class SyncRuntime:
         raw = self.host.settings.get(PLUGIN_ID, FIRM_KEY, {})
         return raw if isinstance(raw, dict) else {}
 
-    # --- worker mode
     def worker_mode(self) -> str:
         """Where pushing runs: "host" (default) in worker threads of this process, or
         "external" (firm setting ``worker``): this process only enqueues and separate
@@ -134,7 +132,6 @@ class SyncRuntime:
         log.warning("Exchange-Sync: unbekannte Worker-Einstellung %r, es gilt 'host'.", mode)
         return "host"
 
-    # --- worker mode (end)
     def queue_url(self) -> str | None:
         return os.environ.get(QUEUE_URL_ENV) or self.firm_settings().get("queue_url") or None
 
@@ -355,9 +352,7 @@ class SyncRuntime:
         self._close_admin()
         self.outbox.close()
 
-    # --- admin (issue 7)
-    # Licence at run time, the firm's settings, the audit log, holding all pushes. Added by the
-    # administration work (issue 7); the methods above are owned elsewhere.
+    # Administration: the licence at run time, the firm's settings, the audit log, holding all pushes.
     def _init_admin(self) -> None:
         from .audit import DEFAULT_RETENTION_DAYS, AuditLog
         from .licensing import LicenceState
