@@ -333,6 +333,8 @@ def _story(host, server, graph, app, firm, lawyers, mailboxes, root: Path, *, ke
         _say(
             f"  {_fit(row.user_name, 30)} {_fit(row.state_label, 22)} offen {row.pending}, fehlgeschlagen {row.failed}"
         )
+        for failure in row.failures:  # what the office must correct, with the reason
+            _say(f"    fehlgeschlagen: {failure}")
 
     if keep:
         _say(
