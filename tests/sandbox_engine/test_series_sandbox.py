@@ -3,11 +3,16 @@
 What real Exchange documents (Microsoft Learn, "Access a recurring series by using EWS",
 "Update a recurring series by using EWS", "Delete appointments in a recurring series by using
 EWS", and the CalendarItem element reference) is cited at each rule in sandbox/series.py.
+The day kinds of relative patterns (Day, Weekday, WeekendDay) follow [MS-OXOCAL] 2.2.1.44.1.6
+(PatternTypeSpecific MonthNth: the Nth, or the last, of the days in a day mask) and the
+DayOfWeekIndex element reference.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import http.client
 import itertools
 import types
 
@@ -18,12 +23,15 @@ from exchangelib.errors import (
     ErrorCalendarOccurrenceIndexIsOutOfRecurrenceRange,
     ErrorCalendarOccurrenceIsDeletedFromRecurrence,
     ErrorOccurrenceCrossingBoundary,
+    ErrorRecurrenceHasNoOccurrence,
 )
+from exchangelib.fields import DAY, FIRST, LAST, SECOND, WEEK_DAY, WEEKEND_DAY
 from exchangelib.recurrence import (
     AbsoluteYearlyPattern,
     DailyPattern,
     Recurrence,
     RelativeMonthlyPattern,
+    RelativeYearlyPattern,
     WeeklyPattern,
 )
 from hypothesis import HealthCheck, given, settings
@@ -241,11 +249,176 @@ def test_a_daily_series_without_end_expands_only_into_the_window(acc):
     assert got == [at(2027, 11, 1, 8)]
 
 
+# ------------------------------------------------------------------ relative patterns with day kinds
+
+
+def series_of(acc, subject, pattern, start: EWSDate, hour: int = 17, **rng) -> CalendarItem:
+    item = CalendarItem(
+        account=acc,
+        folder=acc.calendar,
+        subject=subject,
+        start=at(start.year, start.month, start.day, hour),
+        end=at(start.year, start.month, start.day, hour, 30),
+        recurrence=Recurrence(pattern=pattern, start=start, **rng),
+    )
+    item.save()
+    item.refresh()
+    return item
+
+
+def view_starts(acc, subject, lo, hi) -> list:
+    return [
+        i.start for i in acc.calendar.view(start=lo, end=hi).only("start", "subject") if i.subject == subject
+    ]
+
+
+def test_the_last_weekday_of_the_month(acc):
+    # DayOfWeekIndex Last with DaysOfWeek Weekday: the month's last Monday-to-Friday day. 31 March
+    # 2026 is a Tuesday and 30 April a Thursday; 31 May is a Sunday, so May's is Friday the 29th.
+    master = series_of(
+        acc,
+        "Monatsabschluss",
+        RelativeMonthlyPattern(interval=1, weekday=WEEK_DAY, week_number=LAST),
+        EWSDate(2026, 3, 1),
+        number=3,
+    )
+    assert master.type == "RecurringMaster"
+    assert master.start == at(2026, 3, 31, 17)  # moved from Sunday 1 March to the first occurrence
+    assert master.first_occurrence.start == at(2026, 3, 31, 17)
+    assert master.last_occurrence.start == at(2026, 5, 29, 17)
+    assert view_starts(acc, "Monatsabschluss", at(2026, 3, 1), at(2026, 7, 1)) == [
+        at(2026, 3, 31, 17),
+        at(2026, 4, 30, 17),
+        at(2026, 5, 29, 17),
+    ]
+    third = master.occurrence(3)
+    third.refresh()
+    assert third.start == at(2026, 5, 29, 17)
+
+
+def test_the_second_weekend_day_of_the_month_without_end(acc):
+    # WeekendDay counts Saturdays and Sundays together: 1 March 2026 is a Sunday, so March's
+    # second weekend day is Saturday the 7th; April starts on a Wednesday (Sat 4, Sun 5), May on
+    # a Friday (Sat 2, Sun 3).
+    master = series_of(
+        acc,
+        "Kanzleiputz",
+        RelativeMonthlyPattern(interval=1, weekday=WEEKEND_DAY, week_number=SECOND),
+        EWSDate(2026, 3, 1),
+        hour=10,
+    )
+    assert master.last_occurrence is None
+    assert view_starts(acc, "Kanzleiputz", at(2026, 3, 1), at(2026, 6, 1)) == [
+        at(2026, 3, 7, 10),
+        at(2026, 4, 5, 10),
+        at(2026, 5, 3, 10),
+    ]
+
+
+def test_day_kinds_in_yearly_patterns_and_every_other_month(acc):
+    # "The last day of February": 28th in 2026 and 2027, the 29th in the leap year 2028, which
+    # the end date makes the last occurrence.
+    feb = series_of(
+        acc,
+        "Jahresfrist",
+        RelativeYearlyPattern(weekday=DAY, week_number=LAST, month=2),
+        EWSDate(2026, 1, 1),
+        hour=9,
+        end=EWSDate(2028, 12, 31),
+    )
+    assert feb.first_occurrence.start == at(2026, 2, 28, 9)
+    assert feb.last_occurrence.start == at(2028, 2, 29, 9)
+    # "The last weekday of December": 31 Dec 2026 is a Thursday, 2027 a Friday; 31 Dec 2028 is a
+    # Sunday, so Friday the 29th.
+    dec = series_of(
+        acc,
+        "Jahresabschluss",
+        RelativeYearlyPattern(weekday=WEEK_DAY, week_number=LAST, month=12),
+        EWSDate(2026, 1, 1),
+        hour=9,
+        number=3,
+    )
+    assert dec.last_occurrence.start == at(2028, 12, 29, 9)
+    assert view_starts(acc, "Jahresabschluss", at(2026, 1, 1), at(2029, 1, 1)) == [
+        at(2026, 12, 31, 9),
+        at(2027, 12, 31, 9),
+        at(2028, 12, 29, 9),
+    ]
+    # "The first day of every second month", from mid-June: 1 August, then 1 October.
+    first = series_of(
+        acc,
+        "Quartalsakte",
+        RelativeMonthlyPattern(interval=2, weekday=DAY, week_number=FIRST),
+        EWSDate(2026, 6, 15),
+        hour=8,
+        number=2,
+    )
+    assert (first.first_occurrence.start, first.last_occurrence.start) == (
+        at(2026, 8, 1, 8),
+        at(2026, 10, 1, 8),
+    )
+
+
+def test_a_range_without_any_occurrence_is_refused(acc):
+    # ResponseCode reference: ErrorRecurrenceHasNoOccurrence, "the specified recurrence does not
+    # have any occurrence instances in the specified range": Sundays between Monday and Friday.
+    with pytest.raises(ErrorRecurrenceHasNoOccurrence):
+        series_of(
+            acc, "Nie", WeeklyPattern(interval=1, weekdays=[7]), EWSDate(2026, 3, 2), end=EWSDate(2026, 3, 6)
+        )
+    assert acc.calendar.all().count() == 0
+
+
+_NS = (
+    'xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" '
+    'xmlns:m="http://schemas.microsoft.com/exchange/services/2006/messages" '
+    'xmlns:t="http://schemas.microsoft.com/exchange/services/2006/types"'
+)
+_WEEKLY_DAY_KIND = """<t:WeeklyRecurrence><t:Interval>1</t:Interval><t:DaysOfWeek>{kind}</t:DaysOfWeek>
+  </t:WeeklyRecurrence><t:NoEndRecurrence><t:StartDate>2026-03-02</t:StartDate></t:NoEndRecurrence>"""
+_ITEMS = {
+    "calendar": """<t:CalendarItem><t:Subject>Woche</t:Subject><t:Start>2026-03-02T08:00:00Z</t:Start>
+      <t:End>2026-03-02T09:00:00Z</t:End><t:Recurrence>{rec}</t:Recurrence></t:CalendarItem>""",
+}
+
+
+@pytest.mark.parametrize("folder", sorted(_ITEMS))
+@pytest.mark.parametrize("kind", [DAY, WEEK_DAY, WEEKEND_DAY])
+def test_a_weekly_pattern_cannot_use_a_day_kind(sandbox, folder, kind):
+    # ResponseCode reference: ErrorCalendarInvalidDayForWeeklyRecurrence, "invalid values of Day,
+    # WeekDay, and WeekendDay are used to specify the weekly recurrence". The schema allows them
+    # (DaysOfWeekType is a list of DayOfWeekType), exchangelib refuses them before sending, so
+    # this request goes out as raw SOAP.
+    item = _ITEMS[folder].format(rec=_WEEKLY_DAY_KIND.format(kind=kind))
+    body = f"""<?xml version="1.0" encoding="utf-8"?><s:Envelope {_NS}><s:Header>
+      <t:RequestServerVersion Version="Exchange2016"/></s:Header><s:Body>
+      <m:CreateItem MessageDisposition="SaveOnly" SendMeetingInvitations="SendToNone">
+      <m:SavedItemFolderId><t:DistinguishedFolderId Id="{folder}"/></m:SavedItemFolderId>
+      <m:Items>{item}</m:Items></m:CreateItem></s:Body></s:Envelope>""".encode()
+    email = sorted(SANDBOX_PASSWORDS)[0]
+    auth = base64.b64encode(f"{email}:{SANDBOX_PASSWORDS[email]}".encode()).decode()
+    conn = http.client.HTTPConnection("127.0.0.1", sandbox.port, timeout=30)
+    conn.request(
+        "POST",
+        "/EWS/Exchange.asmx",
+        body=body,
+        headers={"Content-Type": "text/xml; charset=utf-8", "Authorization": f"Basic {auth}"},
+    )
+    resp = conn.getresponse()
+    answer = resp.read().decode()
+    conn.close()
+    assert resp.status == 200
+    assert "<m:ResponseCode>ErrorCalendarInvalidDayForWeeklyRecurrence</m:ResponseCode>" in answer
+    assert sandbox.engine.list_items(email, folder) == []
+
+
 # ------------------------------------------------------------------ the expansion against dateutil
 
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _RR = (rrule.MO, rrule.TU, rrule.WE, rrule.TH, rrule.FR, rrule.SA, rrule.SU)
 INDEX = ("First", "Second", "Third", "Fourth", "Last")
+# Written out here, not taken from the sandbox: Monday = 0.
+DAY_KINDS = {"Day": range(7), "Weekday": range(5), "WeekendDay": (5, 6)}
 
 
 @st.composite
@@ -277,9 +450,13 @@ def patterns(draw):
             p["DayOfMonth"] = dom
             rr.update(bymonthday=tuple(range(min(dom, 28), dom + 1)), bysetpos=-1)
         else:
-            wd, n = draw(st.integers(0, 6)), draw(st.integers(1, 5))
-            p.update(DaysOfWeek=DAYS[wd], DayOfWeekIndex=INDEX[n - 1])
-            rr["byweekday"] = _RR[wd](-1 if n == 5 else n)
+            # A weekday, or a day kind: the Nth (or last) of several weekdays in the month.
+            wd, n = draw(st.sampled_from((*range(7), *DAY_KINDS))), draw(st.integers(1, 5))
+            p.update(DaysOfWeek=DAYS[wd] if isinstance(wd, int) else wd, DayOfWeekIndex=INDEX[n - 1])
+            if isinstance(wd, int):
+                rr["byweekday"] = _RR[wd](-1 if n == 5 else n)
+            else:
+                rr.update(byweekday=[_RR[d] for d in DAY_KINDS[wd]], bysetpos=-1 if n == 5 else n)
     end = draw(st.one_of(st.none(), st.integers(1, 30), st.dates(start, dt.date(2030, 12, 31))))
     if end is None:
         rng = {"NoEndRecurrence": {"StartDate": start.isoformat()}}
@@ -292,7 +469,7 @@ def patterns(draw):
     return {kind: p, **rng}, rr, start
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     pat=patterns(), hour=st.integers(0, 23).filter(lambda h: h != 2), data=st.data()
 )  # 02:xx: no DST gap starts

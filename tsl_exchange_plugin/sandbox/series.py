@@ -26,6 +26,17 @@ EWS", "Access a recurring series by using EWS", "Update a recurring series by us
   09:00 Berlin series stays at 09:00 local across DST.
 - Saving a recurrence (set or removed) drops the series' exceptions, as Outlook warns ("any
   exceptions associated with this recurring appointment will be lost").
+- A relative pattern's DaysOfWeek may be a day kind instead of a weekday: ``Day`` (any day),
+  ``Weekday`` (Monday to Friday) or ``WeekendDay`` (Saturday, Sunday); DayOfWeekIndex then picks
+  the first to fourth or the last of those days in the month ("the last weekday of the month").
+  This is the MonthNth pattern of the stored recurrence blob ([MS-OXOCAL] 2.2.1.44.1.6
+  PatternTypeSpecific MonthNth: a day mask and N, "the Nth occurrence of the days specified",
+  with "Nth Weekday" = bits M-F and "Nth Weekend" = bits Sa, Su), and iCalendar's
+  ``BYDAY=MO,TU,WE,TH,FR;BYSETPOS=-1`` ([MS-OXCICAL] 2.1.3.2.2.4). A weekly pattern cannot use a
+  day kind: ErrorCalendarInvalidDayForWeeklyRecurrence ("invalid values of Day, WeekDay, and
+  WeekendDay are used to specify the weekly recurrence", ResponseCode reference).
+- A range in which the pattern has no date at all is ErrorRecurrenceHasNoOccurrence ("the
+  specified recurrence does not have any occurrence instances in the specified range").
 
 Expansion here walks the pattern period by period; the test suite checks it against
 dateutil's rrule, an independent implementation.
@@ -48,6 +59,8 @@ from .engine_ctx import Ctx, MsgError
 OCC_TAG = b"TSLO"
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 WEEK_INDEX = {"First": 1, "Second": 2, "Third": 3, "Fourth": 4, "Last": 5}
+# DayOfWeekType's day kinds: the weekdays (0 = Monday) each one stands for.
+DAY_KINDS = {"Day": (0, 1, 2, 3, 4, 5, 6), "Weekday": (0, 1, 2, 3, 4), "WeekendDay": (5, 6)}
 MONTHS = (
     "January",
     "February",
@@ -78,6 +91,9 @@ MESSAGES = {
     "ErrorCalendarOccurrenceIndexIsOutOfRecurrenceRange": "Occurrence index is out of recurrence range.",
     "ErrorOccurrenceCrossingBoundary": "The occurrence can't be moved past an adjacent occurrence.",
     "ErrorCalendarInvalidRecurrence": "The recurrence pattern is invalid.",
+    "ErrorCalendarInvalidDayForWeeklyRecurrence": "Day, Weekday and WeekendDay are not valid in a weekly "
+    "recurrence.",
+    "ErrorRecurrenceHasNoOccurrence": "The recurrence has no occurrence in its range.",
 }
 
 
@@ -113,7 +129,7 @@ def parse_occurrence_id(value: str) -> tuple[str, int] | None:
 class Pattern:
     kind: str
     interval: int
-    days: tuple[int, ...]  # 0 = Monday
+    days: tuple[int, ...]  # 0 = Monday; a relative pattern's day kind stands for several
     day_of_month: int
     week_index: int
     month: int
@@ -133,11 +149,14 @@ def parse(rec: dict) -> Pattern:
     if kind is None or rng_kind is None:
         raise _err("ErrorCalendarInvalidRecurrence")
     p, r = rec[kind], rec[rng_kind]
+    day_names = str(p.get("DaysOfWeek", "")).split()
+    if kind == "WeeklyRecurrence" and any(d in DAY_KINDS for d in day_names):
+        raise _err("ErrorCalendarInvalidDayForWeeklyRecurrence")
+    if kind.startswith("Relative") and len(day_names) != 1:
+        raise _err("ErrorCalendarInvalidRecurrence")
     try:
-        day_names = str(p.get("DaysOfWeek", "")).split()
-        days = tuple(sorted({DAYS.index(d) for d in day_names}))
+        days = tuple(sorted({i for d in day_names for i in DAY_KINDS.get(d) or (DAYS.index(d),)}))
     except ValueError:
-        # Day / Weekday / WeekendDay: a valid EWS value the sandbox does not expand.
         raise _err("ErrorCalendarInvalidRecurrence") from None
     month = p.get("Month")
     pattern = Pattern(
@@ -154,8 +173,6 @@ def parse(rec: dict) -> Pattern:
     )
     if pattern.interval < 1 or (kind in ("WeeklyRecurrence",) and not days):
         raise _err("ErrorCalendarInvalidRecurrence")
-    if kind.startswith("Relative") and len(days) != 1:
-        raise _err("ErrorCalendarInvalidRecurrence")
     if pattern.end is not None and pattern.end < pattern.start:
         raise _err("ErrorCalendarEndDateIsEarlierThanStartDate")
     if pattern.count is not None and pattern.count < 1:
@@ -169,11 +186,11 @@ def _month_day(year: int, month: int, p: Pattern) -> dt.date:
     if p.kind in ("AbsoluteMonthlyRecurrence", "AbsoluteYearlyRecurrence"):
         # A day beyond the month's end means its last day (Outlook: "day 31 of every month").
         return last.replace(day=min(p.day_of_month, last.day))
-    weekday = p.days[0]
-    if p.week_index == 5:
-        return last - dt.timedelta(days=(last.weekday() - weekday) % 7)
+    # The Nth (or the last) of the month's days whose weekday is among p.days: one weekday, or a
+    # day kind (any day, weekdays, weekend days). Every month has at least four of each.
     first = dt.date(year, month, 1)
-    return first + dt.timedelta(days=(weekday - first.weekday()) % 7 + 7 * (p.week_index - 1))
+    matching = [day for n in range(last.day) if (day := first + dt.timedelta(days=n)).weekday() in p.days]
+    return matching[-1] if p.week_index == 5 else matching[p.week_index - 1]
 
 
 def _candidates(p: Pattern) -> Iterator[dt.date]:
@@ -301,7 +318,7 @@ def normalize_master(data: dict, changed: set[str], tz: str | None) -> None:
     p = parse(data["Recurrence"])
     first = next(dates(p), None)
     if first is None:
-        raise _err("ErrorCalendarInvalidRecurrence")
+        raise _err("ErrorRecurrenceHasNoOccurrence")
     c = clock(data, tz)
     data["Start"], data["End"] = c.span(first[1])
     # Store the range dates bare; the offset is added when they are written out.
@@ -403,12 +420,7 @@ def master_view(view: dict, row: dict, tz: str | None) -> None:
     # Documented (IsRecurring element reference): FALSE on the organizer's own recurring
     # master, TRUE on its occurrences and exceptions; the type says what the item is.
     view["IsRecurring"] = False
-    rec = {k: dict(v) if isinstance(v, dict) else v for k, v in data["Recurrence"].items()}
-    for rng in RANGES:
-        for k in ("StartDate", "EndDate"):
-            if k in rec.get(rng, {}):
-                rec[rng][k] = _offset_date(_date(rec[rng][k]), c.zone)
-    view["Recurrence"] = rec
+    view["Recurrence"] = recurrence_view(data["Recurrence"], c.zone)
     deleted = set(exc["deleted"])
     first = next(((i, d) for i, d in dates(p) if i not in deleted), None)
     if first is not None:
@@ -430,6 +442,16 @@ def master_view(view: dict, row: dict, tz: str | None) -> None:
     starts = [{"Start": c.span(day)[0]} for i in sorted(deleted) if (day := nth(p, i)) is not None]
     if starts:
         view["DeletedOccurrences"] = {"DeletedOccurrence": starts}
+
+
+def recurrence_view(rec: dict, zone: ZoneInfo) -> dict:
+    """A stored Recurrence as Exchange writes it: the range dates with the zone's offset."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in rec.items()}
+    for rng in RANGES:
+        for k in ("StartDate", "EndDate"):
+            if k in out.get(rng, {}):
+                out[rng][k] = _offset_date(_date(out[rng][k]), zone)
+    return out
 
 
 def _info(row: dict, occ: Occ) -> dict:
