@@ -379,6 +379,8 @@ _WEEKLY_DAY_KIND = """<t:WeeklyRecurrence><t:Interval>1</t:Interval><t:DaysOfWee
 _ITEMS = {
     "calendar": """<t:CalendarItem><t:Subject>Woche</t:Subject><t:Start>2026-03-02T08:00:00Z</t:Start>
       <t:End>2026-03-02T09:00:00Z</t:End><t:Recurrence>{rec}</t:Recurrence></t:CalendarItem>""",
+    "tasks": """<t:Task><t:Subject>Woche</t:Subject><t:DueDate>2026-03-02T00:00:00Z</t:DueDate>
+      <t:Recurrence>{rec}</t:Recurrence></t:Task>""",
 }
 
 

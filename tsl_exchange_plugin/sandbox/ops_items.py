@@ -7,7 +7,7 @@ import json
 
 from lxml import etree
 
-from . import ids, item_rules, series, xmlio
+from . import ids, item_rules, series, task_series, xmlio
 from .engine_ctx import FULL_RIGHTS, TP, Ctx, E, M, MsgError, Unit
 from .fields import (
     KINDS,
@@ -92,7 +92,7 @@ def item_view(ctx: Ctx, row: dict) -> dict:
     view["EffectiveRights"] = dict(FULL_RIGHTS)
     if kind.element == "Task":
         view["IsComplete"] = view.get("Status") == "Completed"
-        view["IsRecurring"] = False
+        task_series.view(view, row["data"], ctx.tz)
     elif kind.element == "CalendarItem":
         view["CalendarItemType"] = "Single"
         view["IsRecurring"] = False
@@ -254,6 +254,8 @@ def create_item(ctx: Ctx, req: etree._Element) -> tuple[list[Unit], str | None]:
         item_rules.apply(kind.element, data, ctx.tz)
         if kind.element == "CalendarItem":
             series.normalize_master(data, set(data), ctx.tz)
+        elif kind.element == "Task":
+            task_series.normalize(data, set(data))
         now = xmlio.utc_now()
         row = {
             "id": ids.new_item_id(),
@@ -323,10 +325,13 @@ def delete_item(ctx: Ctx, req: etree._Element) -> tuple[list[Unit], str | None]:
     return ctx.each(req.iterfind(f"{M}ItemIds/*"), one, None)
 
 
-def apply_updates(ctx: Ctx, row: dict, updates: etree._Element) -> None:
+def apply_updates(ctx: Ctx, row: dict, updates: etree._Element) -> set[str]:
+    """Apply an ItemChange's updates to ``row`` (in place); returns the names of the fields set or
+    deleted."""
     kind = KINDS[row["kind"]]
     info = ctx.model.type(kind.type)
     data, ext = row["data"], row["ext"]
+    before = copy.deepcopy(data)
     changed: set[str] = set()
     for upd in updates:
         if not isinstance(upd.tag, str):
@@ -392,6 +397,9 @@ def apply_updates(ctx: Ctx, row: dict, updates: etree._Element) -> None:
     item_rules.apply(kind.element, data, ctx.tz)
     if kind.element == "CalendarItem":
         series.normalize_master(data, changed, ctx.tz)
+    elif kind.element == "Task":
+        task_series.normalize(data, changed, before)
+    return changed
 
 
 def _append(old, new):
@@ -447,17 +455,43 @@ def update_item(ctx: Ctx, req: etree._Element) -> tuple[list[Unit], str | None]:
         if ck != row["change_key"] and resolution == "NeverOverwrite":
             raise MsgError("ErrorIrresolvableConflict")
         row = copy.deepcopy(row)
-        apply_updates(ctx, row, change.find(TP + "Updates"))
+        before = copy.deepcopy(row["data"])
+        changed = apply_updates(ctx, row, change.find(TP + "Updates"))
+        answer = row
+        if row["kind"] == "Task":
+            one_off = task_series.split(before, row["data"], changed, series.zone_of({}, ctx.tz))
+            if one_off is not None:
+                # UpdateItem operation (task): the answer names the new one-off task; the Id sent
+                # stays the recurring task's, now on its next instance (task_series.py).
+                answer = _insert_copy(ctx, row, one_off)
         row["change_key"] = ids.new_change_key()
         row["modified"] = xmlio.utc_now()
         ctx.store.update_item(row)
         msg = ctx.message()
         out = E(TP + row["kind"], E(M + "Items", msg))
-        E(TP + "ItemId", out, Id=row["id"], ChangeKey=row["change_key"])
+        E(TP + "ItemId", out, Id=answer["id"], ChangeKey=answer["change_key"])
         E(TP + "Count", E(M + "ConflictResults", msg), "0")
         return msg
 
     return ctx.each(req.iterfind(f"{M}ItemChanges/{TP}ItemChange"), one, "Items")
+
+
+def _insert_copy(ctx: Ctx, row: dict, data: dict) -> dict:
+    """A new item beside ``row`` with ``data`` and a copy of its extended properties."""
+    now = xmlio.utc_now()
+    new = {
+        "id": ids.new_item_id(),
+        "mailbox": row["mailbox"],
+        "folder_id": row["folder_id"],
+        "kind": row["kind"],
+        "change_key": ids.new_change_key(),
+        "data": data,
+        "ext": copy.deepcopy(row["ext"]),
+        "created": now,
+        "modified": now,
+    }
+    ctx.store.insert_item(new)
+    return new
 
 
 def _update_occurrence(
