@@ -46,6 +46,7 @@ from .. import ids, xmlio
 from ..engine_ctx import new_folder
 from ..ops_items import defaults, normalize
 from . import convert as cv
+from . import recurrence as rc
 from .convert import GraphError, bad
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ class LoggedRequest:
     inner: int = 0  # requests inside a $batch
     status: int = 0
     at: float = field(default_factory=time.monotonic)
+    parts: list[tuple[str, str]] = field(default_factory=list)  # a $batch: (method, path) of each request
 
 
 class GraphSandbox:
@@ -139,6 +141,8 @@ class GraphSandbox:
         self.apps: dict[str, GraphApp] = {}
         self.onprem: set[str] = set()
         self.duplicate_transaction = 201  # or 409: what a repeated transactionId answers (UNCONFIRMED)
+        # What writing a different recurrence does to a series' exceptions (recurrence.py): keep | reset.
+        self.recurrence_edits = "keep"
         self.faults: list[GraphFault] = []
         self.requests: list[LoggedRequest] = []
         self.violations: list[str] = []
@@ -498,6 +502,8 @@ class GraphSandbox:
                 )
             if rest[0] == "events" and len(rest) == 2:
                 return self._item(call, mailbox, "CalendarItem", rest[1])
+            if rest[0] == "events" and rest[2:] == ["instances"] and m == "GET":
+                return self._instances(call, mailbox, rest[1])
             if rest == ["calendarView"] and m == "GET":
                 return self._collection(call, mailbox, "calendarView")
             if rest[:2] == ["todo", "lists"]:
@@ -509,13 +515,23 @@ class GraphSandbox:
         name = {"Contact": "contacts", "CalendarItem": "calendar"}[kind]
         return self.store.distinguished(mailbox, name)
 
-    def _out(self, row: dict, call: _Call) -> dict:
+    def _out(self, row: dict, call: _Call, occ: Any = None) -> dict:
         expand = _expand_ext(call.query.get("$expand"))
         if row["kind"] == "Contact":
             return cv.contact_out(row, expand)
         if row["kind"] == "CalendarItem":
             zone = _prefer_zone(call.headers)
-            return cv.event_out(row, zone, expand, self._transaction_of(row))
+            txn = self._transaction_of(row) if occ is None else None
+            out = rc.event_view(row, occ, zone, expand, txn)
+            if occ is None and rc.is_master(row):
+                # Returned only when asked for, on a GET of the master (event resource).
+                if "cancelledOccurrences" in (call.query.get("$select") or ""):
+                    out["cancelledOccurrences"] = rc.cancelled_ids(row)
+                if "exceptionOccurrences" in (call.query.get("$expand") or ""):
+                    out["exceptionOccurrences"] = [
+                        rc.event_view(row, o, zone, None, None) for o in rc.exception_occurrences(row)
+                    ]
+            return out
         return cv.task_out(row, "linkedResources" in (call.query.get("$expand") or ""))
 
     def _transaction_of(self, row: dict) -> str | None:
@@ -575,6 +591,7 @@ class GraphSandbox:
             cv.contact_apply(row, body)
         elif row["kind"] == "CalendarItem":
             cv.event_apply(row, body)
+            rc.apply(row, body, before, self.recurrence_edits)
         else:
             cv.task_apply(row, body)
         changed = {k for k in set(before) | set(row["data"]) if before.get(k) != row["data"].get(k)}
@@ -584,6 +601,10 @@ class GraphSandbox:
             raise bad("ErrorInvalidRequest", str(exc)) from None
 
     def _item(self, call: _Call, mailbox: str, kind: str, rest_id: str, folder: dict | None = None):
+        if kind == "CalendarItem":
+            instance = rc.parse_instance_id(cv.ews_id(rest_id))
+            if instance is not None:
+                return self._instance(call, mailbox, *instance)
         row = self.store.item(mailbox, cv.ews_id(rest_id))
         if row is None or row["kind"] != kind or (folder is not None and row["folder_id"] != folder["id"]):
             raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the store.")
@@ -626,6 +647,65 @@ class GraphSandbox:
             return 200, {}, self._out(row, call)
         raise GraphError(405, "ErrorInvalidRequest", "The OData request is not supported.")
 
+    def _master(self, mailbox: str, master_id: str) -> dict:
+        row = self.store.item(mailbox, master_id)
+        if row is None or row["kind"] != "CalendarItem" or not rc.is_master(row):
+            raise GraphError(404, "ErrorItemNotFound", rc.NOT_FOUND)
+        return row
+
+    def _instance(self, call: _Call, mailbox: str, master_id: str, index: int):
+        """GET, PATCH (makes an exception) or DELETE (cancels) one instance of a series."""
+        row = self._master(mailbox, master_id)
+        if call.method == "GET":
+            return 200, {}, self._out(row, call, rc.occurrence(row, index))
+        row = copy.deepcopy(row)
+        if call.method == "PATCH":
+            if not isinstance(call.body, dict):
+                raise bad("BadRequest", "Empty Payload. JSON content expected.")
+            occ = rc.update_instance(row, index, call.body, cv.event_apply)
+        elif call.method == "DELETE":
+            rc.cancel_instance(row, index)
+            occ = None
+        else:
+            raise GraphError(405, "ErrorInvalidRequest", "The OData request is not supported.")
+        # An exception lives in its master: the master's change key moves.
+        row["change_key"] = ids.new_change_key()
+        row["modified"] = xmlio.utc_now()
+        self.store.begin()
+        try:
+            self.store.update_item(row)
+            self.store.commit()
+        except BaseException:
+            self.store.rollback()
+            raise
+        if occ is None:
+            return 204, {}, None
+        return 200, {}, self._out(row, call, occ)
+
+    @staticmethod
+    def _time_window(call: _Call):
+        start = call.query.get("startDateTime")
+        end = call.query.get("endDateTime")
+        if not start or not end:
+            raise bad(
+                "ErrorInvalidParameter",
+                "This request requires a time window specified by the query string parameters StartDateTime and EndDateTime.",
+            )
+        try:
+            return xmlio.parse_datetime(start), xmlio.parse_datetime(end)
+        except ValueError:
+            raise bad("ErrorInvalidParameter", "Invalid startDateTime or endDateTime.") from None
+
+    def _instances(self, call: _Call, mailbox: str, rest_id: str):
+        """``/events/{id}/instances``: a master's occurrences and exceptions in the window."""
+        lo, hi = self._time_window(call)
+        ews = cv.ews_id(rest_id)
+        row = self.store.item(mailbox, ews)
+        if row is None or row["kind"] != "CalendarItem":
+            raise GraphError(404, "ErrorItemNotFound", rc.NOT_FOUND)
+        entries = [(row, o) for o in rc.expand(row, lo, hi)] if rc.is_master(row) else []
+        return self._page(call, "instances", entries)
+
     def _collection(self, call: _Call, mailbox: str, what: str, folder: dict | None = None):
         if what == "tasks":
             rows = self.store.items(mailbox, folder["id"])
@@ -636,27 +716,31 @@ class GraphSandbox:
         if flt:
             test = _filter(flt)
             rows = [r for r in rows if test(r)]
+        entries: list[tuple[dict, Any]] = [(r, None) for r in rows]
         if what == "calendarView":
-            start = call.query.get("startDateTime")
-            end = call.query.get("endDateTime")
-            if not start or not end:
-                raise bad(
-                    "ErrorInvalidParameter",
-                    "This request requires a time window specified by the query string parameters StartDateTime and EndDateTime.",
-                )
-            lo, hi = xmlio.parse_datetime(start), xmlio.parse_datetime(end)
-            rows = [r for r in rows if cv.event_span(r)[0] < hi and cv.event_span(r)[1] > lo]
+            lo, hi = self._time_window(call)
+            entries = []
+            for r in rows:
+                if rc.is_master(r):
+                    # The view shows a series as its instances, never the master (calendarView).
+                    entries += [(r, o) for o in rc.expand(r, lo, hi)]
+                elif cv.event_span(r)[0] < hi and cv.event_span(r)[1] > lo:
+                    entries.append((r, None))
+            entries.sort(key=lambda e: (e[1].data if e[1] is not None else e[0]["data"]).get("Start") or "")
+        return self._page(call, what, entries)
+
+    def _page(self, call: _Call, what: str, entries: list[tuple[dict, Any]]):
         try:
             top = min(MAX_PAGE, int(call.query.get("$top") or DEFAULT_PAGE))
         except ValueError:
             raise bad("BadRequest", "Invalid $top.") from None
         offset = _skip_offset(call.query.get("$skiptoken"))
-        page = rows[offset : offset + top]
+        page = entries[offset : offset + top]
         out: dict[str, Any] = {
             "@odata.context": f"{call.base}/$metadata#{what}",
-            "value": [self._out(r, call) for r in page],
+            "value": [self._out(r, call, o) for r, o in page],
         }
-        if offset + top < len(rows):
+        if offset + top < len(entries):
             query = {k: v for k, v in call.query.items() if k != "$skiptoken"}
             query["$skiptoken"] = base64.urlsafe_b64encode(json.dumps({"o": offset + top}).encode()).decode()
             out["@odata.nextLink"] = f"{call.base}{call.path}?" + "&".join(
@@ -1086,14 +1170,14 @@ class _Handler(BaseHTTPRequestHandler):
             # A batch is logged (and faults match) by the mailbox of its first request.
             first = (body or {}).get("requests")[0]
             mailbox = _mailbox_of(unquote(urlsplit(str((first or {}).get("url", ""))).path))
-        entry = LoggedRequest(self.command, gpath, mailbox, inner)
-        with sb._lock:
-            sb.requests.append(entry)
         parts = [
             (str(r.get("method", "")).upper(), unquote(urlsplit(str(r.get("url", ""))).path))
             for r in ((body or {}).get("requests") or [] if inner else [])
             if isinstance(r, dict)
         ]
+        entry = LoggedRequest(self.command, gpath, mailbox, inner, parts=parts)
+        with sb._lock:
+            sb.requests.append(entry)
         fault = sb._fault(self.command, gpath, mailbox, False, parts)
         if fault is not None and fault.kind == "drop":
             return self._drop()
