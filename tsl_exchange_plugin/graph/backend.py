@@ -63,7 +63,8 @@ from ..exchange.base import (
     Written,
 )
 from ..mapping.common import merge_body
-from ..mapping.items import ExchangeItem, TaskEntry
+from ..mapping.items import CalendarEntry, ExchangeItem, TaskEntry
+from . import series as gseries
 from . import wire
 from .auth import TokenSource
 
@@ -485,6 +486,15 @@ class GraphSession:
             results[pos] = (
                 ans if isinstance(ans, ExchangeError) else self._written(items[pos].item_class, ans.body)
             )
+        # A new series has no exceptions yet: only those with the host's are read back.
+        self._series_instances(
+            [
+                (pos, item)
+                for pos, item in enumerate(items)
+                if isinstance(item, CalendarEntry) and item.recurrence is not None and item.recurrence.edits
+            ],
+            results,
+        )
         return [r if r is not None else ItemRejected("Element wurde nicht verarbeitet.") for r in results]
 
     def _item_url(self, item_id: str) -> str | None:
@@ -513,6 +523,7 @@ class GraphSession:
         ]
         current_bodies = iter(self._run(gets))
         patches, owners = [], []
+        written: dict[int, ExchangeItem] = {}
         for pos, ((_, item), url) in enumerate(zip(changes, urls, strict=True)):
             if url is None:
                 results[pos] = _foreign()
@@ -532,11 +543,133 @@ class GraphSession:
                 patch["reminderDateTime"] = None
             patches.append(self._req("PATCH", url, patch))
             owners.append(pos)
+            written[pos] = merged
         # 2. Every owned field, empty ones cleared.
         for pos, ans in zip(owners, self._run(patches, writing=True), strict=True):
             cls = changes[pos][1].item_class
             results[pos] = ans if isinstance(ans, ExchangeError) else self._written(cls, ans.body)
+        # 3. A series: its instances made equal to the host's (exceptions of an earlier state or
+        #    from a phone may still be there).
+        self._series_instances(
+            [
+                (pos, item)
+                for pos, item in written.items()
+                if isinstance(item, CalendarEntry) and item.recurrence is not None
+            ],
+            results,
+        )
         return [r if r is not None else ItemRejected("Element wurde nicht verarbeitet.") for r in results]
+
+    # ------------------------------------------------------------------ series
+    def _series_instances(
+        self, todo: list[tuple[int, CalendarEntry]], results: list, *, rewrite: bool = True
+    ) -> None:
+        """After series masters were written: read their instances back and make them equal to
+        the host's series (``series.py``), for all masters of the batch together. A failure fails
+        the item; its master exists, so the next attempt finds it and does this again."""
+        todo = [(pos, item) for pos, item in todo if isinstance(results[pos], Written)]
+        if not todo:
+            return
+        wants = {pos: gseries.wanted(item) for pos, item in todo}
+        urls = []
+        for pos, item in todo:
+            lo, hi = gseries.window(item, wants[pos])
+            rest = results[pos].item_id.partition(":")[2]
+            urls.append(
+                f"{self._user}/events/{quote(rest, safe='=-_')}/instances?startDateTime={lo}"
+                f"&endDateTime={hi}&$select={gseries.SELECT}&$top={PAGE}"
+            )
+        pages = self._pages_each(urls)
+        plans: dict[int, gseries.Plan] = {}
+        again: list[tuple[int, CalendarEntry]] = []
+        for (pos, item), page in zip(todo, pages, strict=True):
+            if isinstance(page, ExchangeError):
+                results[pos] = page
+                continue
+            plan = gseries.plan(item, wants[pos], page)
+            if plan.rewrite and rewrite:
+                again.append((pos, item))
+            elif plan.rewrite:
+                results[pos] = ItemRejected(
+                    "Die Serie steht in Microsoft 365 anders im Kalender als in timeSensor LEGAL, auch nachdem "
+                    "sie neu geschrieben wurde; bitte die Serie prüfen."
+                )
+            else:
+                plans[pos] = plan
+        if again:
+            # An occurrence the host wants is cancelled in the mailbox: Graph cannot bring one
+            # back, so the series is written anew (and its exceptions with it).
+            self._rewrite(again, results)
+            self._series_instances(again, results, rewrite=False)
+        self._send_plans(plans, results)
+
+    def _rewrite(self, todo: list[tuple[int, CalendarEntry]], results: list) -> None:
+        deletes = [self._req("DELETE", self._item_url(results[pos].item_id)) for pos, _ in todo]
+        gone = self._run(deletes, writing=True)
+        creates, owners = [], []
+        for (pos, item), ans in zip(todo, gone, strict=True):
+            if isinstance(ans, ExchangeError) and not isinstance(ans, ItemNotFound):
+                results[pos] = ans
+                continue
+            body = wire.create_body(item, salt=uuid.uuid4().hex)
+            creates.append(self._req("POST", self._collection("calendar"), body))
+            owners.append(pos)
+        for pos, ans in zip(owners, self._run(creates, writing=True, creating=True), strict=True):
+            results[pos] = ans if isinstance(ans, ExchangeError) else self._written("calendar", ans.body)
+
+    def _send_plans(self, plans: dict[int, gseries.Plan], results: list) -> None:
+        reqs, owners = [], []
+        for pos, plan in plans.items():
+            for inst in plan.deletes:
+                reqs.append(self._req("DELETE", f"{self._user}/events/{quote(inst, safe='=-_')}"))
+                owners.append((pos, "DELETE"))
+            for inst, body in plan.patches:
+                reqs.append(self._req("PATCH", f"{self._user}/events/{quote(inst, safe='=-_')}", body))
+                owners.append((pos, "PATCH"))
+        if not reqs:
+            return
+        touched: list[int] = []
+        for (pos, method), ans in zip(owners, self._run(reqs, writing=True), strict=True):
+            if pos not in touched:
+                touched.append(pos)
+            if not isinstance(ans, ExchangeError) or not isinstance(results[pos], Written):
+                continue
+            if isinstance(ans, ItemNotFound):
+                if method == "DELETE":
+                    continue  # already cancelled: the wanted state
+                ans = TransientError(
+                    "Ein Termin der Serie wurde inzwischen im Postfach geändert; die Serie wird erneut abgeglichen."
+                )
+            results[pos] = ans
+        # Every exception changed its master's change key; keep the current ones.
+        done = [pos for pos in touched if isinstance(results[pos], Written)]
+        gets = [
+            self._req("GET", f"{self._item_url(results[pos].item_id)}?$select=id,changeKey") for pos in done
+        ]
+        for pos, ans in zip(done, self._run(gets), strict=True):
+            results[pos] = ans if isinstance(ans, ExchangeError) else self._written("calendar", ans.body)
+
+    def _pages_each(self, first: list[str]) -> list[list[dict] | ExchangeError]:
+        """GET each url (in batches) and follow @odata.nextLink, verbatim but made relative for
+        the batch (NOTES §5), until every collection is read; an error ends only its own."""
+        base = self._account.graph_url.rstrip("/")
+        out: list[list[dict] | ExchangeError] = [[] for _ in first]
+        pending = list(enumerate(first))
+        while pending:
+            answers = self._run([self._req("GET", url) for _, url in pending])
+            nxt = []
+            for (idx, _), ans in zip(pending, answers, strict=True):
+                if isinstance(ans, ExchangeError):
+                    out[idx] = ans
+                    continue
+                page = out[idx]
+                assert isinstance(page, list)
+                page += list((ans.body or {}).get("value", []))
+                link = (ans.body or {}).get("@odata.nextLink")
+                if link:
+                    nxt.append((idx, link[len(base) :] if link.startswith(base) else link))
+            pending = nxt
+        return out
 
     def delete(self, refs: Sequence[ItemRef]) -> list[ExchangeError | None]:
         if not refs:
@@ -554,22 +687,11 @@ class GraphSession:
 
     def _pages(self, first: list[str]) -> list[list[dict]]:
         """GET each url (in batches) and follow @odata.nextLink until every collection is read."""
-        base = self._account.graph_url.rstrip("/")
-        pending = list(enumerate(first))
-        pages: list[list[dict]] = [[] for _ in first]
-        while pending:
-            answers = self._run([self._req("GET", url) for _, url in pending])
-            nxt = []
-            for (idx, _), ans in zip(pending, answers, strict=True):
-                if isinstance(ans, ExchangeError):
-                    raise ans
-                pages[idx] += list((ans.body or {}).get("value", []))
-                link = (ans.body or {}).get("@odata.nextLink")
-                if link:
-                    # Follow it verbatim, made relative for the batch (NOTES §5).
-                    nxt.append((idx, link[len(base) :] if link.startswith(base) else link))
-            pending = nxt
-        return pages
+        pages = self._pages_each(first)
+        for page in pages:
+            if isinstance(page, ExchangeError):
+                raise page
+        return pages  # type: ignore[return-value]
 
     def _filter_url(self, item_class: str, condition: str) -> str:
         prop = wire.odata_quote(wire.RECORD_ID_PROPERTY)

@@ -15,6 +15,12 @@ Pure functions, no HTTP: the same mapping feeds EWS and Graph, only this wire fo
   IANA ids). All-day items are midnight to the following midnight in the user's zone (the end is
   exclusive). ``transactionId`` is derived from the record key and the content, so a create that
   is repeated after a lost answer is dropped by Graph instead of duplicated.
+- **Series.** One ``seriesMaster`` event with a ``patternedRecurrence``: the pattern as the mapping
+  made it for EWS (Graph's pattern types are EWS's), the range from the first occurrence's date
+  (Graph wants ``range.startDate`` equal to the start's date) with ``recurrenceTimeZone`` the
+  series' Windows zone, so occurrences keep their wall-clock time across DST. A series in a zone
+  the table does not know is refused: in UTC wall-clock time it would drift by an hour twice a
+  year. Exceptions are written per occurrence afterwards (``graph/series.py``).
 - **Tasks.** ``dueDateTime`` keeps only the date: midnight of the due date in the user's zone.
   The reminder is the mapping's moment (08:00 local by default) in the same zone.
 """
@@ -32,7 +38,7 @@ from tsl_hostapi.types import RecordRef
 
 from ..mapping.common import compose_body, split_body
 from ..mapping.context import record_link
-from ..mapping.items import CalendarEntry, ContactItem, ExchangeItem, TaskEntry
+from ..mapping.items import CalendarEntry, ContactItem, ExchangeItem, Series, TaskEntry
 from .zones import windows_zone
 
 PS_PUBLIC_STRINGS = "{00020329-0000-0000-C000-000000000046}"
@@ -145,14 +151,56 @@ def _midnight(day: dt.date, iana: str) -> dict[str, str]:
     return {"dateTime": f"{day.isoformat()}T00:00:00", "timeZone": zone_for(iana)}
 
 
-def _event(entry: CalendarEntry) -> dict[str, Any]:
-    if entry.recurrence is not None:
-        # Not yet mapped to Graph's patternedRecurrence: refuse with a reason rather than
-        # write the series' first occurrence as if it were a single appointment.
+DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+WEEK_INDEX = {1: "first", 2: "second", 3: "third", 4: "fourth", 5: "last"}
+PATTERN_TYPES = {
+    "daily": "daily",
+    "weekly": "weekly",
+    "absolute_monthly": "absoluteMonthly",
+    "relative_monthly": "relativeMonthly",
+    "absolute_yearly": "absoluteYearly",
+    "relative_yearly": "relativeYearly",
+}
+
+
+def recurrence(series: Series, iana: str) -> dict[str, Any]:
+    """Graph's patternedRecurrence for a mapped series.
+
+    Only the properties each pattern type uses are sent: Graph validates even the ones it
+    ignores, and refuses a value it does not support (recurrencePattern resource page).
+    """
+    p = series.pattern
+    kind = PATTERN_TYPES.get(p.kind)
+    if kind is None or p.start_date is None:
+        raise ValueError(f"Unbekanntes Serienmuster {p.kind!r}")
+    win = windows_zone(iana)
+    if win is None:
         raise ValueError(
-            "Serientermine werden über Microsoft Graph noch nicht übertragen; der Termin bleibt "
-            "bis dahin nur in timeSensor LEGAL (Exchange-Postfächer über EWS erhalten ihn)"
+            f"Serientermine in der Zeitzone {iana} können über Microsoft Graph nicht übertragen werden "
+            "(Microsoft 365 kennt die Zone nicht unter diesem Namen); bitte eine andere Zeitzone wählen"
         )
+    pattern: dict[str, Any] = {"type": kind, "interval": p.interval}
+    if p.kind == "weekly":
+        pattern["daysOfWeek"] = [DAYS[d] for d in p.weekdays]
+        pattern["firstDayOfWeek"] = "monday"  # the host's weeks begin on Monday (Recurrence docs)
+    if p.kind in ("relative_monthly", "relative_yearly"):
+        pattern["daysOfWeek"] = [DAYS[p.weekdays[0]]]
+        pattern["index"] = WEEK_INDEX[p.week_index or 1]
+    if p.kind in ("absolute_monthly", "absolute_yearly"):
+        pattern["dayOfMonth"] = p.day_of_month
+    if p.kind in ("absolute_yearly", "relative_yearly"):
+        pattern["month"] = p.month
+    rng: dict[str, Any] = {"startDate": p.start_date.isoformat(), "recurrenceTimeZone": win}
+    if p.count is not None:
+        rng.update(type="numbered", numberOfOccurrences=p.count)
+    elif p.end_date is not None:
+        rng.update(type="endDate", endDate=p.end_date.isoformat())
+    else:
+        rng["type"] = "noEnd"
+    return {"pattern": pattern, "range": rng}
+
+
+def _event(entry: CalendarEntry) -> dict[str, Any]:
     if entry.all_day:
         start_date = entry.start_date or (entry.start.date() if entry.start else None)
         end_date = entry.end_date or start_date
@@ -177,7 +225,22 @@ def _event(entry: CalendarEntry) -> dict[str, Any]:
         "location": {"displayName": entry.location},
         "isReminderOn": reminder is not None,
         "reminderMinutesBeforeStart": reminder if reminder is not None else 0,
+        # null turns a series back into a single appointment (event-update example); on a create
+        # the empty value is left out.
+        "recurrence": recurrence(entry.recurrence, entry.timezone) if entry.recurrence else None,
     }
+
+
+def occurrence_span(entry: CalendarEntry, start: Any, end: Any) -> dict[str, Any]:
+    """start/end (and isAllDay) of one occurrence of ``entry``'s series, as a PATCH body part:
+    naive wall-clock datetimes, or dates (inclusive end) for an all-day series."""
+    if entry.all_day:
+        return {
+            "isAllDay": True,
+            "start": _midnight(start, entry.timezone),
+            "end": _midnight(end + dt.timedelta(days=1), entry.timezone),
+        }
+    return {"start": _wall(start, entry.timezone), "end": _wall(end, entry.timezone)}
 
 
 def _task(entry: TaskEntry) -> dict[str, Any]:
@@ -206,9 +269,17 @@ def fields(item: ExchangeItem) -> dict[str, Any]:
     raise TypeError(f"Unbekannter Elementtyp: {type(item).__name__}")
 
 
-def transaction_id(item: CalendarEntry) -> str:
-    """Same record and content, same id: a repeated create is recognised by Graph."""
-    digest = hashlib.sha256(f"{item.record_key}|{item!r}".encode()).hexdigest()[:24]
+def transaction_id(item: CalendarEntry, salt: str = "") -> str:
+    """Same record and content, same id: a repeated create is recognised by Graph.
+
+    The series is part of the content (the item's repr leaves it out). ``salt`` makes the id of a
+    deliberate second create (a series written anew) differ from the first one's."""
+    text = f"{item.record_key}|{item!r}"
+    if item.recurrence is not None:
+        text += f"|{item.recurrence!r}"
+    if salt:
+        text += f"|{salt}"
+    digest = hashlib.sha256(text.encode()).hexdigest()[:24]
     return f"tsl-{digest}"
 
 
@@ -222,15 +293,16 @@ def linked_resource(record_key: str) -> dict[str, str]:
     }
 
 
-def create_body(item: ExchangeItem) -> dict[str, Any]:
-    """A create body: the owned fields without the empty ones, plus our key."""
+def create_body(item: ExchangeItem, salt: str = "") -> dict[str, Any]:
+    """A create body: the owned fields without the empty ones, plus our key (``salt``: see
+    ``transaction_id``)."""
     body = {k: v for k, v in fields(item).items() if v is not None and v != []}
     if isinstance(item, TaskEntry):
         body["linkedResources"] = [linked_resource(item.record_key)]
         return body
     body["singleValueExtendedProperties"] = [{"id": RECORD_ID_PROPERTY, "value": item.record_key}]
     if isinstance(item, CalendarEntry):
-        body["transactionId"] = transaction_id(item)
+        body["transactionId"] = transaction_id(item, salt)
     return body
 
 
