@@ -5,26 +5,44 @@ exchangelib over HTTP -> EWS sandbox, and is read back with a second, independen
 exchangelib account, as a phone or Outlook would read the mailbox.
 
 ``cal``: the ``kanzlei`` firm plus a fourth lawyer with a mailbox of their own, so that
-each of the four zones the issue names has one mailbox (``cal.by_zone``).
+each of the four zones has one mailbox (``cal.by_zone``).
+
+``anycal``: the same, once with the lawyers on EWS and once on Microsoft Graph (the Graph
+sandbox over the same store). Over Graph the mailboxes are read back as a phone app on
+Microsoft 365 would: ``calendarView`` over plain HTTP with its own app token (``cal.graph_get``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from tsl_exchange_plugin.exchange.ews import RECORD_ID_FIELD, register_record_id_property
+from tsl_exchange_plugin.sandbox.graph.testing import (  # noqa: F401 - the fixture
+    CLIENT_ID,
+    CLIENT_SECRET,
+    TENANT,
+    graph_sandbox,
+)
 from tsl_exchange_plugin.sandbox.testing import exchangelib_account
-from tsl_exchange_plugin.testing import Kanzlei
+from tsl_exchange_plugin.testing import Kanzlei, make_kanzlei
 from tsl_hostapi.types import User
 
 ZONES = ("Europe/Berlin", "Europe/Vienna", "Europe/Zurich", "UTC")
 FOURTH_MAILBOX = ("dave@kanzlei.test", "Dave-Sandbox-4!")
+# What a reader asks Graph to show times in (Prefer: outlook.timezone), per reader's zone.
+WINDOWS = {
+    "Europe/Berlin": "W. Europe Standard Time",
+    "Europe/Vienna": "W. Europe Standard Time",
+    "Europe/Zurich": "W. Europe Standard Time",
+    "UTC": "UTC",
+}
+RECORD_ID = "String {00020329-0000-0000-C000-000000000046} Name tslRecordId"
 
 
 @dataclass
@@ -32,6 +50,56 @@ class Cal:
     k: Kanzlei
     by_zone: dict[str, User] = field(default_factory=dict)  # zone -> the user living in it
     _accounts: dict[tuple[str, str], Any] = field(default_factory=dict)
+    backend: str = "ews"
+    _http: Any = None
+
+    # ------------------------------------------------------------------ Graph, as a phone app
+    def graph_client(self) -> Any:
+        """Plain HTTP with an app token of its own from the sandbox's token endpoint."""
+        import ssl
+
+        import httpx
+
+        if self._http is None:
+            gs = self.k.graph
+            verify = ssl.create_default_context(cafile=gs.cert_pem_path)
+            form = {
+                "grant_type": "client_credentials",
+                "client_id": CLIENT_ID,
+                "client_secret": CLIENT_SECRET,
+                "scope": "https://graph.microsoft.com/.default",
+            }
+            token = httpx.post(f"{gs.url}/{TENANT}/oauth2/v2.0/token", data=form, verify=verify)
+            token.raise_for_status()
+            self._http = httpx.Client(
+                base_url=gs.graph_url,
+                verify=verify,
+                headers={"Authorization": f"Bearer {token.json()['access_token']}"},
+                timeout=30,
+            )
+        return self._http
+
+    def graph_get(self, user: User, path: str, params: dict | None = None, zone: str = "UTC") -> list[dict]:
+        """Every item of a Graph collection below the user's mailbox, pages followed, with
+        times shown in ``zone``."""
+        client = self.graph_client()
+        headers = {"Prefer": f'outlook.timezone="{WINDOWS[zone]}"'}
+        resp = client.get(f"/users/{self.k.mailbox_of[user.id]}{path}", params=params, headers=headers)
+        out = []
+        while True:
+            assert resp.status_code == 200, resp.text
+            body = resp.json()
+            out += body["value"]
+            if not body.get("@odata.nextLink"):
+                return out
+            resp = client.get(body["@odata.nextLink"], headers=headers)
+
+    def graph_key_filter(self, key: str) -> str:
+        return f"singleValueExtendedProperties/Any(ep: ep/id eq '{RECORD_ID}' and ep/value eq '{key}')"
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
 
     # ------------------------------------------------------------------ host side
     @property
@@ -133,3 +201,31 @@ def cal(kanzlei: Kanzlei) -> Cal:
         k.configure(user, timezone=zone)
     k.drain()
     return c
+
+
+@pytest.fixture(params=["ews", "graph"])
+def anycal(request, tmp_path, licence_key) -> Iterator[Cal]:
+    """``cal`` with the four lawyers on EWS, and again on Microsoft Graph."""
+    if request.param == "ews":
+        yield request.getfixturevalue("cal")
+        return
+    sandbox = request.getfixturevalue("sandbox")
+    gs = request.getfixturevalue("graph_sandbox")
+    k = make_kanzlei(tmp_path, sandbox, gs, licence_key, backend="graph")
+    c = None
+    try:
+        users = list(k.lawyers)
+        fourth = next(u for u in k.firm.users if u.role.startswith("Rechtsanw") and u not in users)
+        email, password = FOURTH_MAILBOX
+        sandbox.add_mailbox(email, password)
+        k.mailbox_of[fourth.id] = email
+        users.append(fourth)
+        c = Cal(k, dict(zip(ZONES, users, strict=True)), backend="graph")
+        for zone, user in c.by_zone.items():
+            k.configure_graph(user, timezone=zone)
+        k.drain()
+        yield c
+    finally:
+        if c is not None:
+            c.close()
+        k.host.close()
