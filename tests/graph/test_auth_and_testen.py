@@ -9,10 +9,8 @@ from tsl_exchange_plugin import PLUGIN_ID
 from tsl_exchange_plugin.sandbox.graph import GraphApp
 from tsl_exchange_plugin.sandbox.graph.testing import TENANT
 from tsl_exchange_plugin.status import mailbox_rows
-from tsl_exchange_plugin.testing import wait_for
+from tsl_exchange_plugin.testing import USER_TAB, wait_for
 from tsl_hostapi.types import SettingsContext
-
-from .conftest import USER_TAB
 
 TEST = f"{PLUGIN_ID}.test_connection"
 SET_SYNC = f"{PLUGIN_ID}.set_sync"

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from tsl_exchange_plugin import PLUGIN_ID
 from tsl_exchange_plugin.graph.wire import TODO_LIST_NAME
+from tsl_exchange_plugin.testing import USER_TAB
 from tsl_hostapi.types import SettingsContext
-
-from .conftest import USER_TAB
 
 CLEANUP = f"{PLUGIN_ID}.cleanup"
 SET_SYNC = f"{PLUGIN_ID}.set_sync"

@@ -12,9 +12,8 @@ import pytest
 from tsl_exchange_plugin import PLUGIN_ID
 from tsl_exchange_plugin.graph.wire import TODO_LIST_NAME
 from tsl_exchange_plugin.sandbox.testing import SANDBOX_PASSWORDS
+from tsl_exchange_plugin.testing import make_kanzlei
 from tsl_hostapi.types import Deadline, Reminder
-
-from .conftest import make_kanzlei
 
 SET_SYNC = f"{PLUGIN_ID}.set_sync"
 

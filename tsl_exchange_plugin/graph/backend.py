@@ -570,6 +570,16 @@ class GraphSession:
         todo = [(pos, item) for pos, item in todo if isinstance(results[pos], Written)]
         if not todo:
             return
+        try:
+            self._make_instances(todo, results, rewrite=rewrite)
+        except TransientError as err:
+            # A request of the whole batch failed (busy, lost answer): these series are not done,
+            # the masters written before are (their ids are known to the results).
+            for pos, _ in todo:
+                if isinstance(results[pos], Written):
+                    results[pos] = err
+
+    def _make_instances(self, todo: list[tuple[int, CalendarEntry]], results: list, *, rewrite: bool) -> None:
         wants = {pos: gseries.wanted(item) for pos, item in todo}
         urls = []
         for pos, item in todo:
