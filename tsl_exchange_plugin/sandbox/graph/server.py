@@ -249,7 +249,7 @@ class GraphSandbox:
         prop = "String {00020329-0000-0000-C000-000000000046} Name tslRecordId"
         if kind == "contacts":
             return [cv.contact_out(r, prop) for r in rows]
-        return [cv.event_out(r, "UTC", prop, None) for r in rows]
+        return [rc.event_view(r, None, "UTC", prop, None) for r in rows]
 
     def phone_delete(self, mailbox: str, rest: str) -> None:
         with self.store.lock:
