@@ -12,6 +12,7 @@ import zoneinfo
 import httpx
 import pytest
 from exchangelib import CalendarItem, EWSDate, EWSDateTime, EWSTimeZone
+from exchangelib.fields import WEEK_DAY, WEEKDAYS
 from exchangelib.recurrence import NumberedPattern, Recurrence, RelativeMonthlyPattern
 
 from tsl_exchange_plugin.exchange.base import ItemRef, Written
@@ -257,6 +258,36 @@ def test_a_series_written_over_one_protocol_is_read_over_the_other(raw, graph_sa
         ("30.03. 09:00", "Occurrence", "Jour fixe"),
     ]
     assert first["type"] == "occurrence"
+
+
+def test_a_relative_pattern_on_several_days_is_the_day_kind_of_ews(raw, graph_sandbox, sandbox):
+    body = series_body()
+    body["start"]["dateTime"], body["end"]["dateTime"] = "2026-01-30T09:00:00", "2026-01-30T10:00:00"
+    body["recurrence"] = {
+        "pattern": {
+            "type": "relativeMonthly",
+            "interval": 1,
+            "daysOfWeek": ["monday", "tuesday", "wednesday", "thursday", "friday"],
+            "index": "last",
+        },
+        "range": {"type": "numbered", "startDate": "2026-01-30", "numberOfOccurrences": 3},
+    }
+    made = raw.post("/events", json=body)
+    assert made.status_code == 201, made.text
+    # The last weekday of January, February and March 2026 (a Friday, a Friday, a Tuesday).
+    got = instances(raw, made.json()["id"])
+    assert [i["start"]["dateTime"][:10] for i in got] == ["2026-01-30", "2026-02-27", "2026-03-31"]
+    acc = exchangelib_account(sandbox, ALICE, auth="basic", tz="Europe/Berlin")
+    (master,) = list(acc.calendar.all().only("recurrence"))
+    pattern = master.recurrence.pattern
+    assert (pattern.weekday, pattern.week_number) == (WEEKDAYS.index(WEEK_DAY) + 1, 5)  # "Weekday", "Last"
+    assert raw.get(f"/events/{made.json()['id']}").json()["recurrence"]["pattern"]["daysOfWeek"] == [
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+    ]
 
 
 # ----------------------------------------------------------------------------- the backend

@@ -25,8 +25,11 @@ event-update):
 - ``cancelledOccurrences`` (on ``$select``) and ``exceptionOccurrences`` (on ``$expand``) are
   answered for a master; the cancelled ones as ``OID.{master id}.{date}`` (the beta
   ``occurrenceId`` form; UNCONFIRMED for v1.0).
-- Not expanded here (refused with 400, never sent by the plugin): relative patterns with several
-  weekdays, yearly patterns every n years whose month is not the start's.
+- A relative pattern on several days picks the n-th (or last) of the month's days among them;
+  Monday to Friday, Saturday and Sunday, and all seven are EWS's day kinds Weekday, WeekendDay
+  and Day, so a series on "the last weekday of the month" reads the same over both protocols.
+- Not expanded here (refused with 400, never sent by the plugin): relative patterns on other
+  sets of days, yearly patterns every n years whose month is not the start's.
 """
 
 from __future__ import annotations
@@ -94,6 +97,20 @@ def _int(value: Any, what: str, low: int, high: int) -> int:
     return int(value)
 
 
+def _day_kind(days: list[str]) -> str:
+    """A relative pattern's days as EWS's one DaysOfWeek value: a weekday, or the day kind the
+    set stands for (all days, Monday to Friday, the weekend: MS-OXOCAL's MonthNth day mask)."""
+    wanted = tuple(sorted({_DAYS.index(d) for d in days}))
+    if len(wanted) == 1:
+        return _DAYS[wanted[0]].capitalize()
+    for name, kind_days in ews.DAY_KINDS.items():
+        if wanted == kind_days:
+            return name
+    raise _invalid(
+        "The sandbox expands relative patterns on one weekday, every day, weekdays or weekend days only."
+    )
+
+
 def to_store(rec: Any, start_day: dt.date) -> dict:
     """A patternedRecurrence -> the store's Recurrence; ``start_day``: the event start's local date."""
     if (
@@ -123,12 +140,10 @@ def to_store(rec: Any, start_day: dt.date) -> dict:
         out["DaysOfWeek"] = " ".join(d.capitalize() for d in sorted(set(days), key=_DAYS.index))
         out["FirstDayOfWeek"] = first.capitalize()
     if kind in ("relativeMonthly", "relativeYearly"):
-        if len(set(days)) != 1:
-            raise _invalid("The sandbox expands relative patterns with exactly one weekday only.")
         index = p.get("index") or "first"
         if index not in _INDEX:
             raise _invalid(f"Invalid index {index!r}.")
-        out["DaysOfWeek"] = days[0].capitalize()
+        out["DaysOfWeek"] = _day_kind(days)
         out["DayOfWeekIndex"] = "Last" if index == "last" else index.capitalize()
     if kind in ("absoluteMonthly", "absoluteYearly"):
         out["DayOfMonth"] = _int(p["dayOfMonth"], "dayOfMonth", 1, 31)
@@ -179,7 +194,9 @@ def to_graph(data: dict) -> dict:
     pattern: dict[str, Any] = {"type": _PATTERNS_OUT[ews_kind], "interval": int(p.get("Interval", 1))}
     names = str(p.get("DaysOfWeek", "")).split()
     if names:
-        pattern["daysOfWeek"] = [n.lower() for n in names]
+        # A day kind is several days for Graph ("the first day that satisfies the pattern").
+        days = [d for n in names for d in (ews.DAY_KINDS[n] if n in ews.DAY_KINDS else (ews.DAYS.index(n),))]
+        pattern["daysOfWeek"] = [_DAYS[d] for d in days]
     if ews_kind == "WeeklyRecurrence":
         pattern["firstDayOfWeek"] = str(p.get("FirstDayOfWeek") or "Sunday").lower()
     if "DayOfWeekIndex" in p:
