@@ -11,9 +11,10 @@ import pytest
 
 from tsl_exchange_plugin import PLUGIN_ID
 from tsl_exchange_plugin.graph.wire import TODO_LIST_NAME
+from tsl_exchange_plugin.sandbox.graph.convert import rest_id
 from tsl_exchange_plugin.sandbox.testing import SANDBOX_PASSWORDS
 from tsl_exchange_plugin.testing import make_kanzlei
-from tsl_hostapi.types import Deadline, Reminder
+from tsl_hostapi.types import Appointment, Deadline, OccurrenceChange, Recurrence, Reminder
 
 SET_SYNC = f"{PLUGIN_ID}.set_sync"
 
@@ -60,11 +61,29 @@ def test_moving_to_graph_adopts_every_item_and_back_again(ekanzlei):
     r = Reminder(
         id="mig-wv", due_date=dt.date(2026, 12, 1), subject="Akte Umzug", responsible_ids=(alice.id,)
     )
-    k.host.save_many([d, r])
+    series = Appointment(
+        id="mig-s",
+        subject="Kanzleirunde",
+        start=dt.datetime(2026, 11, 2, 9),
+        end=dt.datetime(2026, 11, 2, 10),
+        participant_ids=(alice.id,),
+        recurrence=Recurrence(
+            "weekly",
+            weekdays=(0,),
+            count=6,
+            exceptions=(
+                OccurrenceChange(dt.date(2026, 11, 9), cancelled=True),
+                OccurrenceChange(dt.date(2026, 11, 16), subject="Sonderrunde"),
+            ),
+        ),
+    )
+    k.host.save_many([d, r, series])
     k.drain()
     before = snapshot(k, alice)
     assert all(len(v) == 1 for v in before.values())
-    assert {c.ref.key for c in contacts} | {d.ref.key, f"{d.ref.key}#vorfrist2"} <= set(before)
+    assert {c.ref.key for c in contacts} | {d.ref.key, f"{d.ref.key}#vorfrist2", series.ref.key} <= set(
+        before
+    )
     graph_writes_before = len(k.graph.log())
 
     # The administrator switches alice to Microsoft 365 (Host "graph"); the resync runs at once.
@@ -77,6 +96,12 @@ def test_moving_to_graph_adopts_every_item_and_back_again(ekanzlei):
         assert after[key][0][0] == item_id, f"{key} was replaced instead of updated"
         assert after[key][0][1] != change_key, f"{key} was not rewritten through Graph"
     assert len(k.graph.log()) > graph_writes_before
+    # The series written over EWS is the same series over Graph, with its exceptions.
+    (master,) = k.ours(alice, series.ref.key, "calendar")
+    assert master["calendar_item_type"] == "RecurringMaster"
+    events = {e["id"]: e for e in k.graph.items(k.mailbox_of[alice.id], "events")}
+    adopted = events[rest_id(master["item_id"])]
+    assert adopted["type"] == "seriesMaster"
     # No create went to Graph for an item that already existed.
     assert not any(r.method == "POST" and "/contacts" in r.path for r in k.graph.log())
 
