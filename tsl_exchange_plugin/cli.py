@@ -254,24 +254,53 @@ def cmd_resync(args: argparse.Namespace) -> int:
 
 
 def cmd_rotate_key(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
-
-    from .credentials import KEY_FILE_NAME, Vault, rotate_key_file
+    """A new key for the stored secrets: the key actually in use (``TSL_EXCHANGE_KEY``,
+    ``TSL_EXCHANGE_KEY_FILE`` or ``credentials.key``) is rotated and every token re-encrypted."""
+    from .credentials import KEY_ENV, rotate_active_key
+    from .runtime import FIRM_KEY
 
     with _opened(args.data) as (host, runtime):
-        rotate_key_file(Path(runtime.data_dir) / KEY_FILE_NAME)
-        vault = Vault.open(runtime.data_dir)
-        count = 0
+        rotated = rotate_active_key(runtime.data_dir)
+        if rotated.source == "env":
+            # Shown before anything is re-encrypted: should the command die half-way, the
+            # administrator already holds the key the new tokens need.
+            print(
+                f"Der Schlüssel kommt aus der Umgebungsvariable {KEY_ENV}; dieser Befehl kann sie nicht "
+                "ändern. Neuer Wert (wird nur jetzt angezeigt, sicher aufbewahren; der neue Schlüssel "
+                "steht vorn, die bisherigen dahinter):",
+                flush=True,
+            )
+            print(rotated.env_value, flush=True)
+        values: dict[str, object] = {}
         for user in host.list_users():
-            settings = runtime.accounts.load(user.id)
-            if settings.password_token:
-                data = asdict(settings)
-                data["password_token"] = vault.rotate(settings.password_token)
-                host.settings.set(PLUGIN_ID, f"user:{user.id}", data)
-                count += 1
-        runtime.publish_worker_state()  # worker processes read the new tokens (and need the new key file)
-    print(f"Neuer Schlüssel aktiv; {count} Passwörter neu verschlüsselt.")
+            key = f"user:{user.id}"
+            stored = host.settings.get(PLUGIN_ID, key)
+            if isinstance(stored, dict) and stored.get("password_token"):
+                values[key] = {**stored, "password_token": rotated.vault.rotate(stored["password_token"])}
+        firm = runtime.firm_settings()
+        secrets = {k: rotated.vault.rotate(firm[k]) for k in GRAPH_TOKENS if firm.get(k)}
+        if secrets:
+            values[FIRM_KEY] = {**firm, **secrets}
+        host.settings.set_many(PLUGIN_ID, values)  # one transaction: all tokens or none
+        runtime.publish_worker_state()  # worker processes read the new tokens
+    count = len(values) - (1 if secrets else 0)
+    graph = " und die Microsoft-365-Zugangsdaten" if secrets else ""
+    print(f"Neuer Schlüssel aktiv; {count} Passwörter{graph} neu verschlüsselt.")
+    if rotated.source == "env":
+        print(
+            f"Jetzt {KEY_ENV} auf dem Host und auf jedem Worker-Rechner auf den Wert oben setzen und "
+            "timeSensor LEGAL und die Worker neu starten; bis dahin können sie die neu verschlüsselten "
+            "Passwörter nicht lesen."
+        )
+    else:
+        print(
+            f"Schlüsseldatei erneuert: {rotated.path}. Diese Datei auf die Rechner der externen Worker "
+            "kopieren und deren Sicherung erneuern; dann timeSensor LEGAL und die Worker neu starten."
+        )
     return 0
+
+
+GRAPH_TOKENS = ("graph_secret_token", "graph_certificate_token")
 
 
 DATA_HELP = "Datenverzeichnis des Hosts (auch das Verzeichnis einer Vorführung)"

@@ -7,7 +7,9 @@ key file in the plugin's data directory, created readable only by the host's use
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
@@ -33,8 +35,8 @@ class Vault:
         """Key from the environment, else from the key file (created on first use, mode 0600)."""
         env_key = os.environ.get(KEY_ENV)
         if env_key:
-            return cls([k.strip().encode() for k in env_key.split(",") if k.strip()])
-        path = Path(os.environ.get(KEY_FILE_ENV) or Path(data_dir) / KEY_FILE_NAME)
+            return cls([k.encode() for k in _env_keys(env_key)])
+        path = key_file_path(data_dir)
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             # O_EXCL so two processes starting at once cannot each write a different key.
@@ -65,6 +67,43 @@ class Vault:
         return self._fernet.rotate(token.encode("ascii")).decode("ascii")
 
 
+def _env_keys(value: str) -> list[str]:
+    return [k.strip() for k in value.split(",") if k.strip()]
+
+
+def key_file_path(data_dir: str | Path) -> Path:
+    """The key file in use when ``TSL_EXCHANGE_KEY`` is not set: ``TSL_EXCHANGE_KEY_FILE`` or
+    ``credentials.key`` in the plugin's data directory."""
+    return Path(os.environ.get(KEY_FILE_ENV) or Path(data_dir) / KEY_FILE_NAME)
+
+
+@dataclass(frozen=True)
+class RotatedKey:
+    """The outcome of a key rotation: the vault with the new key in front of the old ones, and
+    where the key lives. ``source`` "file": ``path`` was rewritten. ``source`` "env": the key comes
+    from ``TSL_EXCHANGE_KEY``, which no program can change for the administrator; ``env_value``
+    is what the variable must hold from now on (new key first, the old ones behind it)."""
+
+    vault: Vault = field(repr=False)
+    source: Literal["file", "env"]
+    path: Path | None = None
+    env_value: str = field(default="", repr=False)
+
+
+def rotate_active_key(data_dir: str | Path) -> RotatedKey:
+    """Rotate the key actually in use, in the order ``Vault.open`` reads it: the environment
+    variable (nothing is written; the caller shows ``env_value`` once), else the key file named
+    by ``TSL_EXCHANGE_KEY_FILE``, else ``credentials.key`` in the data directory. Old keys stay
+    behind the new one, so tokens not yet re-encrypted still decrypt."""
+    env_key = os.environ.get(KEY_ENV)
+    if env_key:
+        keys = [Fernet.generate_key().decode("ascii"), *_env_keys(env_key)]
+        return RotatedKey(Vault([k.encode() for k in keys]), "env", env_value=",".join(keys))
+    path = key_file_path(data_dir)
+    rotate_key_file(path)
+    return RotatedKey(Vault.open(data_dir), "file", path)
+
+
 def rotate_key_file(path: str | Path) -> bytes:
     """Put a new key in front of the key file; older keys stay so existing tokens still decrypt."""
     path = Path(path)
@@ -74,6 +113,8 @@ def rotate_key_file(path: str | Path) -> bytes:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(new + b"\n" + old)
+        fh.flush()
+        os.fsync(fh.fileno())  # a key lost in a crash would make every stored password unreadable
     os.replace(tmp, path)
     return new
 
@@ -100,8 +141,7 @@ def open_worker_vault(key_file: str | Path | None = None) -> Vault:
         keys = [line.strip() for line in text.splitlines() if line.strip()]
         where = f"in {path}"
     else:
-        raw = os.environ.get(KEY_ENV, "")
-        keys = [k.strip().encode() for k in raw.split(",") if k.strip()]
+        keys = [k.encode() for k in _env_keys(os.environ.get(KEY_ENV, ""))]
         where = f"in {KEY_ENV}"
     if not keys:
         raise VaultError(
