@@ -19,7 +19,7 @@ from dataclasses import replace
 from tsl_hostapi import serialize
 from tsl_hostapi.types import Appointment, Deadline, Host, Record, RecordEvent, RecordRef, Reminder, User
 
-from . import PLUGIN_ID, shared_state, signals, snapshot, subscriptions
+from . import PLUGIN_ID, logfile, shared_state, signals, snapshot, subscriptions
 from .accounts import AccountStore, ExchangeSettings, backend_of
 from .credentials import Vault
 from .exchange.base import ExchangeBackend, MailboxAccount
@@ -93,6 +93,7 @@ class SyncRuntime:
     ):
         self.host = host
         self.data_dir = host.data_dir(PLUGIN_ID)
+        logfile.attach(self.data_dir)  # exchange-sync.log, rotated, credentials scrubbed
         # Where a change waits when the queue cannot take it, and a subscription change's intent.
         self.journal = Journal.at(self.data_dir)
         self.journal_waiting: Callable[[], None] = lambda: None  # the plugin wakes its replay here
@@ -351,6 +352,7 @@ class SyncRuntime:
         self.worker.stop()
         self._close_admin()
         self.outbox.close()
+        logfile.detach(self.data_dir)
 
     # Administration: the licence at run time, the firm's settings, the audit log, holding all pushes.
     def _init_admin(self) -> None:
