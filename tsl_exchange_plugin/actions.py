@@ -25,7 +25,8 @@ bulk_progress = signals.ns.signal(
     "bulk-progress", doc="action_id, done: int, total: int (contacts handled so far in a bulk action)"
 )
 cleanup_progress = signals.ns.signal(
-    "cleanup-progress", doc="done: int, total: int, user_id, outcome, message (one mailbox finished)"
+    "cleanup-progress",
+    doc="done: int, total: int, user_id, outcome, message, removed: int (one mailbox finished)",
 )
 
 NOT_ADMIN = "Nur ein Administrator darf das."
@@ -115,7 +116,13 @@ def run_cleanup(runtime: SyncRuntime, user: User, values: dict[str, Any]) -> Act
 
     def progress(done: int, total: int, res: Any) -> None:
         cleanup_progress.send(
-            runtime, done=done, total=total, user_id=res.user_id, outcome=res.outcome, message=res.message
+            runtime,
+            done=done,
+            total=total,
+            user_id=res.user_id,
+            outcome=res.outcome,
+            message=res.message,
+            removed=res.removed,
         )
 
     results = clean(
@@ -169,9 +176,11 @@ def bulk_subscribe(
     valid = [cid for cid in contact_ids if cid in existing]
     started = time.monotonic()
     bulk_progress.send(runtime, action_id=action_id, done=0, total=len(valid))
+    notice = BulkNotices(runtime.host, actor, "Exchange-Sync setzen" if add else "Exchange-Sync entfernen")
 
     def progress(done: int) -> None:
         bulk_progress.send(runtime, action_id=action_id, done=done, total=len(valid))
+        notice.step(done, len(valid))
 
     from .runtime import QueueDeferred
 
@@ -228,6 +237,43 @@ def bulk_subscribe(
     if deferred:
         message += f" {DEFERRED_MESSAGE}"
     return ActionResult(True, message, tuple(outcomes))
+
+
+class BulkNotices:
+    """Progress of a long bulk action for the user who started it.
+
+    Host API 1.x has no progress channel: ``tsl_run_action`` returns only when the action is
+    done, and ``Host.notify`` is the one way to tell a user something meanwhile. So a selection
+    of more than ``BULK_NOTICE_FROM`` contacts reports each tenth of the way as one notice
+    (never more than nine; the result says the rest), with counts and the rate. In-process
+    observers get every step on ``bulk_progress``."""
+
+    def __init__(self, host: Host, user: User, label: str, *, clock=time.monotonic) -> None:
+        self._host, self._user, self._label, self._clock = host, user, label, clock
+        self._started = clock()
+        self._tenth = 0
+
+    def step(self, done: int, total: int) -> None:
+        if total <= BULK_NOTICE_FROM or done >= total:
+            return
+        tenth = done * 10 // total
+        if tenth <= self._tenth:
+            return
+        self._tenth = tenth
+        from .progress import number, rate
+
+        elapsed = max(self._clock() - self._started, 1e-9)
+        self._host.notify(
+            f"{self._label}: {number(done)} von {number(total)} Kontakten vorbereitet "
+            f"({done * 100 // total} %, {rate(done / elapsed)} Elemente/s). Die Übertragung in die "
+            "Postfächer folgt in der Warteschlange.",
+            user_id=self._user.id,
+            level="info",
+        )
+
+
+BULK_NOTICE_FROM = 2 * BULK_CHUNK
+"""Selections up to this size finish in a few seconds and get only their result."""
 
 
 def _existing_contacts(runtime: SyncRuntime, contact_ids: list[str]) -> dict[str, Any]:

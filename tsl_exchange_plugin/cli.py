@@ -198,12 +198,14 @@ def _hostless_worker(args: argparse.Namespace, config) -> int:
 
 
 def _run_worker(args: argparse.Namespace, worker, outbox, gate=None) -> int:
+    from . import progress
+
     held = gate() if gate is not None else None
     if args.once:
         if held:
             print(f"{held} Es wird nichts übertragen.", file=sys.stderr)
             return 1
-        drained = worker.drain(timeout=args.timeout)
+        drained = progress.drain(worker, outbox, timeout=args.timeout)
         left = outbox.pending_count()
         print("Warteschlange leer." if drained else f"Noch {left} Änderungen offen.")
         return 0 if drained else 1
@@ -215,8 +217,28 @@ def _run_worker(args: argparse.Namespace, worker, outbox, gate=None) -> int:
         signal.signal(sig, lambda *_: stop.set())
     worker.start()
     print(f"Exchange-Sync-Worker läuft ({args.threads} Threads). Beenden mit Strg+C.", flush=True)
+    _initial_sync(outbox, stop)
     stop.wait()
     return 0
+
+
+def _initial_sync(outbox, stop: threading.Event, every: float = 0.5) -> None:
+    """What waited when the worker started (a first sync, a backlog after a pause), as a bar
+    until the queue is empty for the first time; after that only the status lines."""
+    from . import progress
+
+    start = outbox.pending_count()
+    if not start:
+        return
+    bar = progress.ProgressBar("Erstübertragung", start, "Elemente")
+    try:
+        while not stop.wait(every):
+            left = outbox.pending_count()
+            bar.update(max(0, start - left))
+            if not left:
+                break
+    finally:
+        bar.close("Warteschlange leer." if bar.done >= start else "")
 
 
 def cmd_test_connection(args: argparse.Namespace) -> int:
@@ -231,6 +253,8 @@ def cmd_test_connection(args: argparse.Namespace) -> int:
 
 
 def cmd_resync(args: argparse.Namespace) -> int:
+    from . import progress
+
     with _opened(args.data) as (host, runtime):
         user = _user(host, args.user)
         count = runtime.resync(user.id)
@@ -242,7 +266,7 @@ def cmd_resync(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
-        drained = runtime.worker.drain(timeout=args.timeout)
+        drained = progress.drain(runtime.worker, runtime.outbox, timeout=args.timeout, mailbox=user.id)
         left = runtime.outbox.pending_count(user.id)
         held = runtime.push_gate()
     if drained:
@@ -428,7 +452,8 @@ def cmd_status_admin(args: argparse.Namespace) -> int:
     """``status`` as before, with the summary line (licence hold) and, with ``--audit``, the audit log."""
     from dataclasses import asdict
 
-    from .status import Column, format_table, mailbox_addresses, mailbox_rows, summary
+    from .status import Column, mailbox_addresses, mailbox_rows, summary
+    from .tables import print_table
 
     unavailable = _queue_unavailable(args.data)
     if unavailable:
@@ -475,12 +500,9 @@ def cmd_status_admin(args: argparse.Namespace) -> int:
             ]
             for r in rows
         ]
-        lines = format_table(columns, table)
-        print(lines[0])
-        for line, r in zip(lines[1:], rows, strict=True):
-            print(line)
-            for failure in r.failures:
-                print(f"    fehlgeschlagen: {failure}")
+        notes = {i: [f"fehlgeschlagen: {f}" for f in r.failures] for i, r in enumerate(rows) if r.failures}
+        sys.stdout.flush()
+        print_table(columns, table, notes=notes)
         if args.audit:
             _print_audit(entries, mailbox_addresses(host, runtime))
         if args.parity:
@@ -517,7 +539,8 @@ def _queue_unavailable(data: str) -> str:
 
 def _print_audit(entries: list, addresses: dict[str, str] | None = None) -> None:
     from .audit import OP_LABELS
-    from .status import Column, format_table
+    from .status import Column
+    from .tables import print_table
 
     addresses = addresses or {}
     print()
@@ -537,13 +560,14 @@ def _print_audit(entries: list, addresses: dict[str, str] | None = None) -> None
         rows.append(
             [d["when"], mailbox, e.record_key, OP_LABELS.get(e.op, e.op), d["outcome_label"] + detail]
         )
-    for line in format_table(columns, rows):
-        print(line)
+    sys.stdout.flush()
+    print_table(columns, rows)
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
     """Remove the items the plugin created (also works while the plugin is disabled)."""
-    from .actions import run_cleanup
+    from . import progress
+    from .actions import cleanup_progress, run_cleanup
 
     with _opened(args.data) as (host, runtime):
         admin = next((u for u in host.list_users() if u.is_admin), None)
@@ -551,11 +575,21 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
             print("Kein Administrator im Host gefunden.")
             return 1
         users = [_user(host, u).id for u in args.user]
-        result = run_cleanup(
-            runtime,
-            admin,
-            {"users": users, "all_mailboxes": args.all, "confirm_over_limit": args.confirm_over_limit},
-        )
+        bar = progress.ProgressBar("Aufräumen", None, "Postfächer", items_unit="Elemente")
+
+        def on_mailbox(sender, *, done: int, total: int, removed: int = 0, **_) -> None:
+            bar.update(done, total=total, items=bar.items + removed)  # items: elements removed
+
+        cleanup_progress.connect(on_mailbox, weak=False)
+        try:
+            result = run_cleanup(
+                runtime,
+                admin,
+                {"users": users, "all_mailboxes": args.all, "confirm_over_limit": args.confirm_over_limit},
+            )
+        finally:
+            cleanup_progress.disconnect(on_mailbox)
+            bar.close()
         print(result.message)
         for o in result.outcomes:
             print(f"  [{o.status}] {o.message}")
@@ -564,9 +598,20 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
     """Compare one or every mailbox with the host now; repairs are queued and pushed."""
+    from . import progress
+
     with _opened(args.data) as (host, runtime):
         users = [_user(host, args.user).id] if args.user else None
-        reports = runtime.reconciler.sweep(users, dry_run=args.dry_run, confirmed=args.confirm_over_limit)
+        # items: our items compared in the mailboxes
+        with progress.ProgressBar("Abgleich", None, "Postfächer", items_unit="Elemente") as bar:
+            reports = runtime.reconciler.sweep(
+                users,
+                dry_run=args.dry_run,
+                confirmed=args.confirm_over_limit,
+                progress=lambda done, total, report: bar.update(
+                    done, total=total, items=bar.items + report.checked
+                ),
+            )
         if not reports:
             print("Kein Postfach mit aktivem Exchange-Sync.")
             return 0
@@ -581,7 +626,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
             parity = stored(runtime)
             if parity is not None:
                 print(parity.summary())
-            drained = runtime.worker.drain(timeout=args.timeout)
+            drained = progress.drain(runtime.worker, runtime.outbox, timeout=args.timeout)
             left = runtime.outbox.pending_count()
             print("Reparaturen übertragen." if drained else f"Noch {left} offen; der Worker überträgt sie.")
         return 0 if all(r.outcome == "done" for r in reports) else 1

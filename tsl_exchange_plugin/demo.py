@@ -17,7 +17,6 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from tsl_hostapi.types import RecordRef, SettingsContext
 
@@ -61,35 +60,29 @@ def _install_demo_licence(host) -> None:
 
 
 def _progress(runtime, timeout: float = 300.0) -> bool:
-    """Wait until the queue is empty (or the timeout passes). On a terminal a live line shows it
-    draining; otherwise (a log, a pipe) only the outcome is printed, so two runs print the same."""
-    interactive = sys.stdout.isatty()
-    pushed = {"n": 0}
-    lock = threading.Lock()
-    done = threading.Event()
+    """Wait until the queue is empty (or the timeout passes). On a terminal a live bar shows it
+    draining (counts, rate); otherwise (a log, a pipe) only the outcome is printed, so two runs
+    print the same."""
+    from .progress import ProgressBar
 
-    def on_push(sender, **extra):
-        with lock:
-            pushed["n"] += 1
+    done = threading.Event()
 
     def on_drained(sender, **extra):
         done.set()
 
-    signals.push_succeeded.connect(on_push, weak=False)
     signals.queue_drained.connect(on_drained, weak=False)
     try:
         deadline = time.monotonic() + timeout
-        pending = runtime.outbox.pending_count()
+        start = pending = runtime.outbox.pending_count()
+        bar = ProgressBar("  Übertragen", start, "Elemente", plain="quiet") if start else None
         while pending and time.monotonic() < deadline:
-            if interactive:
-                failed = len(runtime.outbox.jobs(status="failed"))
-                line = f"  Warteschlange: {pending:5d} offen, {pushed['n']:5d} übertragen, {failed} fehlgeschlagen"
-                print("\r" + line, end="", flush=True)
             done.wait(0.3)  # woken at once when the worker reports an empty queue
             done.clear()
             pending = runtime.outbox.pending_count()
-        if interactive:
-            print()
+            if bar is not None:
+                bar.update(max(0, start - pending))
+        if bar is not None:
+            bar.close()
         failed = len(runtime.outbox.jobs(status="failed"))
         if pending:
             _say(f"  Warteschlange: noch {pending} offen, {failed} fehlgeschlagen")
@@ -97,59 +90,22 @@ def _progress(runtime, timeout: float = 300.0) -> bool:
             _say(f"  Warteschlange leer ({failed} fehlgeschlagen).")
         return pending == 0
     finally:
-        signals.push_succeeded.disconnect(on_push)
         signals.queue_drained.disconnect(on_drained)
 
 
-def _fit(text: object, width: int) -> str:
-    """``text`` in a column of ``width``: cut with an ellipsis, never silently."""
-    value = " ".join(str(text or "").split())
-    if len(value) > width:
-        value = value[: width - 1] + "…"
-    return f"{value:<{width}}"
+def _phones(runtime, lawyers, today: dt.date) -> None:
+    """Each mailbox as the lawyer's phone shows it, read back through EWS or Graph."""
+    from . import demo_phone
+    from .tables import print_table
 
-
-def _local_day(value: object, zone: str = "Europe/Berlin") -> str:
-    """The sandbox stores UTC instants; a lawyer reads the date in the firm's zone."""
-    try:
-        instant = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return str(value)[:10]
-    return instant.astimezone(ZoneInfo(zone)).strftime("%d.%m.%Y")
-
-
-def _sort_key(text: object) -> str:
-    return str(text or "").casefold().translate(str.maketrans({"ä": "a", "ö": "o", "ü": "u", "ß": "ss"}))
-
-
-def _first_email(item: dict) -> str:
-    emails = item.get("email_addresses") or {}
-    if isinstance(emails, dict):
-        return str(next(iter(emails.values()), ""))
-    return str(emails[0]) if emails else ""
-
-
-def _table(engine, mailbox: str, name: str) -> None:
-    contacts = engine.list_items(mailbox, "contacts")
-    calendar = engine.list_items(mailbox, "calendar")
-    tasks = engine.list_items(mailbox, "tasks")
-    # A Microsoft 365 mailbox keeps the Wiedervorlagen in our To Do list.
-    for folder in engine.list_folders(mailbox):
-        if folder["folder_class"] == "IPF.Task" and folder["distinguished_id"] is None:
-            tasks += engine.list_items(mailbox, folder["id"])
     _say(
-        f"\nPostfach {mailbox} ({name}): {len(contacts)} Kontakte, "
-        f"{len(calendar)} Kalendereinträge (Termine, Fristen, Vorfristen), {len(tasks)} Aufgaben (Wiedervorlagen)"
+        f"\n8. So zeigen die Telefone der drei ihre Postfächer. „Heute“ ist in der Vorführung "
+        f"{demo_phone.day_of(today)} (der Tag der Beispielkanzlei, damit jeder Lauf dasselbe zeigt)."
     )
-    _say(f"  {_fit('Speichern unter', 34)} {_fit('Firma', 30)} {'E-Mail'}")
-    for item in sorted(contacts, key=lambda i: (_sort_key(i.get("file_as")), str(i.get("file_as"))))[:8]:
-        _say(
-            f"  {_fit(item.get('file_as'), 34)} {_fit(item.get('company_name'), 30)} {_first_email(item)}".rstrip()
-        )
-    if len(contacts) > 8:
-        _say(f"  … und {len(contacts) - 8} weitere Kontakte")
-    for item in sorted(calendar, key=lambda i: (str(i.get("start") or ""), str(i.get("subject") or "")))[:4]:
-        _say(f"  Kalender: {_local_day(item.get('start'))}  {_fit(item.get('subject'), 80).rstrip()}")
+    for lawyer in lawyers:
+        phone = demo_phone.read(runtime, lawyer.id, today)
+        sys.stdout.flush()
+        demo_phone.show(_say, print_table, lawyer.email, lawyer.name, phone, today)
 
 
 def _start_graph(server):
@@ -204,8 +160,13 @@ def _run(root: Path, *, keep: bool, contacts: int, port: int, kept: bool) -> int
     from tsl_hostapi.reference import ReferenceHost
     from tsl_hostapi.reference.sample_firm import generate_firm
 
+    from .exchange import ews  # noqa: F401 - see below
     from .plugin import runtime_for
     from .sandbox.server import SandboxServer
+
+    # exchangelib and requests are imported above, before the worker threads start: their
+    # first import from two threads at once (a worker's push and "Testen") can fail on their
+    # circular imports ("partially initialized module").
 
     _say("Exchange Sync für timeSensor LEGAL: Vorführung")
     _say(f"Daten: {root}" + ("" if kept else " (wird am Ende gelöscht; --data VERZEICHNIS behält sie)"))
@@ -323,18 +284,26 @@ def _story(host, server, graph, app, firm, lawyers, mailboxes, root: Path, *, ke
     )
     drained = _progress(runtime)
 
-    for lawyer in lawyers:
-        _table(server.engine, lawyer.email, lawyer.name)
+    _phones(runtime, lawyers, firm.today)
 
-    from .status import mailbox_rows
+    from .status import Column, mailbox_rows
+    from .tables import print_table
 
     _say("\nStatus (wie unter Schnittstellen › Exchange-Synchronisation):")
-    for row in mailbox_rows(host, runtime):
-        _say(
-            f"  {_fit(row.user_name, 30)} {_fit(row.state_label, 22)} offen {row.pending}, fehlgeschlagen {row.failed}"
-        )
-        for failure in row.failures:  # what the office must correct, with the reason
-            _say(f"    fehlgeschlagen: {failure}")
+    rows = mailbox_rows(host, runtime)
+    sys.stdout.flush()
+    print_table(
+        [
+            Column("Benutzer", 24),
+            Column("Zustand", 22),
+            Column("offen", 5, ">", cut=False),
+            Column("fehlgeschlagen", 0),
+        ],
+        [[r.user_name, r.state_label, r.pending, r.failed] for r in rows],
+        # what the office must correct, with the reason
+        notes={i: [f"fehlgeschlagen: {f}" for f in r.failures] for i, r in enumerate(rows) if r.failures},
+        indent=2,
+    )
 
     if keep:
         _say(

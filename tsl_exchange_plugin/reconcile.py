@@ -534,14 +534,24 @@ class Reconciler:
 
     # ------------------------------------------------------------------ a run
     def sweep(
-        self, user_ids: Iterable[str] | None = None, *, dry_run: bool = False, confirmed: bool = False
+        self,
+        user_ids: Iterable[str] | None = None,
+        *,
+        dry_run: bool = False,
+        confirmed: bool = False,
+        progress: Callable[[int, int, SweepReport], None] | None = None,
     ) -> list[SweepReport]:
-        """Sweep the given mailboxes (default: every enabled one), then publish the parity report."""
+        """Sweep the given mailboxes (default: every enabled one), then publish the parity report.
+        ``progress(done, total, report)`` after each mailbox (the command line's bar)."""
         with self._lock:
             ids = sorted(user_ids) if user_ids is not None else sorted(self.runtime.enabled_users())
             if not dry_run:
                 self._probe_servers(ids)
-            reports = [self.sweep_mailbox(uid, dry_run=dry_run, confirmed=confirmed) for uid in ids]
+            reports = []
+            for uid in ids:
+                reports.append(self.sweep_mailbox(uid, dry_run=dry_run, confirmed=confirmed))
+                if progress is not None:
+                    progress(len(reports), len(ids), reports[-1])
             done = [r for r in reports if r.outcome == "done"]
             if done and not dry_run:
                 publish(
