@@ -172,3 +172,29 @@ def test_a_long_bulk_action_tells_its_user_how_far_it_is(kanzlei):
         k.admin, f"{PLUGIN_ID}.set_sync", [c.ref for c in contacts[:50]], {"users": [k.lawyers[1].id]}
     )
     assert not [x for x in k.host.notifications[before:] if x.message.startswith("Exchange-Sync setzen:")]
+
+
+class _Backlog:
+    """A queue whose backlog shrinks by ``step`` each time it is asked."""
+
+    def __init__(self, total: int, step: int) -> None:
+        self.left, self.step = total, step
+
+    def pending_count(self, mailbox: str | None = None) -> int:
+        left = self.left
+        self.left = max(0, self.left - self.step)
+        return left
+
+
+def test_a_starting_worker_shows_its_initial_sync_until_the_queue_is_empty(capsys):
+    import threading
+
+    cli._initial_sync(_Backlog(1000, 50), threading.Event(), every=0)
+    lines = capsys.readouterr().err.splitlines()
+    assert 2 <= len(lines) <= 11, lines
+    assert all(line.startswith("Erstübertragung: ") for line in lines)
+    assert lines[-1].startswith("Erstübertragung: 1.000/1.000 Elemente (100 %)")
+    assert lines[-1].endswith("Warteschlange leer.")
+
+    cli._initial_sync(_Backlog(0, 1), threading.Event(), every=0)  # nothing waiting: nothing said
+    assert capsys.readouterr().err == ""
