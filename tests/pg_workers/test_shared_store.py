@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tsl_exchange_plugin.exchange.ews import ServerLimit
+from tsl_exchange_plugin.exchange.slots import ServerLimit
 from tsl_exchange_plugin.outbox.postgres import PostgresOutbox
 from tsl_exchange_plugin.outbox.sqlite import SQLiteOutbox
 from tsl_exchange_plugin.shared_state import (

@@ -60,11 +60,8 @@ import datetime as dt
 import html
 import itertools
 import logging
-import os
 import re
-import socket
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from decimal import Decimal
@@ -128,6 +125,7 @@ from .base import (
     TransientError,
     Written,
 )
+from .slots import ServerLimit
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -1125,88 +1123,6 @@ class EwsSession:
 
 def _replace_body(item: ExchangeItem, body: str) -> ExchangeItem:
     return dataclasses.replace(item, body=body)
-
-
-# --------------------------------------------------------------------------- the per-server limit
-
-
-SLOT_LEASE_SECONDS = 120.0  # SQLite: a dead process's slot is free again after this
-SLOT_PAUSES = (0.005, 0.1)  # first and longest pause between two tries for a shared slot
-SLOT_PATIENCE = 300.0  # then the request is given up as "server busy" and retried later
-
-
-class ServerLimit:
-    """The requests in flight to one Exchange server: at most ``limit``.
-
-    First this process's semaphore, so its own threads queue in memory and never poll the
-    store; then, with ``shared``, a slot in the queue's store, so that the limit holds for
-    all worker processes together. A slot is released after the answer (or the error) is in;
-    a process that dies holding one frees it through the store (see ``ServerSlots``).
-    A context manager, entered by every thread that sends a request to the server.
-    """
-
-    def __init__(self, server: str, limit: int, shared: ServerSlots | None = None) -> None:
-        self.server = server
-        self.limit = limit
-        self.shared = shared
-        self._sem = threading.BoundedSemaphore(limit)
-        self._held = threading.local()  # the slots this thread holds, innermost last
-
-    def __enter__(self) -> ServerLimit:
-        self._sem.acquire()
-        if self.shared is None:
-            return self
-        try:
-            slot = self._take_slot()
-        except BaseException:
-            self._sem.release()
-            raise
-        stack = getattr(self._held, "slots", None)
-        if stack is None:
-            stack = self._held.slots = []
-        stack.append((slot, self._holder()))
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            if self.shared is not None:
-                slot, holder = self._held.slots.pop()
-                try:
-                    self.shared.release_server_slot(self.server, slot, holder)
-                except Exception:  # the store is gone for a moment: the slot frees itself (session, lease)
-                    log.warning(
-                        "Exchange-Sync: Anfrage-Platz für %s nicht freigegeben", self.server, exc_info=True
-                    )
-        finally:
-            self._sem.release()
-
-    @staticmethod
-    def _holder() -> str:
-        return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
-
-    def _take_slot(self) -> int:
-        holder = self._holder()
-        pause, longest = SLOT_PAUSES
-        deadline = time.monotonic() + SLOT_PATIENCE
-        while True:
-            try:
-                slot = self.shared.acquire_server_slot(  # type: ignore[union-attr]
-                    self.server, self.limit, holder, lease_seconds=SLOT_LEASE_SECONDS
-                )
-            except Exception as exc:
-                raise TransientError(
-                    f"Die Warteschlange ist nicht erreichbar, um eine Anfrage an {self.server} anzumelden "
-                    f"({_short(exc)}); es wird später erneut versucht."
-                ) from None
-            if slot is not None:
-                return slot
-            if time.monotonic() >= deadline:
-                raise TransientError(
-                    f"Der Exchange-Server {self.server} hat seit {SLOT_PATIENCE:.0f} s {self.limit} Anfragen "
-                    "anderer Worker in Arbeit; es wird später erneut versucht."
-                )
-            time.sleep(pause)  # polling: the store has no "slot free" notice; the pause stays short
-            pause = min(longest, pause * 2)
 
 
 # --------------------------------------------------------------------------- reconcile sweep and fidelity
