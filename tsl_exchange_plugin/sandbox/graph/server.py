@@ -29,6 +29,7 @@ import copy
 import hashlib
 import json
 import logging
+import random
 import secrets
 import socket
 import threading
@@ -85,6 +86,7 @@ class GraphFault:
     inner: bool = False  # applies to one inner request of a $batch instead of the HTTP request
     code: str = ""
     fired: int = 0
+    probability: float = 1.0  # a matching request meets the fault with this chance (count: None)
 
 
 @dataclass
@@ -100,6 +102,11 @@ class _Call:
 
 @dataclass
 class LoggedRequest:
+    """One HTTP request as the sandbox saw it. ``started``/``finished``: UNIX seconds when it
+    arrived and when its answer went out (before the first byte, so a client cannot have read
+    it earlier); ``back_off``: the longest ``Retry-After`` of the answer, outer or inner;
+    ``throttled``: inner requests answered 429 or 503; ``faults``: injected faults that fired."""
+
     method: str
     path: str
     mailbox: str
@@ -107,6 +114,11 @@ class LoggedRequest:
     status: int = 0
     at: float = field(default_factory=time.monotonic)
     parts: list[tuple[str, str]] = field(default_factory=list)  # a $batch: (method, path) of each request
+    started: float = field(default_factory=time.time)
+    finished: float = 0.0
+    back_off: float | None = None
+    throttled: int = 0
+    faults: tuple[str, ...] = ()
 
 
 class GraphSandbox:
@@ -149,6 +161,10 @@ class GraphSandbox:
         self.internal_errors: list[str] = []
         self.token_requests = 0
         self.peak_in_flight: dict[str, int] = {}
+        # Requests refused because the mailbox already had ``concurrency`` in flight: a client
+        # that keeps Exchange Online's limit never meets this.
+        self.concurrency_refusals: dict[str, int] = {}
+        self._rng = random.Random(7)
         self._signing_key = secrets.token_bytes(32)
         self._lock = threading.Lock()
         self._in_flight: dict[tuple[str, str], int] = {}
@@ -403,6 +419,7 @@ class GraphSandbox:
                 )
             current = self._in_flight.get(key, 0)
             if current + slots > self.concurrency:
+                self.concurrency_refusals[mailbox] = self.concurrency_refusals.get(mailbox, 0) + 1
                 return GraphError(
                     429,
                     "ApplicationThrottled",
@@ -437,6 +454,8 @@ class GraphSandbox:
                     (not f.method or f.method == m) and (not f.path_contains or f.path_contains in p)
                     for m, p in wanted
                 ):
+                    continue
+                if f.probability < 1.0 and self._rng.random() >= f.probability:
                     continue
                 f.fired += 1
                 return f
@@ -891,6 +910,23 @@ def _aad(status: int, error: str, code: int, text: str) -> tuple[int, dict]:
     }
 
 
+def _note_inner_throttling(entry: LoggedRequest, out: Any) -> None:
+    """Inner answers of a $batch that asked the client to wait, into the log entry."""
+    if not isinstance(out, dict):
+        return
+    for item in out.get("responses") or ():
+        if item.get("status") not in (429, 503):
+            continue
+        entry.throttled += 1
+        raw = (item.get("headers") or {}).get("Retry-After")
+        try:
+            wait = float(raw) if raw is not None else None
+        except ValueError:
+            wait = None
+        if wait is not None and (entry.back_off is None or wait > entry.back_off):
+            entry.back_off = wait
+
+
 def _code_for(status: int) -> str:
     return {
         429: "TooManyRequests",
@@ -1079,6 +1115,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         data = b"" if body is None else json.dumps(body, ensure_ascii=False).encode()
+        self._finished()
         self.send_response(status)
         for k, v in (headers or {}).items():
             self.send_header(k, v)
@@ -1089,7 +1126,14 @@ class _Handler(BaseHTTPRequestHandler):
         if data and self.command != "HEAD":
             self.wfile.write(data)
 
+    def _finished(self) -> None:
+        entry = getattr(self, "_entry", None)
+        if entry is not None:
+            entry.finished = time.time()
+            self._entry = None
+
     def _drop(self) -> None:
+        self._finished()
         self.close_connection = True
         try:
             self.connection.shutdown(socket.SHUT_RDWR)
@@ -1175,15 +1219,18 @@ class _Handler(BaseHTTPRequestHandler):
             for r in ((body or {}).get("requests") or [] if inner else [])
             if isinstance(r, dict)
         ]
-        entry = LoggedRequest(self.command, gpath, mailbox, inner, parts=parts)
+        entry = self._entry = LoggedRequest(self.command, gpath, mailbox, inner, parts=parts)
         with sb._lock:
             sb.requests.append(entry)
         fault = sb._fault(self.command, gpath, mailbox, False, parts)
+        if fault is not None:
+            entry.faults = (fault.kind,)
         if fault is not None and fault.kind == "drop":
             return self._drop()
         if fault is not None and fault.kind == "status":
             h = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
             entry.status = fault.status
+            entry.back_off = float(fault.retry_after) if fault.retry_after is not None else None
             return self._send(
                 fault.status,
                 _error_body(
@@ -1213,6 +1260,7 @@ class _Handler(BaseHTTPRequestHandler):
                 err = sb._admit(app, mb, slots, n)
                 if err is not None:
                     entry.status = 429
+                    entry.back_off = float(err.headers.get("Retry-After", 0)) or None
                     return self._send(429, _error_body(err, headers), err.headers)
                 admitted.append((mb, slots))
             if sb.delay:
@@ -1228,6 +1276,7 @@ class _Handler(BaseHTTPRequestHandler):
             for mb, slots in admitted:
                 sb._leave(app, mb, slots)
         entry.status = status
+        _note_inner_throttling(entry, out if gpath == "/$batch" else None)
         if fault is not None and fault.kind == "drop_after_commit":
             return self._drop()
         if fault is not None and fault.kind == "hang_after_commit":
