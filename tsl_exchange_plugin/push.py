@@ -8,6 +8,9 @@ Rules (DESIGN.md, "Identity, exactly once"):
 * ItemNotFound on update means the user deleted the item on the phone: create it again.
 * A stale ChangeKey refreshes the ids by key and updates once more.
 * Deletes remove the item we know plus anything else carrying the same key.
+* An item answer that pauses the mailbox or the server (ErrorServerBusy or HTTP 429 for one
+  request of a batch) stops the slice as a whole-request pause would: its job and the
+  unfinished ones wait for the pause without counting an attempt.
 * A request the server refuses as a whole for its content (``RequestRejected``: nothing of
   it was written) is split in halves and sent again until the item that causes it stands
   alone; that item is refused with the server's reason, the others are written.
@@ -43,6 +46,7 @@ from .exchange.base import (
     MailboxSession,
     PerItem,
     RequestRejected,
+    Resting,
     TransientError,
     Written,
 )
@@ -63,6 +67,9 @@ class JobState:
     transient: str = ""  # try again later
     back_off: float | None = None
     pending: int = 0  # actions not yet confirmed
+    # An item answer that asked the whole mailbox (or server) to rest, e.g. a throttled request
+    # inside a batch: the job waits for that pause without counting an attempt.
+    paused: TransientError | None = None
 
 
 @dataclass
@@ -245,6 +252,11 @@ class Pusher:
                 self._do_creates(mailbox, session, creates, new_sync, guard)
             except ExchangeError as exc:
                 result.fatal = exc
+            paused = next((st.paused for st in states if st.paused is not None), None)
+            if paused is not None and (result.fatal is None or isinstance(result.fatal, Resting)):
+                # An item's answer paused the mailbox: that pause stops the claim, not a Resting
+                # met by a later request of this slice (which says only that it was not sent).
+                result.fatal = paused
         except LeaseLost:
             result.lost = True
         finally:
@@ -441,6 +453,11 @@ class Pusher:
 
     @staticmethod
     def _item_error(state: JobState, err: ExchangeError) -> None:
+        if isinstance(err, TransientError) and err.pause:
+            # Not this item's trouble: it stays pending and waits for the pause (see ``run``).
+            if state.paused is None:
+                state.paused = err
+            return
         if isinstance(err, (TransientError, Conflict)):
             state.transient = str(err) or type(err).__name__
             state.back_off = getattr(err, "back_off", None)

@@ -82,10 +82,13 @@ class RoutingBackend:
         # The runtime fills this before the first session (named subfolders, an EWS option).
         self.target_folders: dict[str, str] = getattr(ews, "target_folders", None) or {}
         self._shared_slots: Any = getattr(ews, "shared_slots", None)
+        if self._shared_slots is None:
+            self._shared_slots = getattr(graph, "shared_slots", None)
 
     @property
     def shared_slots(self) -> Any:
-        """The queue's store as the EWS per-server limit across processes (see ``EwsBackend``)."""
+        """The queue's store, for limits that hold across processes: requests per EWS server
+        (see ``EwsBackend``) and per Microsoft 365 mailbox (see ``GraphBackend``)."""
         return self._shared_slots
 
     @shared_slots.setter
@@ -94,6 +97,8 @@ class RoutingBackend:
             self._shared_slots = value
             if self._ews is not None:
                 self._ews.shared_slots = value
+            if self._graph is not None:
+                self._graph.shared_slots = value
 
     @property
     def ews(self) -> Any:
@@ -111,7 +116,7 @@ class RoutingBackend:
             if self._graph is None:
                 from ..graph.backend import GraphBackend
 
-                self._graph = GraphBackend()
+                self._graph = GraphBackend(shared_slots=self._shared_slots)
             return self._graph
 
     def session(self, account: MailboxAccount) -> MailboxSession:

@@ -14,10 +14,18 @@ How it behaves (facts in ``shared/graph-reference/NOTES.md``):
   each inner answer is translated on its own.
 - **Politeness.** At most 4 requests per mailbox in flight, counted across all sessions of the
   backend; a batch holds one slot per inner request, at most 4, because Graph runs a batch's
-  Outlook requests 4 at a time. A budget of 10,000 requests per 10 minutes per mailbox is kept
-  before sending: when it is used up, ``TransientError`` with the wait. 429 and 503 (outer or
-  inner) become ``TransientError`` with ``Retry-After`` as ``back_off``; the backend never waits or
-  retries a write itself.
+  Outlook requests 4 at a time. With several worker processes on one queue (``shared_slots``)
+  each request also holds the mailbox's slot in the queue's store, one request per mailbox at a
+  time across processes, so the sweep of the host and the pushes of worker processes never add
+  up to more than Exchange Online's 4. A budget of 10,000 requests per 10 minutes per mailbox
+  is kept before sending: when it is used up, the mailbox rests for the wait. In the worker,
+  every request goes through the worker's ``RequestGuard`` (as over EWS): one at a time per
+  mailbox, and none while the mailbox or the server rests.
+- **Back-off** (the same error classes as EWS, so the worker decides alike): 429, and 503 with
+  ``Retry-After``, outer or inner, pause that mailbox for the time asked (``pause="mailbox"``);
+  a connection that fails, a timeout and a 5xx answer to the whole request pause the server
+  (``pause="server"``: every Graph mailbox waits, one probe reopens it). The backend never
+  waits or retries a write itself.
 - **Unknown outcomes.** A create whose answer is lost (timeout, dropped connection, 500/504)
   raises or reports ``OutcomeUnknown``: the worker looks the keys up before creating again. Events
   also carry a ``transactionId``, so Graph itself drops a repeated create.
@@ -25,9 +33,12 @@ How it behaves (facts in ``shared/graph-reference/NOTES.md``):
   the linked resource's ``externalId``. Stored ids from the EWS backend are not valid Graph ids;
   Graph answers ``ErrorInvalidIdMalformed`` for them, reported as ``ItemNotFound`` so the worker
   finds the item by key and adopts it.
-- **Errors.** 401 asks msal for a fresh token once, then parks (``AuthFailed``); 403
-  ``ErrorAccessDenied`` or a mailbox without Exchange Online is a ``ConfigError`` for that
-  mailbox only. All messages are German and never contain a secret.
+- **Errors.** 401 asks msal for a fresh token once, then parks (``AuthFailed``; a wrong or
+  expired credential or missing consent is found at the token and parks every mailbox of that
+  app, each on its first request); 403 ``ErrorAccessDenied`` (RBAC for Applications, access
+  policy) or a mailbox without Exchange Online is a ``ConfigError`` for that mailbox only. A
+  request Graph refuses for its content (400) is ``RequestRejected``. All messages are German
+  and never contain a secret.
 """
 
 from __future__ import annotations
@@ -38,7 +49,8 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -59,9 +71,13 @@ from ..exchange.base import (
     MailboxAccount,
     OutcomeUnknown,
     PerItem,
+    RequestGuard,
+    RequestRejected,
+    ServerSlots,
     TransientError,
     Written,
 )
+from ..exchange.slots import ServerLimit
 from ..mapping.common import merge_body
 from ..mapping.items import CalendarEntry, ExchangeItem, TaskEntry
 from . import series as gseries
@@ -105,6 +121,14 @@ class _Slots:
             self._free += n
             self._cv.notify_all()
 
+    @contextmanager
+    def taking(self, n: int) -> Iterator[None]:
+        self.acquire(n)
+        try:
+            yield
+        finally:
+            self.release(n)
+
 
 class _Budget:
     """Requests sent to one mailbox in the sliding window."""
@@ -125,6 +149,7 @@ class _Budget:
                     "Das Anfragekontingent von Microsoft 365 für dieses Postfach (10.000 Anfragen in "
                     "10 Minuten) ist ausgeschöpft; es geht danach automatisch weiter.",
                     max(1.0, wait),
+                    pause="mailbox",
                 )
             self._sent.extend([now] * n)
 
@@ -141,7 +166,9 @@ class GraphBackend:
         budget: tuple[int, float] = BUDGET,
         clock=time.monotonic,
         todo_list: str = wire.TODO_LIST_NAME,
+        shared_slots: ServerSlots | None = None,
     ):
+        """``shared_slots``: the queue's store, when several processes push (see the module doc)."""
         if verify is None:
             # A firm behind a TLS-inspecting proxy (and the test sandbox) names its CA bundle here.
             verify = os.environ.get(CA_FILE_ENV) or True
@@ -157,6 +184,8 @@ class GraphBackend:
         self._lock = threading.Lock()
         self._slots: dict[str, _Slots] = {}
         self._budgets: dict[str, _Budget] = {}
+        self.shared_slots = shared_slots
+        self._shared: dict[str, ServerLimit] = {}
         self._lists_lock = threading.Lock()
         self._lists: dict[str, tuple[str, str]] = {}  # app|mailbox -> (our To Do list, the default list)
         self._client = httpx.Client(
@@ -168,6 +197,21 @@ class GraphBackend:
         key = f"{account.client_id}|{account.email.lower()}"
         with self._lock:
             return self._slots.setdefault(key, _Slots(self.concurrency))
+
+    def shared_limit(self, account: MailboxAccount) -> ServerLimit | None:
+        """The mailbox's slot in the queue's store (None in a single process): one request per
+        mailbox at a time across processes; a $batch may count as 4 at Exchange Online."""
+        shared = self.shared_slots
+        if shared is None:
+            return None
+        key = f"graph:{account.client_id}|{account.email.lower()}"
+        with self._lock:
+            limit = self._shared.get(key)
+            if limit is None or limit.shared is not shared:
+                limit = self._shared[key] = ServerLimit(
+                    key, 1, shared, label=f"Das Microsoft-365-Postfach {account.email}"
+                )
+            return limit
 
     def budget_of(self, account: MailboxAccount) -> _Budget:
         key = f"{account.client_id}|{account.email.lower()}"
@@ -211,6 +255,9 @@ class GraphSession:
         self._slots = backend.slots(account)
         self._budget = backend.budget_of(account)
         self._user = "/users/" + quote(account.email, safe="@.")
+        # Set by the worker: paces the requests to this mailbox and holds them while it or its
+        # server rests (see worker.py). None: every request goes (tools, "Testen", the sweep).
+        self.guard: RequestGuard | None = None
         if account.client_secret:
             # msal and httpx log at DEBUG; the secret is masked wherever it might appear.
             logredact.remember(account.client_id, account.client_secret)
@@ -224,30 +271,64 @@ class GraphSession:
         }
 
     def _post_batch(self, requests: list[dict], *, writing: bool, creating: bool) -> dict[str, Answer]:
-        """One $batch HTTP request; whole-request errors are raised."""
+        """One $batch HTTP request, inside the worker's guard; whole-request errors are raised.
+
+        The guard learns the outcome before the next request to this mailbox may start: a
+        throttled answer (outer, or an inner 429) pauses the mailbox, a failed connection or a
+        5xx the server."""
+        self._budget.take(len(requests))
+        guard = self.guard
+        turns.pause()  # waiting for the mailbox's turn or the server is waiting: another lane may build
+        try:
+            with guard.request() if guard is not None else nullcontext() as slot:
+                if slot is not None:
+                    slot.check()  # the mailbox or the server rests: nothing is sent
+                try:
+                    answers = self._send(requests, writing=writing, creating=creating)
+                except ExchangeError as err:
+                    if slot is not None:
+                        slot.failed(err)
+                    raise
+                if slot is not None:
+                    busy = self._throttled(answers, writing=writing, creating=creating)
+                    if busy is not None:
+                        slot.failed(busy)  # an inner 429: the next request waits for the pause
+                    else:
+                        slot.answered()
+                return answers
+        finally:
+            turns.resume()
+
+    def _send(self, requests: list[dict], *, writing: bool, creating: bool) -> dict[str, Answer]:
         n = len(requests)
-        self._budget.take(n)
         refreshed = False
+        shared = self._backend.shared_limit(self._account)
         while True:
             token = self._backend.tokens.token(self._account)
-            turns.pause()  # waiting for a slot or the server: another lane may build meanwhile
-            self._slots.acquire(n)
-            try:
-                resp = self._backend._client.post(
-                    self._account.graph_url.rstrip("/") + "/$batch",
-                    json={"requests": requests},
-                    headers=self._headers(token),
-                    timeout=self._account.timeout,
-                )
-            except httpx.TimeoutException:
-                raise self._lost(writing, creating, "Zeitüberschreitung") from None
-            except (httpx.ConnectError, httpx.ProxyError):
-                raise TransientError("Microsoft 365 ist nicht erreichbar (Verbindung abgelehnt).") from None
-            except httpx.TransportError as exc:
-                raise self._lost(writing, creating, f"Verbindung abgebrochen: {type(exc).__name__}") from None
-            finally:
-                self._slots.release(n)
-                turns.resume()
+            with self._slots.taking(n), shared if shared is not None else nullcontext():
+                try:
+                    resp = self._backend._client.post(
+                        self._account.graph_url.rstrip("/") + "/$batch",
+                        json={"requests": requests},
+                        headers=self._headers(token),
+                        timeout=self._account.timeout,
+                    )
+                except httpx.TimeoutException:
+                    raise self._lost(writing, creating, "Zeitüberschreitung") from None
+                except (httpx.ConnectError, httpx.ProxyError) as exc:
+                    if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "certificate verify failed" in str(exc):
+                        raise ConfigError(
+                            "Das TLS-Zertifikat des Microsoft-Graph-Endpunkts ist nicht vertrauenswürdig. "
+                            f"Bitte die Graph-Adresse prüfen oder die Zertifizierungsstelle mit {CA_FILE_ENV} "
+                            "angeben (TLS-prüfender Proxy)."
+                        ) from None
+                    raise TransientError(
+                        "Microsoft 365 ist nicht erreichbar (Verbindung abgelehnt).", pause="server"
+                    ) from None
+                except httpx.TransportError as exc:
+                    raise self._lost(
+                        writing, creating, f"Verbindung abgebrochen: {type(exc).__name__}"
+                    ) from None
             if resp.status_code == 401 and not refreshed:
                 refreshed = True  # an expired or revoked token: ask msal once more, then give up
                 self._backend.tokens.forget(self._account)
@@ -270,10 +351,28 @@ class GraphSession:
             pass
         raise self._whole(Answer(resp.status_code, dict(resp.headers), body), writing, creating)
 
+    def _throttled(
+        self, answers: dict[str, Answer], *, writing: bool, creating: bool
+    ) -> TransientError | None:
+        """The pause an answer of 200 still asks for: an inner request throttled for this mailbox
+        (the longest Retry-After of them), else None."""
+        busy: TransientError | None = None
+        for ans in answers.values():
+            if ans.status not in (429, 503):
+                continue
+            err = self._item_error(ans, writing=writing, creating=creating)
+            if isinstance(err, TransientError) and err.pause == "mailbox":
+                if busy is None or (err.back_off or 0.0) > (busy.back_off or 0.0):
+                    busy = err
+        return busy
+
     def _lost(self, writing: bool, creating: bool, why: str) -> ExchangeError:
+        # Nothing came back from the whole host: it waits as a server (one probe reopens it).
         if creating or writing:
-            return OutcomeUnknown(f"Antwort von Microsoft 365 verloren ({why}); der Stand wird geprüft.")
-        return TransientError(f"Microsoft 365 antwortet nicht ({why}).")
+            return OutcomeUnknown(
+                f"Antwort von Microsoft 365 verloren ({why}); der Stand wird geprüft.", pause="server"
+            )
+        return TransientError(f"Microsoft 365 antwortet nicht ({why}).", pause="server")
 
     def _whole(self, ans: Answer, writing: bool, creating: bool) -> ExchangeError:
         """An error that concerns the whole mailbox or request."""
@@ -295,17 +394,45 @@ class GraphSession:
                 f"Für {self._account.email} gibt es kein Exchange-Online-Postfach ({code}): nicht lizenziert, "
                 "gelöscht oder noch lokal (Hybrid). Bitte die Postfachadresse prüfen oder EWS verwenden."
             )
-        if status == 429 or status >= 500:
-            back_off = _retry_after(ans.headers)
-            text = (
-                "Microsoft 365 drosselt die Anfragen für dieses Postfach (429)."
-                if status == 429
-                else f"Microsoft 365 ist vorübergehend nicht verfügbar ({status})."
-            )
-            if status in (500, 504) and (writing or creating):
-                return OutcomeUnknown(text, back_off)
-            return TransientError(text, back_off if back_off is not None else None)
+        busy = self._busy(ans, writing=writing, creating=creating, inner=False)
+        if busy is not None:
+            return busy
+        if status in (400, 413):
+            # Refused for its content before anything of it was processed: the caller splits it.
+            return RequestRejected(f"Microsoft 365 hat die Anfrage als ungültig abgelehnt ({status} {code}).")
         return ConfigError(f"Microsoft 365 lehnt die Anfrage ab ({status} {code}).")
+
+    def _busy(self, ans: Answer, *, writing: bool, creating: bool, inner: bool) -> TransientError | None:
+        """429 and 5xx: what waits, and how long.
+
+        429, and 503 with Retry-After, are Exchange Online asking this mailbox to slow down: the
+        mailbox rests for the time asked (the worker's busy back-off when none is named). Any
+        other 5xx to the whole request is the service failing: the server rests (every Graph
+        mailbox, one probe reopens it). Inside a $batch a 5xx concerns that item; 502/503 there
+        still mean the mailbox's backend is unavailable, so the mailbox rests."""
+        status = ans.status
+        if status != 429 and status < 500:
+            return None
+        back_off = _retry_after(ans.headers)
+        if status == 429:
+            return TransientError(
+                "Microsoft 365 drosselt die Anfragen für dieses Postfach (429)"
+                + (f"; weiter in {back_off:g} s." if back_off else "."),
+                back_off,
+                pause="mailbox",
+            )
+        text = f"Microsoft 365 ist vorübergehend nicht verfügbar ({status})."
+        if status == 503 and back_off is not None:
+            return TransientError(text, back_off, pause="mailbox")
+        if inner:
+            if status in (502, 503):
+                return TransientError(text, back_off, pause="mailbox")
+            if writing or creating:
+                return OutcomeUnknown(text, back_off)
+            return TransientError(text, back_off)
+        if status in (500, 504) and (writing or creating):
+            return OutcomeUnknown(text, back_off, pause="server")
+        return TransientError(text, back_off, pause="server")
 
     def _item_error(self, ans: Answer, *, writing: bool, creating: bool) -> ExchangeError:
         code, message = _error_of(ans.body)
@@ -334,8 +461,9 @@ class GraphSession:
             return self._whole(ans, writing, creating)
         if status == 424:
             return TransientError("Eine vorausgehende Anfrage im Stapel ist fehlgeschlagen.")
-        if status == 429 or status >= 500:
-            return self._whole(ans, writing, creating)
+        busy = self._busy(ans, writing=writing, creating=creating, inner=True)
+        if busy is not None:
+            return busy
         if status >= 400:
             return ItemRejected(f"Microsoft 365 lehnt das Element ab ({code or status}): {message[:200]}")
         return ItemRejected(f"Unerwartete Antwort von Microsoft 365 ({status}).")
@@ -360,6 +488,7 @@ class GraphSession:
                     raise OutcomeUnknown(
                         f"{err} Ein Teil des Stapels wurde bereits geschrieben.",
                         getattr(err, "back_off", None),
+                        pause=getattr(err, "pause", ""),
                     ) from None
                 raise
             results: list[Answer | ExchangeError] = []
