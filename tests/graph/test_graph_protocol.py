@@ -122,6 +122,33 @@ def test_throttling_answers_carry_their_wait(graph_sandbox, gsession):
     assert isinstance(second, Written)
 
 
+@pytest.mark.parametrize(
+    "fault,pause,back_off",
+    [
+        (dict(kind="status", status=429, retry_after=7), "mailbox", 7.0),
+        (dict(kind="status", status=429), "mailbox", None),  # the worker's own busy back-off then
+        (dict(kind="status", status=503, retry_after=2), "mailbox", 2.0),
+        (dict(kind="status", status=503), "server", None),
+        (dict(kind="status", status=502), "server", None),
+        (dict(kind="status", status=500), "server", None),
+        (dict(kind="drop"), "server", None),
+        (dict(kind="status", status=429, retry_after=4, inner=True), "mailbox", 4.0),
+        (dict(kind="status", status=503, inner=True), "mailbox", None),
+    ],
+    ids=lambda v: "-".join(f"{k}={x}" for k, x in v.items()) if isinstance(v, dict) else str(v),
+)
+def test_each_failure_names_what_waits(graph_sandbox, gsession, fault, pause, back_off):
+    """The worker pauses the mailbox or the whole server by this (as for EWS): throttling is the
+    mailbox's, a service that fails or cannot be reached is the server's."""
+    gsession.find_all_ours("contact")  # the token first: the fault is the request's
+    fault = dict(fault)
+    graph_sandbox.inject(fault.pop("kind"), method="GET", **fault)
+    with pytest.raises(TransientError) as err:
+        gsession.find_by_keys("contact", ["contact:x"])
+    assert (err.value.pause, err.value.back_off) == (pause, back_off)
+    assert str(err.value) and "Microsoft 365" in str(err.value)
+
+
 def test_a_lost_answer_to_a_create_is_an_unknown_outcome(graph_sandbox, gsession, sandbox):
     graph_sandbox.inject("drop_after_commit", method="POST")
     with pytest.raises(OutcomeUnknown):
