@@ -4,9 +4,11 @@ The queue makes a change arrive once; this sweep makes the mailbox stay right. P
 
 1. What the host says the mailbox should hold: every record that concerns the user, mapped
    exactly as the worker maps it, with its content hash.
-2. What the mailbox holds of ours: a paged FindItem restricted to our extended property,
-   reading only the record key and ChangeKey (and the all-day date of calendar items for the
-   parity report). Items without our key are never listed, so never touched.
+2. What the mailbox holds of ours: a paged FindItem restricted to our extended property
+   (Graph: the same property as a ``$filter``; To Do tasks by their linked resource), reading
+   only the record key and ChangeKey (and the all-day date of calendar items for the parity
+   report). Items without our key are never listed, so never touched. EWS and Graph mailboxes
+   are swept alike (``SweepSession`` of each backend).
 3. Compare with the sync state:
    - no item and no sync entry: missing, pushed;
    - a sync entry but no item: deleted on the phone, recreated or reported (firm setting
@@ -271,7 +273,7 @@ class Reconciler:
                 started,
                 time.time(),
                 dry_run,
-                message="Der Abgleich ist für Postfächer über Microsoft Graph noch nicht verfügbar.",
+                message="Der Abgleich ist für diese Schnittstelle nicht verfügbar.",
             )
         try:
             for item_class in ITEM_CLASSES:

@@ -1,23 +1,46 @@
-"""The reconcile sweep end to end: reference host, the plugin through pluggy, exchangelib, the sandbox.
+"""The reconcile sweep end to end: reference host, the plugin through pluggy, the sandbox.
 
-Each of these stayed wrong before the sweep existed: nothing compared a mailbox with the host."""
+Each of these stayed wrong before the sweep existed: nothing compared a mailbox with the host.
+Every scenario runs twice: with the lawyers' mailboxes on EWS (exchangelib) and on Microsoft 365
+(Graph, httpx and msal). Both sandboxes serve the same store, so a phone edit or delete made
+there reaches the mailbox whichever protocol the plugin speaks."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Iterator
 from zoneinfo import ZoneInfo
 
+import pytest
 from exchangelib import Contact
 
 from tsl_exchange_plugin import PLUGIN_ID, signals
+from tsl_exchange_plugin.graph.wire import TODO_LIST_NAME
 from tsl_exchange_plugin.parity import stored
+from tsl_exchange_plugin.sandbox.graph.testing import graph_sandbox  # noqa: F401 - fixture
 from tsl_exchange_plugin.sandbox.testing import exchangelib_account
 from tsl_exchange_plugin.settings import RECONCILE_ACTION
 from tsl_hostapi.types import RecordRef
 
+from ..graph.conftest import make_kanzlei
+
 SET_SYNC = f"{PLUGIN_ID}.set_sync"
 BERLIN = ZoneInfo("Europe/Berlin")
+
+
+@pytest.fixture(params=["ews", "graph"])
+def kanzlei(request, tmp_path, sandbox, graph_sandbox, licence_key) -> Iterator:  # noqa: F811
+    """This module's firm, with its three lawyers on EWS and again on Microsoft 365."""
+    k = make_kanzlei(tmp_path, sandbox, graph_sandbox, licence_key, backend=request.param)
+    k.backend_name = request.param
+    if request.param == "graph":
+        # A test that changes a lawyer's Exchange tab keeps the mailbox on Microsoft 365.
+        k.configure = lambda user, password=None, **values: k.configure_graph(user, **values)
+    try:
+        yield k
+    finally:
+        k.host.close()
 
 
 def _open_deadline(k, user):
@@ -248,7 +271,10 @@ def test_a_mailbox_set_up_again_without_sync_state_ends_with_one_copy_per_key(ka
     finally:
         signals.sweep_done.receivers.clear()
     (report,) = done
-    assert report.mailbox == alice.id and report.count("surplus") >= len(before)
+    assert report.mailbox == alice.id and report.count("surplus") >= 1
+    if k.backend_name == "ews":
+        # Graph drops a repeated event create by its transactionId, so there only the tasks doubled.
+        assert report.count("surplus") >= len(before)
     keys = [i["extended_properties"]["tslRecordId"] for i in k.ours_any(alice, "calendar")]
     assert sorted(keys) == sorted(set(keys)) and set(keys) == before
 
@@ -270,3 +296,39 @@ def test_a_deadline_reassigned_while_disabled_moves_mailboxes_after_enabling(kan
     k.drain()
     assert k.ours(alice, deadline.ref.key, "calendar") == []  # an orphan now: removed
     assert len(k.ours(bob, deadline.ref.key, "calendar")) == 1  # missing there: pushed
+
+
+def _task_item(k, user, reminder):
+    """The Wiedervorlage's task in the mailbox: the Tasks folder over EWS, our To Do list over Graph."""
+    engine, mailbox = k.server.engine, k.mailbox_of[user.id]
+    folders = ["tasks"] + [f["id"] for f in engine.list_folders(mailbox) if f["name"] == TODO_LIST_NAME]
+    link = f"tsl://reminder/{reminder.id}"
+    return [
+        i for folder in folders for i in engine.list_items(mailbox, folder) if link in (i.get("body") or "")
+    ]
+
+
+def test_a_reminder_edited_on_the_phone_is_restored_and_a_deleted_one_recreated(kanzlei):
+    k = kanzlei
+    alice = k.lawyers[0]
+    reminder = next(
+        r
+        for r in k.host.iter_records("reminder")
+        if alice.id in r.responsible_ids and not r.done and r.due_date
+    )
+    (task,) = _task_item(k, alice, reminder)
+    mailbox = k.mailbox_of[alice.id]
+    k.server.engine.phone_edit(mailbox, task["item_id"], status="Completed", percent_complete=100)
+    (report,) = _sweep(k, alice)
+    assert [(f.kind, f.record_key) for f in report.findings] == [("phone_edit", reminder.ref.key)]
+    assert "Status" in report.findings[0].detail
+    (after,) = _task_item(k, alice, reminder)
+    assert after["status"] == "NotStarted" and after["item_id"] == task["item_id"]
+
+    k.server.engine.phone_delete(mailbox, after["item_id"])
+    (report,) = _sweep(k, alice)
+    assert [(f.kind, f.record_key) for f in report.findings] == [("phone_delete", reminder.ref.key)]
+    (again,) = _task_item(k, alice, reminder)
+    assert again["due_date"] == task["due_date"]
+    (clean,) = _sweep(k, alice)
+    assert clean.findings == () and clean.full_reads == 0

@@ -70,6 +70,8 @@ from ..exchange.base import (
     ItemRejected,
     MailboxAccount,
     OutcomeUnknown,
+    OwnedRef,
+    OwnedValues,
     PerItem,
     RequestGuard,
     RequestRejected,
@@ -80,8 +82,8 @@ from ..exchange.base import (
 from ..exchange.slots import ServerLimit
 from ..mapping.common import merge_body
 from ..mapping.items import CalendarEntry, ExchangeItem, TaskEntry
+from . import owned, sweep, wire
 from . import series as gseries
-from . import wire
 from .auth import TokenSource
 
 BATCH_LIMIT = 20
@@ -832,15 +834,23 @@ class GraphSession:
                 raise page
         return pages  # type: ignore[return-value]
 
-    def _filter_url(self, item_class: str, condition: str) -> str:
+    def _filter_url(
+        self, item_class: str, condition: str, *, select: str = "id,changeKey", top: int = PAGE
+    ) -> str:
         prop = wire.odata_quote(wire.RECORD_ID_PROPERTY)
         flt = f"singleValueExtendedProperties/Any(ep: ep/id eq {prop} and {condition})"
         exp = f"singleValueExtendedProperties($filter=id eq {prop})"
         q = lambda v: quote(v, safe="()'=,$")  # noqa: E731 - spaces as %20, never '+' (NOTES §6)
-        return (
-            f"{self._collection(item_class)}?$filter={q(flt)}&$expand={q(exp)}"
-            f"&$select=id,changeKey&$top={PAGE}"
-        )
+        return f"{self._collection(item_class)}?$filter={q(flt)}&$expand={q(exp)}&$select={select}&$top={top}"
+
+    def _page(self, url: str) -> tuple[list[dict], str]:
+        """One page of a collection and the (relative) link to the next one, or ""."""
+        (ans,) = self._run([self._req("GET", url)])
+        if isinstance(ans, ExchangeError):
+            raise ans
+        link = str((ans.body or {}).get("@odata.nextLink") or "")
+        base = self._account.graph_url.rstrip("/")
+        return list((ans.body or {}).get("value", [])), link[len(base) :] if link.startswith(base) else link
 
     def find_by_keys(self, item_class: ItemClass, record_keys: Sequence[str]) -> dict[str, list[ItemRef]]:
         keys = list(dict.fromkeys(k for k in record_keys if k))
@@ -892,6 +902,19 @@ class GraphSession:
         if isinstance(count, int):
             return count
         return len(self._pages([f"{self._collection(item_class)}?$select=id&$top={PAGE}"])[0])
+
+    # ------------------------------------------------------------------ SweepSession (graph/sweep.py)
+    def iter_ours(self, item_class: ItemClass, *, page_size: int = 1000) -> Iterator[list[OwnedRef]]:
+        return sweep.iter_ours(self, item_class, page_size=page_size)
+
+    def read_owned(self, item_class: ItemClass, refs: Sequence[ItemRef]) -> list[OwnedValues | ExchangeError]:
+        return sweep.read_owned(self, item_class, refs)
+
+    def owned_values(self, item: ExchangeItem) -> OwnedValues:
+        return owned.from_item(item)
+
+    def read_bodies(self, item_class: ItemClass, refs: Sequence[ItemRef]) -> list[str | ExchangeError]:
+        return sweep.read_bodies(self, item_class, refs)
 
     def server_time(self) -> float | None:
         """Microsoft's clock from the last answer's Date header (for "Testen"), or None."""
