@@ -11,6 +11,7 @@ import pytest
 
 from tsl_exchange_plugin import PLUGIN_ID
 from tsl_exchange_plugin.graph.wire import TODO_LIST_NAME
+from tsl_exchange_plugin.mapping.reminder import linked_record_key
 from tsl_exchange_plugin.sandbox.graph.convert import rest_id
 from tsl_exchange_plugin.sandbox.testing import SANDBOX_PASSWORDS
 from tsl_exchange_plugin.testing import make_kanzlei
@@ -113,12 +114,47 @@ def test_moving_to_graph_adopts_every_item_and_back_again(ekanzlei):
     assert item["job_title"] == "Syndikusanwältin" and item["item_id"] == before[contacts[0].ref.key][0][0]
     assert k.ours(alice, contacts[1].ref.key) == []
 
-    # And back to EWS: contacts and calendar items are adopted again.
+    # A Wiedervorlage saved while on Graph is a To Do task in our list: it cannot carry the
+    # extended property (todoTask has none), only its linked resource and the record link.
+    r2 = Reminder(
+        id="mig-wv2", due_date=dt.date(2026, 12, 3), subject="Akte Rückweg", responsible_ids=(alice.id,)
+    )
+    k.host.save(r2)
+    k.drain()
+    (on_graph,) = tasks_of(k, alice, r2)
+    assert on_graph["folder"] == TODO_LIST_NAME
+
+    # And back to EWS: contacts, calendar items and both Wiedervorlagen are adopted again, the one
+    # in the To Do list found by its record link; none is written twice.
     k.configure(alice, password=SANDBOX_PASSWORDS[k.mailbox_of[alice.id]])
     k.drain()
     back = snapshot(k, alice)
     counts = Counter({key: len(v) for key, v in back.items()})
-    assert all(n == 1 for key, n in counts.items() if not key.startswith("task:")), counts
+    assert all(n == 1 for n in counts.values()), counts
     for key in set(before) - {contacts[1].ref.key}:
-        if key.startswith(("contact:", "deadline:")):
+        if key.startswith(("contact:", "deadline:", "reminder:")):
             assert back[key][0][0] == before[key][0][0]
+    (adopted,) = tasks_of(k, alice, r2)
+    assert adopted["item_id"] == on_graph["item_id"] and adopted["change_key"] != on_graph["change_key"]
+    assert [t["item_id"] for t in tasks_of(k, alice, r)] == [before[r.ref.key][0][0]]
+
+    # Later edits over EWS reach the adopted task where it is.
+    k.host.save(dataclasses.replace(r2, done=True))
+    k.drain()
+    (done,) = tasks_of(k, alice, r2)
+    assert done["item_id"] == on_graph["item_id"] and done["status"] == "Completed"
+
+
+def tasks_of(k, user, reminder):
+    """Every task in the user's mailbox that carries this Wiedervorlage's record link (Tasks
+    folder and our To Do list), with the name of the folder it is in."""
+    engine, mb = k.server.engine, k.mailbox_of[user.id]
+    folders = {"tasks": "Tasks"} | {
+        f["id"]: f["name"] for f in engine.list_folders(mb) if f["name"] == TODO_LIST_NAME
+    }
+    return [
+        {**item, "folder": name}
+        for folder, name in folders.items()
+        for item in engine.list_items(mb, folder)
+        if linked_record_key(item.get("body") or "") == reminder.ref.key
+    ]

@@ -91,7 +91,7 @@ from exchangelib import (
 )
 from exchangelib import errors as exl_errors
 from exchangelib.fields import ExtendedPropertyField, FieldPath, InvalidField
-from exchangelib.folders import SHALLOW, Calendar, Contacts, Tasks
+from exchangelib.folders import DEEP, SHALLOW, Calendar, Contacts, Tasks
 from exchangelib.folders.queryset import SingleFolderQuerySet
 from exchangelib.indexed_properties import EmailAddress, PhoneNumber, PhysicalAddress
 from exchangelib.items import AUTO_RESOLVE, ID_ONLY, NEVER_OVERWRITE, SAVE_ONLY, SEND_TO_NONE
@@ -102,6 +102,7 @@ from exchangelib.services import CreateItem, UpdateItem
 from .. import logredact
 from ..mapping.common import merge_body, split_body
 from ..mapping.items import CalendarEntry, ContactItem, ExchangeItem, TaskEntry
+from ..mapping.reminder import TODO_LIST_NAME, linked_record_key
 from . import series as series_ews
 from . import turns
 from .base import (
@@ -962,6 +963,8 @@ class EwsSession:
             for key, ref in self._find(folder, query):
                 if key in found:
                     found[key].append(ref)
+        if item_class == "task" and any(not refs for refs in found.values()):
+            _merge_refs(found, self.todo_tasks(), only_known=True)
         return found
 
     def find_all_ours(self, item_class: ItemClass) -> dict[str, list[ItemRef]]:
@@ -970,7 +973,41 @@ class EwsSession:
         for key, ref in self._find(folder, Q(**{f"{RECORD_ID_FIELD}__exists": True})):
             if key:
                 found.setdefault(key, []).append(ref)
+        if item_class == "task":
+            _merge_refs(found, self.todo_tasks())
         return found
+
+    def todo_tasks(self) -> dict[str, list[ItemRef]]:
+        """Wiedervorlagen the Graph backend wrote, by key: To Do tasks in the list of that name, a
+        task folder of the mailbox. A To Do task cannot carry our extended property (NOTES §10),
+        so it is recognised by the record link in the plugin's part of its body, as the Graph
+        backend recognises ours in the default list. Empty in a mailbox that never was on Graph
+        (one FindFolder per session)."""
+        if "todo" not in self._folders:
+            with turns.sitting_out():
+                self._folders["todo"] = self._call(self._find_todo_lists)
+        found: dict[str, list[ItemRef]] = {}
+        for folder in self._folders["todo"]:
+
+            def run(folder: Any = folder) -> list[tuple[str, ItemRef]]:
+                out = []
+                for it in folder.all().only("body", "changekey"):
+                    if isinstance(it, BaseException):
+                        raise it
+                    out.append((linked_record_key(_body_text(it.body)), ItemRef(it.id, it.changekey)))
+                return out
+
+            for key, ref in self._call(run):
+                if key:
+                    found.setdefault(key, []).append(ref)
+        return found
+
+    def _find_todo_lists(self) -> list[Any]:
+        root = self._account.msg_folder_root
+        matches = (
+            SingleFolderQuerySet(account=self._account, folder=root).depth(DEEP).filter(name=TODO_LIST_NAME)
+        )
+        return [f for f in matches if isinstance(f, Tasks)]
 
     def folder_count(self, item_class: ItemClass) -> int:
         folder = self.folder(item_class)
@@ -1121,6 +1158,21 @@ class EwsSession:
         return out
 
 
+def _merge_refs(
+    found: dict[str, list[ItemRef]], more: dict[str, list[ItemRef]], *, only_known: bool = False
+) -> None:
+    """Add ``more`` to ``found``, each item once (a named task folder may be both the target
+    folder and a To Do list of the same name)."""
+    seen = {r.item_id for refs in found.values() for r in refs}
+    for key, refs in more.items():
+        if only_known and key not in found:
+            continue
+        new = [r for r in refs if r.item_id not in seen]
+        if new:
+            found.setdefault(key, []).extend(new)
+            seen.update(r.item_id for r in new)
+
+
 def _replace_body(item: ExchangeItem, body: str) -> ExchangeItem:
     return dataclasses.replace(item, body=body)
 
@@ -1238,11 +1290,23 @@ def _sweep_iter_ours(
                 out.append(OwnedRef(key, it.id, it.changekey, day))
         return out
 
+    seen: set[str] = set()
     while True:
         batch = self._call(page)
         if not batch:
-            return
+            break
+        seen.update(r.item_id for r in batch)
         yield batch
+    if item_class == "task":
+        # Wiedervorlagen the Graph backend wrote, in its To Do list (see ``todo_tasks``).
+        extra = [
+            OwnedRef(key, ref.item_id, ref.change_key)
+            for key, refs in self.todo_tasks().items()
+            for ref in refs
+            if ref.item_id not in seen
+        ]
+        if extra:
+            yield extra
 
 
 def _findable(path: FieldPath) -> FieldPath:

@@ -32,19 +32,19 @@ import hashlib
 import re
 import zoneinfo
 from typing import Any
-from urllib.parse import unquote
 
 from tsl_hostapi.types import RecordRef
 
 from ..mapping.common import compose_body, split_body
 from ..mapping.context import record_link
 from ..mapping.items import CalendarEntry, ContactItem, ExchangeItem, Series, TaskEntry
+from ..mapping.reminder import TODO_LIST_NAME as TODO_LIST_NAME  # noqa: F401 - the list name, re-exported
+from ..mapping.reminder import linked_record_key
 from .zones import windows_zone
 
 PS_PUBLIC_STRINGS = "{00020329-0000-0000-C000-000000000046}"
 RECORD_ID_PROPERTY = f"String {PS_PUBLIC_STRINGS} Name tslRecordId"
 APPLICATION_NAME = "timeSensor LEGAL"
-TODO_LIST_NAME = "timeSensor LEGAL"
 
 FREE_BUSY = {
     "Free": "free",
@@ -333,15 +333,10 @@ def record_key_of(item_class: str, data: dict[str, Any]) -> str:
     return ""
 
 
-_LINK_LINE = re.compile(r"^In timeSensor LEGAL: tsl://(reminder)/(\S+)$", re.MULTILINE)
-
-
 def record_key_from_link(data: dict[str, Any]) -> str:
     """The key of a Wiedervorlage the EWS backend wrote (a task in the default list, no linked
     resource): the record link line in the plugin's part of the body, above the marker."""
-    head, _ = split_body(body_text("task", data))
-    m = _LINK_LINE.search(head)
-    return f"{m.group(1)}:{unquote(m.group(2))}" if m else ""
+    return linked_record_key(body_text("task", data))
 
 
 def odata_quote(value: str) -> str:

@@ -10,15 +10,41 @@ rather than refused. Done means completed, and a completed task has no reminder.
 from __future__ import annotations
 
 import datetime as dt
+import re
+from urllib.parse import unquote
 
 from tsl_hostapi.types import Reminder
 
-from .common import SHORT_TEXT_LIMIT, MappingError, clean_text, compose_body, short
-from .context import MappingContext, case_refs, categories, check_date, check_offset, record_link, user_names
+from .common import SHORT_TEXT_LIMIT, MappingError, clean_text, compose_body, short, split_body
+from .context import (
+    LINK_SCHEME,
+    MappingContext,
+    case_refs,
+    categories,
+    check_date,
+    check_offset,
+    record_link,
+    user_names,
+)
 from .items import TaskEntry
 
 REMINDER_CATEGORY = "Wiedervorlage"
 SUBJECT_PREFIX = "WV"
+LINK_LABEL = "In timeSensor LEGAL: "
+# The Microsoft To Do list the Graph backend keeps Wiedervorlagen in; over EWS it is a task folder
+# of that name, where the EWS backend finds them again after a mailbox moved back from Graph.
+TODO_LIST_NAME = "timeSensor LEGAL"
+# The record link line of a Wiedervorlage's body: how a task the other backend wrote is
+# recognised where it cannot carry our extended property (a To Do task has none, NOTES §10).
+_LINK_LINE = re.compile(rf"^{re.escape(LINK_LABEL)}{LINK_SCHEME}://(reminder)/(\S+)$", re.MULTILINE)
+
+
+def linked_record_key(body: str) -> str:
+    """The record key of the Wiedervorlage whose link stands in the plugin's part of ``body``
+    (above the marker: a link the user pasted into their notes does not count), or ""."""
+    head, _ = split_body(body)
+    m = _LINK_LINE.search(head)
+    return f"{m.group(1)}:{unquote(m.group(2))}" if m else ""
 
 
 def reminder_moment(day: dt.date, ctx: MappingContext) -> dt.datetime | None:
@@ -60,7 +86,7 @@ def map_reminder(reminder: Reminder, ctx: MappingContext) -> TaskEntry:
             [
                 "\n".join(facts),
                 clean_text(reminder.notes),
-                f"In timeSensor LEGAL: {record_link(reminder.ref)}",
+                f"{LINK_LABEL}{record_link(reminder.ref)}",
             ]
         ),
         categories=categories(ctx, REMINDER_CATEGORY),
