@@ -2,8 +2,10 @@
 
 The grid: deadlines due on each date of 2026-01-01..2028-12-31, each with all four
 zone users responsible, saved in one host transaction, pushed by the plugin's worker
-through unmodified exchangelib into the sandbox, then read back in bulk with a second
-exchangelib account per mailbox.
+through unmodified exchangelib into the sandbox (``ews``), or through Microsoft Graph into
+Microsoft 365 mailboxes (``graph``: the Graph sandbox over the same store), then read back in
+bulk with a second exchangelib account per mailbox: what a lawyer sees does not depend on the
+protocol that wrote it.
 
 Default (CI): every day on which Europe/Berlin, Vienna or Zurich switch DST in
 2026-2028 plus the days either side, 29 February 2028 and its neighbours, the first
@@ -34,19 +36,32 @@ import os
 import random
 import time
 import zoneinfo
+from collections.abc import Iterator
 
 import pytest
 from exchangelib import EWSDate, EWSDateTime
 
 from tsl_exchange_plugin.exchange.ews import RECORD_ID_FIELD
+from tsl_exchange_plugin.sandbox.graph.testing import graph_sandbox  # noqa: F401 - fixture
 from tsl_hostapi.types import Deadline
 
+from ..graph.conftest import kanzlei_on
 from .conftest import ZONES, dst_switches, local_midnight_utc
 
 FULL = os.environ.get("TSL_DATE_GRID", "").lower() == "full"
 FIRST, LAST = dt.date(2026, 1, 1), dt.date(2028, 12, 31)
 SAMPLE_SEED = 20260101
 SAMPLE_SIZE = 30
+
+
+@pytest.fixture(params=["ews", "graph"])
+def kanzlei(request, tmp_path, sandbox, graph_sandbox, licence_key) -> Iterator:  # noqa: F811
+    """This module's firm (under ``cal``), with the lawyers on EWS and again on Microsoft 365."""
+    k = kanzlei_on(request.param, tmp_path, sandbox, graph_sandbox, licence_key)
+    try:
+        yield k
+    finally:
+        k.host.close()
 
 
 def all_days() -> list[dt.date]:
@@ -107,6 +122,11 @@ def test_all_day_deadlines_land_on_their_own_date(cal):
     k.drain(timeout=1500 if FULL else 90)
     pushed = time.monotonic() - started
     assert cal.failed() == {}
+    if k.backend_name == "graph":  # written through Graph only: the EWS endpoint saw no create
+        assert not any(
+            k.server.engine.request_counts(k.mailbox_of[u.id]).get("CreateItem") for u in cal.users
+        )
+        assert len([r for r in k.graph.log() if r.method == "POST" and r.inner]) >= len(days) * 4 // 20
 
     for zone, user in cal.by_zone.items():
         as_read = cal.read(user, "calendar", "start", "end", "is_all_day", "subject")

@@ -23,7 +23,7 @@ from tsl_exchange_plugin.sandbox.testing import exchangelib_account
 from tsl_exchange_plugin.settings import RECONCILE_ACTION
 from tsl_hostapi.types import RecordRef
 
-from ..graph.conftest import make_kanzlei
+from ..graph.conftest import kanzlei_on
 
 SET_SYNC = f"{PLUGIN_ID}.set_sync"
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -32,11 +32,7 @@ BERLIN = ZoneInfo("Europe/Berlin")
 @pytest.fixture(params=["ews", "graph"])
 def kanzlei(request, tmp_path, sandbox, graph_sandbox, licence_key) -> Iterator:  # noqa: F811
     """This module's firm, with its three lawyers on EWS and again on Microsoft 365."""
-    k = make_kanzlei(tmp_path, sandbox, graph_sandbox, licence_key, backend=request.param)
-    k.backend_name = request.param
-    if request.param == "graph":
-        # A test that changes a lawyer's Exchange tab keeps the mailbox on Microsoft 365.
-        k.configure = lambda user, password=None, **values: k.configure_graph(user, **values)
+    k = kanzlei_on(request.param, tmp_path, sandbox, graph_sandbox, licence_key)
     try:
         yield k
     finally:
