@@ -203,3 +203,13 @@ def make_kanzlei(tmp_path: Path, sandbox, graph, licence_key, *, backend: str) -
             k.configure(user, password=SANDBOX_PASSWORDS[k.mailbox_of[user.id]])
     k.drain()
     return k
+
+
+def kanzlei_on(backend: str, tmp_path: Path, sandbox, graph, licence_key) -> GraphKanzlei:
+    """The firm with its lawyers on ``backend`` ("ews" or "graph"), for suites that run their
+    end-to-end scenarios against both: on Graph, a test's change to a lawyer's Exchange tab
+    (``configure``) keeps the mailbox on Microsoft 365. The caller closes ``k.host``."""
+    k = make_kanzlei(tmp_path, sandbox, graph, licence_key, backend=backend)
+    if backend == "graph":
+        k.configure = lambda user, password=None, **values: k.configure_graph(user, **values)  # type: ignore[method-assign]
+    return k

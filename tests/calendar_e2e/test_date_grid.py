@@ -36,7 +36,6 @@ import os
 import random
 import time
 import zoneinfo
-from collections.abc import Iterator
 
 import pytest
 from exchangelib import EWSDate, EWSDateTime
@@ -45,23 +44,12 @@ from tsl_exchange_plugin.exchange.ews import RECORD_ID_FIELD
 from tsl_exchange_plugin.sandbox.graph.testing import graph_sandbox  # noqa: F401 - fixture
 from tsl_hostapi.types import Deadline
 
-from ..graph.conftest import kanzlei_on
 from .conftest import ZONES, dst_switches, local_midnight_utc
 
 FULL = os.environ.get("TSL_DATE_GRID", "").lower() == "full"
 FIRST, LAST = dt.date(2026, 1, 1), dt.date(2028, 12, 31)
 SAMPLE_SEED = 20260101
 SAMPLE_SIZE = 30
-
-
-@pytest.fixture(params=["ews", "graph"])
-def kanzlei(request, tmp_path, sandbox, graph_sandbox, licence_key) -> Iterator:  # noqa: F811
-    """This module's firm (under ``cal``), with the lawyers on EWS and again on Microsoft 365."""
-    k = kanzlei_on(request.param, tmp_path, sandbox, graph_sandbox, licence_key)
-    try:
-        yield k
-    finally:
-        k.host.close()
 
 
 def all_days() -> list[dt.date]:
@@ -103,7 +91,8 @@ def test_ci_sample_covers_what_the_issue_names():
 
 
 @pytest.mark.timeout(1800 if FULL else 120)
-def test_all_day_deadlines_land_on_their_own_date(cal):
+def test_all_day_deadlines_land_on_their_own_date(anycal):
+    cal = anycal
     k = cal.k
     days = all_days() if FULL else ci_days()
     deadlines = [
@@ -122,7 +111,7 @@ def test_all_day_deadlines_land_on_their_own_date(cal):
     k.drain(timeout=1500 if FULL else 90)
     pushed = time.monotonic() - started
     assert cal.failed() == {}
-    if k.backend_name == "graph":  # written through Graph only: the EWS endpoint saw no create
+    if cal.backend == "graph":  # written through Graph only: the EWS endpoint saw no create
         assert not any(
             k.server.engine.request_counts(k.mailbox_of[u.id]).get("CreateItem") for u in cal.users
         )

@@ -47,14 +47,3 @@ def anykanzlei(request, tmp_path, sandbox, graph_sandbox, licence_key) -> Iterat
         yield k
     finally:
         k.host.close()
-
-
-def kanzlei_on(backend: str, tmp_path: Path, sandbox, graph, licence_key) -> GraphKanzlei:  # noqa: F811
-    """The firm with its lawyers on ``backend`` ("ews" or "graph"), for suites that run their
-    end-to-end scenarios against both: on Graph, a test's change to a lawyer's Exchange tab
-    (``configure``) keeps the mailbox on Microsoft 365. The caller closes ``k.host``."""
-    k = make_kanzlei(tmp_path, sandbox, graph, licence_key, backend=backend)
-    k.backend_name = backend
-    if backend == "graph":
-        k.configure = lambda user, password=None, **values: k.configure_graph(user, **values)
-    return k

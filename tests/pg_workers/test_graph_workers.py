@@ -23,10 +23,9 @@ from tsl_exchange_plugin.outbox.postgres import PostgresOutbox
 from tsl_exchange_plugin.plugin import runtime_for
 from tsl_exchange_plugin.runtime import FIRM_KEY
 from tsl_exchange_plugin.sandbox.graph.testing import graph_sandbox  # noqa: F401 - fixture
-from tsl_exchange_plugin.testing import wait_for
+from tsl_exchange_plugin.testing import make_kanzlei, wait_for
 from tsl_hostapi.reference.sample_firm import generate_firm
 
-from ..graph.conftest import make_kanzlei
 from .conftest import Workers
 from .test_external_workers import listeners, subscribe
 

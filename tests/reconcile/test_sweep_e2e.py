@@ -21,9 +21,8 @@ from tsl_exchange_plugin.parity import stored
 from tsl_exchange_plugin.sandbox.graph.testing import graph_sandbox  # noqa: F401 - fixture
 from tsl_exchange_plugin.sandbox.testing import exchangelib_account
 from tsl_exchange_plugin.settings import RECONCILE_ACTION
+from tsl_exchange_plugin.testing import kanzlei_on
 from tsl_hostapi.types import RecordRef
-
-from ..graph.conftest import kanzlei_on
 
 SET_SYNC = f"{PLUGIN_ID}.set_sync"
 BERLIN = ZoneInfo("Europe/Berlin")
