@@ -390,6 +390,15 @@ def test_complete_many(outbox):
     assert acked == [True, True, False, True]
     assert [(j.record_key, j.version) for j in outbox.jobs()] == [("contact:2", 2)]
     assert outbox.sync_keys("anna") == ["contact:0", "contact:1", "contact:2"]
+    # In the order given: a pair written twice keeps the later entry; written and removed, it is gone.
+    outbox.complete_many(
+        [],
+        [entry("anna", "contact:5", "A"), entry("anna", "contact:5", "B"), entry("anna", "contact:6")],
+        [("anna", "contact:6")],
+    )
+    assert {k: e.item_id for k, e in outbox.get_sync("anna", ["contact:5", "contact:6"]).items()} == {
+        "contact:5": "B"
+    }
 
 
 # -- waking workers ----------------------------------------------------------------------------------------

@@ -95,6 +95,23 @@ def test_a_probe_without_a_verdict_lets_the_next_claim_probe(outbox):
     assert second is not None and second.probe
 
 
+def test_a_probe_counts_a_hand_out_only_for_the_jobs_it_hands_out(outbox):
+    # A job counted as handed out before may have been written by its last holder, so the next
+    # holder looks it up in the mailbox first: jobs a probe leaves behind must not look like that.
+    _enqueue(outbox, "anna", jobs=5)
+    outbox.note_server("anna", SERVER)
+    step = outbox.server_failed(SERVER, lambda failures: 5.0)
+    later = step.paused_until + 1
+    probe = outbox.claim("w1", now=later, probe_limit=2)
+    assert probe is not None and probe.probe and len(probe.jobs) == 2
+    outbox.release(probe)
+    outbox.end_probe(SERVER, "w1")
+    handed_out = {job.record_key for job in probe.jobs}
+    assert {job.record_key: job.claims for job in outbox.jobs()} == {
+        f"contact:{i}": int(f"contact:{i}" in handed_out) for i in range(5)
+    }
+
+
 def test_a_pause_survives_reopening_the_store(open_store):
     first = open_store()
     _enqueue(first, "anna")

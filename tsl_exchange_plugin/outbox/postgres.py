@@ -54,10 +54,12 @@ from .rows import (
 SCHEMA_VERSION = 2
 
 # Transaction start time in UNIX seconds: stable within one transaction, so a claim's
-# pick and its lease use the same instant.
-_NOW = "extract(epoch from now())::float8"
+# pick and its lease use the same instant. date_part, not extract: extract answers a
+# numeric, and its cast to float8 goes through text (a real cost in the claim's per-row
+# filters); both round the same exact value, so the two forms are equal.
+_NOW = "date_part('epoch', now())"
 # The server's clock right now (for lease checks late in a transaction).
-_CLOCK = "extract(epoch from clock_timestamp())::float8"
+_CLOCK = "date_part('epoch', clock_timestamp())"
 
 _TABLES = [
     "CREATE SCHEMA IF NOT EXISTS {s}",
@@ -169,6 +171,61 @@ _FUNCTIONS = [
         IF NOT FOUND THEN
             RAISE EXCEPTION 'lease on % is no longer held with token %', p_mailbox, p_token
                 USING ERRCODE = '{FENCE_SQLSTATE}';
+        END IF;
+    END
+    $fn$""",
+    # A worker's outcome in ONE statement (one round trip, its own transaction): the lease
+    # check first, then the acks, then the sync state in the given order (entries written
+    # before removals, each entry as if on its own, as executemany would), then the
+    # tombstones' pruning. A NULL token writes without a lease check. Returns the jobs
+    # acked and their snapshots' hashes (which may now be unreferenced).
+    # A pushed delete leaves its version as a tombstone (see the SQLite store).
+    f"""CREATE OR REPLACE FUNCTION {{s}}.complete(
+        p_mailbox text, p_worker text, p_token bigint, p_ids bigint[], p_versions integer[],
+        p_sync_mailbox text[], p_sync_key text[], p_item_id text[], p_change_key text[],
+        p_content_hash text[], p_item_class text[], p_updated_at float8[], p_source_version bigint[],
+        p_removed_mailbox text[], p_removed_key text[], p_prune_seconds float8)
+    RETURNS TABLE (acked_id bigint, acked_hash text) LANGUAGE plpgsql
+    SET plan_cache_mode = force_generic_plan AS $fn$
+    BEGIN
+        IF p_token IS NOT NULL THEN
+            PERFORM {{s}}.fence(p_mailbox, p_worker, p_token);
+        END IF;
+        IF cardinality(p_ids) > 0 THEN
+            RETURN QUERY
+            WITH d AS (
+                DELETE FROM {{s}}.jobs AS j USING unnest(p_ids, p_versions) AS a(id, version)
+                WHERE j.id = a.id AND j.version = a.version
+                RETURNING j.id, j.payload_hash, j.op, j.mailbox, j.record_key, j.source_version
+            ), t AS (
+                INSERT INTO {{s}}.tombstones AS t (mailbox, record_key, source_version, deleted_at)
+                SELECT d.mailbox, d.record_key, d.source_version, {_NOW} FROM d
+                WHERE d.op = 'delete' AND d.source_version > 0
+                ON CONFLICT (mailbox, record_key) DO UPDATE SET
+                    source_version = GREATEST(t.source_version, EXCLUDED.source_version),
+                    deleted_at = EXCLUDED.deleted_at
+            )
+            SELECT d.id, d.payload_hash FROM d;
+        END IF;
+        FOR i IN 1 .. COALESCE(cardinality(p_sync_mailbox), 0) LOOP
+            INSERT INTO {{s}}.sync_state AS ss ({SYNC_COLS})
+            VALUES (p_sync_mailbox[i], p_sync_key[i], p_item_id[i], p_change_key[i], p_content_hash[i],
+                    p_item_class[i], COALESCE(p_updated_at[i], {_NOW}), p_source_version[i])
+            ON CONFLICT (mailbox, record_key) DO UPDATE SET
+                item_id = EXCLUDED.item_id,
+                change_key = EXCLUDED.change_key,
+                content_hash = EXCLUDED.content_hash,
+                item_class = EXCLUDED.item_class,
+                updated_at = EXCLUDED.updated_at,
+                source_version = GREATEST(ss.source_version, EXCLUDED.source_version)
+            WHERE EXCLUDED.source_version = 0 OR EXCLUDED.source_version >= ss.source_version;
+        END LOOP;
+        IF cardinality(p_removed_mailbox) > 0 THEN
+            DELETE FROM {{s}}.sync_state AS ss USING unnest(p_removed_mailbox, p_removed_key) AS r(mailbox, key)
+            WHERE ss.mailbox = r.mailbox AND ss.record_key = r.key;
+        END IF;
+        IF p_prune_seconds IS NOT NULL THEN
+            DELETE FROM {{s}}.tombstones AS t WHERE t.deleted_at < {_NOW} - p_prune_seconds;
         END IF;
     END
     $fn$""",
@@ -297,21 +354,34 @@ _Q = {
     "notify": "SELECT pg_notify(%s, '')",
     # A claim in ONE statement (one round trip, no explicit transaction):
     # * pick walks due jobs best first (priority, due_at, id) and locks the first mailbox
-    #   row nobody else has locked; a mailbox being claimed right now is skipped.
+    #   row nobody else has locked; a mailbox being claimed right now is skipped. It also
+    #   tells whether the mailbox's server is recovering (failures > 0).
     # * lease: the pick's snapshot may predate a lease another worker committed a moment
     #   ago (its mailbox row lock was already released, so SKIP LOCKED did not see it).
     #   ON CONFLICT re-reads the newest lease row and the WHERE refuses to overwrite a
     #   live one. Every claim raises the fencing token.
-    # * taken hands out the mailbox's due jobs and counts the hand-out (RETURNING has
-    #   no order; the caller sorts). A job an enqueue is rewriting is waited for; the row
-    #   that comes out of the wait is checked again against the statement's snapshot, in
-    #   which a snapshot stored by that enqueue does not exist yet: such a job is left for
-    #   the next claim instead of being handed out without its snapshot.
+    # * probe: only with the lease won, and only for a recovering server: this claim
+    #   becomes the server's one probe. The row lock serialises two claimers of the same
+    #   server; the second re-reads probe_until and takes nothing.
+    # * go: the lease may hand out jobs if the server is healthy or the probe was won.
+    # * due lists the mailbox's due jobs (at most probe_limit for a probe). The mailbox is a
+    #   scalar, so the per-mailbox index serves the walk whatever the queue's depth.
+    # * taken hands them out and counts the hand-out (RETURNING has no order; the caller
+    #   sorts), finding each row by its ctid rather than by a second index walk. A job an
+    #   enqueue is rewriting is waited for and the new row version is checked again: its
+    #   snapshot must exist in the statement's snapshot, in which a snapshot stored by that
+    #   enqueue does not exist yet; such a job is left for the next claim instead of being
+    #   handed out without its snapshot. A row as due saw it needs no look-up: its snapshot
+    #   was stored with it, and collection never deletes a snapshot a job still names.
     # The row of ``pick`` comes back even when the lease race was lost (token NULL), so
-    # the caller can skip that mailbox and try the next.
+    # the caller can skip that mailbox and try the next; with the lease won but the probe
+    # lost (recovering, not probe) the caller releases the lease and tries the next.
     "claim": f"""
         WITH pick AS (
-            SELECT m.mailbox, COALESCE(%(now)s::float8, {_NOW}) AS now FROM {{s}}.jobs AS j
+            SELECT m.mailbox, m.server, COALESCE(%(now)s::float8, {_NOW}) AS now,
+                   EXISTS (SELECT 1 FROM {{s}}.servers AS r WHERE r.server = m.server AND r.failures > 0)
+                       AS recovering
+            FROM {{s}}.jobs AS j
             JOIN {{s}}.mailboxes AS m ON m.mailbox = j.mailbox
             WHERE j.status = 'pending' AND j.due_at <= COALESCE(%(now)s::float8, {_NOW})
               AND NOT m.parked
@@ -334,19 +404,30 @@ _Q = {
                 lease_until = EXCLUDED.lease_until, token = l.token + 1
             WHERE l.lease_until <= EXCLUDED.lease_until - %(seconds)s::float8
             RETURNING l.mailbox, l.token, l.lease_until
+        ), probe AS (
+            UPDATE {{s}}.servers AS s SET probe_worker = %(worker)s, probe_until = lease.lease_until
+            FROM pick, lease
+            WHERE pick.recovering AND s.server = pick.server AND s.failures > 0
+              AND s.paused_until <= pick.now AND s.probe_until <= pick.now
+            RETURNING s.server
+        ), go AS (
+            SELECT lease.mailbox, EXISTS (SELECT 1 FROM probe) AS probe FROM lease, pick
+            WHERE NOT pick.recovering OR EXISTS (SELECT 1 FROM probe)
+        ), due AS (
+            SELECT j.ctid AS tid, j.payload_hash FROM {{s}}.jobs AS j
+            WHERE j.mailbox = (SELECT mailbox FROM go)
+              AND j.status = 'pending' AND j.due_at <= (SELECT now FROM pick)
+            ORDER BY j.priority, j.due_at, j.id
+            LIMIT (SELECT CASE WHEN probe THEN LEAST(%(limit)s, %(probe_limit)s) ELSE %(limit)s END FROM go)
         ), taken AS (
             UPDATE {{s}}.jobs SET claims = claims + 1
-            WHERE id IN (
-                SELECT j.id FROM {{s}}.jobs AS j JOIN lease ON j.mailbox = lease.mailbox
-                WHERE j.status = 'pending' AND j.due_at <= (SELECT now FROM pick)
-                ORDER BY j.priority, j.due_at, j.id
-                LIMIT %(limit)s)
-              AND (jobs.payload_hash = ''
+            FROM due WHERE jobs.ctid = due.tid
+              AND (jobs.payload_hash = '' OR jobs.payload_hash = due.payload_hash
                    OR EXISTS (SELECT 1 FROM {{s}}.payloads AS p WHERE p.hash = jobs.payload_hash))
             RETURNING {JOB_COLS}
         )
-        SELECT pick.mailbox, lease.token, lease.lease_until, taken.*
-        FROM pick LEFT JOIN lease ON true LEFT JOIN taken ON true
+        SELECT pick.mailbox, lease.token, lease.lease_until, pick.recovering, go.probe, taken.*
+        FROM pick LEFT JOIN lease ON true LEFT JOIN go ON true LEFT JOIN taken ON true
     """,
     "renew": f"""
         UPDATE {{s}}.leases SET lease_until = {_NOW} + %s
@@ -370,22 +451,13 @@ _Q = {
     # enqueue that reuses one holds its lock until commit, see put_payload), then delete
     # those no job references, judged by a snapshot taken after the lock was granted.
     "lock_payloads": "SELECT hash FROM {s}.payloads WHERE hash = ANY(%s::text[]) ORDER BY hash FOR UPDATE",
-    # A whole batch in one round trip.
-    # A pushed delete leaves its version as a tombstone (see the SQLite store).
-    "ack_many": f"""
-        WITH d AS (
-            DELETE FROM {{s}}.jobs AS j USING unnest(%s::bigint[], %s::integer[]) AS a(id, version)
-            WHERE j.id = a.id AND j.version = a.version
-            RETURNING j.id, j.payload_hash, j.op, j.mailbox, j.record_key, j.source_version
-        ), t AS (
-            INSERT INTO {{s}}.tombstones AS t (mailbox, record_key, source_version, deleted_at)
-            SELECT mailbox, record_key, source_version, {_NOW} FROM d WHERE op = 'delete' AND source_version > 0
-            ON CONFLICT (mailbox, record_key) DO UPDATE SET
-                source_version = GREATEST(t.source_version, EXCLUDED.source_version),
-                deleted_at = EXCLUDED.deleted_at
-        )
-        SELECT id, payload_hash FROM d""",
-    "prune_tombstones": f"DELETE FROM {{s}}.tombstones WHERE deleted_at < {_NOW} - %s",
+    # See the function {s}.complete; the casts name the array types even for empty lists.
+    "complete": """
+        SELECT acked_id, acked_hash FROM {s}.complete(
+            %s, %s, %s::bigint, %s::bigint[], %s::integer[],
+            %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::float8[], %s::bigint[],
+            %s::text[], %s::text[], %s::float8)
+    """,
     "fail": """
         UPDATE {s}.jobs SET attempts = attempts + 1, last_error = %s, status = 'failed'
         WHERE id = %s AND version = %s
@@ -400,30 +472,17 @@ _Q = {
     "next_due": """
         SELECT min(greatest(j.due_at, COALESCE(l.lease_until, 0), COALESCE(m.paused_until, 0),
                             COALESCE(s.paused_until, 0), COALESCE(s.probe_until, 0))),
-               extract(epoch from clock_timestamp())::float8
+               date_part('epoch', clock_timestamp())
         FROM {s}.jobs AS j
         LEFT JOIN {s}.leases AS l ON l.mailbox = j.mailbox
         LEFT JOIN {s}.mailboxes AS m ON m.mailbox = j.mailbox
         LEFT JOIN {s}.servers AS s ON s.server = m.server
         WHERE j.status = 'pending' AND NOT COALESCE(m.parked, false)
     """,
-    "put_sync": f"""
-        INSERT INTO {{s}}.sync_state AS ss ({SYNC_COLS})
-        VALUES (%s, %s, %s, %s, %s, %s, COALESCE(%s, {_NOW}), %s)
-        ON CONFLICT (mailbox, record_key) DO UPDATE SET
-            item_id = EXCLUDED.item_id,
-            change_key = EXCLUDED.change_key,
-            content_hash = EXCLUDED.content_hash,
-            item_class = EXCLUDED.item_class,
-            updated_at = EXCLUDED.updated_at,
-            source_version = GREATEST(ss.source_version, EXCLUDED.source_version)
-        WHERE EXCLUDED.source_version = 0 OR EXCLUDED.source_version >= ss.source_version
-    """,
     "get_sync": f"""
         SELECT {SYNC_COLS}
         FROM {{s}}.sync_state WHERE mailbox = %s AND record_key = ANY(%s::text[])
     """,
-    "delete_sync": "DELETE FROM {s}.sync_state WHERE mailbox = %s AND record_key = %s",
     "sync_keys": """
         SELECT record_key FROM {s}.sync_state WHERE mailbox = %s AND left(record_key, %s) = %s
         ORDER BY record_key
@@ -479,16 +538,6 @@ _Q = {
 }
 
 _PAUSE_Q = {
-    "recovering": """
-        SELECT s.server FROM {s}.mailboxes AS m JOIN {s}.servers AS s ON s.server = m.server
-        WHERE m.mailbox = %s AND s.failures > 0
-    """,
-    # Row lock on the server: of two claimers at once, the second re-reads probe_until and loses.
-    "take_probe": """
-        UPDATE {s}.servers SET probe_worker = %(worker)s, probe_until = %(until)s
-        WHERE server = %(server)s AND paused_until <= %(now)s AND probe_until <= %(now)s
-        RETURNING server
-    """,
     "note_server": """
         INSERT INTO {s}.mailboxes AS m (mailbox, server) VALUES (%s, %s)
         ON CONFLICT (mailbox) DO UPDATE SET server = EXCLUDED.server WHERE m.server <> EXCLUDED.server
@@ -735,26 +784,33 @@ class PostgresOutbox(PerThreadConnections):
         check_worker_id(worker_id)
         conn = self._wconn()
         skip = list(exclude)
-        params = {"now": now, "worker": worker_id, "seconds": float(lease_seconds), "limit": max(1, limit)}
-        # A few rounds: a candidate can lose the lease race (see take_lease).
+        params = {
+            "now": now,
+            "worker": worker_id,
+            "seconds": float(lease_seconds),
+            "limit": max(1, limit),
+            "probe_limit": None if probe_limit is None else max(1, probe_limit),
+        }
+        # A few rounds: a candidate can lose the lease race, or its server's probe (see claim).
         for _ in range(8):
             rows = conn.execute(self._sql["claim"], params | {"exclude": skip}).fetchall()
             if not rows:
                 self._flush_gc()  # idle: a good moment to drop snapshots nobody needs any more
                 return None
-            mailbox, token, until = rows[0][:3]
+            mailbox, token, until, recovering, probe = rows[0][:5]
             if token is not None:
-                jobs = claimed_jobs(r[3:] for r in rows if r[3] is not None)
-                claim = Claim(mailbox=mailbox, worker_id=worker_id, lease_until=until, jobs=jobs, token=token)
-                probe = self._take_probe(conn, mailbox, worker_id, until - lease_seconds, until)
-                if probe is None:  # another worker's probe of this server is out
-                    self.release(claim)
-                elif probe:
-                    # The recovering server's one probe: a small slice; the rest stay due.
-                    keep = jobs[: max(1, probe_limit)] if probe_limit is not None else jobs
-                    return dataclasses.replace(claim, jobs=keep, probe=True)
-                else:
+                jobs = claimed_jobs(r[5:] for r in rows if r[5] is not None)
+                claim = Claim(
+                    mailbox=mailbox,
+                    worker_id=worker_id,
+                    lease_until=until,
+                    jobs=jobs,
+                    token=token,
+                    probe=bool(probe),
+                )
+                if not recovering or probe:
                     return claim
+                self.release(claim)  # another worker's probe of this server is out
             skip.append(mailbox)
         return None
 
@@ -833,6 +889,37 @@ class PostgresOutbox(PerThreadConnections):
                 raise lease_lost(fence) from None
             raise
 
+    def _complete(
+        self,
+        jobs: Sequence[Job],
+        entries: Sequence[SyncEntry],
+        removed: Sequence[tuple[str, str]],
+        fence: Claim | None,
+    ) -> list[tuple[int, str]]:
+        """Acks, sync writes and removals in one call of {s}.complete (one round trip, one
+        transaction): the jobs acked and their snapshots' hashes. Entries are written before
+        removals, so a pair named in both ends up removed."""
+        rows = [self._sync_row(e) for e in entries]
+        cols = list(zip(*rows, strict=True)) if rows else [()] * 8
+        prune = TOMBSTONE_SECONDS if any(j.op == "delete" and j.source_version for j in jobs) else None
+        params = (
+            fence.mailbox if fence is not None else "",
+            fence.worker_id if fence is not None else "",
+            fence.token if fence is not None else None,
+            [j.id for j in jobs],
+            [j.version for j in jobs],
+            *(list(c) for c in cols),
+            [m for m, _ in removed],
+            [k for _, k in removed],
+            prune,
+        )
+        try:
+            return self._wconn().execute(self._sql["complete"], params).fetchall()
+        except psycopg.Error as exc:
+            if fence is not None and exc.sqlstate == FENCE_SQLSTATE:
+                raise lease_lost(fence) from None
+            raise
+
     def complete(
         self, job: Job, sync: SyncEntry | None, *, remove_sync: bool = False, fence: Claim | None = None
     ) -> bool:
@@ -848,20 +935,7 @@ class PostgresOutbox(PerThreadConnections):
         *,
         fence: Claim | None = None,
     ) -> list[bool]:
-        # Entries are written before removals, so a pair named in both ends up removed.
-        ack = None
-        with self._tx(fence) as conn, conn.cursor() as cur:
-            if jobs:
-                ack = conn.cursor()
-                ack.execute(self._sql["ack_many"], ([j.id for j in jobs], [j.version for j in jobs]))
-            if entries:
-                cur.executemany(self._sql["put_sync"], [self._sync_row(e) for e in entries])
-            if removed:
-                cur.executemany(self._sql["delete_sync"], list(removed))
-            if any(j.op == "delete" and j.source_version for j in jobs):
-                cur.execute(self._sql["prune_tombstones"], (TOMBSTONE_SECONDS,))
-        # Read after the commit: the whole transaction went to the server in one round trip.
-        acked: list[tuple[int, str]] = ack.fetchall() if ack is not None else []
+        acked = self._complete(jobs, entries, removed, fence)
         found = {row[0] for row in acked}
         hashes = {row[1] for row in acked if row[1]}
         if hashes:
@@ -931,13 +1005,10 @@ class PostgresOutbox(PerThreadConnections):
     def put_sync_many(self, entries: Sequence[SyncEntry], *, fence: Claim | None = None) -> None:
         if not entries and fence is None:
             return
-        with self._tx(fence) as conn, conn.cursor() as cur:
-            if entries:
-                cur.executemany(self._sql["put_sync"], [self._sync_row(e) for e in entries])
+        self._complete((), entries, (), fence)
 
     def delete_sync(self, mailbox: str, record_key: str, *, fence: Claim | None = None) -> None:
-        with self._tx(fence) as conn:
-            conn.execute(self._sql["delete_sync"], (mailbox, record_key))
+        self._complete((), (), [(mailbox, record_key)], fence)
 
     def sync_keys(self, mailbox: str, prefix: str = "") -> list[str]:
         rows = self._conn().execute(self._sql["sync_keys"], (mailbox, len(prefix), prefix))
@@ -1105,20 +1176,6 @@ class PostgresOutbox(PerThreadConnections):
         return int(self._conn().execute(self._sql["superseded"], {"mailbox": mailbox}).fetchone()[0])
 
     # -- pauses of mailboxes and servers ---------------------------------------------------------
-    def _take_probe(
-        self, conn: psycopg.Connection, mailbox: str, worker_id: str, now: float, until: float
-    ) -> bool | None:
-        """After a claim: True if the mailbox's server is recovering and this claim is its probe,
-        False if the server is healthy, None if another claimer took the probe first (the caller
-        releases the claim and tries another mailbox)."""
-        row = conn.execute(self._sql["recovering"], (mailbox,)).fetchone()
-        if row is None:
-            return False
-        params = {"worker": worker_id, "until": until, "server": row[0], "now": now}
-        if conn.execute(self._sql["take_probe"], params).fetchone() is not None:
-            return True
-        return None
-
     def note_server(self, mailbox: str, server: str) -> None:
         self._conn().execute(self._sql["note_server"], (mailbox, server))
 
