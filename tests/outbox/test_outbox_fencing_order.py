@@ -125,6 +125,11 @@ def test_an_older_version_never_replaces_a_newer_queued_one(outbox):
     outbox.enqueue([up("anna", "contact:1", 3, version=300)])
     (job,) = outbox.jobs("anna")
     assert json.loads(job.payload) == {"n": 3} and job.source_version == 300
+    # The same within one batch: its later change of the record is the older version.
+    outbox.enqueue([up("anna", "contact:1", 5, version=500), up("anna", "contact:1", 4, version=400)])
+    (job,) = outbox.jobs("anna")
+    assert json.loads(job.payload) == {"n": 5} and job.source_version == 500
+    assert outbox.superseded_count("anna") == 2
 
 
 def test_a_delete_wins_over_an_older_save_and_loses_to_a_newer_one(outbox):

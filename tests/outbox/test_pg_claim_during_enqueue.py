@@ -30,9 +30,9 @@ def test_a_job_rewritten_during_a_claim_never_comes_out_without_its_snapshot(pg_
         store.enqueue([Change("anna", "contact:1", "upsert", old, 1)])
         sql = store._sql
         with psycopg.connect(pg_url) as writer:  # another process's enqueue, held open
-            writer.execute(sql["put_payload"], (payload_hash(new), new))
-            row = {"mailbox": "anna", "key": "contact:1", "op": "upsert", "hash": payload_hash(new)}
-            writer.execute(sql["enqueue"], row | {"version": 2, "priority": 0})
+            writer.execute(sql["put_payloads"], ([payload_hash(new)], [new]))
+            row = {"mailbox": ["anna"], "key": ["contact:1"], "op": ["upsert"], "hash": [payload_hash(new)]}
+            writer.execute(sql["enqueue"], row | {"version": [2], "priority": [0]})
             claimed: list = []
             claimer = threading.Thread(target=lambda: claimed.append(store.claim("w1", lease_seconds=30)))
             claimer.start()

@@ -174,6 +174,52 @@ _FUNCTIONS = [
         END IF;
     END
     $fn$""",
+    # Same rules as the SQLite store's _ENQUEUE (see "Order" in base.py), for a whole batch in
+    # one statement: the changes come as arrays and are written in their order (the caller
+    # sorts them, so concurrent batches lock rows in one order). A batch names each (mailbox,
+    # record key) at most once (ON CONFLICT cannot touch a row twice); the caller splits a
+    # batch that names one twice. Returns the accepted changes; the others were superseded.
+    # A function so that its plan is made once per connection: a plan made for each call
+    # (the planner sees how long the arrays are) costs a single save more than it saves.
+    f"""CREATE OR REPLACE FUNCTION {{s}}.enqueue(
+        p_mailbox text[], p_key text[], p_op text[], p_hash text[], p_version bigint[], p_priority smallint[])
+    RETURNS TABLE (accepted_mailbox text, accepted_key text) LANGUAGE plpgsql
+    SET plan_cache_mode = force_generic_plan AS $fn$
+    BEGIN
+        RETURN QUERY
+            INSERT INTO {{s}}.jobs AS j
+                (mailbox, record_key, op, payload_hash, version, source_version, priority, attempts, status,
+                 last_error, due_at, enqueued_at)
+            SELECT c.mailbox, c.key, c.op, c.hash, 1, c.version, c.priority, 0, 'pending', '', {_NOW}, {_NOW}
+            FROM unnest(p_mailbox, p_key, p_op, p_hash, p_version, p_priority)
+                WITH ORDINALITY AS c(mailbox, key, op, hash, version, priority, n)
+            WHERE c.version = 0 OR (
+                NOT EXISTS (
+                    SELECT 1 FROM {{s}}.sync_state AS s
+                    WHERE s.mailbox = c.mailbox AND s.record_key = c.key AND s.source_version > c.version)
+                AND NOT EXISTS (
+                    SELECT 1 FROM {{s}}.tombstones AS t
+                    WHERE t.mailbox = c.mailbox AND t.record_key = c.key
+                      AND (t.source_version > c.version OR (t.source_version = c.version AND c.op = 'upsert'))))
+            ORDER BY c.n
+            ON CONFLICT (mailbox, record_key) DO UPDATE SET
+                op = EXCLUDED.op,
+                payload_hash = EXCLUDED.payload_hash,
+                version = j.version + 1,
+                source_version = GREATEST(j.source_version, EXCLUDED.source_version),
+                priority = LEAST(j.priority, EXCLUDED.priority),
+                verify = j.verify OR j.op = 'verify',
+                attempts = 0,
+                status = 'pending',
+                last_error = '',
+                due_at = EXCLUDED.due_at,
+                enqueued_at = EXCLUDED.enqueued_at
+            WHERE j.op = 'verify' OR EXCLUDED.source_version = 0
+               OR EXCLUDED.source_version > j.source_version
+               OR (EXCLUDED.source_version = j.source_version AND NOT (j.op = 'delete' AND EXCLUDED.op = 'upsert'))
+            RETURNING j.mailbox, j.record_key;
+    END
+    $fn$""",  # claims kept: see the SQLite store
     # A worker's outcome in ONE statement (one round trip, its own transaction): the lease
     # check first, then the acks, then the sync state in the given order (entries written
     # before removals, each entry as if on its own, as executemany would), then the
@@ -271,44 +317,19 @@ _MIGRATE_V1 = [
 JOB_COLS = job_cols("{s}.")
 
 _Q = {
-    # Same rules as the SQLite store's _ENQUEUE (see "Order" in base.py); RETURNING tells
-    # an accepted change from a superseded one.
-    "enqueue": f"""
-        INSERT INTO {{s}}.jobs AS j
-            (mailbox, record_key, op, payload_hash, version, source_version, priority, attempts, status,
-             last_error, due_at, enqueued_at)
-        SELECT %(mailbox)s, %(key)s, %(op)s, %(hash)s, 1, %(version)s, %(priority)s, 0, 'pending', '',
-               {_NOW}, {_NOW}
-        WHERE %(version)s = 0 OR (
-            NOT EXISTS (
-                SELECT 1 FROM {{s}}.sync_state AS s
-                WHERE s.mailbox = %(mailbox)s AND s.record_key = %(key)s AND s.source_version > %(version)s)
-            AND NOT EXISTS (
-                SELECT 1 FROM {{s}}.tombstones AS t
-                WHERE t.mailbox = %(mailbox)s AND t.record_key = %(key)s
-                  AND (t.source_version > %(version)s
-                       OR (t.source_version = %(version)s AND %(op)s = 'upsert'))))
-        ON CONFLICT (mailbox, record_key) DO UPDATE SET
-            op = EXCLUDED.op,
-            payload_hash = EXCLUDED.payload_hash,
-            version = j.version + 1,
-            source_version = GREATEST(j.source_version, EXCLUDED.source_version),
-            priority = LEAST(j.priority, EXCLUDED.priority),
-            verify = j.verify OR j.op = 'verify',
-            attempts = 0,
-            status = 'pending',
-            last_error = '',
-            due_at = EXCLUDED.due_at,
-            enqueued_at = EXCLUDED.enqueued_at
-        WHERE j.op = 'verify' OR EXCLUDED.source_version = 0
-           OR EXCLUDED.source_version > j.source_version
-           OR (EXCLUDED.source_version = j.source_version AND NOT (j.op = 'delete' AND EXCLUDED.op = 'upsert'))
-        RETURNING j.id
-    """,  # claims kept: see the SQLite store
+    # See the function {s}.enqueue; the casts name the array types.
+    "enqueue": """
+        SELECT accepted_mailbox, accepted_key FROM {s}.enqueue(
+            %(mailbox)s::text[], %(key)s::text[], %(op)s::text[], %(hash)s::text[],
+            %(version)s::bigint[], %(priority)s::smallint[])
+    """,
     # DO UPDATE (not NOTHING) locks an existing row until commit, so a concurrent
-    # collection cannot delete a snapshot this enqueue is about to reference.
-    "put_payload": """
-        INSERT INTO {s}.payloads AS p (hash, body) VALUES (%s, %s)
+    # collection cannot delete a snapshot this enqueue is about to reference. Hashes come
+    # sorted and once each.
+    "put_payloads": """
+        INSERT INTO {s}.payloads AS p (hash, body)
+        SELECT b.hash, b.body FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS b(hash, body, n)
+        ORDER BY b.n
         ON CONFLICT (hash) DO UPDATE SET hash = EXCLUDED.hash
     """,
     "queued_hashes": """
@@ -567,6 +588,23 @@ _PAUSE_Q = {
 }
 
 
+def _rounds(pairs: list[tuple[Change, str]]) -> list[list[tuple[Change, str]]]:
+    """A sorted batch of (change, payload hash) in parts that name each record at most once
+    (one statement cannot write a row twice): the n-th change of a record goes into the n-th
+    part, every part keeps the batch's order, and the parts are written one after the other,
+    so a record's later change is applied after its earlier one."""
+    rounds: list[list[tuple[Change, str]]] = []
+    seen: dict[tuple[str, str], int] = {}
+    for pair in pairs:
+        key = (pair[0].mailbox, pair[0].record_key)
+        n = seen.get(key, 0)
+        seen[key] = n + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append(pair)
+    return rounds
+
+
 SCHEMA_PARAM = "schema"
 # Letters, digits, underscore: the name also forms the NOTIFY channel ("<schema>_work",
 # at most 63 bytes) and appears unquoted in operators' psql sessions.
@@ -737,17 +775,6 @@ class PostgresOutbox(PerThreadConnections):
         ordered = sorted(changes, key=lambda c: (c.mailbox, c.record_key))
         hashes = [payload_hash(c.payload) for c in ordered]
         bodies = sorted({h: c.payload for h, c in zip(hashes, ordered, strict=True) if h}.items())
-        rows = [
-            {
-                "mailbox": c.mailbox,
-                "key": c.record_key,
-                "op": c.op,
-                "hash": h,
-                "version": c.version,
-                "priority": c.priority,
-            }
-            for c, h in zip(ordered, hashes, strict=True)
-        ]
         mailboxes = [(m,) for m in dict.fromkeys(c.mailbox for c in ordered)]
         conn = self._conn()
         superseded: dict[str, int] = {}
@@ -757,12 +784,23 @@ class PostgresOutbox(PerThreadConnections):
             )
             replaced = {r[0] for r in cur.fetchall()}
             if bodies:
-                cur.executemany(self._sql["put_payload"], bodies)
-            cur.executemany(self._sql["enqueue"], rows, returning=True)
-            for change in ordered:
-                if cur.fetchone() is None:
-                    superseded[change.mailbox] = superseded.get(change.mailbox, 0) + 1
-                cur.nextset()
+                cur.execute(self._sql["put_payloads"], ([h for h, _ in bodies], [b for _, b in bodies]))
+            for batch in _rounds(list(zip(ordered, hashes, strict=True))):
+                cur.execute(
+                    self._sql["enqueue"],
+                    {
+                        "mailbox": [c.mailbox for c, _ in batch],
+                        "key": [c.record_key for c, _ in batch],
+                        "op": [c.op for c, _ in batch],
+                        "hash": [h for _, h in batch],
+                        "version": [c.version for c, _ in batch],
+                        "priority": [c.priority for c, _ in batch],
+                    },
+                )
+                accepted = set(cur.fetchall())
+                for change, _ in batch:
+                    if (change.mailbox, change.record_key) not in accepted:
+                        superseded[change.mailbox] = superseded.get(change.mailbox, 0) + 1
             cur.executemany(self._sql["know_mailbox"], mailboxes)
             if superseded:
                 cur.executemany(self._sql["count_superseded"], sorted(superseded.items()))
