@@ -91,7 +91,7 @@ from exchangelib import (
 )
 from exchangelib import errors as exl_errors
 from exchangelib.fields import ExtendedPropertyField, FieldPath, InvalidField
-from exchangelib.folders import DEEP, SHALLOW, Calendar, Contacts, Tasks
+from exchangelib.folders import DEEP, SHALLOW, Calendar, Contacts, Root, Tasks
 from exchangelib.folders.queryset import SingleFolderQuerySet
 from exchangelib.indexed_properties import EmailAddress, PhoneNumber, PhysicalAddress
 from exchangelib.items import AUTO_RESOLVE, ID_ONLY, NEVER_OVERWRITE, SAVE_ONLY, SEND_TO_NONE
@@ -763,12 +763,7 @@ class EwsSession:
         return self._folders[item_class]
 
     def _resolve_folder(self, item_class: str) -> Any:
-        acc = self._account
-        parent = {
-            "contact": lambda: acc.contacts,
-            "calendar": lambda: acc.calendar,
-            "task": lambda: acc.tasks,
-        }[item_class]()
+        parent = self._default_folder(item_class)
         name = self._backend.target_folders.get(item_class)
         if not name:
             return parent
@@ -785,6 +780,30 @@ class EwsSession:
             if found is None:
                 raise
             return found
+
+    def _default_folder(self, item_class: str) -> Any:
+        """The mailbox's root and default folder of the class, as ``Account.root`` and
+        ``Account.contacts`` (calendar, tasks) would give them, without their lock.
+
+        exchangelib caches these per account, but under a lock per property that every
+        Account of the process shares: while one thread waits for the server's answer about
+        its mailbox's folders (two round trips), every other thread setting up another
+        mailbox waits, so a process starting on many mailboxes set them up one at a time.
+        This session's Account serves one thread, so the folders are fetched here and kept
+        where exchangelib looks first (the instance's ``__dict__``)."""
+        cache = vars(self._account)
+        root = cache.get("root")
+        if root is None:
+            root = cache.setdefault("root", Root.get_distinguished(account=self._account))
+        attribute, folder_cls = {
+            "contact": ("contacts", Contacts),
+            "calendar": ("calendar", Calendar),
+            "task": ("tasks", Tasks),
+        }[item_class]
+        folder = cache.get(attribute)
+        if folder is None:
+            folder = cache.setdefault(attribute, root.get_default_folder(folder_cls))
+        return folder
 
     def _find_subfolder(self, parent: Any, name: str) -> Any | None:
         matches = list(
