@@ -33,15 +33,15 @@ def main() -> int:
     args = ap.parse_args()
 
     from tsl_exchange_plugin import signals
-    from tsl_exchange_plugin.exchange.base import MailboxAccount
-    from tsl_exchange_plugin.exchange.ews import EwsBackend
-    from tsl_exchange_plugin.mapping.dispatch import make_mapper
+    from tsl_exchange_plugin.backends.base import MailboxAccount
+    from tsl_exchange_plugin.backends.ews.backend import EwsBackend
     from tsl_exchange_plugin.outbox.base import Change
+    from tsl_exchange_plugin.outbox.snapshot import Snapshot, dump
     from tsl_exchange_plugin.outbox.sqlite import SQLiteOutbox
     from tsl_exchange_plugin.sandbox.server import SandboxServer
     from tsl_exchange_plugin.sandbox.testing import SANDBOX_BUILD
-    from tsl_exchange_plugin.snapshot import Snapshot, dump
-    from tsl_exchange_plugin.worker import Worker, WorkerConfig
+    from tsl_exchange_plugin.worker.dispatch import make_mapper
+    from tsl_exchange_plugin.worker.runner import Worker, WorkerConfig
     from tsl_hostapi.types import Contact
 
     emails = {f"user{n}": f"user{n}@kanzlei.test" for n in range(args.mailboxes)}

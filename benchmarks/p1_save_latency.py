@@ -72,9 +72,9 @@ def main() -> int:
     args = ap.parse_args()
 
     from tsl_exchange_plugin import PLUGIN_ID, licence
-    from tsl_exchange_plugin.accounts import ExchangeSettings
+    from tsl_exchange_plugin.core.accounts import ExchangeSettings
+    from tsl_exchange_plugin.core.runtime import SyncRuntime
     from tsl_exchange_plugin.plugin import runtime_for
-    from tsl_exchange_plugin.runtime import SyncRuntime
     from tsl_hostapi.reference import ReferenceHost
     from tsl_hostapi.reference.sample_firm import generate_firm
     from tsl_hostapi.types import RecordEvent

@@ -69,8 +69,8 @@ def main() -> int:
     from exchangelib.protocol import close_connections
 
     from tsl_exchange_plugin import PLUGIN_ID, licence, signals
-    from tsl_exchange_plugin.demo import sandbox_tab_values
-    from tsl_exchange_plugin.exchange.ews import register_record_id_property, to_exchangelib
+    from tsl_exchange_plugin.backends.ews.backend import register_record_id_property, to_exchangelib
+    from tsl_exchange_plugin.cli.demo import sandbox_tab_values
     from tsl_exchange_plugin.mapping.contact import map_contact
     from tsl_exchange_plugin.plugin import runtime_for
     from tsl_exchange_plugin.sandbox.testing import exchangelib_account, sandbox_process

@@ -71,7 +71,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from tsl_exchange_plugin import PLUGIN_ID, licence, signals
-    from tsl_exchange_plugin.demo import sandbox_tab_values
+    from tsl_exchange_plugin.cli.demo import sandbox_tab_values
     from tsl_exchange_plugin.plugin import runtime_for
     from tsl_exchange_plugin.sandbox.testing import sandbox_process
     from tsl_hostapi.reference import ReferenceHost

@@ -88,10 +88,10 @@ def main() -> int:
     import httpx
 
     from tsl_exchange_plugin import PLUGIN_ID, licence, signals
-    from tsl_exchange_plugin.demo import sandbox_tab_values
-    from tsl_exchange_plugin.graph import wire
-    from tsl_exchange_plugin.graph.auth import TokenSource
-    from tsl_exchange_plugin.graph.backend import CA_FILE_ENV
+    from tsl_exchange_plugin.backends.graph import wire
+    from tsl_exchange_plugin.backends.graph.auth import TokenSource
+    from tsl_exchange_plugin.backends.graph.backend import CA_FILE_ENV
+    from tsl_exchange_plugin.cli.demo import sandbox_tab_values
     from tsl_exchange_plugin.mapping.contact import map_contact
     from tsl_exchange_plugin.plugin import runtime_for
     from tsl_exchange_plugin.sandbox.graph.testing import graph_account

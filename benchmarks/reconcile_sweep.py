@@ -29,9 +29,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tsl_exchange_plugin import PLUGIN_ID, licence  # noqa: E402
-from tsl_exchange_plugin.demo import sandbox_tab_values  # noqa: E402
-from tsl_exchange_plugin.exchange.ews import register_record_id_property  # noqa: E402
-from tsl_exchange_plugin.fidelity import check_account  # noqa: E402
+from tsl_exchange_plugin.backends.ews.backend import register_record_id_property  # noqa: E402
+from tsl_exchange_plugin.cli.demo import sandbox_tab_values  # noqa: E402
+from tsl_exchange_plugin.core.fidelity import check_account  # noqa: E402
 from tsl_exchange_plugin.plugin import runtime_for  # noqa: E402
 from tsl_exchange_plugin.sandbox.testing import exchangelib_account, sandbox_process  # noqa: E402
 from tsl_hostapi.reference import ReferenceHost  # noqa: E402

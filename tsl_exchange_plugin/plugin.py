@@ -24,9 +24,10 @@ from tsl_hostapi.types import (
     User,
 )
 
-from . import PLUGIN_ID, actions, licence, settings
-from .recovery import Recovery
-from .runtime import SyncRuntime
+from . import PLUGIN_ID, licence
+from .core.recovery import Recovery
+from .core.runtime import SyncRuntime
+from .ui import actions, settings
 
 log = logging.getLogger(__name__)
 

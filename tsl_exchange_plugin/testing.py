@@ -20,9 +20,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tsl_exchange_plugin import PLUGIN_ID, licence
-from tsl_exchange_plugin.demo import sandbox_tab_values
+from tsl_exchange_plugin.cli.demo import sandbox_tab_values
+from tsl_exchange_plugin.core.runtime import SyncRuntime
 from tsl_exchange_plugin.plugin import runtime_for
-from tsl_exchange_plugin.runtime import SyncRuntime
 from tsl_exchange_plugin.sandbox.server import SandboxServer
 from tsl_exchange_plugin.sandbox.testing import SANDBOX_PASSWORDS
 from tsl_hostapi.reference import ReferenceHost

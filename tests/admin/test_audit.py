@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import time
 
-from tsl_exchange_plugin import PLUGIN_ID, cli
+from tsl_exchange_plugin import PLUGIN_ID
 from tsl_exchange_plugin.audit import AuditLog
+from tsl_exchange_plugin.cli import commands as cli
 from tsl_hostapi.types import SettingsContext
 
 INTERFACES_TAB = f"{PLUGIN_ID}.interfaces"

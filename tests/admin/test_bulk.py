@@ -6,8 +6,9 @@ import dataclasses
 import threading
 import time
 
-from tsl_exchange_plugin import PLUGIN_ID, subscriptions
-from tsl_exchange_plugin.actions import bulk_progress
+from tsl_exchange_plugin import PLUGIN_ID
+from tsl_exchange_plugin.core import subscriptions
+from tsl_exchange_plugin.ui.actions import bulk_progress
 from tsl_hostapi.reference.sample_firm import generate_firm
 from tsl_hostapi.types import RecordRef
 

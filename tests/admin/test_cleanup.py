@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from tsl_exchange_plugin import PLUGIN_ID, cli
-from tsl_exchange_plugin.actions import cleanup_progress
+from tsl_exchange_plugin import PLUGIN_ID
+from tsl_exchange_plugin.cli import commands as cli
 from tsl_exchange_plugin.sandbox.testing import exchangelib_account
+from tsl_exchange_plugin.ui.actions import cleanup_progress
 from tsl_hostapi.types import SettingsContext
 
 USER_TAB = f"{PLUGIN_ID}.user"

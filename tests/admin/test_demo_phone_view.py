@@ -12,7 +12,7 @@ import re
 import pytest
 
 from tsl_exchange_plugin import licence
-from tsl_exchange_plugin.demo import run_demo
+from tsl_exchange_plugin.cli.demo import run_demo
 
 PHONE_START = "8. So zeigen die Telefone"
 VARYING = re.compile(r"(Daten: \S+|https?://127\.0\.0\.1:\d+)")

@@ -100,7 +100,7 @@ def test_firm_settings_are_saved_loaded_and_used_by_the_mapping(kanzlei):
     assert values["queue_url"] == "postgresql://postgres@127.0.0.1:5432/test"
     # The running queue is unchanged (takes effect on the next start), and the mapping uses the rest.
     assert type(k.runtime.outbox).__name__ == "SQLiteOutbox"
-    from tsl_exchange_plugin import snapshot
+    from tsl_exchange_plugin.outbox import snapshot
 
     lawyer = k.lawyers[0]
     ctx = k.runtime.mapping_context(

@@ -5,9 +5,15 @@ the Interfaces page, "Jetzt erneut versuchen" and the clean-up are for administr
 from __future__ import annotations
 
 from tsl_exchange_plugin import PLUGIN_ID
-from tsl_exchange_plugin.actions import NOT_ADMIN, REMOVE_SYNC, SET_SYNC
-from tsl_exchange_plugin.settings import CLEANUP_ACTION, INTERFACES_TAB, RETRY_ACTION, TEST_ACTION, USER_TAB
-from tsl_exchange_plugin.subscriptions import subscribers
+from tsl_exchange_plugin.core.subscriptions import subscribers
+from tsl_exchange_plugin.ui.actions import NOT_ADMIN, REMOVE_SYNC, SET_SYNC
+from tsl_exchange_plugin.ui.settings import (
+    CLEANUP_ACTION,
+    INTERFACES_TAB,
+    RETRY_ACTION,
+    TEST_ACTION,
+    USER_TAB,
+)
 from tsl_hostapi.types import RecordRef, SettingsContext
 
 CONTACT_TAB = f"{PLUGIN_ID}.contact"

@@ -12,10 +12,11 @@ import re
 
 from rich.console import Console
 
-from tsl_exchange_plugin import PLUGIN_ID, cli
-from tsl_exchange_plugin.progress import ProgressBar
-from tsl_exchange_plugin.status import Column, format_table
-from tsl_exchange_plugin.tables import print_table
+from tsl_exchange_plugin import PLUGIN_ID
+from tsl_exchange_plugin.cli import commands as cli
+from tsl_exchange_plugin.ui.progress import ProgressBar
+from tsl_exchange_plugin.ui.status import Column, format_table
+from tsl_exchange_plugin.ui.tables import print_table
 from tsl_hostapi.reference.sample_firm import generate_firm
 
 PLAIN_LINE = re.compile(r"^Übertragen: ([\d.]+)/10\.000 Elemente \((\d+) %\), [\d.,]+ Elemente/s$")

@@ -6,10 +6,11 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from tsl_exchange_plugin import PLUGIN_ID, subscriptions
-from tsl_exchange_plugin.cli import main as cli_main
+from tsl_exchange_plugin import PLUGIN_ID
+from tsl_exchange_plugin.cli.commands import main as cli_main
+from tsl_exchange_plugin.core import subscriptions
 from tsl_exchange_plugin.plugin import recovery_for
-from tsl_exchange_plugin.status import summary
+from tsl_exchange_plugin.ui.status import summary
 from tsl_hostapi.types import SettingsContext
 
 SET_SYNC = f"{PLUGIN_ID}.set_sync"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
-from tsl_exchange_plugin import cli
+from tsl_exchange_plugin.cli import commands as cli
 from tsl_exchange_plugin.credentials import KEY_ENV, KEY_FILE_ENV, KEY_FILE_NAME
 
 

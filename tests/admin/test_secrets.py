@@ -6,7 +6,8 @@ import base64
 import logging
 from pathlib import Path
 
-from tsl_exchange_plugin import PLUGIN_ID, cli
+from tsl_exchange_plugin import PLUGIN_ID
+from tsl_exchange_plugin.cli import commands as cli
 from tsl_hostapi.types import SettingsContext
 
 USER_TAB = f"{PLUGIN_ID}.user"

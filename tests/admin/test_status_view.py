@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from tsl_exchange_plugin import PLUGIN_ID, cli
-from tsl_exchange_plugin.actions import SET_SYNC
-from tsl_exchange_plugin.status import Column, format_table, mailbox_rows
+from tsl_exchange_plugin import PLUGIN_ID
+from tsl_exchange_plugin.cli import commands as cli
+from tsl_exchange_plugin.ui.actions import SET_SYNC
+from tsl_exchange_plugin.ui.status import Column, format_table, mailbox_rows
 from tsl_hostapi.types import Deadline
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import socket
 import time
 
-from tsl_exchange_plugin import PLUGIN_ID, connection_test
+from tsl_exchange_plugin import PLUGIN_ID
 from tsl_exchange_plugin.sandbox.testing import SANDBOX_PASSWORDS
+from tsl_exchange_plugin.ui import connection_test
 from tsl_hostapi.types import SettingsContext
 
 USER_TAB = f"{PLUGIN_ID}.user"

@@ -245,7 +245,7 @@ def _store_zone(k, user, zone: str) -> None:
 
 
 def _row(k, user):
-    from tsl_exchange_plugin.status import mailbox_rows
+    from tsl_exchange_plugin.ui.status import mailbox_rows
 
     return next(r for r in mailbox_rows(k.host, k.runtime) if r.user_id == user.id)
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tsl_exchange_plugin.exchange.base import MailboxAccount
-from tsl_exchange_plugin.exchange.ews import EwsBackend, EwsSession
+from tsl_exchange_plugin.backends.base import MailboxAccount
+from tsl_exchange_plugin.backends.ews.backend import EwsBackend, EwsSession
 
 # pytest refuses ``pytest_plugins`` in a non-root conftest; importing the fixtures is the equivalent.
 from tsl_exchange_plugin.sandbox.testing import sandbox, sandbox_tls  # noqa: E402,F401

@@ -11,7 +11,7 @@ from exchangelib import EWSTimeZone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tsl_exchange_plugin.exchange.base import (
+from tsl_exchange_plugin.backends.base import (
     AuthFailed,
     ConfigError,
     Conflict,
@@ -21,7 +21,7 @@ from tsl_exchange_plugin.exchange.base import (
     TransientError,
     Written,
 )
-from tsl_exchange_plugin.exchange.ews import EwsBackend
+from tsl_exchange_plugin.backends.ews.backend import EwsBackend
 from tsl_exchange_plugin.mapping.common import USER_NOTES_MARKER, MappingError, case_line
 from tsl_exchange_plugin.mapping.contact import map_contact
 from tsl_exchange_plugin.mapping.items import CalendarEntry, ContactItem, TaskEntry

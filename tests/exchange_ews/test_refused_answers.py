@@ -11,8 +11,8 @@ import datetime as dt
 import pytest
 from exchangelib import errors as e
 
-from tsl_exchange_plugin.exchange.base import ItemRef, ItemRejected, RequestRejected, Written
-from tsl_exchange_plugin.exchange.ews import EwsBackend, translate_error
+from tsl_exchange_plugin.backends.base import ItemRef, ItemRejected, RequestRejected, Written
+from tsl_exchange_plugin.backends.ews.backend import EwsBackend, translate_error
 from tsl_exchange_plugin.mapping.items import ContactItem
 
 from .conftest import mailbox_account

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo
 
-from tsl_exchange_plugin.exchange.base import ItemRef, Written
+from tsl_exchange_plugin.backends.base import ItemRef, Written
 from tsl_exchange_plugin.mapping.common import compose_body
 from tsl_exchange_plugin.mapping.items import CalendarEntry, ContactItem, EmailEntry, TaskEntry
 

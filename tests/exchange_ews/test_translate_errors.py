@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from exchangelib import errors as e
 
-from tsl_exchange_plugin.exchange.base import (
+from tsl_exchange_plugin.backends.base import (
     AuthFailed,
     ConfigError,
     Conflict,
@@ -14,7 +14,7 @@ from tsl_exchange_plugin.exchange.base import (
     OutcomeUnknown,
     TransientError,
 )
-from tsl_exchange_plugin.exchange.ews import translate_error
+from tsl_exchange_plugin.backends.ews.backend import translate_error
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from tsl_exchange_plugin.exchange import turns
-from tsl_exchange_plugin.exchange.turns import Turns
+from tsl_exchange_plugin.backends import turns
+from tsl_exchange_plugin.backends.turns import Turns
 
 
 def test_outside_a_turn_pause_and_resume_do_nothing():

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tsl_exchange_plugin.graph.backend import GraphBackend, GraphSession
+from tsl_exchange_plugin.backends.graph.backend import GraphBackend, GraphSession
 
 # pytest refuses ``pytest_plugins`` in a non-root conftest; importing the fixtures is the equivalent.
 from tsl_exchange_plugin.sandbox.graph.testing import graph_account, graph_sandbox  # noqa: F401

@@ -8,8 +8,8 @@ import dataclasses
 from tsl_exchange_plugin import PLUGIN_ID
 from tsl_exchange_plugin.sandbox.graph import GraphApp
 from tsl_exchange_plugin.sandbox.graph.testing import TENANT
-from tsl_exchange_plugin.status import mailbox_rows
 from tsl_exchange_plugin.testing import USER_TAB, wait_for
+from tsl_exchange_plugin.ui.status import mailbox_rows
 from tsl_hostapi.types import SettingsContext
 
 TEST = f"{PLUGIN_ID}.test_connection"
@@ -106,7 +106,7 @@ def test_app_limited_to_other_mailboxes_parks_only_those(gkanzlei):
 
 
 def test_testen_on_the_ews_address_of_exchange_online_offers_graph(gkanzlei, monkeypatch):
-    from tsl_exchange_plugin import connection_test
+    from tsl_exchange_plugin.ui import connection_test
 
     k = gkanzlei
     alice = k.lawyers[0]
@@ -125,7 +125,7 @@ def test_testen_on_the_ews_address_of_exchange_online_offers_graph(gkanzlei, mon
 
 
 def test_clock_skew_is_reported(gkanzlei, monkeypatch):
-    from tsl_exchange_plugin import connection_test
+    from tsl_exchange_plugin.ui import connection_test
 
     k = gkanzlei
     alice = k.lawyers[0]

@@ -12,7 +12,7 @@ import zoneinfo
 from collections import Counter
 
 from tsl_exchange_plugin import PLUGIN_ID
-from tsl_exchange_plugin.graph.wire import TODO_LIST_NAME
+from tsl_exchange_plugin.backends.graph.wire import TODO_LIST_NAME
 from tsl_hostapi.types import Deadline, RecordRef, Reminder
 
 SET_SYNC = f"{PLUGIN_ID}.set_sync"

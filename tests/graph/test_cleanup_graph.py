@@ -4,7 +4,7 @@ To Do tasks of our Wiedervorlagen; what the user made stays."""
 from __future__ import annotations
 
 from tsl_exchange_plugin import PLUGIN_ID
-from tsl_exchange_plugin.graph.wire import TODO_LIST_NAME
+from tsl_exchange_plugin.backends.graph.wire import TODO_LIST_NAME
 from tsl_exchange_plugin.testing import USER_TAB
 from tsl_hostapi.types import SettingsContext
 

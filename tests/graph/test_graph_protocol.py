@@ -9,9 +9,9 @@ import time
 import httpx
 import pytest
 
-from tsl_exchange_plugin.exchange.base import AuthFailed, ItemRef, OutcomeUnknown, TransientError, Written
-from tsl_exchange_plugin.graph.backend import GraphBackend
-from tsl_exchange_plugin.graph.wire import RECORD_ID_PROPERTY
+from tsl_exchange_plugin.backends.base import AuthFailed, ItemRef, OutcomeUnknown, TransientError, Written
+from tsl_exchange_plugin.backends.graph.backend import GraphBackend
+from tsl_exchange_plugin.backends.graph.wire import RECORD_ID_PROPERTY
 from tsl_exchange_plugin.mapping.items import CalendarEntry, ContactItem
 from tsl_exchange_plugin.sandbox.graph import GraphApp
 from tsl_exchange_plugin.sandbox.graph.testing import CLIENT_ID, TENANT, graph_account

@@ -28,11 +28,15 @@ def importers(module: str) -> set[str]:
 
 
 def test_only_the_graph_package_imports_httpx_and_msal():
-    assert importers("httpx") <= {"graph/backend.py"}
-    assert importers("msal") <= {"graph/auth.py"}
+    assert importers("httpx") <= {"backends/graph/backend.py"}
+    assert importers("msal") <= {"backends/graph/auth.py"}
 
 
 def test_only_the_ews_backend_imports_exchangelib():
-    # exchange/series.py: the EWS backend's conversion of recurring masters, used by ews.py only;
-    # exchange/phone.py: reads a mailbox back through an EwsSession (the demo's phone view).
-    assert importers("exchangelib") == {"exchange/ews.py", "exchange/series.py", "exchange/phone.py"}
+    # backends/ews/series.py: the EWS backend's conversion of recurring masters;
+    # backends/ews/phone.py: reads a mailbox back through an EwsSession (the demo's phone view).
+    assert importers("exchangelib") == {
+        "backends/ews/backend.py",
+        "backends/ews/series.py",
+        "backends/ews/phone.py",
+    }

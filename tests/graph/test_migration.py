@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 
 from tsl_exchange_plugin import PLUGIN_ID
-from tsl_exchange_plugin.graph.wire import TODO_LIST_NAME
+from tsl_exchange_plugin.backends.graph.wire import TODO_LIST_NAME
 from tsl_exchange_plugin.mapping.reminder import linked_record_key
 from tsl_exchange_plugin.sandbox.graph.convert import rest_id
 from tsl_exchange_plugin.sandbox.testing import SANDBOX_PASSWORDS

@@ -6,10 +6,10 @@ import argparse
 import io
 import threading
 
-from tsl_exchange_plugin.exchange.base import Written
-from tsl_exchange_plugin.graph.backend import GraphBackend
+from tsl_exchange_plugin.backends.base import Written
+from tsl_exchange_plugin.backends.graph.backend import GraphBackend
+from tsl_exchange_plugin.cli import sandbox as cli
 from tsl_exchange_plugin.mapping.items import ContactItem
-from tsl_exchange_plugin.sandbox import cli
 from tsl_exchange_plugin.sandbox.graph.testing import CLIENT_ID, CLIENT_SECRET, TENANT, graph_account
 from tsl_exchange_plugin.testing import wait_for
 

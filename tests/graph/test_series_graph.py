@@ -15,8 +15,8 @@ from exchangelib import CalendarItem, EWSDate, EWSDateTime, EWSTimeZone
 from exchangelib.fields import WEEK_DAY, WEEKDAYS
 from exchangelib.recurrence import NumberedPattern, Recurrence, RelativeMonthlyPattern
 
-from tsl_exchange_plugin.exchange.base import ItemRef, Written
-from tsl_exchange_plugin.graph import wire
+from tsl_exchange_plugin.backends.base import ItemRef, Written
+from tsl_exchange_plugin.backends.graph import wire
 from tsl_exchange_plugin.mapping.items import CalendarEntry, OccurrenceEdit, Series, SeriesPattern
 from tsl_exchange_plugin.sandbox.graph.testing import graph_account
 from tsl_exchange_plugin.sandbox.testing import exchangelib_account

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from tsl_exchange_plugin.exchange.base import ItemNotFound, ItemRef, Written
+from tsl_exchange_plugin.backends.base import ItemNotFound, ItemRef, Written
 from tsl_exchange_plugin.mapping.common import USER_NOTES_MARKER
 from tsl_exchange_plugin.mapping.items import ContactItem, EmailEntry, PhoneEntry
 

@@ -48,12 +48,12 @@ def test_contacts_through_the_worker(gkanzlei):
 def test_a_worker_without_a_host_reaches_microsoft_365_mailboxes(gkanzlei):
     """What the host publishes into the queue's store is enough for a host-less worker to push
     into a Graph mailbox: the app registration travels with its secret only as the vault token."""
-    from tsl_exchange_plugin.exchange.routing import RoutingBackend
-    from tsl_exchange_plugin.graph.backend import GraphBackend
-    from tsl_exchange_plugin.mapping.dispatch import make_mapper
+    from tsl_exchange_plugin.backends.graph.backend import GraphBackend
+    from tsl_exchange_plugin.backends.routing import RoutingBackend
+    from tsl_exchange_plugin.core.shared_state import FIRM_ROW, StoreContext
     from tsl_exchange_plugin.sandbox.graph.testing import CLIENT_SECRET
-    from tsl_exchange_plugin.shared_state import FIRM_ROW, StoreContext
-    from tsl_exchange_plugin.worker import Worker
+    from tsl_exchange_plugin.worker.dispatch import make_mapper
+    from tsl_exchange_plugin.worker.runner import Worker
 
     k = gkanzlei
     alice = k.lawyers[0]

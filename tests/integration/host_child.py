@@ -30,11 +30,12 @@ import signal
 import sys
 import threading
 
-from tsl_exchange_plugin import PLUGIN_ID, recovery, subscriptions
+from tsl_exchange_plugin import PLUGIN_ID
+from tsl_exchange_plugin.core import recovery, subscriptions
+from tsl_exchange_plugin.core.runtime import SyncRuntime
 from tsl_exchange_plugin.outbox.sqlite import SQLiteOutbox
-from tsl_exchange_plugin.runtime import SyncRuntime
-from tsl_exchange_plugin.settings import CONTACT_TAB
-from tsl_exchange_plugin.worker import WorkerConfig
+from tsl_exchange_plugin.ui.settings import CONTACT_TAB
+from tsl_exchange_plugin.worker.runner import WorkerConfig
 from tsl_hostapi.reference import ReferenceHost
 from tsl_hostapi.reference.db import Database
 from tsl_hostapi.types import Contact, RecordRef, SettingsContext

@@ -32,18 +32,18 @@ import psycopg
 import pytest
 
 from tsl_exchange_plugin import signals
-from tsl_exchange_plugin.exchange.base import MailboxAccount
-from tsl_exchange_plugin.exchange.ews import EwsBackend
-from tsl_exchange_plugin.mapping.dispatch import make_mapper
+from tsl_exchange_plugin.backends.base import MailboxAccount
+from tsl_exchange_plugin.backends.ews.backend import EwsBackend
 from tsl_exchange_plugin.outbox.base import Change
 from tsl_exchange_plugin.outbox.postgres import PostgresOutbox
+from tsl_exchange_plugin.outbox.snapshot import Snapshot, dump
 from tsl_exchange_plugin.outbox.sqlite import SQLiteOutbox
 from tsl_exchange_plugin.sandbox.graph.testing import graph_account, graph_sandbox  # noqa: F401 - fixture
 from tsl_exchange_plugin.sandbox.server import SandboxServer
 from tsl_exchange_plugin.sandbox.testing import SANDBOX_BUILD, SANDBOX_PASSWORDS
-from tsl_exchange_plugin.snapshot import Snapshot, dump
 from tsl_exchange_plugin.testing import wait_for
-from tsl_exchange_plugin.worker import Worker, WorkerConfig
+from tsl_exchange_plugin.worker.dispatch import make_mapper
+from tsl_exchange_plugin.worker.runner import Worker, WorkerConfig
 from tsl_hostapi.types import Contact
 
 MAILBOXES = {email.split("@")[0]: email for email in SANDBOX_PASSWORDS}  # host user id -> address

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from tsl_exchange_plugin import PLUGIN_ID, cli
+from tsl_exchange_plugin import PLUGIN_ID
+from tsl_exchange_plugin.cli import commands as cli
 from tsl_exchange_plugin.sandbox.testing import SANDBOX_PASSWORDS
 
 

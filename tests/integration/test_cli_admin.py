@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tsl_exchange_plugin import PLUGIN_ID, cli, licence
-from tsl_exchange_plugin.cli_args import options_without_help
-from tsl_exchange_plugin.demo import run_demo
-from tsl_exchange_plugin.runtime import FIRM_KEY
+import tsl_exchange_plugin
+from tsl_exchange_plugin import PLUGIN_ID, licence
+from tsl_exchange_plugin.cli import commands as cli
+from tsl_exchange_plugin.cli.args import options_without_help
+from tsl_exchange_plugin.cli.demo import run_demo
+from tsl_exchange_plugin.core.runtime import FIRM_KEY
 from tsl_hostapi.reference import ReferenceHost
 
 
@@ -153,7 +155,7 @@ def test_the_vendor_key_ships_as_a_public_key_only():
 
     # A PEM block with a body, not code that merely names the marker (e.g. a certificate form's check).
     pem_block = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----\s*[A-Za-z0-9+/=\s]{40,}")
-    package = Path(licence.__file__).parent
+    package = Path(tsl_exchange_plugin.__file__).parent
     for path in package.rglob("*"):
         if path.is_file() and path.suffix in (".py", ".toml", ".json", ".pem", ".key"):
             assert not pem_block.search(path.read_text("utf-8", errors="replace")), path

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tsl_exchange_plugin import cli
-from tsl_exchange_plugin.sandbox import cli as sandbox_cli
+from tsl_exchange_plugin.cli import commands as cli
+from tsl_exchange_plugin.cli import sandbox as sandbox_cli
 from tsl_hostapi.reference import ReferenceHost
 from tsl_hostapi.reference.sample_firm import generate_firm
 
@@ -108,7 +108,7 @@ def _argv(data, prefix: tuple[str, ...], parser: argparse.ArgumentParser, places
 @pytest.fixture
 def short_loops(monkeypatch):
     """Cut the commands that run until stopped short at their loop."""
-    import tsl_exchange_plugin.demo as demo
+    import tsl_exchange_plugin.cli.demo as demo
 
     monkeypatch.setattr(demo, "run_demo", lambda **kwargs: 0)
     real_sandbox = sandbox_cli.run

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tsl_exchange_plugin import cli
+from tsl_exchange_plugin.cli import commands as cli
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "docs" / "ADMIN.md", ROOT / "docs" / "ARCHITECTURE.md", ROOT / "CHANGELOG.md"]

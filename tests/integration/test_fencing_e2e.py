@@ -14,9 +14,9 @@ import threading
 import time
 
 from tsl_exchange_plugin import PLUGIN_ID
-from tsl_exchange_plugin.mapping.dispatch import make_mapper
 from tsl_exchange_plugin.testing import wait_for
-from tsl_exchange_plugin.worker import Worker, WorkerConfig
+from tsl_exchange_plugin.worker.dispatch import make_mapper
+from tsl_exchange_plugin.worker.runner import Worker, WorkerConfig
 
 SET_SYNC = f"{PLUGIN_ID}.set_sync"
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tsl_exchange_plugin import subscriptions
+from tsl_exchange_plugin.core import subscriptions
 from tsl_exchange_plugin.plugin import recovery_for
 from tsl_hostapi.reference import ReferenceHost
 

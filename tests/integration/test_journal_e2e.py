@@ -16,10 +16,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tsl_exchange_plugin import PLUGIN_ID, subscriptions
-from tsl_exchange_plugin.cli import main as cli_main
+from tsl_exchange_plugin import PLUGIN_ID
+from tsl_exchange_plugin.cli.commands import main as cli_main
+from tsl_exchange_plugin.core import subscriptions
+from tsl_exchange_plugin.core.runtime import QUEUE_URL_ENV
 from tsl_exchange_plugin.plugin import recovery_for, runtime_for
-from tsl_exchange_plugin.runtime import QUEUE_URL_ENV
 from tsl_hostapi.reference import ReferenceHost
 
 SET_SYNC = f"{PLUGIN_ID}.set_sync"

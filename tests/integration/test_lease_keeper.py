@@ -9,7 +9,7 @@ import time
 from tsl_exchange_plugin.outbox.base import Change
 from tsl_exchange_plugin.outbox.sqlite import SQLiteOutbox
 from tsl_exchange_plugin.testing import wait_for
-from tsl_exchange_plugin.worker import Worker, WorkerConfig, _Held
+from tsl_exchange_plugin.worker.runner import Worker, WorkerConfig, _Held
 
 LEASE = 0.6  # the keeper looks every lease/6 and renews after lease/3
 

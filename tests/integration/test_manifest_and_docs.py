@@ -9,8 +9,9 @@ from importlib import metadata
 from pathlib import Path
 
 import tsl_exchange_plugin
-from tsl_exchange_plugin import PLUGIN_ID, actions, settings
+from tsl_exchange_plugin import PLUGIN_ID
 from tsl_exchange_plugin import plugin as plugin_module
+from tsl_exchange_plugin.ui import actions, settings
 from tsl_hostapi import HOST_API_VERSION, PROJECT, hookspecs
 from tsl_hostapi.host import get_plugin_manager
 

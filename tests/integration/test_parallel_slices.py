@@ -13,9 +13,9 @@ from collections import Counter
 import pytest
 
 from tsl_exchange_plugin import PLUGIN_ID
-from tsl_exchange_plugin.mapping.dispatch import make_mapper
 from tsl_exchange_plugin.sandbox.testing import SANDBOX_PASSWORDS
-from tsl_exchange_plugin.worker import Worker, WorkerConfig
+from tsl_exchange_plugin.worker.dispatch import make_mapper
+from tsl_exchange_plugin.worker.runner import Worker, WorkerConfig
 
 SET_SYNC = f"{PLUGIN_ID}.set_sync"
 

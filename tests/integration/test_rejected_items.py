@@ -18,17 +18,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tsl_exchange_plugin import signals
-from tsl_exchange_plugin.exchange.base import MailboxAccount, Written
-from tsl_exchange_plugin.exchange.ews import EwsBackend
+from tsl_exchange_plugin.backends.base import MailboxAccount, Written
+from tsl_exchange_plugin.backends.ews.backend import EwsBackend
 from tsl_exchange_plugin.mapping.common import MappingError
 from tsl_exchange_plugin.mapping.context import MappingContext
-from tsl_exchange_plugin.mapping.dispatch import make_mapper
 from tsl_exchange_plugin.mapping.items import CalendarEntry, ContactItem, ExchangeItem
 from tsl_exchange_plugin.outbox.base import Change
+from tsl_exchange_plugin.outbox.snapshot import Snapshot, dump
 from tsl_exchange_plugin.outbox.sqlite import SQLiteOutbox
 from tsl_exchange_plugin.sandbox.testing import SANDBOX_PASSWORDS
-from tsl_exchange_plugin.snapshot import Snapshot, dump
-from tsl_exchange_plugin.worker import Worker, WorkerConfig
+from tsl_exchange_plugin.worker.dispatch import make_mapper
+from tsl_exchange_plugin.worker.runner import Worker, WorkerConfig
 from tsl_hostapi.types import Appointment, Contact, Deadline, Reminder, User
 
 MAILBOX = "alice"
@@ -447,7 +447,7 @@ def test_what_the_mapping_accepts_exchange_accepts_and_what_it_refuses_has_a_rea
 
 
 def test_the_status_view_names_each_failed_entry_with_its_reason(kanzlei):
-    from tsl_exchange_plugin.status import mailbox_rows
+    from tsl_exchange_plugin.ui.status import mailbox_rows
 
     k = kanzlei
     alice = k.lawyers[0]

@@ -25,9 +25,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from tsl_exchange_plugin import PLUGIN_ID, licence, subscriptions
-from tsl_exchange_plugin.demo import sandbox_tab_values
-from tsl_exchange_plugin.parity import stored as stored_parity
+from tsl_exchange_plugin import PLUGIN_ID, licence
+from tsl_exchange_plugin.cli.demo import sandbox_tab_values
+from tsl_exchange_plugin.core import subscriptions
+from tsl_exchange_plugin.core.parity import stored as stored_parity
 from tsl_exchange_plugin.plugin import runtime_for
 from tsl_exchange_plugin.sandbox.server import SandboxServer
 from tsl_exchange_plugin.sandbox.testing import SANDBOX_PASSWORDS, _close_exchangelib

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from tsl_exchange_plugin.graph import wire
+from tsl_exchange_plugin.backends.graph import wire
 from tsl_exchange_plugin.mapping.recurrence import map_appointment_series
 from tsl_hostapi.types import Appointment, Recurrence
 

@@ -18,15 +18,15 @@ import threading
 import psycopg
 import pytest
 
-from tsl_exchange_plugin.exchange.base import MailboxAccount
-from tsl_exchange_plugin.exchange.ews import EwsBackend
-from tsl_exchange_plugin.mapping.dispatch import make_mapper
+from tsl_exchange_plugin.backends.base import MailboxAccount
+from tsl_exchange_plugin.backends.ews.backend import EwsBackend
 from tsl_exchange_plugin.mapping.items import content_hash
 from tsl_exchange_plugin.outbox.base import Change, SyncEntry
 from tsl_exchange_plugin.outbox.postgres import PostgresOutbox
+from tsl_exchange_plugin.outbox.snapshot import Snapshot, dump
 from tsl_exchange_plugin.outbox.sqlite import SQLiteOutbox
-from tsl_exchange_plugin.snapshot import Snapshot, dump
-from tsl_exchange_plugin.worker import Worker, WorkerConfig
+from tsl_exchange_plugin.worker.dispatch import make_mapper
+from tsl_exchange_plugin.worker.runner import Worker, WorkerConfig
 from tsl_hostapi.types import Contact
 
 from .conftest import PG_URL

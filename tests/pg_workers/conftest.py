@@ -20,10 +20,10 @@ import pytest
 from psycopg import sql
 
 from tsl_exchange_plugin import PLUGIN_ID
+from tsl_exchange_plugin.core.runtime import FIRM_KEY, QUEUE_URL_ENV
 from tsl_exchange_plugin.outbox.postgres import PostgresOutbox
 from tsl_exchange_plugin.plugin import runtime_for
-from tsl_exchange_plugin.runtime import FIRM_KEY, QUEUE_URL_ENV
-from tsl_exchange_plugin.worker import IDLE_WAIT_ENV
+from tsl_exchange_plugin.worker.runner import IDLE_WAIT_ENV
 from tsl_hostapi.reference.sample_firm import generate_firm
 
 PG_URL = os.environ.get("TSL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from tsl_exchange_plugin import PLUGIN_ID
+from tsl_exchange_plugin.core.runtime import FIRM_KEY
 from tsl_exchange_plugin.outbox.postgres import PostgresOutbox
 from tsl_exchange_plugin.plugin import runtime_for
-from tsl_exchange_plugin.runtime import FIRM_KEY
 from tsl_exchange_plugin.sandbox.graph.testing import graph_sandbox  # noqa: F401 - fixture
 from tsl_exchange_plugin.testing import make_kanzlei, wait_for
 from tsl_hostapi.reference.sample_firm import generate_firm

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from tsl_exchange_plugin.core.runtime import QUEUE_URL_ENV
+from tsl_exchange_plugin.core.shared_state import WRONG_KEY
 from tsl_exchange_plugin.credentials import KEY_ENV, KEY_FILE_ENV, KEY_FILE_NAME
-from tsl_exchange_plugin.runtime import QUEUE_URL_ENV
-from tsl_exchange_plugin.shared_state import WRONG_KEY
 from tsl_exchange_plugin.testing import wait_for
 from tsl_hostapi.types import Appointment, Deadline, User
 

@@ -14,10 +14,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tsl_exchange_plugin.exchange.slots import ServerLimit
-from tsl_exchange_plugin.outbox.postgres import PostgresOutbox
-from tsl_exchange_plugin.outbox.sqlite import SQLiteOutbox
-from tsl_exchange_plugin.shared_state import (
+from tsl_exchange_plugin.backends.slots import ServerLimit
+from tsl_exchange_plugin.core.shared_state import (
     HOLD_ROW,
     LICENCE_ROW,
     NO_LICENCE_ROW,
@@ -25,6 +23,8 @@ from tsl_exchange_plugin.shared_state import (
     StoreContext,
     hold_row,
 )
+from tsl_exchange_plugin.outbox.postgres import PostgresOutbox
+from tsl_exchange_plugin.outbox.sqlite import SQLiteOutbox
 from tsl_exchange_plugin.testing import wait_for
 
 from .conftest import PG_URL
@@ -72,7 +72,7 @@ def test_gate_reads_hold_and_licence_from_the_store(store, tmp_path: Path):
 
 
 def test_a_profile_never_carries_the_plain_password(tmp_path: Path):
-    from tsl_exchange_plugin.accounts import ExchangeSettings
+    from tsl_exchange_plugin.core.accounts import ExchangeSettings
     from tsl_exchange_plugin.credentials import Vault
     from tsl_hostapi.types import User
 

@@ -14,7 +14,8 @@ import threading
 
 import pytest
 
-from tsl_exchange_plugin import PLUGIN_ID, subscriptions
+from tsl_exchange_plugin import PLUGIN_ID
+from tsl_exchange_plugin.core import subscriptions
 from tsl_exchange_plugin.plugin import recovery_for
 from tsl_exchange_plugin.testing import wait_for
 from tsl_hostapi.reference import ReferenceHost

@@ -7,14 +7,14 @@ import time
 import pytest
 
 from tsl_exchange_plugin import PLUGIN_ID
-from tsl_exchange_plugin.mapping.dispatch import make_mapper
+from tsl_exchange_plugin.core.runtime import FIRM_KEY
 from tsl_exchange_plugin.outbox.base import Change
 from tsl_exchange_plugin.outbox.postgres import PostgresOutbox
 from tsl_exchange_plugin.outbox.sqlite import SQLiteOutbox
 from tsl_exchange_plugin.plugin import runtime_for
-from tsl_exchange_plugin.runtime import FIRM_KEY
 from tsl_exchange_plugin.testing import wait_for
-from tsl_exchange_plugin.worker import IDLE_WAIT_ENV, Worker, WorkerConfig
+from tsl_exchange_plugin.worker.dispatch import make_mapper
+from tsl_exchange_plugin.worker.runner import IDLE_WAIT_ENV, Worker, WorkerConfig
 
 SET_SYNC = f"{PLUGIN_ID}.set_sync"
 IDLE = 10.0  # an idle thread's own timeout; every bound below is far under it

@@ -6,8 +6,8 @@ from __future__ import annotations
 import dataclasses
 
 from tsl_exchange_plugin import PLUGIN_ID
-from tsl_exchange_plugin.fidelity import stored
-from tsl_exchange_plugin.status import mailbox_rows
+from tsl_exchange_plugin.core.fidelity import stored
+from tsl_exchange_plugin.ui.status import mailbox_rows
 
 TEST = f"{PLUGIN_ID}.test_connection"
 

@@ -16,12 +16,12 @@ import pytest
 from exchangelib import Contact
 
 from tsl_exchange_plugin import PLUGIN_ID, signals
-from tsl_exchange_plugin.graph.wire import TODO_LIST_NAME
-from tsl_exchange_plugin.parity import stored
+from tsl_exchange_plugin.backends.graph.wire import TODO_LIST_NAME
+from tsl_exchange_plugin.core.parity import stored
 from tsl_exchange_plugin.sandbox.graph.testing import graph_sandbox  # noqa: F401 - fixture
 from tsl_exchange_plugin.sandbox.testing import exchangelib_account
-from tsl_exchange_plugin.settings import RECONCILE_ACTION
 from tsl_exchange_plugin.testing import kanzlei_on
+from tsl_exchange_plugin.ui.settings import RECONCILE_ACTION
 from tsl_hostapi.types import RecordRef
 
 SET_SYNC = f"{PLUGIN_ID}.set_sync"
@@ -164,7 +164,7 @@ def test_orphan_and_surplus_copy_are_removed_items_without_our_key_stay(kanzlei)
     assert k.host.press(k.admin, SET_SYNC, [contact.ref], {"users": [alice.id]}).ok
     k.drain()
     # The subscription goes away behind the plugin's back (as if its removal had been lost).
-    from tsl_exchange_plugin import subscriptions
+    from tsl_exchange_plugin.core import subscriptions
 
     subscriptions.set_subscribers(k.host.settings, contact.id, ())
     # A surplus copy of a key that is wanted, as a retried create could leave.

@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from tsl_exchange_plugin import PLUGIN_ID, cli
-from tsl_exchange_plugin.parity import stored
-from tsl_exchange_plugin.reconcile import PROGRESS_KEY, Sweeper, next_run, parse_time
-from tsl_exchange_plugin.status import german_only, mailbox_rows
+from tsl_exchange_plugin import PLUGIN_ID
+from tsl_exchange_plugin.cli import commands as cli
+from tsl_exchange_plugin.core.parity import stored
+from tsl_exchange_plugin.core.reconcile import PROGRESS_KEY, Sweeper, next_run, parse_time
+from tsl_exchange_plugin.ui.status import german_only, mailbox_rows
 
 
 def _open_deadline(k, user):

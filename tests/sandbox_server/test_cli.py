@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tsl_exchange_plugin.sandbox import cli
+from tsl_exchange_plugin.cli import sandbox as cli
 
 
 def test_bad_mailbox_argument_is_a_clear_german_error():
@@ -30,7 +30,7 @@ def test_serves_until_sigterm(tmp_path):
         [
             sys.executable,
             "-m",
-            "tsl_exchange_plugin.sandbox.cli",
+            "tsl_exchange_plugin.cli.sandbox",
             "--port",
             "0",
             "--data",

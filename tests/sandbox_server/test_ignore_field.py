@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 from exchangelib import EWSDateTime, Task
 
-from tsl_exchange_plugin.sandbox import cli
+from tsl_exchange_plugin.cli import sandbox as cli
 from tsl_exchange_plugin.sandbox.testing import exchangelib_account
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from ...exchange.base import MailboxAccount
+from ...backends.base import MailboxAccount
 from .server import GraphApp, GraphSandbox
 
 TENANT = "5f1c2b7e-0d4a-4c7b-9a51-3e2f6d8c1a90"
@@ -55,7 +55,7 @@ def finish(gs: GraphSandbox) -> None:
 
 @pytest.fixture
 def graph_sandbox(sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[GraphSandbox]:
-    from ...graph.backend import CA_FILE_ENV
+    from ...backends.graph.backend import CA_FILE_ENV
 
     gs = start_graph(sandbox.engine)
     monkeypatch.setenv(CA_FILE_ENV, gs.cert_pem_path or "")

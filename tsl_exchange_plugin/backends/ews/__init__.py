@@ -1,0 +1,1 @@
+"""The EWS backend: the only package of the plugin that imports exchangelib."""
