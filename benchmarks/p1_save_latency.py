@@ -100,14 +100,14 @@ def main() -> int:
     runtime.worker.stop()  # only the save path is timed
     lawyers = [u for u in firm.users if u.role.startswith("Rechtsanw")][:3]
     for u in lawyers:
-        runtime.save_account(
+        runtime.admin.save_account(
             u.id,
             ExchangeSettings(enabled=True, host="mail.kanzlei.test", username=u.email, auth_type="basic"),
             password="bench-secret",
         )
     runtime.worker.stop()
     contacts = firm.contacts[:100]
-    runtime.change_subscriptions([c.id for c in contacts], add=[u.id for u in lawyers])
+    runtime.subscriptions.change([c.id for c in contacts], add=[u.id for u in lawyers])
 
     print(f"synchronous=FULL, WAL, n={args.n}, data on {tmp}")
     baseline = bare_insert(tmp / "bare.sqlite3", args.n)

@@ -49,7 +49,7 @@ def listening(schema: str) -> int:
 def run(processes: int, args: argparse.Namespace, tmp: Path) -> dict:
     from tsl_exchange_plugin import PLUGIN_ID, licence
     from tsl_exchange_plugin.cli.demo import sandbox_tab_values
-    from tsl_exchange_plugin.core.runtime import QUEUE_URL_ENV
+    from tsl_exchange_plugin.core.firm import QUEUE_URL_ENV
     from tsl_exchange_plugin.credentials import KEY_ENV, KEY_FILE_ENV, KEY_FILE_NAME
     from tsl_exchange_plugin.plugin import runtime_for
     from tsl_exchange_plugin.sandbox.testing import sandbox_process

@@ -134,7 +134,7 @@ def main() -> int:
         host.install_licence(PLUGIN_ID, licence.sign(claims, key, "bench"))
         assert host.enable(PLUGIN_ID).allowed
         runtime = runtime_for(host)
-        runtime.save_firm_settings({"graph_authority": sb["authority"]})
+        runtime.admin.save_firm_settings({"graph_authority": sb["authority"]})
         drained = threading.Event()
         signals.queue_drained.connect(lambda sender, **_: drained.set(), weak=False)
         admin = next(u for u in firm.users if u.is_admin)

@@ -74,13 +74,13 @@ def _run(args, tmp: Path, key, claims, server) -> dict:
     host.install_licence(PLUGIN_ID, licence.sign(claims, key, "bench"))
     assert host.enable(PLUGIN_ID).allowed
     runtime = runtime_for(host)
-    runtime.save_firm_settings({"reconcile_auto": False, "reconcile_time": ""})
+    runtime.admin.save_firm_settings({"reconcile_auto": False, "reconcile_time": ""})
     admin = next(u for u in firm.users if u.is_admin)
     user = next(u for u in firm.users if u.role.startswith("Rechtsanw"))
     values = sandbox_tab_values(server.url, EMAIL, PASSWORD)
     assert host.save_tab(admin, "user", f"{PLUGIN_ID}.user", SettingsContext("user", user.id), values).ok
     t0 = time.monotonic()
-    runtime.change_subscriptions_bulk([c.id for c in host.iter_records("contact")], add=[user.id])
+    runtime.subscriptions.change_bulk([c.id for c in host.iter_records("contact")], add=[user.id])
     assert runtime.worker.drain(timeout=1800)
     print(f"{args.n} Kontakte übertragen in {time.monotonic() - t0:.1f} s")
     # The phone: another client changes 1 % of our contacts.
@@ -92,7 +92,7 @@ def _run(args, tmp: Path, key, claims, server) -> dict:
         item.display_name = "am Telefon geändert"
     phone.bulk_update([(item, ["display_name"]) for item in drift])
     # The server probe runs at "Testen", not inside the timed sweep.
-    check_account(runtime, runtime.resolve_account(user.id))
+    check_account(runtime, runtime.config.resolve_account(user.id))
     before = _stats(server)
     trace = not os.environ.get("NO_TRACEMALLOC")
     if trace:

@@ -131,7 +131,7 @@ def kanzlei(tmp_path: Path, sandbox: SandboxServer, licence_key) -> Iterator[Kan
     k = Kanzlei(host, sandbox, firm, admin, lawyers, {u.id: e for u, e in zip(lawyers, emails, strict=False)})
     # No background sweeps: a test that wants one asks for it (runtime.reconciler / the sweeper),
     # so no sweep's requests meet another test's fault plan or request counts.
-    k.runtime.save_firm_settings({"reconcile_auto": False, "reconcile_time": ""})
+    k.runtime.admin.save_firm_settings({"reconcile_auto": False, "reconcile_time": ""})
     for user in lawyers:
         k.configure(user, password=SANDBOX_PASSWORDS[k.mailbox_of[user.id]])
     # Enabling an account pushes what already concerns the user (the sample firm's
@@ -192,7 +192,7 @@ def make_kanzlei(tmp_path: Path, sandbox, graph, licence_key, *, backend: str) -
     k.backend_name = backend
     # The sandbox's identity provider stands in for login.microsoftonline.com (an operator setting).
     # No background sweeps (as in the EWS fixture): their probe items would meet the tests' counts.
-    k.runtime.save_firm_settings(
+    k.runtime.admin.save_firm_settings(
         {"graph_authority": graph.url, "reconcile_auto": False, "reconcile_time": ""}
     )
     k.configure_app()

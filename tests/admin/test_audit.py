@@ -28,15 +28,17 @@ def test_audit_records_pushes_and_failures_of_its_own_runtime_only(kanzlei, tmp_
     k.server.inject("http_status", status=503, mailbox=k.mailbox_of[bob.id], count=None)
     k.host.press(k.admin, SET_SYNC, [contact.ref], {"users": [bob.id]})
     wait_for(
-        lambda: any(e.outcome == "retry" for e in k.runtime.audit.entries(mailbox=bob.id)),
+        lambda: any(e.outcome == "retry" for e in k.runtime.admin.audit.entries(mailbox=bob.id)),
         what="retry logged",
     )
     k.server.faults.clear()
 
-    ok = [e for e in k.runtime.audit.entries(mailbox=alice.id) if e.record_key == contact.ref.key]
+    ok = [e for e in k.runtime.admin.audit.entries(mailbox=alice.id) if e.record_key == contact.ref.key]
     assert [(e.op, e.outcome) for e in ok] == [("upsert", "ok")]
     assert abs(ok[0].at - time.time()) < 60
-    (retry,) = [e for e in k.runtime.audit.entries(mailbox=bob.id) if e.record_key == contact.ref.key][:1]
+    (retry,) = [e for e in k.runtime.admin.audit.entries(mailbox=bob.id) if e.record_key == contact.ref.key][
+        :1
+    ]
     assert retry.outcome == "retry" and "vorübergehend nicht verfügbar" in retry.detail
     assert stranger.entries() == []
 
@@ -68,7 +70,7 @@ def test_status_audit_cli_prints_the_log(kanzlei, capsys):
 def test_audit_retention_setting_purges_old_entries(kanzlei):
     k = kanzlei
     assert k.host.save_tab(k.admin, "interfaces", INTERFACES_TAB, IFACE, {"audit_retention_days": 30}).ok
-    log = k.runtime.audit
+    log = k.runtime.admin.audit
     log.record("u1", "contact:1", "upsert", "ok")
     count = len(log.entries(limit=10_000))
     assert log.purge(now=time.time() + 29 * 86400) == 0

@@ -127,7 +127,7 @@ def test_cleanup_before_disabling_the_interface_holds_pushing_and_clears_every_m
     assert {o.ref.id for o in result.outcomes} == {alice.id, bob.id, carol.id}
     assert all(_ours(k, u) == 0 for u in k.lawyers)
     # Held: a save now stays queued instead of pushing into the cleaned mailbox.
-    assert "deaktiviert werden kann" in (k.runtime.push_gate() or "")
+    assert "deaktiviert werden kann" in (k.runtime.admin.push_gate() or "")
     k.host.press(k.admin, SET_SYNC, [k.firm.contacts[7].ref], {"users": [alice.id]})
     assert k.runtime.outbox.pending_count(alice.id) >= 1
     # The administrator disables the interface: the queue survives for a later re-enable.

@@ -46,10 +46,10 @@ def test_only_an_administrator_sees_or_changes_the_interfaces_tab(kanzlei):
         values={"done_deadline": "remove"},
     )
     assert not saved.ok and "Administrator" in saved.message
-    assert k.runtime.firm_settings().get("done_deadline") != "remove"
+    assert k.runtime.config.firm_settings().get("done_deadline") != "remove"
     assert not k.host.press(lawyer, RETRY).ok
     assert not k.host.press(lawyer, f"{PLUGIN_ID}.cleanup", (), {"all_mailboxes": True}).ok
-    assert k.runtime.push_gate() is None
+    assert k.runtime.admin.push_gate() is None
 
 
 BAD_SETTINGS = [
@@ -69,14 +69,14 @@ BAD_SETTINGS = [
 
 def test_bad_firm_settings_are_refused_field_by_field_and_nothing_is_lost(kanzlei):
     k = kanzlei
-    before = k.runtime.firm_settings()
+    before = k.runtime.config.firm_settings()
     for values, field, words in BAD_SETTINGS:
         result = _save(k, values)
         assert not result.ok, values
         assert [e.field for e in result.errors] == [field], values
         assert words in result.errors[0].message, (values, result.errors)
         assert "geheim123" not in repr(result)
-        assert k.runtime.firm_settings() == before
+        assert k.runtime.config.firm_settings() == before
 
 
 def test_firm_settings_are_saved_loaded_and_used_by_the_mapping(kanzlei):
@@ -103,7 +103,7 @@ def test_firm_settings_are_saved_loaded_and_used_by_the_mapping(kanzlei):
     from tsl_exchange_plugin.outbox import snapshot
 
     lawyer = k.lawyers[0]
-    ctx = k.runtime.mapping_context(
+    ctx = k.runtime.config.mapping_context(
         lawyer.id, snapshot.Snapshot(kind="deadline", record=None, case=None, users={})
     )
     assert ctx.done_deadline == "remove"

@@ -34,7 +34,7 @@ def test_seats_refuse_the_extra_user_with_a_clear_message(kanzlei, licence_key):
     k = kanzlei
     # Three lawyers use Exchange; the firm now holds a licence for three seats.
     k.host.install_licence(PLUGIN_ID, licence_key(seats=3))
-    k.runtime.licensing.invalidate()
+    k.runtime.admin.licensing.invalidate()
     fourth = next(u for u in k.firm.users if u.active and u.id not in {x.id for x in k.lawyers})
     email = k.mailbox_of[k.lawyers[0].id]
     result = k.host.save_tab(
@@ -67,7 +67,7 @@ def test_licence_ending_while_running_holds_pushes_keeps_queue_and_resumes(kanzl
     alice = k.lawyers[0]
     good = licence_key()
     k.host.install_licence(PLUGIN_ID, licence_key(expires=dt.date.today() - dt.timedelta(days=1)))
-    wait_for(lambda: k.runtime.push_gate(), what="gate closed")
+    wait_for(lambda: k.runtime.admin.push_gate(), what="gate closed")
     contact = k.firm.contacts[3]
     k.host.press(k.admin, SET_SYNC, [contact.ref], {"users": [alice.id]})
     k.runtime.worker.wake()
@@ -88,7 +88,7 @@ def test_licence_ending_while_running_holds_pushes_keeps_queue_and_resumes(kanzl
     k.host.install_licence(PLUGIN_ID, good)
     k.drain()
     assert len(k.ours(alice, contact.ref.key)) == 1
-    assert k.runtime.push_gate() is None
+    assert k.runtime.admin.push_gate() is None
     entry = next(e for e in k.host.interfaces_entries() if e.plugin_id == PLUGIN_ID)
     assert not entry.greyed_out and entry.reason == ""
 

@@ -82,8 +82,8 @@ def test_status_shows_what_waits_in_the_journal(kanzlei, capsys):
     k.drain()
     assert "Journal" not in summary(k.runtime)
     runtime = k.runtime
-    good = runtime.outbox
-    runtime.outbox = Unwritable(good)
+    good = runtime.enqueue.outbox
+    runtime.enqueue.outbox = Unwritable(good)
     try:
         k.host.save(dataclasses.replace(contact, notes="eins"))
         k.host.save(dataclasses.replace(contact, notes="zwei"))
@@ -94,7 +94,7 @@ def test_status_shows_what_waits_in_the_journal(kanzlei, capsys):
         data = json.loads(capsys.readouterr().out)
         assert data["journal"]["waiting"] == 2 and data["journal"]["size_bytes"] > 0
     finally:
-        runtime.outbox = good
+        runtime.enqueue.outbox = good
     recovery = recovery_for(k.host)
     recovery.wake()
     assert recovery.wait_idle(60)

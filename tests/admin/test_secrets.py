@@ -56,7 +56,7 @@ def test_no_password_in_data_dir_logs_output_forms_or_errors(kanzlei, caplog, ca
     seen.append(repr(k.host.press(k.admin, TEST, (), {"user_id": alice.id})))
     seen.append(_forms(k, alice))
     seen.append(repr(k.runtime.outbox.mailbox_states()))
-    seen.append(repr([e.as_dict() for e in k.runtime.audit.entries(limit=1000)]))
+    seen.append(repr([e.as_dict() for e in k.runtime.admin.audit.entries(limit=1000)]))
     seen.append(repr(k.host.notifications) + repr(k.host.hook_failures))
     k.runtime.worker.stop()
     assert cli.main(["status", "--audit", "--data", str(k.host.root)]) == 0

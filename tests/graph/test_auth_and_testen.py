@@ -174,7 +174,7 @@ def test_the_exchange_tab_for_microsoft_365_needs_only_the_mailbox_address(gkanz
         k.admin, "user", USER_TAB, ctx, {"enabled": True, "host": "graph", "email": "c@kanzlei.test"}
     )
     assert ok.ok, ok
-    assert k.runtime.resolve_account(carol.id).graph_url == "https://graph.microsoft.com/v1.0"
+    assert k.runtime.config.resolve_account(carol.id).graph_url == "https://graph.microsoft.com/v1.0"
     # An EWS address on the same tab is EWS again, unless Microsoft 365 is chosen explicitly.
     ews = {
         "enabled": True,
@@ -182,9 +182,9 @@ def test_the_exchange_tab_for_microsoft_365_needs_only_the_mailbox_address(gkanz
         "username": "c@kanzlei.test",
     }
     assert k.host.save_tab(k.admin, "user", USER_TAB, ctx, {**ews, "password": "x"}).ok
-    assert k.runtime.resolve_account(carol.id).backend == "ews"
+    assert k.runtime.config.resolve_account(carol.id).backend == "ews"
     assert k.host.save_tab(k.admin, "user", USER_TAB, ctx, {**ews, "backend": "graph"}).ok
-    account = k.runtime.resolve_account(carol.id)
+    account = k.runtime.config.resolve_account(carol.id)
     assert account.backend == "graph" and account.graph_url == "https://graph.microsoft.com/v1.0"
 
 

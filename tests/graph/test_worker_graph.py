@@ -58,7 +58,7 @@ def test_a_worker_without_a_host_reaches_microsoft_365_mailboxes(gkanzlei):
     k = gkanzlei
     alice = k.lawyers[0]
     runtime = k.runtime
-    runtime.publish_worker_state(full=True)
+    runtime.publisher.publish(full=True)
     assert CLIENT_SECRET not in (runtime.outbox.worker_row(FIRM_ROW) or "")
     context = StoreContext(runtime.outbox, runtime.vault)
     account = context.resolve_account(alice.id)

@@ -16,7 +16,7 @@ from tsl_exchange_plugin import PLUGIN_ID, licence
 from tsl_exchange_plugin.cli import commands as cli
 from tsl_exchange_plugin.cli.args import options_without_help
 from tsl_exchange_plugin.cli.demo import run_demo
-from tsl_exchange_plugin.core.runtime import FIRM_KEY
+from tsl_exchange_plugin.core.firm import FIRM_KEY
 from tsl_hostapi.reference import ReferenceHost
 
 

@@ -168,7 +168,7 @@ def test_odd_contacts_push_or_fail_with_reason(kanzlei):
 def test_hook_never_raises_into_host(kanzlei):
     k = kanzlei
     runtime = k.runtime
-    broken = runtime.outbox
+    broken = runtime.enqueue.outbox
 
     class Exploding:
         def __getattr__(self, name):
@@ -178,14 +178,14 @@ def test_hook_never_raises_into_host(kanzlei):
 
     subscribe(k, [k.firm.contacts[6].id], [k.lawyers[0]])
     k.drain()
-    runtime.outbox = Exploding()
+    runtime.enqueue.outbox = Exploding()
     try:
         saved = k.host.save(dataclasses.replace(k.firm.contacts[6], notes="x"))
         assert saved is not None
         assert k.host.get_record(k.firm.contacts[6].ref).notes == "x"
         assert any("eingereiht" in n.message for n in k.host.notifications)
     finally:
-        runtime.outbox = broken
+        runtime.enqueue.outbox = broken
 
 
 def test_wrong_password_parks_mailbox_without_retry_storm(kanzlei):

@@ -55,8 +55,8 @@ def test_unsubscribing_a_user_without_exchange_leaves_no_stuck_job(kanzlei):
     k = kanzlei
     other = _user_without_exchange(k)
     contact = k.firm.contacts[1]
-    k.runtime.change_subscriptions([contact.id], add=[other.id])
-    k.runtime.change_subscriptions([contact.id], remove=[other.id])
+    k.runtime.subscriptions.change([contact.id], add=[other.id])
+    k.runtime.subscriptions.change([contact.id], remove=[other.id])
     k.drain(timeout=10)
     assert k.runtime.outbox.jobs(other.id) == []
     assert not any(s.parked for s in k.runtime.outbox.mailbox_states() if s.mailbox == other.id)

@@ -10,7 +10,7 @@ import time
 from collections import Counter
 
 from tsl_exchange_plugin import PLUGIN_ID
-from tsl_exchange_plugin.core.runtime import FIRM_KEY
+from tsl_exchange_plugin.core.firm import FIRM_KEY
 from tsl_exchange_plugin.sandbox.server import SandboxServer
 from tsl_exchange_plugin.sandbox.testing import SANDBOX_PASSWORDS
 from tsl_exchange_plugin.testing import wait_for

@@ -25,7 +25,12 @@ def _worker(k, name: str) -> Worker:
     rt = k.runtime
     config = WorkerConfig(threads=1, lanes=1, slices_per_claim=1, lease_seconds=60.0)
     return Worker(
-        rt.outbox, rt.backend, rt.resolve_account, make_mapper(rt.mapping_context), config, worker_id=name
+        rt.outbox,
+        rt.backend,
+        rt.config.resolve_account,
+        make_mapper(rt.config.mapping_context),
+        config,
+        worker_id=name,
     )
 
 

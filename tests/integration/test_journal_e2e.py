@@ -19,7 +19,7 @@ from psycopg import sql
 from tsl_exchange_plugin import PLUGIN_ID
 from tsl_exchange_plugin.cli.commands import main as cli_main
 from tsl_exchange_plugin.core import subscriptions
-from tsl_exchange_plugin.core.runtime import QUEUE_URL_ENV
+from tsl_exchange_plugin.core.firm import QUEUE_URL_ENV
 from tsl_exchange_plugin.plugin import recovery_for, runtime_for
 from tsl_hostapi.reference import ReferenceHost
 
@@ -222,15 +222,15 @@ def test_saves_the_running_queue_cannot_take_are_journaled_and_replayed_in_order
     subscribe(k, [edited, deleted], alice)
     k.drain()
     runtime = k.runtime
-    good = runtime.outbox
-    runtime.outbox = Unwritable(good)
+    good = runtime.enqueue.outbox
+    runtime.enqueue.outbox = Unwritable(good)
     try:
         save_three(k.host, edited, deleted)
         notes = journal_notes(k.host)
         assert len(notes) == 1 and "Datenträger voll" in notes[0].message, notes
         assert recovery_for(k.host).journal.info().waiting == 4
     finally:
-        runtime.outbox = good
+        runtime.enqueue.outbox = good
     back_and_replayed(k.host)
     assert_order_kept(k, alice, edited, deleted)
 
@@ -240,15 +240,15 @@ def test_a_subscription_change_the_queue_cannot_take_is_kept_and_completed(kanzl
     alice = k.lawyers[0]
     contact = k.firm.contacts[8]
     runtime = k.runtime
-    good = runtime.outbox
-    runtime.outbox = Unwritable(good)
+    good = runtime.enqueue.outbox
+    runtime.enqueue.outbox = Unwritable(good)
     try:
         result = subscribe(k, [contact], alice)
         assert "nachgeholt" in result.message
         assert subscriptions.subscribers(k.host.settings, contact.id) == (alice.id,)
         assert len(journal_notes(k.host)) == 1
     finally:
-        runtime.outbox = good
+        runtime.enqueue.outbox = good
     back_and_replayed(k.host)
     k.drain()
     assert len(k.ours(alice, contact.ref.key)) == 1

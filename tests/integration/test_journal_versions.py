@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from tsl_exchange_plugin.core.runtime import event_from_journal, event_to_journal, source_version
+from tsl_exchange_plugin.core.enqueue import event_from_journal, event_to_journal, source_version
 from tsl_hostapi.reference import ReferenceHost
 from tsl_hostapi.types import Contact, RecordEvent
 

@@ -28,8 +28,8 @@ def small_slices(kanzlei):
     worker = Worker(
         rt.outbox,
         rt.backend,
-        rt.resolve_account,
-        make_mapper(rt.mapping_context),
+        rt.config.resolve_account,
+        make_mapper(rt.config.mapping_context),
         WorkerConfig(threads=1, batch_size=10, lanes=2, slices_per_claim=8, max_back_off=3),
     )
     try:

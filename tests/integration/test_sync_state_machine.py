@@ -65,7 +65,7 @@ class SyncMachine(RuleBasedStateMachine):
         self.lawyers = [u for u in self.firm.users if u.role.startswith("Rechtsanw")][:2]
         emails = sorted(SANDBOX_PASSWORDS)
         self.mailbox_of = {u.id: e for u, e in zip(self.lawyers, emails, strict=False)}
-        self.runtime.save_firm_settings(
+        self.runtime.admin.save_firm_settings(
             {"reconcile_auto": False, "reconcile_time": "", "request_timeout": 2, "phone_edits": "restore"}
         )
         for user in self.lawyers:
@@ -124,7 +124,7 @@ class SyncMachine(RuleBasedStateMachine):
         contact = self.host.iter_records("contact")[n]
         users = [self.lawyers[i].id for i in who]
         current = set(subscriptions.subscribers(self.host.settings, contact.id))
-        self.runtime.change_subscriptions(
+        self.runtime.subscriptions.change(
             [contact.id], add=users, remove=[u for u in current if u not in users]
         )
         self.host.save(dataclasses.replace(contact, notes=note))

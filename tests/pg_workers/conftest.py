@@ -20,7 +20,7 @@ import pytest
 from psycopg import sql
 
 from tsl_exchange_plugin import PLUGIN_ID
-from tsl_exchange_plugin.core.runtime import FIRM_KEY, QUEUE_URL_ENV
+from tsl_exchange_plugin.core.firm import FIRM_KEY, QUEUE_URL_ENV
 from tsl_exchange_plugin.outbox.postgres import PostgresOutbox
 from tsl_exchange_plugin.plugin import runtime_for
 from tsl_exchange_plugin.worker.runner import IDLE_WAIT_ENV

@@ -102,7 +102,7 @@ class RequestTimeline:
 
 def test_two_worker_processes_push_300_items_exactly_once_one_writer_per_mailbox(pg_kanzlei, workers):
     k = pg_kanzlei
-    assert k.runtime.worker_mode() == "external"
+    assert k.runtime.config.worker_mode() == "external"
     assert not k.runtime.worker.running  # the host only enqueues
     timeline = RequestTimeline(k.server)
     # Every request takes at least 50 ms: two writers on one mailbox could not slip

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tsl_exchange_plugin.core.runtime import QUEUE_URL_ENV
+from tsl_exchange_plugin.core.firm import QUEUE_URL_ENV
 from tsl_exchange_plugin.core.shared_state import WRONG_KEY
 from tsl_exchange_plugin.credentials import KEY_ENV, KEY_FILE_ENV, KEY_FILE_NAME
 from tsl_exchange_plugin.testing import wait_for
@@ -128,7 +128,7 @@ def test_the_hold_written_by_the_host_stops_an_external_worker(pg_kanzlei, hostl
         output = workers.output
     wait_for(lambda: listeners(k) == 1, timeout=30, what="the worker to listen")
     # The administrator's cleanup before disabling holds every push, in the host process.
-    k.runtime.hold("Aufräumen läuft.")
+    k.runtime.admin.hold("Aufräumen läuft.")
     subscribe(k, k.contacts[:5], [alice])  # NOTIFY wakes the worker; its gate reads the hold
 
     def pushed() -> bool:
@@ -142,7 +142,7 @@ def test_the_hold_written_by_the_host_stops_an_external_worker(pg_kanzlei, hostl
     )
     assert not pushed(), "the worker pushed while the administrator held all pushing"
     assert k.runtime.outbox.pending_count(alice.id) == 5
-    k.runtime.release_hold()
+    k.runtime.admin.release_hold()
     drained(k)
     assert all(len(k.ours(alice, c.ref.key)) == 1 for c in k.contacts[:5])
     assert "Übertragung läuft wieder." in output(proc)

@@ -82,7 +82,7 @@ def add_lawyers(k, mailboxes: int, licence_key) -> None:
     """Give the firm ``mailboxes`` lawyers with an Exchange account on the sandbox (on a
     licence with enough seats)."""
     k.host.install_licence(PLUGIN_ID, licence_key(seats=mailboxes))
-    k.runtime.licensing.invalidate()
+    k.runtime.admin.licensing.invalidate()
     for n in range(len(k.lawyers), mailboxes):
         email = f"anwalt{n}@kanzlei.test"
         password = f"Anwalt-Sandbox-{n}!"

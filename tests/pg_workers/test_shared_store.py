@@ -168,19 +168,19 @@ def test_the_host_publishes_idempotently_and_without_plain_passwords(kanzlei):
     k = kanzlei
     runtime = k.runtime
     assert isinstance(runtime.outbox, SQLiteOutbox)
-    assert runtime.publish_worker_state(full=True) == 0  # written at startup already
+    assert runtime.publisher.publish(full=True) == 0  # written at startup already
     rows = runtime.outbox.worker_rows()
     assert {f"mailbox:{u.id}" for u in k.lawyers} <= set(rows)
     assert {"firm", "licence"} <= set(rows)
     text = json.dumps(rows)
     assert not any(pw in text for pw in SANDBOX_PASSWORDS.values())
-    runtime.save_firm_settings({"done_deadline": "remove"})
+    runtime.admin.save_firm_settings({"done_deadline": "remove"})
     assert json.loads(runtime.outbox.worker_row("firm"))["done_deadline"] == "remove"
     alice = k.lawyers[0]
     k.configure(alice, timezone="Europe/Vienna")
     profile = MailboxProfile.load(runtime.outbox.worker_row(f"mailbox:{alice.id}"))
     assert profile.settings.timezone == "Europe/Vienna"
-    runtime.hold("Aufräumen läuft.")
+    runtime.admin.hold("Aufräumen läuft.")
     assert runtime.outbox.worker_row(HOLD_ROW) is not None
-    runtime.release_hold()
+    runtime.admin.release_hold()
     assert runtime.outbox.worker_row(HOLD_ROW) is None

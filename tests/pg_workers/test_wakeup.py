@@ -7,7 +7,7 @@ import time
 import pytest
 
 from tsl_exchange_plugin import PLUGIN_ID
-from tsl_exchange_plugin.core.runtime import FIRM_KEY
+from tsl_exchange_plugin.core.firm import FIRM_KEY
 from tsl_exchange_plugin.outbox.base import Change
 from tsl_exchange_plugin.outbox.postgres import PostgresOutbox
 from tsl_exchange_plugin.outbox.sqlite import SQLiteOutbox
@@ -32,7 +32,11 @@ def own_worker(k, store) -> Worker:
     """A worker on its own store handle: it can learn of new work only through the store."""
     rt = k.runtime
     return Worker(
-        store, rt.backend, rt.resolve_account, make_mapper(rt.mapping_context), WorkerConfig(idle_wait=IDLE)
+        store,
+        rt.backend,
+        rt.config.resolve_account,
+        make_mapper(rt.config.mapping_context),
+        WorkerConfig(idle_wait=IDLE),
     )
 
 
@@ -86,18 +90,18 @@ def test_postgres_notify_from_another_connection_wakes_a_worker(pg_kanzlei, pg_q
 
 def test_worker_mode_defaults_to_host_and_a_bad_value_falls_back(kanzlei):
     k = kanzlei
-    assert k.runtime.worker_mode() == "host" and k.runtime.worker.running
+    assert k.runtime.config.worker_mode() == "host" and k.runtime.worker.running
     firm = k.host.settings.get(PLUGIN_ID, FIRM_KEY, {}) or {}
     k.host.settings.set(PLUGIN_ID, FIRM_KEY, {**firm, "worker": "extern"})  # a typo
     k.host.disable(PLUGIN_ID)
     assert k.host.enable(PLUGIN_ID).allowed
     runtime = runtime_for(k.host)
-    assert runtime.worker_mode() == "host" and runtime.worker.running
+    assert runtime.config.worker_mode() == "host" and runtime.worker.running
     k.host.settings.set(PLUGIN_ID, FIRM_KEY, {**firm, "worker": "external"})
     k.host.disable(PLUGIN_ID)
     assert k.host.enable(PLUGIN_ID).allowed
     runtime = runtime_for(k.host)
-    assert runtime.worker_mode() == "external" and not runtime.worker.running
+    assert runtime.config.worker_mode() == "external" and not runtime.worker.running
     # The host still enqueues; a worker (here: one run in this thread) pushes it.
     assert k.host.press(k.admin, SET_SYNC, [k.firm.contacts[0].ref], {"users": [k.lawyers[0].id]}).ok
     assert runtime.outbox.pending_count(k.lawyers[0].id) == 1

@@ -52,7 +52,7 @@ def test_a_reminder_switch_ignored_on_update_is_worked_around_by_recreating(kanz
     result = k.host.press(k.admin, TEST, (), {"user_id": alice.id})
     assert result.ok and result.status_icon == "green", result.message
     assert "beim Ändern nicht" in result.message and "Erinnerung" in result.message
-    server = k.runtime.resolve_account(alice.id).server
+    server = k.runtime.config.resolve_account(alice.id).server
     assert stored(k.runtime, server).recreate_classes == {"calendar", "task"}
 
     notes = before["body"] + "Mandant angerufen\n"

@@ -64,7 +64,7 @@ def _sweep(k, user=None, **kw):
 
 
 def _set_firm(k, **values):
-    k.runtime.save_firm_settings(values)
+    k.runtime.admin.save_firm_settings(values)
 
 
 def test_phone_edit_without_host_change_is_restored_by_the_sweep(kanzlei):
@@ -74,7 +74,7 @@ def test_phone_edit_without_host_change_is_restored_by_the_sweep(kanzlei):
     (item,) = k.ours(alice, deadline.ref.key, "calendar")
     mailbox = k.mailbox_of[alice.id]
     k.server.engine.phone_edit(mailbox, item["item_id"], subject="am Telefon umbenannt")
-    k.runtime.resync(alice.id)  # what existed before: unchanged hash, nothing rewritten
+    k.runtime.enqueue.resync([alice.id])  # what existed before: unchanged hash, nothing rewritten
     k.drain()
     assert k.ours(alice, deadline.ref.key, "calendar")[0]["subject"] == "am Telefon umbenannt"
 
@@ -135,7 +135,7 @@ def test_edit_made_while_disabled_arrives_after_enabling(kanzlei):
     k = kanzlei
     alice = k.lawyers[0]
     deadline = _open_deadline(k, alice)
-    k.runtime.save_firm_settings({"reconcile_auto": True})
+    k.runtime.admin.save_firm_settings({"reconcile_auto": True})
     k.host.disable(PLUGIN_ID)
     moved = dataclasses.replace(deadline, due_date=deadline.due_date + dt.timedelta(days=7))
     k.host.save(moved)  # nobody listens: the plugin is off
@@ -170,7 +170,7 @@ def test_orphan_and_surplus_copy_are_removed_items_without_our_key_stay(kanzlei)
     # A surplus copy of a key that is wanted, as a retried create could leave.
     deadline = _open_deadline(k, alice)
     (frist,) = k.ours(alice, deadline.ref.key, "calendar")
-    session = k.runtime.backend.session(k.runtime.resolve_account(alice.id))
+    session = k.runtime.backend.session(k.runtime.config.resolve_account(alice.id))
     from tsl_exchange_plugin.mapping.items import CalendarEntry
 
     copy = CalendarEntry(
@@ -256,7 +256,7 @@ def test_a_mailbox_set_up_again_without_sync_state_ends_with_one_copy_per_key(ka
         k.runtime.outbox.delete_sync(alice.id, key)
     before = {i["extended_properties"]["tslRecordId"] for i in k.ours_any(alice, "calendar")}
     assert before
-    k.runtime.save_firm_settings({"reconcile_auto": True})
+    k.runtime.admin.save_firm_settings({"reconcile_auto": True})
     done: list = []
     signals.sweep_done.connect(lambda sender, report, **_: done.append(report), weak=False)
     try:
@@ -283,7 +283,7 @@ def test_a_deadline_reassigned_while_disabled_moves_mailboxes_after_enabling(kan
         if alice.id in d.responsible_ids and bob.id not in d.responsible_ids and not d.done
     )
     assert k.ours(alice, deadline.ref.key, "calendar") and not k.ours(bob, deadline.ref.key, "calendar")
-    k.runtime.save_firm_settings({"reconcile_auto": True})
+    k.runtime.admin.save_firm_settings({"reconcile_auto": True})
     k.host.disable(PLUGIN_ID)
     k.host.save(dataclasses.replace(deadline, responsible_ids=(bob.id,)))  # nobody listens
     assert k.host.enable(PLUGIN_ID).allowed

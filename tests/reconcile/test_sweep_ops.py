@@ -62,9 +62,9 @@ def test_the_schedule_sweeps_every_enabled_mailbox_when_the_time_has_come(kanzle
     k = kanzlei
     k.runtime.sweeper.stop()  # this test drives its own sweeper with a clock it sets
     now = [dt.datetime(2026, 3, 1, 1, 0)]
-    sweeper = Sweeper(k.runtime, clock=lambda: now[0])
+    sweeper = Sweeper(k.runtime, k.runtime.reconciler, clock=lambda: now[0])
     try:
-        k.runtime.save_firm_settings({"reconcile_time": "02:30"})
+        k.runtime.admin.save_firm_settings({"reconcile_time": "02:30"})
         k.host.settings.set(PLUGIN_ID, "reconcile:next", None)  # planned afresh by this clock
         ready, wait = sweeper._due()
         assert ready is None and 0 < wait <= 300

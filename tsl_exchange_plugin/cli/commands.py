@@ -105,7 +105,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         # Microsoft 365 mailboxes go through Graph, the others through EWS.
         backend = RoutingBackend(ews=EwsBackend(max_in_flight_per_server=args.per_server))
         with _opened(args.data, worker_config=config, backend=backend) as (_, runtime):
-            if runtime.worker_mode() != "external":
+            if runtime.config.worker_mode() != "external":
                 print(
                     "Fehler: Der Worker-Modus ist „host“: der Host überträgt selbst, ein eigener Worker-Prozess "
                     "würde ihm nur Arbeit abnehmen, die er schon tut. Für Worker-Prozesse zuerst umstellen: "
@@ -113,7 +113,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return 2
-            return _run_worker(args, runtime.worker, runtime.outbox, runtime.push_gate)
+            return _run_worker(args, runtime.worker, runtime.outbox, runtime.admin.push_gate)
     finally:
         signals.mailbox_status_changed.disconnect(_report_status)
 
@@ -137,7 +137,7 @@ def _hostless_worker(args: argparse.Namespace, config) -> int:
 
     from ..backends.ews.backend import EwsBackend
     from ..backends.routing import RoutingBackend
-    from ..core.runtime import QUEUE_URL_ENV
+    from ..core.firm import QUEUE_URL_ENV
     from ..core.shared_state import StoreContext
     from ..credentials import VaultError, open_worker_vault
     from ..outbox.factory import open_outbox
@@ -250,9 +250,9 @@ def cmd_resync(args: argparse.Namespace) -> int:
 
     with _opened(args.data) as (host, runtime):
         user = _user(host, args.user)
-        count = runtime.resync(user.id)
+        count = runtime.enqueue.resync([user.id])
         print(f"{count} Einträge für {user.name} erneut eingereiht.")
-        held = runtime.push_gate()
+        held = runtime.admin.push_gate()
         if held:
             print(
                 f"{held} Es wird nichts übertragen, bis die Übertragung wieder freigegeben ist.",
@@ -261,7 +261,7 @@ def cmd_resync(args: argparse.Namespace) -> int:
             return 1
         drained = progress.drain(runtime.worker, runtime.outbox, timeout=args.timeout, mailbox=user.id)
         left = runtime.outbox.pending_count(user.id)
-        held = runtime.push_gate()
+        held = runtime.admin.push_gate()
     if drained:
         print("Übertragen.")
         return 0
@@ -273,7 +273,7 @@ def cmd_resync(args: argparse.Namespace) -> int:
 def cmd_rotate_key(args: argparse.Namespace) -> int:
     """A new key for the stored secrets: the key actually in use (``TSL_EXCHANGE_KEY``,
     ``TSL_EXCHANGE_KEY_FILE`` or ``credentials.key``) is rotated and every token re-encrypted."""
-    from ..core.runtime import FIRM_KEY
+    from ..core.firm import FIRM_KEY
     from ..credentials import KEY_ENV, rotate_active_key
 
     with _opened(args.data) as (host, runtime):
@@ -294,12 +294,12 @@ def cmd_rotate_key(args: argparse.Namespace) -> int:
             stored = host.settings.get(PLUGIN_ID, key)
             if isinstance(stored, dict) and stored.get("password_token"):
                 values[key] = {**stored, "password_token": rotated.vault.rotate(stored["password_token"])}
-        firm = runtime.firm_settings()
+        firm = runtime.config.firm_settings()
         secrets = {k: rotated.vault.rotate(firm[k]) for k in GRAPH_TOKENS if firm.get(k)}
         if secrets:
             values[FIRM_KEY] = {**firm, **secrets}
         host.settings.set_many(PLUGIN_ID, values)  # one transaction: all tokens or none
-        runtime.publish_worker_state()  # worker processes read the new tokens
+        runtime.publisher.publish()  # worker processes read the new tokens
     count = len(values) - (1 if secrets else 0)
     graph = " und die Microsoft-365-Zugangsdaten" if secrets else ""
     print(f"Neuer Schlüssel aktiv; {count} Passwörter{graph} neu verschlüsselt.")
@@ -454,7 +454,7 @@ def cmd_status_admin(args: argparse.Namespace) -> int:
         return 1
     with _opened(args.data) as (host, runtime):
         rows = mailbox_rows(host, runtime)
-        entries = runtime.audit.entries(limit=args.limit) if args.audit else []
+        entries = runtime.admin.audit.entries(limit=args.limit) if args.audit else []
         if args.json and args.parity:
             _print_parity(runtime, True)
             return 0
@@ -507,7 +507,7 @@ def _queue_unavailable(data: str) -> str:
     """Why the queue cannot be opened, with what waits in the journal meanwhile ("": it opens)."""
     import os
 
-    from ..core.runtime import FIRM_KEY, QUEUE_URL_ENV
+    from ..core.firm import FIRM_KEY, QUEUE_URL_ENV
     from ..outbox.factory import open_outbox
     from ..outbox.journal import Journal
 
@@ -741,7 +741,7 @@ def cmd_licence_install(args: argparse.Namespace) -> int:
             print(f"Fehler: Lizenz nicht eingespielt. {decision.reason}", file=sys.stderr)
             return 1
         host.install_licence(PLUGIN_ID, document)
-        runtime.publish_worker_state()  # worker processes verify the licence from the store
+        runtime.publisher.publish()  # worker processes verify the licence from the store
         enabled = PLUGIN_ID in host.enabled_plugin_ids()
     print(f"Lizenz eingespielt: {_licence_line(document, claims)}")
     if not enabled:
@@ -781,7 +781,7 @@ def cmd_licence_show(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from ..core.runtime import FIRM_KEY
+    from ..core.firm import FIRM_KEY
     from ..ui.settings import validate_queue_url
 
     host = _host(args.data)

@@ -216,7 +216,7 @@ def _story(host, server, graph, app, firm, lawyers, mailboxes, root: Path, *, ke
         "(Entwicklungslizenz der Vorführung, 30 Tage; nicht vom Hersteller)"
     )
     # The sandbox's identity provider stands in for login.microsoftonline.com.
-    runtime.save_firm_settings({"graph_authority": graph.url})
+    runtime.admin.save_firm_settings({"graph_authority": graph.url})
     host.save_tab(
         admin,
         "interfaces",

@@ -24,7 +24,7 @@ def read(runtime, user_id: str, first_day: dt.date, days: int = DAYS) -> PhoneVi
     """Read one lawyer's mailbox with a backend of its own (the worker keeps its sessions)."""
     from ..backends.routing import RoutingBackend
 
-    account = runtime.resolve_account(user_id)
+    account = runtime.config.resolve_account(user_id)
     session = RoutingBackend().session(account)
     inner = getattr(session, "inner", session)
     try:

@@ -24,7 +24,7 @@ from .. import PLUGIN_ID
 from ..backends.base import ExchangeError, ItemNotFound, ItemRef
 
 if TYPE_CHECKING:
-    from .runtime import SyncRuntime
+    from .parts import CoreParts
 
 DEFAULT_MAX_PERCENT = 50
 ITEM_CLASSES = ("contact", "calendar", "task")
@@ -50,14 +50,14 @@ class MailboxCleanup:
     message: str = ""
 
 
-def max_percent(runtime: SyncRuntime) -> int:
-    value = runtime.firm_settings().get("cleanup_max_percent", DEFAULT_MAX_PERCENT)
+def max_percent(runtime: CoreParts) -> int:
+    value = runtime.config.firm_settings().get("cleanup_max_percent", DEFAULT_MAX_PERCENT)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100:
         return DEFAULT_MAX_PERCENT
     return value
 
 
-def _access_problem(runtime: SyncRuntime, user_id: str) -> str:
+def _access_problem(runtime: CoreParts, user_id: str) -> str:
     user = runtime.host.get_user(user_id)
     if user is None:
         return "Benutzer gelöscht"
@@ -68,14 +68,14 @@ def _access_problem(runtime: SyncRuntime, user_id: str) -> str:
     return ""
 
 
-def known_mailboxes(runtime: SyncRuntime) -> list[str]:
+def known_mailboxes(runtime: CoreParts) -> list[str]:
     """Every mailbox the plugin may have written to: stored accounts and queue/sync state."""
     ids = {key.split(":", 1)[1] for key in runtime.host.settings.keys(PLUGIN_ID, "user:")}
     ids |= {s.mailbox for s in runtime.outbox.mailbox_states()}
     return sorted(ids)
 
 
-def candidates(runtime: SyncRuntime) -> list[Candidate]:
+def candidates(runtime: CoreParts) -> list[Candidate]:
     """Mailboxes without access that still hold items we wrote (by our sync state)."""
     out = []
     for uid in known_mailboxes(runtime):
@@ -86,7 +86,7 @@ def candidates(runtime: SyncRuntime) -> list[Candidate]:
     return out
 
 
-def _session(runtime: SyncRuntime, user_id: str):
+def _session(runtime: CoreParts, user_id: str):
     user = runtime.host.get_user(user_id) or User(id=user_id, name=user_id)
     settings = runtime.accounts.load(user_id)
     if not settings.uses_graph and (not settings.host or not settings.has_password):
@@ -94,12 +94,12 @@ def _session(runtime: SyncRuntime, user_id: str):
     # The account may be switched off: cleaning up still needs its stored credentials (for a
     # Microsoft 365 mailbox, the firm's app registration).
     account = runtime.accounts.mailbox_account(
-        user, replace(settings, enabled=True), firm=runtime.firm_settings()
+        user, replace(settings, enabled=True), firm=runtime.config.firm_settings()
     )
     return runtime.backend.session(account)
 
 
-def clean_mailbox(runtime: SyncRuntime, user_id: str, *, confirmed: bool) -> MailboxCleanup:
+def clean_mailbox(runtime: CoreParts, user_id: str, *, confirmed: bool) -> MailboxCleanup:
     user = runtime.host.get_user(user_id)
     name = user.name if user else user_id
     limit = max_percent(runtime)
@@ -159,14 +159,14 @@ def clean_mailbox(runtime: SyncRuntime, user_id: str, *, confirmed: bool) -> Mai
     return MailboxCleanup(user_id, name, "done", count, removed, f"{removed} Elemente entfernt.")
 
 
-def _forget(runtime: SyncRuntime, user_id: str) -> None:
+def _forget(runtime: CoreParts, user_id: str) -> None:
     """What we wrote is gone: drop the sync state so a later re-activation creates afresh."""
     for key in runtime.outbox.sync_keys(user_id):
         runtime.outbox.delete_sync(user_id, key)
 
 
 def clean(
-    runtime: SyncRuntime,
+    runtime: CoreParts,
     user_ids: list[str],
     *,
     confirmed: bool,

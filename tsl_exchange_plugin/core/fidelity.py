@@ -29,7 +29,7 @@ from ..mapping.common import compose_body, merge_body
 from ..mapping.items import CalendarEntry, ExchangeItem, TaskEntry
 
 if TYPE_CHECKING:
-    from .runtime import SyncRuntime
+    from .parts import CoreParts
 
 RESULT_KEY = "fidelity:{}"
 PROBE_CATEGORY = "timeSensor Test"
@@ -204,11 +204,11 @@ def probe(session: Any, server: str, timezone: str = "Europe/Berlin") -> Fidelit
 # --------------------------------------------------------------------------- stored per server
 
 
-def store(runtime: SyncRuntime, result: FidelityResult) -> None:
+def store(runtime: CoreParts, result: FidelityResult) -> None:
     runtime.host.settings.set(PLUGIN_ID, RESULT_KEY.format(result.server), asdict(result))
 
 
-def stored(runtime: SyncRuntime, server: str) -> FidelityResult | None:
+def stored(runtime: CoreParts, server: str) -> FidelityResult | None:
     raw = runtime.host.settings.get(PLUGIN_ID, RESULT_KEY.format(server))
     if not isinstance(raw, dict):
         return None
@@ -224,7 +224,7 @@ def stored(runtime: SyncRuntime, server: str) -> FidelityResult | None:
         return None
 
 
-def check_account(runtime: SyncRuntime, account: MailboxAccount) -> FidelityResult:
+def check_account(runtime: CoreParts, account: MailboxAccount) -> FidelityResult:
     """Probe the server of ``account`` and store the result for it."""
     session = runtime.backend.session(account)
     try:
@@ -243,7 +243,7 @@ class RecreatingSession:
     server that keeps a field at create but drops it on update. Everything else passes through.
     The stored probe result is read at each update, so a "Testen" takes effect at once."""
 
-    def __init__(self, inner: Any, runtime: SyncRuntime, server: str):
+    def __init__(self, inner: Any, runtime: CoreParts, server: str):
         self.inner = inner  # "inner": the worker hands its request guard through to it
         self._runtime = runtime
         self._server = server
@@ -295,7 +295,7 @@ class RecreatingSession:
 class FidelityBackend:
     """Wraps the backend so that pushes use the workaround for what the probe found."""
 
-    def __init__(self, inner: Any, runtime: SyncRuntime):
+    def __init__(self, inner: Any, runtime: CoreParts):
         self._inner = inner
         self._runtime = runtime
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from .. import PLUGIN_ID, signals
 
 if TYPE_CHECKING:
-    from .runtime import SyncRuntime
+    from .parts import CoreParts
 
 REPORT_KEY = "parity"
 
@@ -83,7 +83,7 @@ def _german(iso: str) -> str:
         return iso
 
 
-def stored(runtime: SyncRuntime) -> ParityReport | None:
+def stored(runtime: CoreParts) -> ParityReport | None:
     raw = runtime.host.settings.get(PLUGIN_ID, REPORT_KEY)
     if not isinstance(raw, dict):
         return None
@@ -93,7 +93,7 @@ def stored(runtime: SyncRuntime) -> ParityReport | None:
         return None
 
 
-def publish(runtime: SyncRuntime, report: ParityReport) -> None:
+def publish(runtime: CoreParts, report: ParityReport) -> None:
     """Keep the report, send the signal, and tell the administrator if a deadline is wrong."""
     runtime.host.settings.set(PLUGIN_ID, REPORT_KEY, report.as_dict())
     signals.parity_checked.send(runtime, report=report)

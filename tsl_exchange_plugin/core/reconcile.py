@@ -57,7 +57,7 @@ from .cleanup import FOLDER_LABELS, max_percent
 from .parity import ParityDiff, ParityReport, publish
 
 if TYPE_CHECKING:
-    from .runtime import SyncRuntime
+    from .parts import CoreParts
 
 log = logging.getLogger(__name__)
 
@@ -177,8 +177,8 @@ def base_key(item_key: str) -> str:
     return item_key.split("#", 1)[0]
 
 
-def phone_edit_mode(runtime: SyncRuntime) -> str:
-    mode = runtime.firm_settings().get("phone_edits", "restore")
+def phone_edit_mode(runtime: CoreParts) -> str:
+    mode = runtime.config.firm_settings().get("phone_edits", "restore")
     return mode if mode in PHONE_EDIT_MODES else "restore"
 
 
@@ -203,7 +203,7 @@ def _labels(fields: Iterable[str]) -> str:
 class Reconciler:
     """Runs sweeps for one runtime; one at a time per process."""
 
-    def __init__(self, runtime: SyncRuntime):
+    def __init__(self, runtime: CoreParts):
         self.runtime = runtime
         self._lock = threading.Lock()
 
@@ -226,7 +226,7 @@ class Reconciler:
                 if user_id not in subscriptions.intended_recipients(runtime.host.settings, record):
                     continue
                 try:
-                    snap = snapshot.load(runtime._snapshot_payload(record))
+                    snap = snapshot.load(runtime.enqueue.snapshot_payload(record))
                     items = mapper(snap, user_id)
                 except (snapshot.SnapshotError, ValueError):
                     unmappable.add(record.ref.key)
@@ -241,7 +241,7 @@ class Reconciler:
         started = time.time()
         user = runtime.host.get_user(user_id)
         name = user.name if user else user_id
-        if user_id not in runtime.enabled_users():
+        if user_id not in runtime.config.enabled_users():
             return SweepReport(
                 user_id,
                 name,
@@ -252,7 +252,7 @@ class Reconciler:
                 message="Exchange-Sync ist nicht aktiviert.",
             )
         try:
-            account = runtime.resolve_account(user_id)
+            account = runtime.config.resolve_account(user_id)
         except Exception as exc:  # noqa: BLE001 - German reason from the account store
             return SweepReport(user_id, name, "failed", started, time.time(), dry_run, message=str(exc))
         progress = self._progress(user_id)
@@ -495,12 +495,12 @@ class Reconciler:
             # removed at once; what the queue pushes always targets the one we keep.
             session.delete(plan.surplus)
         changes = [
-            Change(user_id, key, "upsert", runtime._snapshot_payload(record), priority=SWEEP_PRIORITY)
+            Change(user_id, key, "upsert", runtime.enqueue.snapshot_payload(record), priority=SWEEP_PRIORITY)
             for key, record in plan.upserts.items()
         ]
         changes += [Change(user_id, key, "delete", priority=SWEEP_PRIORITY) for key in plan.deletes]
         if changes:
-            runtime._enqueue(changes)
+            runtime.enqueue.put(changes)
 
     # ------------------------------------------------------------------ progress
     def _progress(self, user_id: str) -> dict:
@@ -522,7 +522,7 @@ class Reconciler:
         seen: set[str] = set()
         for uid in ids:
             try:
-                account = self.runtime.resolve_account(uid)
+                account = self.runtime.config.resolve_account(uid)
             except Exception:  # noqa: BLE001 - the mailbox sweep reports it
                 continue
             if account.server in seen or getattr(account, "backend", "ews") != "ews":
@@ -548,7 +548,7 @@ class Reconciler:
         """Sweep the given mailboxes (default: every enabled one), then publish the parity report.
         ``progress(done, total, report)`` after each mailbox (the command line's bar)."""
         with self._lock:
-            ids = sorted(user_ids) if user_ids is not None else sorted(self.runtime.enabled_users())
+            ids = sorted(user_ids) if user_ids is not None else sorted(self.runtime.config.enabled_users())
             if not dry_run:
                 self._probe_servers(ids)
             reports = []
@@ -606,8 +606,15 @@ class Sweeper:
     or switching a user's account on). A requested mailbox is swept once its queue is drained,
     so the sweep compares a settled mailbox and does not race the pushes just queued."""
 
-    def __init__(self, runtime: SyncRuntime, *, clock: Callable[[], dt.datetime] = dt.datetime.now):
+    def __init__(
+        self,
+        runtime: CoreParts,
+        reconciler: Reconciler,
+        *,
+        clock: Callable[[], dt.datetime] = dt.datetime.now,
+    ):
         self.runtime = runtime
+        self.reconciler = reconciler
         self.clock = clock
         self._cv = threading.Condition()
         self._wanted: set[str] = set()
@@ -641,7 +648,7 @@ class Sweeper:
     def request(self, user_ids: Iterable[str] | None = None) -> None:
         """Sweep these mailboxes (None: every enabled one) as soon as their queues are drained."""
         # Resolved now: "every enabled mailbox" means those enabled when the sweep was asked for.
-        ids = set(self.runtime.enabled_users()) if user_ids is None else set(user_ids)
+        ids = set(self.runtime.config.enabled_users()) if user_ids is None else set(user_ids)
         with self._cv:
             self._wanted |= ids
             self._cv.notify_all()
@@ -651,7 +658,7 @@ class Sweeper:
         ready = {u for u in self._wanted if self.runtime.outbox.pending_count(u) == 0}
         if ready:
             return ready, 0.0
-        setting = str(self.runtime.firm_settings().get("reconcile_time", DEFAULT_TIME) or "")
+        setting = str(self.runtime.config.firm_settings().get("reconcile_time", DEFAULT_TIME) or "")
         at = parse_time(setting)
         wait = 60.0 if self._wanted else 300.0  # a safety net: a batch or a request wakes us sooner
         if at is not None:
@@ -667,7 +674,7 @@ class Sweeper:
                 self.runtime.host.settings.set(
                     PLUGIN_ID, NEXT_KEY, {"time": setting, "next": next_run(now, at).isoformat()}
                 )
-                self._wanted |= set(self.runtime.enabled_users())
+                self._wanted |= set(self.runtime.config.enabled_users())
                 return None, 0.0
             wait = min(wait, max(1.0, (due - now).total_seconds()))
         return None, wait
@@ -689,7 +696,7 @@ class Sweeper:
                 self._wanted -= ready
                 self._running = True
             try:
-                self.runtime.reconciler.sweep(ready)
+                self.reconciler.sweep(ready)
             except Exception:  # never kill the thread; the next run tries again
                 log.exception("Exchange-Sync: Abgleich fehlgeschlagen")
             with self._cv:

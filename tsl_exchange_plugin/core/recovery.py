@@ -28,7 +28,8 @@ from tsl_hostapi.types import Host, RecordEvent
 
 from .. import PLUGIN_ID
 from ..outbox.journal import Journal, JournalReplayStopped
-from .runtime import SyncRuntime, event_to_journal
+from .enqueue import event_to_journal
+from .runtime import SyncRuntime
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ class Recovery:
         failed = runtime is None
         if runtime is not None and not self._holding and not self.journal.needs_replay():
             try:
-                getattr(runtime, method)(event)
+                getattr(runtime.enqueue, method)(event)
                 return
             except Exception as exc:
                 log.exception("Exchange-Sync: %s konnte nicht eingereiht werden", event.ref.key)
@@ -223,7 +224,7 @@ class Recovery:
             return False
         if self._sweep_due:
             try:
-                runtime.requeue_host_view()
+                runtime.enqueue.requeue_host_view()
             except Exception as exc:
                 log.exception("Exchange-Sync: Abgleich nach unsauberem Ende fehlgeschlagen")
                 self.reason = (
@@ -260,7 +261,7 @@ class Recovery:
             )
 
         try:
-            if self.journal.replay(runtime.apply_journal, rejected=rejected):
+            if self.journal.replay(runtime.enqueue.apply_journal, rejected=rejected):
                 runtime.worker.wake()
         except JournalReplayStopped as exc:
             self.reason = f"Änderungen können nicht in die Warteschlange eingereiht werden ({_reason(exc)})."

@@ -41,8 +41,8 @@ from ..credentials import Vault, VaultError
 from ..mapping.context import DEFAULT_TIMEZONE, DONE_DEADLINE_MODES, MappingContext
 from ..outbox.base import Outbox
 from ..outbox.snapshot import Snapshot
-from ..ui.settings import FIRM_DEFAULTS
 from .accounts import GRAPH_FIRM_KEYS, ExchangeSettings, mailbox_account
+from .firm import FIRM_DEFAULTS
 
 log = logging.getLogger(__name__)
 

@@ -80,8 +80,8 @@ def retry_now(runtime: SyncRuntime, user: User, values: dict[str, Any]) -> Actio
             runtime.outbox.unpark(state.mailbox)
             unparked += 1
     requeued = runtime.outbox.requeue_failed(only)
-    runtime.release_hold()
-    held = runtime.push_gate()
+    runtime.admin.release_hold()
+    held = runtime.admin.push_gate()
     if held:
         return ActionResult(False, f"Erneuter Versuch nicht möglich: {held}")
     return ActionResult(
@@ -105,7 +105,7 @@ def run_cleanup(runtime: SyncRuntime, user: User, values: dict[str, Any]) -> Act
     all_mailboxes = bool(values.get("all_mailboxes"))
     if all_mailboxes:
         targets = known_mailboxes(runtime)
-        runtime.hold(
+        runtime.admin.hold(
             "Alle Übertragungen angehalten: die übertragenen Elemente werden entfernt, damit die "
             "Schnittstelle deaktiviert werden kann. „Jetzt erneut versuchen“ nimmt den Betrieb wieder auf."
         )
@@ -164,7 +164,7 @@ def bulk_subscribe(
         return ActionResult(False, "Bitte mindestens einen Benutzer wählen.")
     if not actor.is_admin and users != {actor.id}:
         return ActionResult(False, "Sie dürfen Exchange-Sync nur für sich selbst setzen oder entfernen.")
-    enabled = runtime.enabled_users()
+    enabled = runtime.config.enabled_users()
     unknown = users - enabled
     if unknown and add:
         names = ", ".join(sorted(unknown))
@@ -182,11 +182,11 @@ def bulk_subscribe(
         bulk_progress.send(runtime, action_id=action_id, done=done, total=len(valid))
         notice.step(done, len(valid))
 
-    from ..core.runtime import QueueDeferred
+    from ..core.subscribe import QueueDeferred
 
     deferred = False
     try:
-        changed = runtime.change_subscriptions_bulk(
+        changed = runtime.subscriptions.change_bulk(
             valid,
             add=users if add else (),
             remove=() if add else users,

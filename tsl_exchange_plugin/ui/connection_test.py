@@ -37,7 +37,7 @@ from ..backends.base import (
 )
 from ..core.accounts import AccountError, backend_of, ews_url, is_exchange_online_ews
 from ..mapping.items import ContactItem
-from .settings import may_edit_user
+from .permissions import may_edit_user
 
 if TYPE_CHECKING:
     from ..core.runtime import SyncRuntime
@@ -390,7 +390,7 @@ def _account_from_values(
         # Only in memory, for this test: the vault token of the typed password.
         settings = replace(settings, password_token=runtime.vault.encrypt(str(password)))
     if backend_of(settings) == "graph":
-        return runtime.accounts.mailbox_account(user, settings, firm=runtime.firm_settings())
+        return runtime.accounts.mailbox_account(user, settings, firm=runtime.config.firm_settings())
     if not settings.host:
         raise AccountError("Bitte zuerst den Exchange-Server (Feld „Host“) angeben.")
     ews_url(settings.host, allow_insecure=settings.allow_insecure)
@@ -407,7 +407,7 @@ def run_test(runtime: SyncRuntime, actor: User, values: dict[str, Any]) -> Actio
     if user is None:
         return ActionResult(False, "Benutzer nicht gefunden.", status_icon="red")
     version = runtime.accounts.load(user_id).credentials_version
-    timeout = runtime.firm_settings().get("request_timeout")
+    timeout = runtime.config.firm_settings().get("request_timeout")
     account: MailboxAccount | None = None
     try:
         account = _account_from_values(runtime, actor, user, values)

@@ -25,6 +25,8 @@ from tsl_hostapi.types import (
 from .. import PLUGIN_ID
 from ..core import subscriptions
 from ..core.accounts import AccountError, backend_of, ews_url, public_view
+from ..core.firm import FIRM_DEFAULTS
+from .permissions import may_edit_user
 
 if TYPE_CHECKING:
     from ..core.runtime import SyncRuntime
@@ -135,19 +137,6 @@ INTERFACES_FIELDS = (
     ),
     SettingsField("graph_status", "Microsoft 365: hinterlegt", "status", read_only=True),
 )
-FIRM_DEFAULTS: dict[str, Any] = {
-    "target": "default",
-    "subfolder": "",
-    "done_deadline": "mark",
-    "appointment_reminder_minutes": 15,
-    "deadline_reminder_minutes": 1440,
-    "pre_deadline_reminder_minutes": 1440,
-    "queue_url": "",
-    "audit_retention_days": 90,
-    "cleanup_max_percent": 50,
-    "reconcile_time": "02:30",
-    "phone_edits": "restore",
-}
 CLEANUP_ACTION = f"{PLUGIN_ID}.cleanup"
 
 
@@ -159,11 +148,6 @@ OWN_ONLY_MESSAGE = (
 
 class NotAllowed(Exception):
     pass
-
-
-def may_edit_user(actor: User, user_id: str) -> bool:
-    """Only an administrator or the user themself may see or change a user's Exchange tab."""
-    return actor.is_admin or actor.id == user_id
 
 
 def tabs(host: Host, user: User, scope: str) -> list[SettingsTab]:
@@ -202,7 +186,7 @@ def tabs(host: Host, user: User, scope: str) -> list[SettingsTab]:
 
 
 def _exchange_users(host: Host, runtime: SyncRuntime | None) -> list[User]:
-    enabled = runtime.enabled_users() if runtime else frozenset()
+    enabled = runtime.config.enabled_users() if runtime else frozenset()
     return [u for u in host.list_users() if u.id in enabled]
 
 
@@ -281,12 +265,12 @@ def save(
             if changed - {actor.id}:
                 return SaveResult(False, (FieldError("users", OWN_ONLY_MESSAGE),), message=OWN_ONLY_MESSAGE)
             add, remove = wanted & {actor.id}, remove & {actor.id}
-        from ..core.runtime import QueueDeferred
+        from ..core.subscribe import QueueDeferred
 
         try:
             # Every checked user is queued again, also when nothing changed: saving the tab
             # repairs a missing item, and an unchanged one is not rewritten.
-            runtime.change_subscriptions([ctx.object_id], add=add, remove=remove)
+            runtime.subscriptions.change([ctx.object_id], add=add, remove=remove)
         except QueueDeferred:
             return SaveResult(True, message=DEFERRED_MESSAGE)
         return SaveResult(True, message="Gespeichert.")
@@ -346,14 +330,14 @@ def _save_user(runtime: SyncRuntime, actor: User, user_id: str, values: dict[str
             number = None if empty else _int_field(values, name, lo, hi, errors, label)
             new = replace(new, **{name: number})
     if new.enabled and not current.enabled:
-        problem = runtime.seat_problem(user_id)
+        problem = runtime.admin.seat_problem(user_id)
         if problem:
             errors.append(FieldError("enabled", problem))
     if errors:
         return SaveResult(False, tuple(errors))
     password = values.get("password") or None
     try:
-        runtime.save_account(user_id, new, password=password)
+        runtime.admin.save_account(user_id, new, password=password)
     except AccountError as exc:
         return SaveResult(False, (FieldError("timezone", str(exc)),))
     if current.enabled and not new.enabled and runtime.outbox.sync_keys(user_id):
@@ -373,7 +357,7 @@ def interfaces_values(host: Host, runtime: SyncRuntime) -> SettingsValues:
     from ..core.cleanup import candidates
     from .status import mailbox_rows, summary
 
-    stored = runtime.firm_settings()
+    stored = runtime.config.firm_settings()
     firm = {**FIRM_DEFAULTS, **{k: v for k, v in stored.items() if k in FIRM_DEFAULTS}}
     firm["graph_tenant_id"] = stored.get("graph_tenant_id", "")
     firm["graph_client_id"] = stored.get("graph_client_id", "")
@@ -394,7 +378,7 @@ def interfaces_values(host: Host, runtime: SyncRuntime) -> SettingsValues:
                 {"user_id": c.user_id, "user_name": c.user_name, "reason": c.reason}
                 for c in candidates(runtime)
             ],
-            "audit": [e.as_dict() for e in runtime.audit.entries(limit=50)],
+            "audit": [e.as_dict() for e in runtime.admin.audit.entries(limit=50)],
             "parity": _parity_text(runtime),
         },
         status=text,
@@ -458,7 +442,7 @@ def validate_queue_url(url: str) -> str | None:
 def _save_interfaces(runtime: SyncRuntime, values: dict[str, Any]) -> SaveResult:
     from ..mapping.context import DONE_DEADLINE_MODES
 
-    current = {**FIRM_DEFAULTS, **runtime.firm_settings()}
+    current = {**FIRM_DEFAULTS, **runtime.config.firm_settings()}
     errors: list[FieldError] = []
     new: dict[str, Any] = {}
     target = str(values.get("target", current["target"]) or "default")
@@ -503,9 +487,9 @@ def _save_interfaces(runtime: SyncRuntime, values: dict[str, Any]) -> SaveResult
     if errors:
         return SaveResult(False, tuple(errors))
     folders_changed = (target, subfolder) != (current["target"], current["subfolder"])
-    runtime.save_firm_settings(new)
+    runtime.admin.save_firm_settings(new)
     if graph_changed:
-        runtime.graph_credentials_changed()
+        runtime.admin.graph_credentials_changed()
     notes = ["Gespeichert."]
     if queue_changed:
         notes.append("Die neue Warteschlange wird beim nächsten Start verwendet.")
@@ -527,7 +511,7 @@ def _graph_values(
 ) -> bool:
     """The Microsoft 365 app registration (tenant, client, secret or certificate); True if it changed.
     Secret and certificate are encrypted like the users' passwords and never sent back to a form."""
-    current = runtime.firm_settings()
+    current = runtime.config.firm_settings()
     changed = False
     for name in ("graph_tenant_id", "graph_client_id"):
         if name in values:

@@ -88,8 +88,8 @@ def mailbox_rows(host: Host, runtime: SyncRuntime) -> list[MailboxRow]:
     from .connection_test import stored_outcome
 
     states = {s.mailbox: s for s in runtime.outbox.mailbox_states()}
-    enabled = runtime.enabled_users()
-    held = runtime.push_gate() if hasattr(runtime, "push_gate") else None
+    enabled = runtime.config.enabled_users()
+    held = runtime.admin.push_gate()
     rows = []
     for user in host.list_users():
         s = states.get(user.id)
@@ -202,7 +202,7 @@ def format_table(columns: list[Column], rows: list[list[object]]) -> list[str]:
 
 def summary(runtime: SyncRuntime) -> str:
     """One German line above the table: running, or why everything is held."""
-    held = runtime.push_gate()
+    held = runtime.admin.push_gate()
     pending = runtime.outbox.pending_count()
     if held:
         return f"{held} ({pending} Änderungen warten.){journal_line(runtime)}"
