@@ -69,7 +69,7 @@ def main() -> int:
     from exchangelib.protocol import close_connections
 
     from tsl_exchange_plugin import PLUGIN_ID, licence, signals
-    from tsl_exchange_plugin.backends.ews.backend import register_record_id_property, to_exchangelib
+    from tsl_exchange_plugin.backends.ews.convert import register_record_id_property, to_exchangelib
     from tsl_exchange_plugin.cli.demo import sandbox_tab_values
     from tsl_exchange_plugin.mapping.contact import map_contact
     from tsl_exchange_plugin.plugin import runtime_for

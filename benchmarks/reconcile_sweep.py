@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tsl_exchange_plugin import PLUGIN_ID, licence  # noqa: E402
-from tsl_exchange_plugin.backends.ews.backend import register_record_id_property  # noqa: E402
+from tsl_exchange_plugin.backends.ews.convert import register_record_id_property  # noqa: E402
 from tsl_exchange_plugin.cli.demo import sandbox_tab_values  # noqa: E402
 from tsl_exchange_plugin.core.fidelity import check_account  # noqa: E402
 from tsl_exchange_plugin.plugin import runtime_for  # noqa: E402

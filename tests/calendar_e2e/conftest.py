@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tsl_exchange_plugin.backends.ews.backend import RECORD_ID_FIELD, register_record_id_property
+from tsl_exchange_plugin.backends.ews.convert import RECORD_ID_FIELD, register_record_id_property
 from tsl_exchange_plugin.sandbox.graph.testing import (  # noqa: F401 - the fixture
     CLIENT_ID,
     CLIENT_SECRET,

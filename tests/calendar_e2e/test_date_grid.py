@@ -40,7 +40,7 @@ import zoneinfo
 import pytest
 from exchangelib import EWSDate, EWSDateTime
 
-from tsl_exchange_plugin.backends.ews.backend import RECORD_ID_FIELD
+from tsl_exchange_plugin.backends.ews.convert import RECORD_ID_FIELD
 from tsl_exchange_plugin.sandbox.graph.testing import graph_sandbox  # noqa: F401 - fixture
 from tsl_hostapi.types import Deadline
 

@@ -12,7 +12,8 @@ import pytest
 from exchangelib import errors as e
 
 from tsl_exchange_plugin.backends.base import ItemRef, ItemRejected, RequestRejected, Written
-from tsl_exchange_plugin.backends.ews.backend import EwsBackend, translate_error
+from tsl_exchange_plugin.backends.ews.backend import EwsBackend
+from tsl_exchange_plugin.backends.ews.errors import translate_error
 from tsl_exchange_plugin.mapping.items import ContactItem
 
 from .conftest import mailbox_account

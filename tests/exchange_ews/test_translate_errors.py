@@ -14,7 +14,7 @@ from tsl_exchange_plugin.backends.base import (
     OutcomeUnknown,
     TransientError,
 )
-from tsl_exchange_plugin.backends.ews.backend import translate_error
+from tsl_exchange_plugin.backends.ews.errors import translate_error
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tsl_exchange_plugin import PLUGIN_ID
-from tsl_exchange_plugin.core.runtime import FIRM_KEY
+from tsl_exchange_plugin.core.firm import FIRM_KEY
 from tsl_exchange_plugin.outbox.postgres import PostgresOutbox
 from tsl_exchange_plugin.plugin import runtime_for
 from tsl_exchange_plugin.sandbox.graph.testing import graph_sandbox  # noqa: F401 - fixture

@@ -42,7 +42,7 @@ def account(server):
     from exchangelib import Build, Version
     from exchangelib.protocol import close_connections
 
-    from tsl_exchange_plugin.backends.ews.backend import register_record_id_property
+    from tsl_exchange_plugin.backends.ews.convert import register_record_id_property
     from tsl_exchange_plugin.sandbox.testing import exchangelib_account, restore_http_adapter
 
     # The plugin's own registration (process-global and idempotent, PublicStrings "tslRecordId"),

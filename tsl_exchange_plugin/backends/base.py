@@ -1,6 +1,6 @@
 """The backend boundary: what the worker asks of Exchange, and the errors it can get back.
 
-``exchange/ews.py`` (the only module that imports exchangelib) and ``graph/backend.py`` (the
+``ews/`` (the only package that imports exchangelib) and ``graph/backend.py`` (the
 only one that imports httpx and msal) implement it; ``exchange/routing.py`` picks one per mailbox. The worker makes every retry decision; a backend never sleeps and
 never retries a write on its own (a retried batch can duplicate items).
 """

@@ -1,16 +1,17 @@
-"""The EWS backend: with series.py (recurring masters), the only modules of the plugin that import exchangelib.
+"""The EWS backend's operations: ``EwsBackend`` opens an ``EwsSession`` per mailbox, which creates,
+updates, finds and deletes items through exchangelib.
 
-What it does, and why (facts in ../shared/ews-reference/NOTES.md):
+The package beside it (facts in ../shared/ews-reference/NOTES.md): ``convert.py`` turns plain items
+into exchangelib objects and back (the record-key property, the owned fields), ``errors.py`` turns
+exchangelib's exceptions into the backend errors, ``transport.py`` holds the per-item services, the
+protocol subclasses (lane turns, an allowed self-signed certificate) and the per-server request
+limit, ``series.py`` converts recurring masters. These are the only modules of the plugin that
+import exchangelib.
 
 - **No autodiscover.** ``Configuration(service_endpoint=account.ews_url)``. The auth type is
   probed when the account says "auto" (exchangelib posts a dummy request without
   credentials and reads WWW-Authenticate), NTLM or Basic otherwise. The server version is
   probed unless the backend was given one.
-- **FailFast.** exchangelib never sleeps or retries here; the worker owns every retry
-  decision (NOTES §3: FaultTolerance retries whole bulk requests and duplicates items).
-- **Identity.** Every created item carries the extended property PublicStrings/``tslRecordId``
-  (String) with the record key. It is stamped at create only, never in an update, so an
-  item created by hand never becomes "ours".
 - **Unknown outcomes.** A create that meets ErrorServerBusy, a timeout, a dropped
   connection, or any error after a first chunk was written, raises ``OutcomeUnknown``:
   the worker must look the record keys up before creating again.
@@ -28,28 +29,11 @@ What it does, and why (facts in ../shared/ews-reference/NOTES.md):
   request even in ``bulk_update`` (NOTES §3), so every item of that chunk is reported as
   ``Conflict``; some may already be applied, which is harmless because an update is
   idempotent (refresh the ChangeKey, push again).
-- **Concurrency.** One limit per server (host:port of the EWS URL) shared by all
-  sessions of a backend caps the requests in flight (Microsoft advises about 10). Every
-  exchangelib call runs under it; exchangelib sends the requests of one call one after another.
-  With several worker processes the backend gets the queue's store (``shared_slots``) and
-  each call also takes one of the server's slots there, so the cap holds across processes
-  (``ServerLimit``).
-- **TLS.** ``verify_tls=False`` (an administrator allowed a self-signed certificate for this
-  server) must not switch verification off for every other server. exchangelib's
-  ``HTTP_ADAPTER_CLS`` is a class attribute of the protocol, read by class methods, so the
-  backend moves only the cached protocol object of that endpoint and credentials to a
-  subclass that uses ``NoVerifyHTTPAdapter``. Limitation: exchangelib caches protocols per
-  (endpoint, credentials); two accounts with the same URL and credentials but different
-  ``verify_tls`` share one protocol, and the last session opened decides.
-- **Errors** become the classes of ``base.py`` in one place, ``translate_error``, with plain
-  German messages that never contain the password.
-- **Refused content.** ErrorSchemaValidation is a SOAP fault for the whole request: Exchange
-  validates the XML before it processes anything, so nothing was written
-  (``RequestRejected``; the caller splits the batch to find the item). An answer about one
-  item's values (ErrorValueOutOfRange, ErrorInvalidPropertySet, ErrorCalendar…) is that item's
-  ``ItemRejected``. exchangelib raises such answers out of ``bulk_create``/``bulk_update`` and
-  so drops the answers of every other item, written ones included; the create and update
-  services here return them per item instead (``_CreateItems``/``_UpdateItems``).
+- **Concurrency.** One limit per server (host:port of the EWS URL), shared by all sessions of a
+  backend, caps the requests in flight (Microsoft advises about 10); every exchangelib call runs
+  under it (``ServerLimit`` in ``backends/slots.py``, which with several worker processes also
+  takes one of the server's slots in the queue's store). exchangelib sends the requests of one
+  call one after another.
 """
 
 from __future__ import annotations
@@ -57,14 +41,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime as dt
-import html
 import itertools
 import logging
-import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
-from decimal import Decimal
 from typing import Any, TypeVar
 
 from exchangelib import (
@@ -72,52 +53,37 @@ from exchangelib import (
     DELEGATE,
     NTLM,
     Account,
-    Body,
     Build,
     CalendarItem,
     Configuration,
-    Contact,
     Credentials,
-    EWSDate,
-    EWSDateTime,
     EWSTimeZone,
-    ExtendedProperty,
-    FailFast,
-    HTMLBody,
-    NoVerifyHTTPAdapter,
     Q,
-    Task,
     Version,
 )
 from exchangelib import errors as exl_errors
-from exchangelib.fields import ExtendedPropertyField, FieldPath, InvalidField
+from exchangelib.fields import ExtendedPropertyField, FieldPath
 from exchangelib.folders import DEEP, SHALLOW, Calendar, Contacts, Root, Tasks
 from exchangelib.folders.queryset import SingleFolderQuerySet
-from exchangelib.indexed_properties import EmailAddress, PhoneNumber, PhysicalAddress
 from exchangelib.items import AUTO_RESOLVE, ID_ONLY, NEVER_OVERWRITE, SAVE_ONLY, SEND_TO_NONE
 from exchangelib.properties import OccurrenceItemId
-from exchangelib.protocol import Protocol
-from exchangelib.services import CreateItem, UpdateItem
 
 from ... import logredact
-from ...mapping.common import merge_body, split_body
-from ...mapping.items import CalendarEntry, ContactItem, ExchangeItem, TaskEntry
+from ...mapping.common import merge_body
+from ...mapping.items import CalendarEntry, ExchangeItem
 from ...mapping.reminder import TODO_LIST_NAME, linked_record_key
 from .. import turns
 from ..base import (
-    AuthFailed,
     ConfigError,
     Conflict,
     ExchangeError,
     ItemClass,
-    ItemNotFound,
     ItemRef,
     ItemRejected,
     MailboxAccount,
     OutcomeUnknown,
     OwnedRef,
     OwnedValues,
-    PauseScope,
     PerItem,
     RequestGuard,
     RequestRejected,
@@ -127,469 +93,22 @@ from ..base import (
 )
 from ..slots import ServerLimit
 from . import series as series_ews
+from .convert import (
+    RECORD_ID_FIELD,
+    body_text,
+    plain_owned,
+    read_only_fields,
+    register_record_id_property,
+    to_exchangelib,
+    update_fields,
+)
+from .errors import FailFastWithHint, short_message, translate_error
+from .transport import CreateItems, NoVerifyProtocol, TurnTakingProtocol, UpdateItems
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-RECORD_ID_FIELD = "tsl_record_id"
-QUOTA_BACK_OFF = 3600.0  # a full mailbox frees up when the user cleans up, not in seconds
-STORE_BACK_OFF = 300.0
-DEFAULT_BUSY_BACK_OFF = 30.0
 FIND_KEYS_PER_REQUEST = 50  # keys per Or-restriction; keeps each FindItem small
-
-# --------------------------------------------------------------------------- extended property
-
-
-class TslRecordId(ExtendedProperty):
-    """The record key the plugin stamps on every item it creates."""
-
-    distinguished_property_set_id = "PublicStrings"
-    property_name = "tslRecordId"
-    property_type = "String"
-
-
-_ITEM_CLASSES: dict[str, type] = {"contact": Contact, "calendar": CalendarItem, "task": Task}
-_register_lock = threading.Lock()
-
-
-def register_record_id_property() -> None:
-    """Register ``tsl_record_id`` on Contact, CalendarItem and Task (process-global, idempotent)."""
-    with _register_lock:
-        for cls in _ITEM_CLASSES.values():
-            try:
-                cls.get_field_by_fieldname(RECORD_ID_FIELD)
-            except InvalidField:
-                cls.register(RECORD_ID_FIELD, TslRecordId)
-
-
-# --------------------------------------------------------------------------- owned fields
-
-CONTACT_FIELDS: tuple[str, ...] = (
-    "display_name",
-    "file_as",
-    "given_name",
-    "middle_name",
-    "surname",
-    "nickname",
-    "initials",
-    "generation",
-    "company_name",
-    "department",
-    "job_title",
-    "email_addresses",
-    "phone_numbers",
-    "physical_addresses",
-    "birthday",
-    "business_homepage",
-    "body",
-    "categories",
-)
-CALENDAR_FIELDS: tuple[str, ...] = (
-    "subject",
-    "body",
-    "categories",
-    "start",
-    "end",
-    "is_all_day",
-    "legacy_free_busy_status",
-    "location",
-    "reminder_is_set",
-    "reminder_minutes_before_start",
-    "recurrence",  # None: DeleteItemField, a series turned back into a single appointment
-)
-TASK_FIELDS: tuple[str, ...] = (
-    "subject",
-    "body",
-    "categories",
-    "due_date",
-    "start_date",
-    "status",
-    "percent_complete",
-    "reminder_is_set",
-    "reminder_due_by",
-)
-OWNED_FIELDS: dict[str, tuple[str, ...]] = {
-    "contact": CONTACT_FIELDS,
-    "calendar": CALENDAR_FIELDS,
-    "task": TASK_FIELDS,
-}
-
-
-def update_fields(item: ExchangeItem) -> list[str]:
-    """The fields an update sends: all owned ones. Exception: a task's ReminderDueBy cannot be
-    deleted (exchangelib: required after save), so without a reminder only ReminderIsSet=false goes."""
-    fields = list(OWNED_FIELDS[item.item_class])
-    if isinstance(item, TaskEntry) and item.reminder_at is None:
-        fields.remove("reminder_due_by")
-    return fields
-
-
-def _text(value: str) -> str | None:
-    # None makes exchangelib send DeleteItemField (update) or leave the element out (create).
-    return value if value else None
-
-
-def _body(value: str) -> Body | None:
-    return Body(value) if value else None
-
-
-def _contact_fields(item: ContactItem) -> dict[str, Any]:
-    return {
-        "display_name": item.display_name,
-        "file_as": _text(item.file_as),
-        "given_name": _text(item.given_name),
-        "middle_name": _text(item.middle_name),
-        "surname": _text(item.surname),
-        "nickname": _text(item.nickname),
-        "initials": _text(item.initials),
-        "generation": _text(item.generation),
-        "company_name": _text(item.company_name),
-        "department": _text(item.department),
-        "job_title": _text(item.job_title),
-        "email_addresses": [EmailAddress(label=e.label, email=e.address) for e in item.email_addresses]
-        or None,
-        "phone_numbers": [PhoneNumber(label=p.label, phone_number=p.number) for p in item.phone_numbers]
-        or None,
-        "physical_addresses": [
-            PhysicalAddress(
-                label=a.label,
-                street=_text(a.street),
-                city=_text(a.city),
-                state=_text(a.state),
-                country=_text(a.country),
-                zipcode=_text(a.zipcode),
-            )
-            for a in item.physical_addresses
-        ]
-        or None,
-        "birthday": EWSDate.from_date(item.birthday) if item.birthday else None,
-        "business_homepage": _text(item.business_homepage),
-        "body": _body(item.body),
-        "categories": list(item.categories) or None,
-    }
-
-
-def _localise(value: dt.datetime, tz: EWSTimeZone) -> EWSDateTime:
-    if value.tzinfo is not None:
-        return EWSDateTime.from_datetime(value).astimezone(tz)
-    return EWSDateTime.from_datetime(value.replace(tzinfo=tz))
-
-
-def _calendar_fields(entry: CalendarEntry) -> dict[str, Any]:
-    tz = EWSTimeZone(entry.timezone)
-    if entry.all_day:
-        start_date = entry.start_date or (entry.start.date() if entry.start else None)
-        end_date = entry.end_date or start_date
-        if start_date is None:
-            raise ValueError("Ganztägiger Eintrag ohne Datum")
-        # exchangelib sends an EWSDate start/end as local midnight and adds one day to the end
-        # (the inclusive end date becomes the exclusive midnight after it), NOTES §2 all-day.
-        start: Any = EWSDate.from_date(start_date)
-        end: Any = EWSDate.from_date(end_date)
-    else:
-        if entry.start is None:
-            raise ValueError("Termin ohne Beginn")
-        start = _localise(entry.start, tz)
-        end = _localise(entry.end or entry.start, tz)
-    reminder = entry.reminder_minutes
-    return {
-        "subject": entry.subject,
-        "body": _body(entry.body),
-        "categories": list(entry.categories) or None,
-        "start": start,
-        "end": end,
-        "is_all_day": bool(entry.all_day),
-        "legacy_free_busy_status": entry.free_busy or "Busy",
-        "location": _text(entry.location),
-        "reminder_is_set": reminder is not None,
-        "reminder_minutes_before_start": reminder if reminder is not None else 0,
-        "_start_timezone": tz,
-        "_end_timezone": tz,
-        "recurrence": series_ews.to_recurrence(entry.recurrence),
-    }
-
-
-def _task_fields(entry: TaskEntry) -> dict[str, Any]:
-    tz = EWSTimeZone(entry.timezone)
-    return {
-        "subject": entry.subject,
-        "body": _body(entry.body),
-        "categories": list(entry.categories) or None,
-        "due_date": EWSDate.from_date(entry.due_date) if entry.due_date else None,
-        "start_date": EWSDate.from_date(entry.start_date) if entry.start_date else None,
-        "status": Task.COMPLETED if entry.completed else Task.NOT_STARTED,
-        "percent_complete": Decimal(100) if entry.completed else Decimal(0),
-        "reminder_is_set": entry.reminder_at is not None,
-        "reminder_due_by": _localise(entry.reminder_at, tz) if entry.reminder_at else None,
-    }
-
-
-def to_exchangelib(item: ExchangeItem, *, account: Account | None = None, **extra: Any) -> Any:
-    """Build the exchangelib item for one plain-data item (``extra``: id, changekey, folder, ...)."""
-    if isinstance(item, ContactItem):
-        return Contact(account=account, **_contact_fields(item), **extra)
-    if isinstance(item, CalendarEntry):
-        return CalendarItem(account=account, **_calendar_fields(item), **extra)
-    if isinstance(item, TaskEntry):
-        return Task(account=account, **_task_fields(item), **extra)
-    raise TypeError(f"Unbekannter Elementtyp: {type(item).__name__}")
-
-
-# --------------------------------------------------------------------------- errors
-
-# Answers about one item's own values: the server refused that item and processed the others.
-_ITEM_VALUE_ERRORS: tuple[type[Exception], ...] = (
-    exl_errors.ErrorInvalidPropertySet,
-    exl_errors.ErrorInvalidValueForProperty,
-    exl_errors.ErrorValueOutOfRange,
-    exl_errors.ErrorPropertyValidationFailure,
-    exl_errors.ErrorInvalidExtendedPropertyValue,
-    exl_errors.ErrorInvalidCompleteDate,
-    exl_errors.ErrorInvalidPercentCompleteValue,
-    exl_errors.ErrorDataSizeLimitExceeded,
-    exl_errors.ErrorTimeZone,
-    exl_errors.ErrorCalendarEndDateIsEarlierThanStartDate,
-    exl_errors.ErrorCalendarDurationIsTooLong,
-    exl_errors.ErrorCalendarInvalidAttributeValue,
-    exl_errors.ErrorCalendarInvalidPropertyValue,
-    exl_errors.ErrorCalendarInvalidTimeZone,
-    exl_errors.ErrorCalendarOutOfRange,
-)
-
-
-class _CreateItems(CreateItem):
-    """CreateItem that returns an item's value error in its place instead of raising it."""
-
-    ERRORS_TO_CATCH_IN_RESPONSE = CreateItem.ERRORS_TO_CATCH_IN_RESPONSE + _ITEM_VALUE_ERRORS
-
-
-class _UpdateItems(UpdateItem):
-    """UpdateItem that returns an item's value error in its place instead of raising it."""
-
-    ERRORS_TO_CATCH_IN_RESPONSE = UpdateItem.ERRORS_TO_CATCH_IN_RESPONSE + _ITEM_VALUE_ERRORS
-
-
-_UNREACHABLE = re.compile(
-    r"Connection refused|NewConnectionError|Failed to establish a new connection|Name or service not known"
-    r"|NameResolutionError|Temporary failure in name resolution|nodename nor servname|No route to host"
-    r"|Network is unreachable|ConnectTimeout",
-    re.IGNORECASE,
-)
-_TLS = re.compile(r"SSL|CERTIFICATE|certificate verify|TLS", re.IGNORECASE)
-_RETRY_AFTER = re.compile(r"'retry-after':\s*'(\d+)'", re.IGNORECASE)
-_HTTP_5XX = re.compile(r"Code: 5\d\d\b")
-# exchangelib's own wording for an ErrorServerBusy that carries no back-off from the server.
-_NO_HINT = ("Reraised from", "Caused by closed connection")
-_HTTP_503 = "Caused by HTTP 503 response"
-
-
-def _short(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[:limit] + " …"
-
-
-def translate_error(exc: BaseException, *, writing: bool = False, creating: bool = False) -> ExchangeError:
-    """Turn any exception from exchangelib (or requests below it) into a backend error.
-
-    ``writing``: the request changes the mailbox (a lost answer leaves its outcome unknown).
-    ``creating``: a create, where an unknown outcome can duplicate items, so everything
-    that may have been processed is ``OutcomeUnknown``.
-    """
-    if isinstance(exc, ExchangeError):
-        return exc
-    name = type(exc).__name__
-    text = _short(exc)
-
-    if isinstance(exc, exl_errors.UnauthorizedError):
-        if "locked out" in str(exc).lower():
-            return AuthFailed("Anmeldung am Exchange-Server fehlgeschlagen: Das Konto ist gesperrt.")
-        return AuthFailed("Anmeldung am Exchange-Server fehlgeschlagen: Benutzername oder Passwort falsch.")
-    if isinstance(exc, exl_errors.RedirectError):
-        return ConfigError(
-            f"Der Exchange-Server leitet auf eine andere Adresse um ({text}); bitte die EWS-Adresse prüfen."
-        )
-    if isinstance(exc, exl_errors.CASError):
-        return ConfigError(f"Der Exchange-Server lehnt die Anfrage ab (CAS-Fehler: {text}).")
-    if isinstance(exc, exl_errors.ErrorItemNotFound):
-        return ItemNotFound("Das Element ist im Postfach nicht mehr vorhanden (z. B. am Telefon gelöscht).")
-    if isinstance(
-        exc,
-        (exl_errors.ErrorIrresolvableConflict, exl_errors.ErrorInvalidChangeKey, exl_errors.ErrorStaleObject),
-    ):
-        return Conflict(f"Das Element wurde inzwischen geändert ({name}); es wird neu abgeglichen.")
-    if isinstance(
-        exc,
-        (
-            exl_errors.ErrorFolderNotFound,
-            exl_errors.ErrorNonExistentMailbox,
-            exl_errors.ErrorAccessDenied,
-            exl_errors.ErrorImpersonateUserDenied,
-            exl_errors.ErrorImpersonationDenied,
-            exl_errors.ErrorInvalidServerVersion,
-        ),
-    ):
-        return ConfigError(f"Postfach oder Ordner nicht erreichbar ({name}): {text}")
-    if isinstance(exc, exl_errors.ErrorQuotaExceeded):
-        # Not permanent: the item is fine, the mailbox is full. Rejecting it would lose the record.
-        return _unknown_if(
-            creating,
-            "Das Postfach ist voll (Speicherkontingent überschritten); neuer Versuch später.",
-            QUOTA_BACK_OFF,
-        )
-    if isinstance(exc, (exl_errors.ErrorMailboxStoreUnavailable, exl_errors.ErrorMailboxMoveInProgress)):
-        return _unknown_if(
-            creating, f"Das Postfach ist vorübergehend nicht verfügbar ({name}).", STORE_BACK_OFF
-        )
-    if isinstance(exc, exl_errors.ErrorServerBusy):
-        back_off = exc.back_off if exc.back_off else None
-        if str(exc).startswith(_NO_HINT):
-            # exchangelib wraps HTTP 503 (and IIS's transient error page), a lost connection or a
-            # closed one this way, with its own RETRY_WAIT as back-off, which is no word of the
-            # server's: the server is down or overloaded, and nothing was taken.
-            return TransientError(
-                f"Der Exchange-Server ist vorübergehend nicht verfügbar ({text}).", None, pause="server"
-            )
-        msg = "Der Exchange-Server ist ausgelastet (ErrorServerBusy)"
-        if str(exc).startswith(_HTTP_503):
-            msg = "Der Exchange-Server ist vorübergehend nicht verfügbar (HTTP 503)"
-        if back_off:
-            msg += f"; neuer Versuch in {back_off:g} s"
-        # Busy inside a batch: some items of the request may already be written (NOTES §3).
-        return _unknown_if(creating, msg + ".", back_off, pause="mailbox")
-    if isinstance(exc, exl_errors.RateLimitError):
-        return TransientError(
-            f"Der Exchange-Server drosselt die Anfragen: {text}", getattr(exc, "wait", None), pause="mailbox"
-        )
-    if isinstance(exc, exl_errors.ErrorInternalServerTransientError):
-        # HTTP 503 and friends: the server did not take the request.
-        return TransientError(
-            f"Der Exchange-Server ist vorübergehend nicht verfügbar ({text}).", pause="server"
-        )
-    if isinstance(exc, exl_errors.ErrorTimeoutExpired):
-        if _UNREACHABLE.search(str(exc)):
-            return TransientError(f"Exchange-Server nicht erreichbar: {text}", pause="server")
-        if writing or creating:
-            return OutcomeUnknown(
-                f"Keine Antwort vom Exchange-Server; ob geschrieben wurde, ist unbekannt ({text}).",
-                pause="server",
-            )
-        return TransientError(
-            f"Zeitüberschreitung bei der Anfrage an den Exchange-Server ({text}).", pause="server"
-        )
-    if isinstance(exc, exl_errors.MalformedResponseError):
-        if "Code: 429" in str(exc):
-            match = _RETRY_AFTER.search(str(exc))
-            return TransientError(
-                "Der Exchange-Server drosselt die Anfragen (HTTP 429).",
-                float(match.group(1)) if match else None,
-                pause="mailbox",
-            )
-        server_error = _HTTP_5XX.search(str(exc)) is not None  # 5xx without a hint: the server is unwell
-        return _unknown_if(
-            creating,
-            f"Unerwartete Antwort des Exchange-Servers: {_short(exc, 160)}",
-            None,
-            pause="server" if server_error else "",
-        )
-    if isinstance(exc, exl_errors.ErrorSchemaValidation):
-        # A SOAP fault before any processing: nothing was written, and the same content is
-        # refused again, so it is neither unknown nor worth a retry (NOTES §3).
-        return RequestRejected(
-            f"Der Exchange-Server hat die Anfrage als ungültig abgelehnt ({name}: {text})."
-        )
-    if isinstance(exc, _ITEM_VALUE_ERRORS):
-        return ItemRejected(
-            f"Der Exchange-Server hat das Element abgelehnt ({name}: {text}). Bitte die Angaben im "
-            "Datensatz prüfen und korrigieren; nach der Änderung wird er erneut übertragen."
-        )
-    if isinstance(exc, exl_errors.ResponseMessageError):
-        if isinstance(exc, exl_errors.ErrorConnectionFailed | exl_errors.ErrorConnectionFailedTransientError):
-            return TransientError(f"Exchange-Server nicht erreichbar: {text}", pause="server")
-        if creating:
-            return OutcomeUnknown(f"Der Exchange-Server hat die Anfrage abgelehnt ({name}: {text}).")
-        # ErrorInvalid*, ErrorItemSave, ErrorSchemaValidation, ...: the server's verdict on this item.
-        return ItemRejected(f"Der Exchange-Server hat das Element abgelehnt ({name}: {text}).")
-    if isinstance(exc, exl_errors.TransportError):
-        if _TLS.search(str(exc)):
-            return ConfigError(f"Das TLS-Zertifikat des Exchange-Servers ist nicht vertrauenswürdig: {text}")
-        if _UNREACHABLE.search(str(exc)):
-            return TransientError(f"Exchange-Server nicht erreichbar: {text}", pause="server")
-        if "auth type" in str(exc).lower():
-            return ConfigError(f"Unter dieser Adresse antwortet kein Exchange-Webdienst (EWS): {text}")
-        return _unknown_if(creating, f"Übertragungsfehler zum Exchange-Server: {text}", None, pause="server")
-    if isinstance(exc, ValueError | TypeError):
-        # exchangelib validates values before sending (e.g. lengths, choices).
-        return ItemRejected(f"Ungültiger Wert für Exchange: {text}")
-    return _unknown_if(creating or writing, f"Unerwarteter Fehler ({name}): {text}", None)
-
-
-def _unknown_if(
-    unknown: bool, message: str, back_off: float | None, *, pause: PauseScope = ""
-) -> TransientError:
-    cls = OutcomeUnknown if unknown else TransientError
-    return cls(message, back_off, pause=pause)
-
-
-class _FailFastWithHint(FailFast):
-    """FailFast that keeps a 503's Retry-After: exchangelib passes it on only in its retrying
-    policy, and without it a server that named its own pause would look like one that is down."""
-
-    def raise_response_errors(self, response: Any) -> Any:
-        try:
-            return super().raise_response_errors(response)
-        except exl_errors.ErrorInternalServerTransientError as exc:
-            retry_after = _retry_after_header(response)
-            if retry_after:
-                raise exl_errors.ErrorServerBusy(exc.args[0], back_off=retry_after) from None
-            raise
-
-
-def _retry_after_header(response: Any) -> float | None:
-    try:
-        value = float(response.headers.get("Retry-After", "0"))
-    except (TypeError, ValueError):  # an HTTP date: rare for EWS, treated as no hint
-        return None
-    return value if value > 0 else None
-
-
-# --------------------------------------------------------------------------- protocol and TLS
-
-
-class _TurnTakingProtocol(Protocol):
-    """exchangelib's protocol, telling the worker's lanes when a request waits for the server.
-
-    ``get_session`` is called once the request body is built, just before it is posted;
-    ``release_session`` once the answer is read (``retire_session`` ends there too).
-    """
-
-    def get_session(self) -> Any:
-        turns.pause()
-        return super().get_session()
-
-    def release_session(self, session: Any) -> None:
-        super().release_session(session)
-        turns.resume()
-
-
-class _NoVerifyProtocol(_TurnTakingProtocol):
-    """The cached protocol of an endpoint whose self-signed certificate an administrator allowed."""
-
-    HTTP_ADAPTER_CLS = NoVerifyHTTPAdapter
-
-
-def _html_to_text(value: str) -> str:
-    text = re.sub(r"(?is)<(script|style).*?</\1>", "", value)
-    text = re.sub(r"(?i)<br\s*/?>|</p>|</div>", "\n", text)
-    text = re.sub(r"<[^>]+>", "", text)
-    return html.unescape(text).replace("\r\n", "\n").replace("\xa0", " ")
-
-
-def _body_text(body: Any) -> str:
-    if body is None:
-        return ""
-    if isinstance(body, HTMLBody):
-        return _html_to_text(str(body))
-    return str(body)
 
 
 def _chunks(seq: Sequence[T], size: int) -> list[Sequence[T]]:
@@ -670,7 +189,7 @@ class EwsSession:
                 credentials=Credentials(account.username, account.password),
                 auth_type=auth_type,
                 version=version,
-                retry_policy=_FailFastWithHint(),
+                retry_policy=FailFastWithHint(),
                 # exchangelib's default pool is one HTTP session per server and credentials, which
                 # would queue a worker's parallel requests for one mailbox behind each other.
                 max_connections=backend.max_in_flight_per_server,
@@ -684,9 +203,11 @@ class EwsSession:
                 locale="de_DE",
             )
         except Exception as exc:  # constructing sends nothing; this is bad configuration
-            raise ConfigError(self._scrub(f"Ungültige Exchange-Einstellungen: {_short(exc)}")) from None
+            raise ConfigError(
+                self._scrub(f"Ungültige Exchange-Einstellungen: {short_message(exc)}")
+            ) from None
         protocol = self._account.protocol
-        wanted = _TurnTakingProtocol if account.verify_tls else _NoVerifyProtocol
+        wanted = TurnTakingProtocol if account.verify_tls else NoVerifyProtocol
         if type(protocol) is not wanted:
             adapter = protocol.HTTP_ADAPTER_CLS
             protocol.__class__ = wanted
@@ -822,7 +343,9 @@ class EwsSession:
                 obj = to_exchangelib(item, account=self._account)
                 setattr(obj, RECORD_ID_FIELD, item.record_key)
             except Exception as exc:
-                results[pos] = ItemRejected(self._scrub(f"Element kann nicht erzeugt werden: {_short(exc)}"))
+                results[pos] = ItemRejected(
+                    self._scrub(f"Element kann nicht erzeugt werden: {short_message(exc)}")
+                )
                 continue
             groups.setdefault(item.item_class, []).append((pos, obj))
 
@@ -874,7 +397,7 @@ class EwsSession:
         rejected and the rest sent again.
         """
         send = lambda members: list(  # noqa: E731
-            _CreateItems(account=self._account, chunk_size=len(members)).call(
+            CreateItems(account=self._account, chunk_size=len(members)).call(
                 items=[obj for _, obj in members],
                 folder=folder,
                 message_disposition=SAVE_ONLY,
@@ -922,7 +445,7 @@ class EwsSession:
                     results[pos] = self._fail(cur)
                     continue
                 try:
-                    body = merge_body(item.body, _body_text(cur.body))
+                    body = merge_body(item.body, body_text(cur.body))
                     merged = _replace_body(item, body)
                     obj = to_exchangelib(
                         merged, account=self._account, id=ref.item_id, changekey=ref.change_key
@@ -938,7 +461,7 @@ class EwsSession:
             try:
                 answers = self._call(
                     lambda pairs=pairs: list(
-                        _UpdateItems(account=self._account, chunk_size=len(pairs)).call(
+                        UpdateItems(account=self._account, chunk_size=len(pairs)).call(
                             items=pairs,
                             conflict_resolution=NEVER_OVERWRITE,
                             message_disposition=SAVE_ONLY,
@@ -1013,7 +536,7 @@ class EwsSession:
                 for it in folder.all().only("body", "changekey"):
                     if isinstance(it, BaseException):
                         raise it
-                    out.append((linked_record_key(_body_text(it.body)), ItemRef(it.id, it.changekey)))
+                    out.append((linked_record_key(body_text(it.body)), ItemRef(it.id, it.changekey)))
                 return out
 
             for key, ref in self._call(run):
@@ -1110,7 +633,9 @@ class EwsSession:
                     # only; occurrence_fields sets the time zones clean() would have set.
                     obj = CalendarItem(account=acc, folder=folder, _id=occ(w, edit.index), **values)
                 except (ValueError, TypeError) as exc:
-                    out[pos] = ItemRejected(self._scrub(f"Ausnahme der Serie abgelehnt: {_short(exc)}"))
+                    out[pos] = ItemRejected(
+                        self._scrub(f"Ausnahme der Serie abgelehnt: {short_message(exc)}")
+                    )
                     continue
                 changes.append((obj, fields))
                 owners.append(pos)
@@ -1120,7 +645,7 @@ class EwsSession:
             # always carry a stale one. The master itself was fenced a moment ago in this claim.
             answers = self._call(
                 lambda: list(
-                    _UpdateItems(account=acc, chunk_size=chunk).call(
+                    UpdateItems(account=acc, chunk_size=chunk).call(
                         items=changes,
                         conflict_resolution=AUTO_RESOLVE,
                         message_disposition=SAVE_ONLY,
@@ -1173,7 +698,7 @@ class EwsSession:
             got = self._call(
                 lambda ids=ids: list(self._account.fetch(ids, folder=folder, only_fields=["body"]))
             )
-            out += [self._fail(r) if isinstance(r, BaseException) else _body_text(r.body) for r in got]
+            out += [self._fail(r) if isinstance(r, BaseException) else body_text(r.body) for r in got]
         return out
 
 
@@ -1194,84 +719,6 @@ def _merge_refs(
 
 def _replace_body(item: ExchangeItem, body: str) -> ExchangeItem:
     return dataclasses.replace(item, body=body)
-
-
-# --------------------------------------------------------------------------- reconcile sweep and fidelity
-# Plain, comparable values of the fields the plugin owns, built the same way for what the plugin
-# writes (from the exchangelib object ``to_exchangelib`` makes) and for what the mailbox holds
-# (from GetItem), so that a difference means the mailbox really differs and not that one side
-# spells a value differently.
-
-_DATE_ONLY = frozenset({"birthday", "due_date", "start_date"})
-_UTC = dt.UTC
-
-
-def _plain_value(name: str, value: Any) -> Any:
-    if value is None:
-        return None
-    if isinstance(value, dt.datetime):
-        # Through the timestamp: EWSDateTime refuses a plain datetime.timezone in astimezone().
-        stamp = value.timestamp() if value.tzinfo is not None else value.replace(tzinfo=_UTC).timestamp()
-        utc = dt.datetime.fromtimestamp(int(stamp), _UTC)
-        if name in _DATE_ONLY:
-            # exchangelib sends a task's date as UTC midnight and may read it back as a datetime.
-            return utc.date().isoformat()
-        return utc.isoformat()
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return int(value)
-    if isinstance(value, bool | int):
-        return value
-    if isinstance(value, str):
-        return value.strip() or None
-    if isinstance(value, list | tuple):
-        out = []
-        for v in value:
-            if isinstance(v, EmailAddress):
-                out.append((v.label, (v.email or "").strip().lower()))
-            elif isinstance(v, PhoneNumber):
-                out.append((v.label, (v.phone_number or "").strip()))
-            elif isinstance(v, PhysicalAddress):
-                out.append(
-                    (v.label,)
-                    + tuple(
-                        (getattr(v, f) or "").strip()
-                        for f in ("street", "city", "state", "country", "zipcode")
-                    )
-                )
-            else:
-                out.append(str(v).strip())
-        out = sorted(o for o in out if o)
-        return out or None
-    return str(value)
-
-
-def plain_owned(obj: Any, item_class: str) -> dict[str, Any]:
-    """The owned fields of an exchangelib item as plain values (see above)."""
-    values: dict[str, Any] = {}
-    for name in OWNED_FIELDS[item_class]:
-        raw = getattr(obj, name, None)
-        if name == "body":
-            head, _ = split_body(_body_text(raw))
-            text = "\n".join(line.rstrip() for line in head.strip().splitlines())
-            values[name] = text or None
-        else:
-            values[name] = _plain_value(name, raw)
-    if not values.get("reminder_is_set"):
-        # Without a reminder its time means nothing (and a task's ReminderDueBy cannot be cleared).
-        values["reminder_is_set"] = False
-        values.pop("reminder_minutes_before_start", None)
-        values.pop("reminder_due_by", None)
-    return values
-
-
-def _read_only_fields(item_class: str) -> list[str]:
-    fields = list(OWNED_FIELDS[item_class])
-    if item_class == "calendar":
-        # exchangelib turns an all-day start/end into dates in the item's own zone: read the zone too.
-        fields += ["_start_timezone", "_end_timezone"]
-    return fields
 
 
 def _sweep_iter_ours(
@@ -1349,7 +796,7 @@ def _sweep_read_owned(
         ids = [(r.item_id, None) for r in chunk]
         got = self._call(
             lambda ids=ids: list(
-                self._account.fetch(ids, folder=folder, only_fields=_read_only_fields(item_class))
+                self._account.fetch(ids, folder=folder, only_fields=read_only_fields(item_class))
             )
         )
         for res in got:

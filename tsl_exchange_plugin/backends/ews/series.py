@@ -1,6 +1,6 @@
 """Series (recurring masters) as exchangelib objects: the recurrence and one occurrence's changes.
 
-Part of the EWS backend (it imports exchangelib); ews.py calls it. Pure conversion, no I/O.
+Part of the EWS backend (it imports exchangelib); convert.py and backend.py call it. Pure conversion, no I/O.
 """
 
 from __future__ import annotations
