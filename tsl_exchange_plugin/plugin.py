@@ -31,31 +31,40 @@ from .ui import actions, settings
 
 log = logging.getLogger(__name__)
 
-# One runtime per host object: tests and the demo may run several hosts in one process. Its
-# Recovery holds it, and keeps the host's changes in the journal while it cannot be built.
-_recoveries: dict[int, Recovery] = {}
+RECOVERY = "recovery"
+"""Where this host's Recovery (and through it the runtime) lives in the host's ``plugin_state``."""
 
 
-def runtime_for(host: Host) -> SyncRuntime | None:
-    recovery = _recoveries.get(id(host))
-    return recovery.runtime if recovery is not None else None
+def _state(host: Host) -> dict[str, Any]:
+    # The host keeps the plugin's objects (host API 1.3): several hosts in one process (tests,
+    # the demo) never share them, and a host that hands over a new adapter object on every
+    # call still finds its runtime.
+    return host.plugin_state(PLUGIN_ID)
 
 
 def recovery_for(host: Host) -> Recovery | None:
-    return _recoveries.get(id(host))
+    """The Recovery of this host: it holds the runtime and keeps the host's changes in the
+    journal while the runtime cannot be built."""
+    return _state(host).get(RECOVERY)
+
+
+def runtime_for(host: Host) -> SyncRuntime | None:
+    recovery = recovery_for(host)
+    return recovery.runtime if recovery is not None else None
 
 
 @hookimpl
 def tsl_startup(host: Host) -> None:
-    if id(host) in _recoveries:
+    state = _state(host)
+    if RECOVERY in state:
         return
-    recovery = _recoveries[id(host)] = Recovery(host)
+    recovery = state[RECOVERY] = Recovery(host)
     recovery.start()  # never raises: a failed start keeps journaling and retrying
 
 
 @hookimpl
 def tsl_shutdown(host: Host) -> None:
-    recovery = _recoveries.pop(id(host), None)
+    recovery = _state(host).pop(RECOVERY, None)
     if recovery is not None:
         recovery.close()
 
@@ -125,7 +134,7 @@ def tsl_run_action(
 
 def _waiting_for_queue(host: Host) -> str:
     """Why settings and actions cannot be used while the start keeps failing ("": they can)."""
-    recovery = _recoveries.get(id(host))
+    recovery = recovery_for(host)
     if recovery is None or recovery.runtime is not None:
         return ""
     return (
@@ -146,7 +155,7 @@ def tsl_record_deleted(host: Host, event: RecordEvent) -> None:
 
 
 def _enqueue_for(host: Host, event: RecordEvent, method: str, what: str) -> None:
-    recovery = _recoveries.get(id(host))
+    recovery = recovery_for(host)
     if recovery is None:
         return  # not started: the plugin is not enabled for this host
     try:

@@ -29,6 +29,10 @@ API versions (``tsl_hostapi.HOST_API_VERSION``; a plugin's manifest names the ol
   interval, an end (none, a number of occurrences, a date) and exceptions (single
   occurrences moved, renamed, relocated or cancelled). The hooks are unchanged. A plugin
   that ignores the field keeps working: it sees each series as its first occurrence.
+- 1.3: ``Host.plugin_state(plugin_id)``: a dict the host keeps for each plugin as long as the
+  host object lives, for the plugin's in-memory objects of that host (its runtime, its
+  threads). The hook's ``host`` argument need not be the same object on every call; the
+  dict is. The hooks are unchanged.
 """
 
 from __future__ import annotations

@@ -444,3 +444,14 @@ class Host(Protocol):
     def licence(self, plugin_id: str) -> Licence | None: ...
 
     def notify(self, message: str, *, user_id: str | None = None, level: str = "info") -> None: ...
+
+    def plugin_state(self, plugin_id: str) -> dict[str, Any]:
+        """A dict the host keeps for ``plugin_id`` while this host lives (host API 1.3).
+
+        A plugin module is imported once per process and registered once per plugin manager,
+        so it cannot tell hosts apart by itself; the hook's ``host`` argument may be a new
+        object on every call (an adapter of the real host). The plugin keeps its in-memory
+        objects for this host here (its runtime, its threads). The same dict is returned for
+        the same plugin id on every call, for every object that stands for this host; it
+        starts empty, the host never reads it, and it is not stored anywhere."""
+        ...

@@ -38,7 +38,8 @@ def _committed(db_path, ref: RecordRef):
 def test_reference_host_implements_the_protocol(host):
     assert isinstance(host, Host)
     assert isinstance(host.settings, SettingsStore)
-    assert host.api_version == "1.2"  # 1.1: RecordEvent.version; 1.2: Appointment.recurrence
+    # 1.1: RecordEvent.version; 1.2: Appointment.recurrence; 1.3: Host.plugin_state
+    assert host.api_version == "1.3"
 
 
 def test_save_commits_before_the_hook_is_called(host):

@@ -152,6 +152,8 @@ class ReferenceHost:
         self.hook_failures: list[HookFailure] = []
         self.licence_decisions: dict[str, LicenceDecision] = {}
         self._notify_lock = threading.Lock()
+        self._plugin_state: dict[str, dict[str, Any]] = {}
+        self._state_lock = threading.Lock()
         if pm is None:
             enabled = set(self._settings.get(HOST_NAMESPACE, "enabled_plugins", []))
             disabled = [ep.name for ep in plugin_entry_points() if ep.name not in enabled]
@@ -203,6 +205,10 @@ class ReferenceHost:
         log.info("Hinweis an %s (%s): %s", user_id or "Administrator", level, message)
         with self._notify_lock:
             self.notifications.append(Notification(message, user_id, level))
+
+    def plugin_state(self, plugin_id: str) -> dict[str, Any]:
+        with self._state_lock:
+            return self._plugin_state.setdefault(plugin_id, {})
 
     # ----------------------------------------------------------------- administration
 
