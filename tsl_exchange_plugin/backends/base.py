@@ -1,8 +1,9 @@
 """The backend boundary: what the worker asks of Exchange, and the errors it can get back.
 
-``ews/`` (the only package that imports exchangelib) and ``graph/backend.py`` (the
-only one that imports httpx and msal) implement it; ``exchange/routing.py`` picks one per mailbox. The worker makes every retry decision; a backend never sleeps and
-never retries a write on its own (a retried batch can duplicate items).
+``ews/`` (the only package that imports exchangelib) and ``graph/`` (the only one that imports
+httpx and msal) implement it; ``routing.py`` picks one per mailbox. The worker makes every retry
+decision; a backend never sleeps and never retries a write on its own (a retried batch can
+duplicate items).
 """
 
 from __future__ import annotations

@@ -255,7 +255,7 @@ class Outbox(Protocol):
 
     def close(self) -> None: ...
 
-    # -- what host-less worker processes read (see shared_state.py) ---------------------------
+    # -- what host-less worker processes read (see core/shared_state.py) ---------------------------
     def put_worker_rows(self, rows: Mapping[str, str | None]) -> int:
         """Upsert (None: delete) rows of the shared worker state in ONE transaction; unchanged
         rows are not rewritten. Returns how many changed; a change wakes idle workers."""

@@ -127,7 +127,7 @@ _TABLES = [
         last_error_at double precision,
         superseded bigint NOT NULL DEFAULT 0
     )""",
-    # Pauses (see worker.py): a busy answer pauses one mailbox, a transport failure its
+    # Pauses (see worker/runner.py): a busy answer pauses one mailbox, a transport failure its
     # whole server (host:port, noted per mailbox by the worker). A server with failures > 0
     # is recovering: once its pause is over, one claim (the probe) may go.
     # ALTER TABLE takes an exclusive lock even when the column exists; a worker process that

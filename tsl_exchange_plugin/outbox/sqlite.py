@@ -193,7 +193,7 @@ _FENCE = "SELECT 1 FROM leases WHERE mailbox = ? AND worker_id = ? AND token = ?
 # ``claims`` is kept on purpose: a newer version of a job whose earlier hand-out may have
 # written to the mailbox must still look its key up before creating (no duplicate).
 
-# Pauses (see worker.py): a busy answer pauses one mailbox, a transport failure its whole
+# Pauses (see worker/runner.py): a busy answer pauses one mailbox, a transport failure its whole
 # server (host:port of the EWS URL, noted per mailbox by the worker). A server with
 # failures > 0 is recovering: once its pause is over, one claim (the probe) may go.
 _PAUSE_COLUMNS = [("paused_until", "REAL NOT NULL DEFAULT 0"), ("server", "TEXT NOT NULL DEFAULT ''")]
@@ -1017,7 +1017,7 @@ class SQLiteOutbox(PerThreadConnections):
 
 
 _SHARED_SCHEMA = [
-    # Key -> JSON text: "firm", "hold", "licence", "mailbox:<user id>" (see shared_state.py).
+    # Key -> JSON text: "firm", "hold", "licence", "mailbox:<user id>" (see core/shared_state.py).
     """CREATE TABLE IF NOT EXISTS worker_state (
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL,

@@ -173,7 +173,7 @@ class EwsSession:
         self._mailbox = account
         self._limit = backend.limiter(account.server)
         # Set by the worker: paces the requests to this mailbox and holds them while it or its
-        # server is paused (see worker.py). None: every request goes (tools, the connection test).
+        # server is paused (see worker/runner.py). None: every request goes (tools, the connection test).
         self.guard: RequestGuard | None = None
         self._folders: dict[str, Any] = {}
         self._server_version: Any = None
