@@ -1,6 +1,6 @@
 """A mailbox as a phone shows it: what the demo reads back through the real protocols.
 
-Both backends fill the same plain dataclasses (``exchange/phone.py`` over EWS with exchangelib,
+Both backends fill the same plain dataclasses (``ews/phone.py`` over EWS with exchangelib,
 ``graph/phone.py`` over Microsoft Graph), so the demo prints one view whichever wrote the items,
 and a test can compare two runs. Times are the mailbox owner's local wall-clock times.
 """
