@@ -258,7 +258,7 @@ class GraphSession:
         self._budget = backend.budget_of(account)
         self._user = "/users/" + quote(account.email, safe="@.")
         # Set by the worker: paces the requests to this mailbox and holds them while it or its
-        # server rests (see worker.py). None: every request goes (tools, "Testen", the sweep).
+        # server rests (see worker/runner.py). None: every request goes (tools, "Testen", the sweep).
         self.guard: RequestGuard | None = None
         if account.client_secret:
             # msal and httpx log at DEBUG; the secret is masked wherever it might appear.
@@ -657,7 +657,7 @@ class GraphSession:
         written: dict[int, ExchangeItem] = {}
         for pos, ((_, item), url) in enumerate(zip(changes, urls, strict=True)):
             if url is None:
-                results[pos] = _foreign()
+                results[pos] = wire.foreign_id()
                 continue
             cur = next(current_bodies)
             if isinstance(cur, ExchangeError):
@@ -820,7 +820,7 @@ class GraphSession:
         out: list[ExchangeError | None] = []
         for url in urls:
             if url is None:
-                out.append(_foreign())
+                out.append(wire.foreign_id())
                 continue
             ans = next(answers)
             out.append(ans if isinstance(ans, ExchangeError) else None)
@@ -931,12 +931,6 @@ class GraphSession:
     def close(self) -> None:
         # The HTTP client and the tokens belong to the backend and are shared by its sessions.
         pass
-
-
-def _foreign() -> ItemNotFound:
-    return ItemNotFound(
-        "Die gespeicherte Element-ID stammt nicht aus Microsoft Graph; das Element wird gesucht."
-    )
 
 
 def _with_body(item: ExchangeItem, body: str) -> ExchangeItem:

@@ -75,9 +75,7 @@ def _read(session: GraphSession, refs: Sequence[ItemRef], select: str) -> list[d
     out: list[dict | ExchangeError] = []
     for url in urls:
         if url is None:
-            from .backend import _foreign
-
-            out.append(_foreign())
+            out.append(wire.foreign_id())
             continue
         ans = next(answers)
         out.append(ans if isinstance(ans, ExchangeError) else dict(ans.body or {}))

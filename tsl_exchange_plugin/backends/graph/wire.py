@@ -40,6 +40,7 @@ from ...mapping.context import record_link
 from ...mapping.items import CalendarEntry, ContactItem, ExchangeItem, Series, TaskEntry
 from ...mapping.reminder import TODO_LIST_NAME as TODO_LIST_NAME  # noqa: F401 - the list name, re-exported
 from ...mapping.reminder import linked_record_key
+from ..base import ItemNotFound
 from .zones import windows_zone
 
 PS_PUBLIC_STRINGS = "{00020329-0000-0000-C000-000000000046}"
@@ -341,3 +342,11 @@ def record_key_from_link(data: dict[str, Any]) -> str:
 
 def odata_quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
+
+
+def foreign_id() -> ItemNotFound:
+    """The stored item id is not a Graph id (the mailbox moved from EWS): the caller looks the item
+    up by its record key instead."""
+    return ItemNotFound(
+        "Die gespeicherte Element-ID stammt nicht aus Microsoft Graph; das Element wird gesucht."
+    )
