@@ -111,7 +111,7 @@ def _ews_side(server: SandboxServer) -> Side:
 
 
 def _graph_side(gs: Any, *, inner: bool) -> Side:
-    from tsl_exchange_plugin.graph.backend import GraphBackend
+    from tsl_exchange_plugin.backends.graph.backend import GraphBackend
 
     def resolve(mailbox: str) -> MailboxAccount:
         return graph_account(gs, MAILBOXES[mailbox], mailbox=mailbox)
