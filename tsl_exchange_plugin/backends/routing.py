@@ -79,7 +79,7 @@ class RoutingBackend:
         self._ews = ews
         self._graph = graph
         self._lock = threading.Lock()
-        # The runtime fills this before the first session (named subfolders, an EWS option).
+        # The runtime fills this before the first session (the firm's named subfolders, both backends).
         self.target_folders: dict[str, str] = getattr(ews, "target_folders", None) or {}
         self._shared_slots: Any = getattr(ews, "shared_slots", None)
         if self._shared_slots is None:
@@ -117,11 +117,15 @@ class RoutingBackend:
                 from .graph.backend import GraphBackend
 
                 self._graph = GraphBackend(shared_slots=self._shared_slots)
+                self._graph.target_folders = self.target_folders
             return self._graph
 
     def session(self, account: MailboxAccount) -> MailboxSession:
         if account.backend == "graph":
-            return AdoptingSession(self.graph.session(account), "graph")
+            graph = self.graph
+            if getattr(graph, "target_folders", None) is not self.target_folders:
+                graph.target_folders.update(self.target_folders)  # a backend given ready-made
+            return AdoptingSession(graph.session(account), "graph")
         if self._ews is not None and getattr(self._ews, "target_folders", None) is not self.target_folders:
             self._ews.target_folders.update(self.target_folders)
         return AdoptingSession(self.ews.session(account), "ews")

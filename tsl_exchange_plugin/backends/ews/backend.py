@@ -289,6 +289,10 @@ class EwsSession:
         if not name:
             return parent
         found = self._find_subfolder(parent, name)
+        if found is None and item_class == "task":
+            # Over Microsoft Graph the Wiedervorlagen go to the To Do list of this name, which To
+            # Do keeps as a task folder beside Tasks: a mailbox that was on Graph has it there.
+            found = self._find_subfolder(self._account.msg_folder_root, name, Tasks)
         if found is not None:
             return found
         folder_cls = {"contact": Contacts, "calendar": Calendar, "task": Tasks}[item_class]
@@ -326,11 +330,13 @@ class EwsSession:
             folder = cache.setdefault(attribute, root.get_default_folder(folder_cls))
         return folder
 
-    def _find_subfolder(self, parent: Any, name: str) -> Any | None:
+    def _find_subfolder(self, parent: Any, name: str, kind: type | None = None) -> Any | None:
         matches = list(
             SingleFolderQuerySet(account=self._account, folder=parent).depth(SHALLOW).filter(name=name)
         )
-        matches = [f for f in matches if not isinstance(f, BaseException)]
+        matches = [
+            f for f in matches if not isinstance(f, BaseException) and (kind is None or isinstance(f, kind))
+        ]
         return matches[0] if matches else None
 
     # ----------------------------------------------------------------- MailboxSession
@@ -546,10 +552,14 @@ class EwsSession:
 
     def _find_todo_lists(self) -> list[Any]:
         root = self._account.msg_folder_root
-        matches = (
-            SingleFolderQuerySet(account=self._account, folder=root).depth(DEEP).filter(name=TODO_LIST_NAME)
-        )
-        return [f for f in matches if isinstance(f, Tasks)]
+        # Our list, or the firm's named subfolder, which is the list over Graph (GraphSession).
+        names = dict.fromkeys([TODO_LIST_NAME, self._backend.target_folders.get("task") or TODO_LIST_NAME])
+        found: dict[str, Any] = {}
+        for name in names:
+            for f in SingleFolderQuerySet(account=self._account, folder=root).depth(DEEP).filter(name=name):
+                if isinstance(f, Tasks):
+                    found.setdefault(f.id, f)
+        return list(found.values())
 
     def folder_count(self, item_class: ItemClass) -> int:
         folder = self.folder(item_class)

@@ -181,15 +181,19 @@ class GraphBackend:
         self.clock = clock
         self.todo_list = todo_list
         self.tokens = TokenSource(verify=verify)
-        # Named subfolders are an EWS option for now; Graph writes to the default folders.
+        # Item class -> named subfolder (the firm's "Eigener Unterordner"), as over EWS: contacts in
+        # a child folder of the default contacts folder, appointments and deadlines in a calendar
+        # of that name (a subfolder of the Calendar folder), Wiedervorlagen in the To Do list of
+        # that name instead of ours. Empty: the default folders and our To Do list.
         self.target_folders: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._folders_lock = threading.Lock()
         self._slots: dict[str, _Slots] = {}
         self._budgets: dict[str, _Budget] = {}
         self.shared_slots = shared_slots
         self._shared: dict[str, ServerLimit] = {}
         self._lists_lock = threading.Lock()
-        self._lists: dict[str, tuple[str, str]] = {}  # app|mailbox -> (our To Do list, the default list)
+        self._lists: dict[str, tuple[str, str]] = {}  # app|mailbox|name -> (our To Do list, the default list)
         self._client = httpx.Client(
             verify=ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify,
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
@@ -257,6 +261,7 @@ class GraphSession:
         self._slots = backend.slots(account)
         self._budget = backend.budget_of(account)
         self._user = "/users/" + quote(account.email, safe="@.")
+        self._folders: dict[tuple[str, str], str] = {}  # (item class, subfolder name) -> folder id
         # Set by the worker: paces the requests to this mailbox and holds them while it or its
         # server rests (see worker/runner.py). None: every request goes (tools, "Testen", the sweep).
         self.guard: RequestGuard | None = None
@@ -523,11 +528,74 @@ class GraphSession:
 
     # ------------------------------------------------------------------ folders
     def _collection(self, item_class: str) -> str:
+        """Where items of the class are created and looked for (the named subfolder, if any)."""
         if item_class == "contact":
+            folder = self._subfolder("contact")
+            if folder:
+                return f"{self._user}/contactFolders/{quote(folder, safe='=-_')}/contacts"
             return f"{self._user}/contacts"
         if item_class == "calendar":
+            folder = self._subfolder("calendar")
+            if folder:
+                return f"{self._user}/calendars/{quote(folder, safe='=-_')}/events"
             return f"{self._user}/events"
         return self._tasks_of(self._todo_lists()[0])
+
+    def calendar_view_url(self) -> str:
+        """The calendarView of the calendar our appointments go to (occurrences in a window)."""
+        folder = self._subfolder("calendar")
+        if folder:
+            return f"{self._user}/calendars/{quote(folder, safe='=-_')}/calendarView"
+        return f"{self._user}/calendarView"
+
+    def _addressed(self, item_class: str) -> str:
+        """Where one item is addressed by its id: mailbox-wide, whichever folder holds it."""
+        return f"{self._user}/contacts" if item_class == "contact" else f"{self._user}/events"
+
+    def _subfolder(self, item_class: str) -> str:
+        """The id of the firm's named subfolder for the class ("" for the default folder), found by
+        its name or created, once per session. A folder the EWS backend made is the same folder."""
+        name = self._backend.target_folders.get(item_class, "")
+        if not name:
+            return ""
+        found = self._folders.get((item_class, name))
+        if found:
+            return found
+        # One lane resolves (and maybe creates) the folder while the others wait, outside the turns.
+        with turns.sitting_out(), self._backend._folders_lock:
+            found = self._find_folder(item_class, name)
+            if not found:
+                found = self._make_folder(item_class, name)
+        self._folders[(item_class, name)] = found
+        return found
+
+    def _folders_url(self, item_class: str) -> str:
+        # Contact folders: the children of the default contacts folder. Calendars: those of the
+        # default calendar group, where Exchange Online shows the Calendar folder's subfolders.
+        return f"{self._user}/contactFolders" if item_class == "contact" else f"{self._user}/calendars"
+
+    def _find_folder(self, item_class: str, name: str) -> str:
+        label = "displayName" if item_class == "contact" else "name"
+        (folders,) = self._pages([f"{self._folders_url(item_class)}?$top={PAGE}"])
+        # Exchange compares folder names without regard to case (as the EWS backend finds them).
+        matches = [
+            f
+            for f in folders
+            if str(f.get(label) or "").casefold() == name.casefold() and not f.get("isDefaultCalendar")
+        ]
+        matches.sort(key=lambda f: f.get(label) != name)  # the exact spelling first
+        return str(matches[0]["id"]) if matches else ""
+
+    def _make_folder(self, item_class: str, name: str) -> str:
+        label = "displayName" if item_class == "contact" else "name"
+        (ans,) = self._run([self._req("POST", self._folders_url(item_class), {label: name})], writing=True)
+        if isinstance(ans, Conflict):
+            found = self._find_folder(item_class, name)  # created meanwhile by another process
+            if found:
+                return found
+        if isinstance(ans, ExchangeError):
+            raise ans
+        return str(ans.body["id"])
 
     def _tasks_of(self, list_id: str) -> str:
         return f"{self._user}/todo/lists/{quote(list_id, safe='=-_')}/tasks"
@@ -535,7 +603,7 @@ class GraphSession:
     def _todo_lists(self) -> tuple[str, str]:
         """(our To Do list, the mailbox's default list) in this mailbox; ours is created on first use
         and found again by its name."""
-        key = f"{self._account.client_id}|{self._account.email.lower()}"
+        key = self._lists_key()
         with self._backend._lock:
             found = self._backend._lists.get(key)
         if found:
@@ -547,13 +615,21 @@ class GraphSession:
                 found = self._backend._lists.get(key)
             return found or self._resolve_lists(key)
 
+    def _list_name(self) -> str:
+        # The firm's named subfolder, when it has one, is the To Do list the Wiedervorlagen go to:
+        # a subfolder of Tasks that the EWS backend made shows in To Do as a list of that name.
+        return self._backend.target_folders.get("task") or self._backend.todo_list
+
+    def _lists_key(self) -> str:
+        return f"{self._account.client_id}|{self._account.email.lower()}|{self._list_name()}"
+
     def forget_lists(self) -> None:
         """Our To Do list is gone (deleted on a phone): look it up or create it again next time."""
         with self._backend._lock:
-            self._backend._lists.pop(f"{self._account.client_id}|{self._account.email.lower()}", None)
+            self._backend._lists.pop(self._lists_key(), None)
 
     def _resolve_lists(self, key: str) -> tuple[str, str]:
-        name = self._backend.todo_list
+        name = self._list_name()
         (ans,) = self._run([self._req("GET", f"{self._user}/todo/lists?$top={PAGE}")])
         if isinstance(ans, ExchangeError):
             raise ans
@@ -638,7 +714,7 @@ class GraphSession:
             if not sep or not list_id or not task_id:
                 return None
             return f"{self._tasks_of(list_id)}/{quote(task_id, safe='=-_')}"
-        return f"{self._collection(item_class)}/{quote(rest, safe='=-_')}"
+        return f"{self._addressed(item_class)}/{quote(rest, safe='=-_')}"
 
     def update(self, changes: Sequence[tuple[ItemRef, ExchangeItem]]) -> list[PerItem]:
         if not changes:
@@ -880,9 +956,9 @@ class GraphSession:
             urls = [f"{self._tasks_of(lst)}?$expand=linkedResources&$top={PAGE}" for lst in lists]
             for list_id, page in zip(lists, self._pages(urls), strict=True):
                 for data in page:
-                    key = wire.record_key_of("task", data) or (
-                        wire.record_key_from_link(data) if list_id == default else ""
-                    )
+                    # A task the EWS backend wrote has only the record link: in the default list,
+                    # or in ours when it is the firm's named subfolder (a Tasks subfolder over EWS).
+                    key = wire.record_key_of("task", data) or wire.record_key_from_link(data)
                     if key:
                         found.setdefault(key, []).append(self._ref("task", data, list_id))
             return found

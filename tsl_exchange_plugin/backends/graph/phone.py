@@ -3,7 +3,7 @@
 It goes through a ``GraphSession``: the same token, client, CA bundle and ``$batch`` requests as
 the pushes. The calendar is read with ``calendarView`` (occurrences in the window), times come in
 UTC (the session's ``Prefer`` header) and are shown in the owner's zone; the Wiedervorlagen are
-the tasks of the plugin's To Do list.
+the tasks of the plugin's To Do list. With the firm's named subfolder, its folders are read.
 """
 
 from __future__ import annotations
@@ -26,11 +26,10 @@ def read_phone_view(session: Any, zone: str, first_day: dt.date, days: int) -> P
     start = dt.datetime.combine(first_day, dt.time(0), tz).astimezone(dt.UTC)
     end = dt.datetime.combine(first_day + dt.timedelta(days=days), dt.time(0), tz).astimezone(dt.UTC)
     window = f"startDateTime={_utc(start)}&endDateTime={_utc(end)}"
-    user = session._user
     contacts, events, tasks = session._pages(
         [
-            f"{user}/contacts?$select=fileAs,displayName&$top={PAGE}",
-            f"{user}/calendarView?{window}&$select=subject,start,end,isAllDay,categories&$top={PAGE}",
+            f"{session._collection('contact')}?$select=fileAs,displayName&$top={PAGE}",
+            f"{session.calendar_view_url()}?{window}&$select=subject,start,end,isAllDay,categories&$top={PAGE}",
             f"{session._tasks_of(session._todo_lists()[0])}?$top={PAGE}",
         ]
     )

@@ -46,9 +46,9 @@ def iter_ours(
                 page, link = session._page(link)
                 refs = []
                 for data in page:
-                    key = wire.record_key_of("task", data) or (
-                        wire.record_key_from_link(data) if list_id == default else ""
-                    )
+                    # A task the EWS backend wrote has only the record link: in the default list,
+                    # or in ours when it is the firm's named subfolder (a Tasks subfolder over EWS).
+                    key = wire.record_key_of("task", data) or wire.record_key_from_link(data)
                     if key:
                         ref = session._ref("task", data, list_id)
                         refs.append(OwnedRef(key, ref.item_id, ref.change_key))

@@ -17,8 +17,61 @@ from typing import Any
 CONTRACT_FILE = "openapi-v1.0-subset.sandbox.yaml"
 # Documented operations the subset leaves out, checked against the operation whose bodies they
 # share: the instances of a series are an event collection like calendarView (event-list-instances).
+# Items in a named folder (contactFolders/{id}/contacts, calendars/{id}/events and calendarView) are
+# the same resources as in the default folder (contact-post, calendar-post-events, calendar-list-
+# calendarview).
+_U = "/users/{user-id}"
+_CF = _U + "/contactFolders/{contactFolder-id}"
+_CAL = _U + "/calendars/{calendar-id}"
 ALIASES = {
-    ("GET", "/users/{user-id}/events/{event-id}/instances"): ("GET", "/users/{user-id}/calendarView"),
+    ("GET", _U + "/events/{event-id}/instances"): ("GET", _U + "/calendarView"),
+    ("GET", _CF + "/contacts"): ("GET", _U + "/contacts"),
+    ("POST", _CF + "/contacts"): ("POST", _U + "/contacts"),
+    ("GET", _CF + "/contacts/{contact-id}"): ("GET", _U + "/contacts/{contact-id}"),
+    ("PATCH", _CF + "/contacts/{contact-id}"): ("PATCH", _U + "/contacts/{contact-id}"),
+    ("DELETE", _CF + "/contacts/{contact-id}"): ("DELETE", _U + "/contacts/{contact-id}"),
+    ("GET", _CAL + "/events"): ("GET", _U + "/events"),
+    ("POST", _CAL + "/events"): ("POST", _U + "/events"),
+    ("GET", _CAL + "/events/{event-id}"): ("GET", _U + "/events/{event-id}"),
+    ("PATCH", _CAL + "/events/{event-id}"): ("PATCH", _U + "/events/{event-id}"),
+    ("DELETE", _CAL + "/events/{event-id}"): ("DELETE", _U + "/events/{event-id}"),
+    ("GET", _CAL + "/calendarView"): ("GET", _U + "/calendarView"),
+}
+
+# Folder operations the subset leaves out, with their bodies as Microsoft documents them
+# (user-list-contactfolders, user-post-contactfolders, contactfolder-list/post-childfolders,
+# user-list-calendars, user-post-calendars). The calendar resource is in the subset; the
+# contactFolder resource is not, so its documented properties are written here.
+_CONTACT_FOLDER = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "displayName": {"type": "string", "nullable": True},
+        "parentFolderId": {"type": "string", "nullable": True},
+    },
+}
+_CALENDAR = {"$ref": "#/components/schemas/microsoft.graph.calendar"}
+
+
+def _listing(schema: dict) -> dict:
+    return {
+        "type": "object",
+        "properties": {
+            "value": {"type": "array", "items": schema},
+            "@odata.nextLink": {"type": "string", "nullable": True},
+        },
+    }
+
+
+FOLDER_OPERATIONS = {
+    ("GET", _U + "/contactFolders"): (None, _listing(_CONTACT_FOLDER)),
+    ("POST", _U + "/contactFolders"): (_CONTACT_FOLDER, _CONTACT_FOLDER),
+    ("GET", _CF): (None, _CONTACT_FOLDER),
+    ("GET", _CF + "/childFolders"): (None, _listing(_CONTACT_FOLDER)),
+    ("POST", _CF + "/childFolders"): (_CONTACT_FOLDER, _CONTACT_FOLDER),
+    ("GET", _U + "/calendars"): (None, _listing(_CALENDAR)),
+    ("POST", _U + "/calendars"): (_CALENDAR, _CALENDAR),
+    ("GET", _CAL): (None, _CALENDAR),
 }
 
 
@@ -79,6 +132,9 @@ class Contract:
                         resp = ((answer.get("content") or {}).get("application/json") or {}).get("schema")
                         break
                 self.operations.append(Operation(method.upper(), clean, re.compile(regex), req, resp))
+        for (method, template), (req, resp) in FOLDER_OPERATIONS.items():
+            regex = "^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template)) + "$"
+            self.operations.append(Operation(method, template, re.compile(regex), req, resp))
         self._error_schema = self._deref(self.components["responses"]["error"])["content"][
             "application/json"
         ]["schema"]

@@ -527,6 +527,10 @@ class GraphSandbox:
                 return self._collection(call, mailbox, "calendarView")
             if rest[:2] == ["todo", "lists"]:
                 return self._todo(call, mailbox, rest[2:])
+            if rest[0] == "contactFolders":
+                return self._contact_folders(call, mailbox, rest[1:])
+            if rest[0] == "calendars":
+                return self._calendars(call, mailbox, rest[1:])
         raise bad("BadRequest", f"Resource not found for the segment '{rest[-1]}'.", 400)
 
     # -------------------------------------------------------------- items
@@ -729,7 +733,7 @@ class GraphSandbox:
         if what == "tasks":
             rows = self.store.items(mailbox, folder["id"])
         else:
-            f = self.store.distinguished(mailbox, "contacts" if what == "contacts" else "calendar")
+            f = folder or self.store.distinguished(mailbox, "contacts" if what == "contacts" else "calendar")
             rows = self.store.items(mailbox, f["id"])
         flt = call.query.get("$filter")
         if flt:
@@ -766,6 +770,122 @@ class GraphSandbox:
                 f"{k}={quote(v, safe='()$=,:')}" for k, v in query.items()
             )
         return 200, {}, out
+
+    # -------------------------------------------------------------- folders
+    # Contact folders and calendars are folders of the one store behind both sandboxes: a
+    # subfolder made over EWS is the same folder here, and the other way round.
+    def _child_folders(self, mailbox: str, parent: dict, prefix: str) -> list[dict]:
+        return [
+            f
+            for f in self.store.folders(mailbox)
+            if f["parent_id"] == parent["id"] and (f["folder_class"] or "").startswith(prefix)
+        ]
+
+    def _new_child(self, mailbox: str, parent: dict, name: str, prefix: str) -> dict:
+        name = name.strip()
+        if not name:
+            raise bad("ErrorInvalidRequest", "The folder name is missing.")
+        # Exchange keeps sibling folder names unique, ignoring case (as CreateFolder over EWS).
+        if any(
+            f["display_name"].casefold() == name.casefold()
+            for f in self.store.folders(mailbox)
+            if f["parent_id"] == parent["id"]
+        ):
+            raise GraphError(409, "ErrorFolderExists", "A folder with the specified name already exists.")
+        folder = new_folder(mailbox, parent["id"], name, prefix, None)
+        self.store.begin()
+        self.store.insert_folder(folder)
+        self.store.commit()
+        return folder
+
+    def _contact_folder_out(self, folder: dict) -> dict:
+        return {
+            "id": cv.rest_id(folder["id"]),
+            "displayName": folder["display_name"],
+            "parentFolderId": cv.rest_id(folder["parent_id"]),
+        }
+
+    def _contact_folders(self, call: _Call, mailbox: str, rest: list[str]):
+        """``/contactFolders`` (the children of the default contacts folder), one folder, its
+        ``childFolders`` and its ``contacts``."""
+        m = call.method
+        default = self.store.distinguished(mailbox, "contacts")
+        parent = default
+        if rest:
+            parent = next((f for f in self.store.folders(mailbox) if cv.rest_id(f["id"]) == rest[0]), None)
+            if parent is None or not (parent["folder_class"] or "").startswith("IPF.Contact"):
+                raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the store.")
+        if not rest or rest[1:] == ["childFolders"]:
+            if m == "GET":
+                values = [
+                    self._contact_folder_out(f) for f in self._child_folders(mailbox, parent, "IPF.Contact")
+                ]
+                return 200, {}, {"@odata.context": f"{call.base}/$metadata#contactFolders", "value": values}
+            if m == "POST":
+                name = str((call.body or {}).get("displayName") or "")
+                return (
+                    201,
+                    {},
+                    self._contact_folder_out(self._new_child(mailbox, parent, name, "IPF.Contact")),
+                )
+        elif len(rest) == 1 and m == "GET":
+            return 200, {}, self._contact_folder_out(parent)
+        elif rest[1:] == ["contacts"]:
+            if m == "GET":
+                return self._collection(call, mailbox, "contacts", parent)
+            return self._create(call, mailbox, "Contact", parent)
+        elif len(rest) == 3 and rest[1] == "contacts":
+            return self._item(call, mailbox, "Contact", rest[2], parent)
+        raise bad("BadRequest", "Resource not found.", 400)
+
+    def _calendar_out(self, folder: dict) -> dict:
+        default = folder["distinguished"] == "calendar"
+        return {
+            "id": cv.rest_id(folder["id"]),
+            "name": folder["display_name"],
+            "changeKey": folder.get("change_key") or "",
+            "color": "auto",
+            "isDefaultCalendar": default,
+            "canEdit": True,
+            "canShare": True,
+            "canViewPrivateItems": True,
+            "isRemovable": not default,
+        }
+
+    def _calendars(self, call: _Call, mailbox: str, rest: list[str]):
+        """``/calendars``: the default calendar and its subfolders (Exchange Online shows them in the
+        default calendar group); one calendar's ``events`` and ``calendarView``."""
+        m = call.method
+        default = self.store.distinguished(mailbox, "calendar")
+        if not rest:
+            if m == "GET":
+                folders = [default] + self._child_folders(mailbox, default, "IPF.Appointment")
+                values = [self._calendar_out(f) for f in folders]
+                return 200, {}, {"@odata.context": f"{call.base}/$metadata#calendars", "value": values}
+            if m == "POST":
+                name = str((call.body or {}).get("name") or "")
+                return 201, {}, self._calendar_out(self._new_child(mailbox, default, name, "IPF.Appointment"))
+        folder = next(
+            (
+                f
+                for f in [default] + self._child_folders(mailbox, default, "IPF.Appointment")
+                if cv.rest_id(f["id"]) == rest[0]
+            ),
+            None,
+        )
+        if folder is None:
+            raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the store.")
+        if len(rest) == 1 and m == "GET":
+            return 200, {}, self._calendar_out(folder)
+        if rest[1:] == ["events"]:
+            if m == "GET":
+                return self._collection(call, mailbox, "events", folder)
+            return self._create(call, mailbox, "CalendarItem", folder)
+        if rest[1:] == ["calendarView"] and m == "GET":
+            return self._collection(call, mailbox, "calendarView", folder)
+        if len(rest) == 3 and rest[1] == "events":
+            return self._item(call, mailbox, "CalendarItem", rest[2], folder)
+        raise bad("BadRequest", "Resource not found.", 400)
 
     # -------------------------------------------------------------- To Do
     def _task_folders(self, mailbox: str) -> list[dict]:
