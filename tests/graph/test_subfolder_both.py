@@ -137,6 +137,9 @@ def test_moving_between_backends_finds_the_same_subfolders(anykanzlei):
         now = keys_in(k, alice, after[c][0]["id"])
         assert all(n == 1 for n in now.values()), (c, now)
         assert set(ids_before[c]) <= set(now), c
+    # Nothing went to the default folders after the move either.
+    assert all(k.ours(alice, c.ref.key) == [] for c in contacts)
+    assert k.ours(alice, d.ref.key, "calendar") == []
     # The Wiedervorlage once (over Graph it carries no key; its title names it).
     titles = [
         i["subject"] for i in k.server.engine.list_items(k.mailbox_of[alice.id], after["task"][0]["id"])
