@@ -23,6 +23,8 @@ from typing import Any
 import pytest
 
 from tsl_exchange_plugin.backends.ews.convert import RECORD_ID_FIELD, register_record_id_property
+from tsl_exchange_plugin.backends.graph.wire import TODO_LIST_NAME
+from tsl_exchange_plugin.sandbox.graph.convert import rest_id
 from tsl_exchange_plugin.sandbox.graph.testing import (  # noqa: F401 - the fixture
     CLIENT_ID,
     CLIENT_SECRET,
@@ -132,7 +134,11 @@ class Cal:
         return self._accounts[key]
 
     def read(self, user: User, folder: str, *fields: str) -> dict[str, list[Any]]:
-        """Our items in one folder read back with exchangelib: record key -> items (all copies)."""
+        """Our items in one folder read back through the user's protocol, as a phone would read
+        them: record key -> items (all copies). Over EWS exchangelib's items; over Graph the
+        calendarView and the To Do tasks, shown as ``GraphSeen`` (exchangelib's field names)."""
+        if self.backend == "graph":
+            return self._graph_read(user, folder)
         acc = self.account(user)
         source = {"calendar": acc.calendar, "tasks": acc.tasks}[folder]
         out: dict[str, list[Any]] = {}
@@ -144,9 +150,73 @@ class Cal:
                 out.setdefault(key, []).append(item)
         return out
 
+    def _graph_read(self, user: User, folder: str) -> dict[str, list[Any]]:
+        zone = self.zone_of(user)
+        tz = zoneinfo.ZoneInfo(zone)
+        out: dict[str, list[Any]] = {}
+        if folder == "tasks":
+            for task in self._todo_tasks(user):
+                out.setdefault(task["key"], []).append(GraphSeen.of_task(task["task"], tz))
+            return out
+        window = {
+            "startDateTime": GRAPH_WINDOW[0],
+            "endDateTime": GRAPH_WINDOW[1],
+            "$expand": f"singleValueExtendedProperties($filter=id eq '{RECORD_ID}')",
+            "$top": "200",
+        }
+        for ev in self.graph_get(user, "/calendarView", window, zone):
+            key = next((p["value"] for p in ev.get("singleValueExtendedProperties") or []), "")
+            if key:
+                out.setdefault(key, []).append(GraphSeen.of_event(ev, tz))
+        return out
+
+    def _todo_tasks(self, user: User) -> list[dict[str, Any]]:
+        """Our Wiedervorlagen in the user's To Do list: {"key", "task"} (key: the linked resource's
+        externalId, which a To Do task carries instead of the extended property)."""
+        lists = self.graph_get(user, "/todo/lists")
+        out = []
+        for lst in lists:
+            if lst["displayName"] != TODO_LIST_NAME:
+                continue
+            for task in self.graph_get(
+                user, f"/todo/lists/{lst['id']}/tasks", {"$expand": "linkedResources"}
+            ):
+                key = next((str(r.get("externalId") or "") for r in task.get("linkedResources") or []), "")
+                if key:
+                    out.append({"key": key, "task": task})
+        return out
+
+    def items(self, user: User, folder: str) -> list[dict[str, Any]]:
+        """Every stored item of the folder the user's backend writes to (over Graph, Wiedervorlagen:
+        our To Do list)."""
+        if folder == "tasks" and self.backend == "graph":
+            mb = self.k.mailbox_of[user.id]
+            engine = self.k.server.engine
+            lists = [f["id"] for f in engine.list_folders(mb) if f["name"] == TODO_LIST_NAME]
+            return [i for f in lists for i in engine.list_items(mb, f)]
+        return self.k.items(user, folder)
+
+    def all_ours(self, user: User, folder: str) -> list[tuple[str, dict[str, Any]]]:
+        """(record key, stored item) of each of our items in the folder the backend writes to."""
+        if folder == "tasks" and self.backend == "graph":
+            keys = {t["task"]["id"]: t["key"] for t in self._todo_tasks(user)}
+            return [
+                (keys[rest_id(i["item_id"])], i)
+                for i in self.items(user, folder)
+                if rest_id(i["item_id"]) in keys
+            ]
+        return [(i["extended_properties"]["tslRecordId"], i) for i in self.k.ours_any(user, folder)]
+
+    def ours(self, user: User, key: str, folder: str = "contacts") -> list[dict[str, Any]]:
+        """Our stored items with ``key`` in the folder the user's backend writes to (sandbox view).
+        Over Graph a Wiedervorlage is a task in our To Do list, found by its linked resource."""
+        if folder == "tasks" and self.backend == "graph":
+            return [i for k, i in self.all_ours(user, folder) if k == key]
+        return self.k.ours(user, key, folder)
+
     def one(self, user: User, key: str, folder: str = "calendar") -> dict[str, Any]:
         """The single stored item with ``key`` (sandbox view); fails on none or duplicates."""
-        found = self.k.ours(user, key, folder)
+        found = self.ours(user, key, folder)
         assert len(found) == 1, f"{key} in {self.k.mailbox_of[user.id]}: {len(found)} items"
         return found[0]
 
@@ -165,6 +235,67 @@ class Cal:
             for k in self.keys(user, folder, record_key)
             if k == record_key or k.startswith(record_key + "#")
         ]
+
+
+# The calendarView window the Graph reader asks for: every date the scenarios use.
+GRAPH_WINDOW = ("2025-01-01T00:00:00Z", "2031-01-01T00:00:00Z")
+GRAPH_STATUS = {"notStarted": "NotStarted", "inProgress": "InProgress", "completed": "Completed"}
+
+
+@dataclass
+class GraphSeen:
+    """An item as a Graph client sees it, under exchangelib's field names so that one scenario
+    reads both protocols. All-day items: dates, the end inclusive (as exchangelib shows them);
+    timed ones: aware datetimes. Tasks: the To Do fields (To Do has no percentage)."""
+
+    start: Any = None
+    end: Any = None
+    is_all_day: bool | None = None
+    subject: str = ""
+    reminder_is_set: bool | None = None
+    reminder_minutes_before_start: int | None = None
+    status: str | None = None
+    is_complete: bool | None = None
+    due_date: dt.date | None = None
+    reminder_due_by: dt.datetime | None = None
+
+    @classmethod
+    def of_event(cls, ev: dict[str, Any], tz: zoneinfo.ZoneInfo) -> GraphSeen:
+        if ev["isAllDay"]:
+            start: Any = dt.date.fromisoformat(ev["start"]["dateTime"][:10])
+            end: Any = dt.date.fromisoformat(ev["end"]["dateTime"][:10]) - dt.timedelta(days=1)
+        else:
+            start = dt.datetime.fromisoformat(ev["start"]["dateTime"][:19]).replace(tzinfo=tz)
+            end = dt.datetime.fromisoformat(ev["end"]["dateTime"][:19]).replace(tzinfo=tz)
+        return cls(
+            start=start,
+            end=end,
+            is_all_day=bool(ev["isAllDay"]),
+            subject=str(ev.get("subject") or ""),
+            reminder_is_set=ev.get("isReminderOn"),
+            reminder_minutes_before_start=ev.get("reminderMinutesBeforeStart"),
+        )
+
+    @classmethod
+    def of_task(cls, task: dict[str, Any], tz: zoneinfo.ZoneInfo) -> GraphSeen:
+        due = task.get("dueDateTime")
+        remind = task.get("reminderDateTime")
+        status = GRAPH_STATUS.get(str(task.get("status")), str(task.get("status")))
+        return cls(
+            subject=str(task.get("title") or ""),
+            status=status,
+            is_complete=status == "Completed",
+            reminder_is_set=bool(task.get("isReminderOn")),
+            due_date=dt.date.fromisoformat(due["dateTime"][:10]) if due else None,
+            reminder_due_by=_graph_instant(remind) if remind else None,
+        )
+
+
+def _graph_instant(value: dict[str, Any]) -> dt.datetime:
+    """A dateTimeTimeZone as an aware instant (the reader asks for UTC or a Windows zone name)."""
+    naive = dt.datetime.fromisoformat(value["dateTime"][:19])
+    windows = {v: k for k, v in WINDOWS.items()}
+    return naive.replace(tzinfo=zoneinfo.ZoneInfo(windows.get(value.get("timeZone"), "UTC")))
 
 
 def local_midnight_utc(day: dt.date, zone: str) -> dt.datetime:
@@ -221,6 +352,8 @@ def anycal(request, tmp_path, licence_key) -> Iterator[Cal]:
         k.mailbox_of[fourth.id] = email
         users.append(fourth)
         c = Cal(k, dict(zip(ZONES, users, strict=True)), backend="graph")
+        # A scenario's change to a lawyer's Exchange tab keeps the mailbox on Microsoft 365.
+        k.configure = lambda user, password=None, **values: k.configure_graph(user, **values)  # type: ignore[method-assign]
         for zone, user in c.by_zone.items():
             k.configure_graph(user, timezone=zone)
         k.drain()
