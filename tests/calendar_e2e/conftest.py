@@ -138,7 +138,7 @@ class Cal:
         them: record key -> items (all copies). Over EWS exchangelib's items; over Graph the
         calendarView and the To Do tasks, shown as ``GraphSeen`` (exchangelib's field names)."""
         if self.backend == "graph":
-            return self._graph_read(user, folder)
+            return self._graph_read(user, folder, dates="is_all_day" in fields)
         acc = self.account(user)
         source = {"calendar": acc.calendar, "tasks": acc.tasks}[folder]
         out: dict[str, list[Any]] = {}
@@ -150,12 +150,12 @@ class Cal:
                 out.setdefault(key, []).append(item)
         return out
 
-    def _graph_read(self, user: User, folder: str) -> dict[str, list[Any]]:
+    def _graph_read(self, user: User, folder: str, *, dates: bool) -> dict[str, list[Any]]:
         zone = self.zone_of(user)
         tz = zoneinfo.ZoneInfo(zone)
         out: dict[str, list[Any]] = {}
         if folder == "tasks":
-            for task in self._todo_tasks(user):
+            for task in self.todo_tasks(user):
                 out.setdefault(task["key"], []).append(GraphSeen.of_task(task["task"], tz))
             return out
         window = {
@@ -167,10 +167,10 @@ class Cal:
         for ev in self.graph_get(user, "/calendarView", window, zone):
             key = next((p["value"] for p in ev.get("singleValueExtendedProperties") or []), "")
             if key:
-                out.setdefault(key, []).append(GraphSeen.of_event(ev, tz))
+                out.setdefault(key, []).append(GraphSeen.of_event(ev, tz, dates=dates))
         return out
 
-    def _todo_tasks(self, user: User) -> list[dict[str, Any]]:
+    def todo_tasks(self, user: User, zone: str = "UTC") -> list[dict[str, Any]]:
         """Our Wiedervorlagen in the user's To Do list: {"key", "task"} (key: the linked resource's
         externalId, which a To Do task carries instead of the extended property)."""
         lists = self.graph_get(user, "/todo/lists")
@@ -178,9 +178,8 @@ class Cal:
         for lst in lists:
             if lst["displayName"] != TODO_LIST_NAME:
                 continue
-            for task in self.graph_get(
-                user, f"/todo/lists/{lst['id']}/tasks", {"$expand": "linkedResources"}
-            ):
+            path = f"/todo/lists/{lst['id']}/tasks"
+            for task in self.graph_get(user, path, {"$expand": "linkedResources"}, zone):
                 key = next((str(r.get("externalId") or "") for r in task.get("linkedResources") or []), "")
                 if key:
                     out.append({"key": key, "task": task})
@@ -199,7 +198,7 @@ class Cal:
     def all_ours(self, user: User, folder: str) -> list[tuple[str, dict[str, Any]]]:
         """(record key, stored item) of each of our items in the folder the backend writes to."""
         if folder == "tasks" and self.backend == "graph":
-            keys = {t["task"]["id"]: t["key"] for t in self._todo_tasks(user)}
+            keys = {t["task"]["id"]: t["key"] for t in self.todo_tasks(user)}
             return [
                 (keys[rest_id(i["item_id"])], i)
                 for i in self.items(user, folder)
@@ -238,7 +237,7 @@ class Cal:
 
 
 # The calendarView window the Graph reader asks for: every date the scenarios use.
-GRAPH_WINDOW = ("2025-01-01T00:00:00Z", "2031-01-01T00:00:00Z")
+GRAPH_WINDOW = ("1899-12-30T00:00:00Z", "2101-01-02T00:00:00Z")
 GRAPH_STATUS = {"notStarted": "NotStarted", "inProgress": "InProgress", "completed": "Completed"}
 
 
@@ -258,15 +257,31 @@ class GraphSeen:
     is_complete: bool | None = None
     due_date: dt.date | None = None
     reminder_due_by: dt.datetime | None = None
+    id: str = ""
+    start_zone: str = ""  # the zone the event was written in (originalStartTimeZone)
 
     @classmethod
-    def of_event(cls, ev: dict[str, Any], tz: zoneinfo.ZoneInfo) -> GraphSeen:
-        if ev["isAllDay"]:
+    def of_event(cls, ev: dict[str, Any], tz: zoneinfo.ZoneInfo, *, dates: bool = True) -> GraphSeen:
+        """``dates``: all-day items as dates (exchangelib does so when ``is_all_day`` is read);
+        else every start and end as an instant: a timed event's in the reader's zone, an all-day
+        event's midnights in the zone it was written in (Graph shows its dates in any zone)."""
+        if ev["isAllDay"] and dates:
             start: Any = dt.date.fromisoformat(ev["start"]["dateTime"][:10])
             end: Any = dt.date.fromisoformat(ev["end"]["dateTime"][:10]) - dt.timedelta(days=1)
+        elif ev["isAllDay"]:
+            from exchangelib import EWSTimeZone
+
+            own = zoneinfo.ZoneInfo(EWSTimeZone.from_ms_id(ev["originalStartTimeZone"]).key)
+            start = (
+                dt.datetime.fromisoformat(ev["start"]["dateTime"][:19]).replace(tzinfo=own).astimezone(dt.UTC)
+            )
+            end = dt.datetime.fromisoformat(ev["end"]["dateTime"][:19]).replace(tzinfo=own).astimezone(dt.UTC)
         else:
-            start = dt.datetime.fromisoformat(ev["start"]["dateTime"][:19]).replace(tzinfo=tz)
-            end = dt.datetime.fromisoformat(ev["end"]["dateTime"][:19]).replace(tzinfo=tz)
+            # As instants in UTC (as exchangelib gives them): arithmetic across a switch is real time.
+            start = (
+                dt.datetime.fromisoformat(ev["start"]["dateTime"][:19]).replace(tzinfo=tz).astimezone(dt.UTC)
+            )
+            end = dt.datetime.fromisoformat(ev["end"]["dateTime"][:19]).replace(tzinfo=tz).astimezone(dt.UTC)
         return cls(
             start=start,
             end=end,
@@ -274,6 +289,8 @@ class GraphSeen:
             subject=str(ev.get("subject") or ""),
             reminder_is_set=ev.get("isReminderOn"),
             reminder_minutes_before_start=ev.get("reminderMinutesBeforeStart"),
+            id=str(ev["id"]),
+            start_zone=str(ev.get("originalStartTimeZone") or ""),
         )
 
     @classmethod
@@ -288,6 +305,7 @@ class GraphSeen:
             reminder_is_set=bool(task.get("isReminderOn")),
             due_date=dt.date.fromisoformat(due["dateTime"][:10]) if due else None,
             reminder_due_by=_graph_instant(remind) if remind else None,
+            id=str(task["id"]),
         )
 
 

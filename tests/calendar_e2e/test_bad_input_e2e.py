@@ -17,6 +17,12 @@ from .conftest import local_midnight_utc
 D = dt.date(2026, 5, 20)
 
 
+@pytest.fixture
+def cal(anycal):
+    """Every scenario of this module over EWS and again over Microsoft Graph."""
+    return anycal
+
+
 def good_and_bad(cal, bad: list, *, user) -> None:
     """Save ``bad`` records together with good ones in one host transaction and push."""
     k = cal.k
@@ -37,7 +43,7 @@ def good_and_bad(cal, bad: list, *, user) -> None:
     assert len(k.host.hook_failures) == failures_before
     for rec in good:
         folder = "tasks" if isinstance(rec, Reminder) else "calendar"
-        assert len(k.ours(user, rec.ref.key, folder)) == 1, rec.ref.key
+        assert len(cal.ours(user, rec.ref.key, folder)) == 1, rec.ref.key
 
 
 BAD_CASES = {
@@ -109,14 +115,13 @@ def _for(record, user):
 
 
 def test_each_bad_record_fails_with_its_german_reason_and_the_rest_flows(cal):
-    k = cal.k
     user = cal.by_zone["Europe/Berlin"]
     bad = [_for(rec, user) for rec, _ in BAD_CASES.values()]
     good_and_bad(cal, bad, user=user)
     failed = cal.failed()
     for name, (rec, reason) in BAD_CASES.items():
         folder = "tasks" if isinstance(rec, Reminder) else "calendar"
-        assert k.ours(user, rec.ref.key, folder) == [], name
+        assert cal.ours(user, rec.ref.key, folder) == [], name
         message = failed.get((user.id, rec.ref.key), "")
         assert reason in message, f"{name}: {message!r}"
     assert set(failed) == {(user.id, rec.ref.key) for rec, _ in BAD_CASES.values()}

@@ -59,6 +59,7 @@ import httpx
 
 from ... import logredact
 from ...mapping.common import merge_body
+from ...mapping.context import is_known_zone
 from ...mapping.items import CalendarEntry, ExchangeItem, TaskEntry
 from .. import turns
 from ..base import (
@@ -229,6 +230,13 @@ class GraphBackend:
     def session(self, account: MailboxAccount) -> GraphSession:
         if account.backend != "graph":
             raise ConfigError("Dieses Postfach ist nicht für Microsoft Graph eingerichtet.")
+        if account.timezone and not is_known_zone(account.timezone):
+            # The mailbox waits for a corrected zone (as over EWS, whose session needs the zone):
+            # failing each record instead would drop them until they are saved again.
+            raise ConfigError(
+                f"Unbekannte Zeitzone {account.timezone!r} für {account.email}. Bitte im Benutzer-Editor "
+                "(Exchange) eine gültige Zeitzone eintragen, z. B. Europe/Berlin."
+            )
         return GraphSession(self, account)
 
     def close(self) -> None:
