@@ -139,6 +139,11 @@ class Cal:
         calendarView and the To Do tasks, shown as ``GraphSeen`` (exchangelib's field names)."""
         if self.backend == "graph":
             return self._graph_read(user, folder, dates="is_all_day" in fields)
+        return self.read_ews(user, folder, *fields)
+
+    def read_ews(self, user: User, folder: str, *fields: str) -> dict[str, list[Any]]:
+        """Our items read back with exchangelib whatever the backend (how Outlook on EWS sees
+        items Graph wrote): record key -> items (all copies)."""
         acc = self.account(user)
         source = {"calendar": acc.calendar, "tasks": acc.tasks}[folder]
         out: dict[str, list[Any]] = {}
