@@ -145,3 +145,34 @@ def test_moving_between_backends_finds_the_same_subfolders(anykanzlei):
         i["subject"] for i in k.server.engine.list_items(k.mailbox_of[alice.id], after["task"][0]["id"])
     ]
     assert sum(r.subject in t for t in titles) == 1, titles
+
+
+def test_a_subfolder_deleted_in_outlook_is_made_again(graph_sandbox, gbackend):
+    """Over Graph: the folder deleted after the session found it; the next write names the
+    reason and waits, the one after goes to a new folder of the same name."""
+    import httpx
+
+    from tsl_exchange_plugin.backends.base import TransientError, Written
+    from tsl_exchange_plugin.mapping.items import ContactItem
+    from tsl_exchange_plugin.sandbox.graph.testing import graph_account
+
+    gbackend.target_folders.update({"contact": NAME})
+    account = graph_account(graph_sandbox)
+    session = gbackend.session(account)
+    person = ContactItem("contact:sub-gone", display_name="Kontakt", file_as="Kontakt", surname="Kontakt")
+    (first,) = session.create([person])
+    assert isinstance(first, Written)
+    folder = session._subfolder("contact")
+    token = gbackend.tokens.token(account)
+    with httpx.Client(
+        base_url=graph_sandbox.graph_url,
+        verify=__import__("ssl").create_default_context(cafile=graph_sandbox.cert_pem_path),
+        headers={"Authorization": f"Bearer {token}"},
+    ) as phone:
+        assert phone.delete(f"/users/{account.email}/contactFolders/{folder}").status_code == 204
+    (retry,) = session.create([person])
+    assert isinstance(retry, TransientError) and "Unterordner" in str(retry)
+    (again,) = session.create([person])
+    assert isinstance(again, Written)
+    assert session._subfolder("contact") != folder
+    assert list(session.find_all_ours("contact")) == ["contact:sub-gone"]

@@ -698,6 +698,10 @@ class GraphSession:
                 # The list itself is gone: found or created again on the next try.
                 self.forget_lists()
                 ans = TransientError("Die To-Do-Liste im Postfach fehlt; sie wird neu angelegt.")
+            elif isinstance(ans, ItemNotFound) and self._folders:
+                # The named subfolder was deleted (in Outlook, on a phone): found or made again.
+                self._folders.clear()
+                ans = TransientError("Der Unterordner im Postfach fehlt; er wird neu angelegt.")
             results[pos] = (
                 ans if isinstance(ans, ExchangeError) else self._written(items[pos].item_class, ans.body)
             )

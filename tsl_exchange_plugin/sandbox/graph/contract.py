@@ -72,6 +72,8 @@ FOLDER_OPERATIONS = {
     ("GET", _U + "/calendars"): (None, _listing(_CALENDAR)),
     ("POST", _U + "/calendars"): (_CALENDAR, _CALENDAR),
     ("GET", _CAL): (None, _CALENDAR),
+    ("DELETE", _CF): (None, None),
+    ("DELETE", _CAL): (None, None),
 }
 
 

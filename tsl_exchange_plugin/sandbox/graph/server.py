@@ -798,6 +798,13 @@ class GraphSandbox:
         self.store.commit()
         return folder
 
+    def _delete_folder(self, folder: dict) -> tuple[int, dict, Any]:
+        """A folder deleted (in Outlook, on a phone), with what it holds."""
+        self.store.begin()
+        self.store.delete_folder(folder["id"])
+        self.store.commit()
+        return 204, {}, None
+
     def _contact_folder_out(self, folder: dict) -> dict:
         return {
             "id": cv.rest_id(folder["id"]),
@@ -830,6 +837,8 @@ class GraphSandbox:
                 )
         elif len(rest) == 1 and m == "GET":
             return 200, {}, self._contact_folder_out(parent)
+        elif len(rest) == 1 and m == "DELETE" and parent is not default:
+            return self._delete_folder(parent)
         elif rest[1:] == ["contacts"]:
             if m == "GET":
                 return self._collection(call, mailbox, "contacts", parent)
@@ -877,6 +886,8 @@ class GraphSandbox:
             raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the store.")
         if len(rest) == 1 and m == "GET":
             return 200, {}, self._calendar_out(folder)
+        if len(rest) == 1 and m == "DELETE" and folder is not default:
+            return self._delete_folder(folder)
         if rest[1:] == ["events"]:
             if m == "GET":
                 return self._collection(call, mailbox, "events", folder)
