@@ -14,7 +14,14 @@ default here is 40, so that the run measures how pushing scales with processes; 
 ``--per-server 10`` to see the product's default limit at work. Goal: >= 3.5 x.
 
     python benchmarks/p5_worker_processes.py [--mailboxes 40] [--contacts 100] [--latency-ms 200]
-        [--threads 4] [--per-server 40] [--processes 1 4]
+        [--threads 4] [--per-server 40] [--processes 1 4] [--timeline]
+
+``--timeline`` adds where the time went to each row of the JSON output: from the sandbox's
+request log, per mailbox the first request after the enqueue, the set-up requests before the
+first CreateItem and the end of its last request; the requests by operation; how many were in
+flight at once; the CPU seconds (utime + stime from /proc) of each worker process, the sandbox
+and the PostgreSQL back-ends of the run; and the tail between the last answer and the empty
+queue.
 """
 
 from __future__ import annotations
@@ -28,7 +35,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import psycopg
@@ -44,6 +53,85 @@ def listening(schema: str) -> int:
             "SELECT count(*) FROM pg_stat_activity WHERE query = %s", (f'LISTEN "{schema}_work"',)
         ).fetchone()
     return int(row[0])
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process so far (0 if it is gone or not readable)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def pids_with(arg: str) -> list[int]:
+    """Processes whose command line contains ``arg`` (the sandbox, started by the harness)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if arg.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def backend_pids(schema: str) -> list[int]:
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (f"tsl-exchange:{schema}",)
+        ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def timeline(records: list[dict], t0: float, t_end: float) -> dict:
+    """Where the wall time went, from the sandbox's request log (UNIX seconds)."""
+    records = [r for r in records if r["finished"] >= t0]
+    by_box: dict[str, list[dict]] = {}
+    for r in sorted(records, key=lambda r: r["started"]):
+        by_box.setdefault(r["mailbox"], []).append(r)
+    boxes = []
+    for box, rs in sorted(by_box.items()):
+        first_create = next((r for r in rs if r["operation"] == "CreateItem"), None)
+        setup = [r["operation"] for r in rs if first_create is None or r["started"] < first_create["started"]]
+        boxes.append(
+            {
+                "mailbox": box,
+                "first": round(rs[0]["started"] - t0, 3),
+                "setup": setup,
+                "setup_s": round(
+                    (first_create["started"] if first_create else rs[-1]["finished"]) - rs[0]["started"], 3
+                ),
+                "busy_s": round(sum(r["finished"] - r["started"] for r in rs), 3),
+                "gaps_s": round(
+                    sum(max(0.0, b["started"] - a["finished"]) for a, b in zip(rs, rs[1:], strict=False)), 3
+                ),
+                "last": round(rs[-1]["finished"] - t0, 3),
+                "requests": [
+                    (r["operation"], round(r["started"] - t0, 3), round(r["finished"] - r["started"], 3))
+                    for r in rs
+                ],
+            }
+        )
+    edges = sorted([(r["started"], 1) for r in records] + [(r["finished"], -1) for r in records])
+    depth = peak = 0
+    for _, step in edges:
+        depth += step
+        peak = max(peak, depth)
+    last = max((r["finished"] for r in records), default=t0)
+    return {
+        "requests": len(records),
+        "by_operation": dict(Counter(r["operation"] for r in records)),
+        "peak_in_flight": peak,
+        "first_request_s": round(min((r["started"] for r in records), default=t0) - t0, 3),
+        "last_answer_s": round(last - t0, 3),
+        "tail_after_last_answer_s": round(t_end - last, 3),
+        "mailboxes": boxes,
+    }
 
 
 def run(processes: int, args: argparse.Namespace, tmp: Path) -> dict:
@@ -119,6 +207,10 @@ def run(processes: int, args: argparse.Namespace, tmp: Path) -> dict:
 
             # Timed from the menu action (Extras › Auswahl ändern › Exchange-Sync setzen): its
             # NOTIFY wakes the listening workers at commit.
+            sandbox_pids = pids_with(str(where / "sandbox"))
+            pg_pids = backend_pids(schema)
+            cpu0 = {p: cpu_seconds(p) for p in [*(q.pid for q in procs), *sandbox_pids, *pg_pids]}
+            wall0 = time.time()
             t0 = time.perf_counter()
             result = host.press(
                 admin, f"{PLUGIN_ID}.set_sync", [c.ref for c in contacts], {"users": [u.id for u in lawyers]}
@@ -132,8 +224,23 @@ def run(processes: int, args: argparse.Namespace, tmp: Path) -> dict:
                     raise RuntimeError("the queue did not drain in time")
                 time.sleep(0.1)
             seconds = time.perf_counter() - t0
+            wall_end = time.time()
             failed = len(runtime.outbox.jobs(status="failed"))
-            return {
+            extra: dict = {}
+            if args.timeline:
+                pg_pids = sorted(set(pg_pids) | set(backend_pids(schema)))
+                used = {p: round(cpu_seconds(p) - cpu0.get(p, 0.0), 2) for p in cpu0.keys() | set(pg_pids)}
+                with urllib.request.urlopen(server.url.split("/EWS/")[0] + "/sandbox/api/requests") as answer:
+                    records = json.load(answer)
+                extra["timeline"] = timeline(records, wall0, wall_end) | {
+                    "cpu_s": {
+                        "workers": [used[q.pid] for q in procs],
+                        "sandbox": round(sum(used[p] for p in sandbox_pids), 2),
+                        "postgres": round(sum(used[p] for p in pg_pids), 2),
+                        "wall": round(seconds, 2),
+                    }
+                }
+            return extra | {
                 "processes": processes,
                 "threads": args.threads,
                 "changes": changes,
@@ -162,6 +269,7 @@ def main() -> int:
     ap.add_argument("--per-server", type=int, default=40)
     ap.add_argument("--processes", type=int, nargs="+", default=[1, 4])
     ap.add_argument("--json", default="")
+    ap.add_argument("--timeline", action="store_true", help="add where the time went to the JSON")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="tsl-p5-"))
