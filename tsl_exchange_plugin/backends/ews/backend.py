@@ -11,7 +11,8 @@ import exchangelib.
 - **No autodiscover.** ``Configuration(service_endpoint=account.ews_url)``. The auth type is
   probed when the account says "auto" (exchangelib posts a dummy request without
   credentials and reads WWW-Authenticate), NTLM or Basic otherwise. The server version is
-  probed unless the backend was given one.
+  probed unless the backend was given one, once per EWS endpoint: later mailboxes of that
+  server start with the version learned.
 - **Unknown outcomes.** A create that meets ErrorServerBusy, a timeout, a dropped
   connection, or any error after a first chunk was written, raises ``OutcomeUnknown``:
   the worker must look the record keys up before creating again.
@@ -66,7 +67,7 @@ from exchangelib.fields import ExtendedPropertyField, FieldPath
 from exchangelib.folders import DEEP, SHALLOW, Calendar, Contacts, Root, Tasks
 from exchangelib.folders.queryset import SingleFolderQuerySet
 from exchangelib.items import AUTO_RESOLVE, ID_ONLY, NEVER_OVERWRITE, SAVE_ONLY, SEND_TO_NONE
-from exchangelib.properties import OccurrenceItemId
+from exchangelib.properties import DistinguishedFolderId, Mailbox, OccurrenceItemId
 
 from ... import logredact
 from ...mapping.common import merge_body
@@ -149,6 +150,10 @@ class EwsBackend:
         self.target_folders = dict(target_folders or {})
         self.shared_slots = shared_slots
         self._limits: dict[str, ServerLimit] = {}
+        # The version each EWS endpoint answered with. exchangelib probes it per protocol, i.e. per
+        # endpoint and credentials, so every mailbox's first session would probe again (one round
+        # trip, ConvertId); the version belongs to the server, not to the mailbox.
+        self._versions: dict[str, Version] = {}
         self._lock = threading.Lock()
         register_record_id_property()
 
@@ -163,6 +168,17 @@ class EwsBackend:
 
     def session(self, account: MailboxAccount) -> EwsSession:
         return EwsSession(self, account)
+
+    def known_version(self, ews_url: str) -> Version | None:
+        """The configured version, else the one a session of this endpoint learned, else None (probe)."""
+        if self.version:
+            return Version(build=Build(*self.version))
+        with self._lock:
+            return self._versions.get(ews_url)
+
+    def learn_version(self, ews_url: str, version: Version) -> None:
+        with self._lock:
+            self._versions.setdefault(ews_url, version)
 
 
 class EwsSession:
@@ -180,7 +196,8 @@ class EwsSession:
         auth_type = {"auto": None, "ntlm": NTLM, "basic": BASIC}.get(account.auth_type)
         if account.auth_type not in ("auto", "ntlm", "basic"):
             raise ConfigError(f"Unbekannte Anmeldeart: {account.auth_type!r}")
-        version = Version(build=Build(*backend.version)) if backend.version else None
+        version = backend.known_version(account.ews_url)
+        self._version_shared = version is not None
         # exchangelib logs request headers (Basic credentials, NTLM tokens) at DEBUG and ERROR.
         logredact.remember(account.username, account.password)
         try:
@@ -263,7 +280,16 @@ class EwsSession:
                 raise err from None
             if slot is not None:
                 slot.answered()
+            if not self._version_shared:
+                self._share_version()
             return result
+
+    def _share_version(self) -> None:
+        """After the first answer: the version exchangelib probed serves the endpoint's later sessions."""
+        version = self._account.protocol.config.version
+        if version is not None and version.build is not None:
+            self._backend.learn_version(self._mailbox.ews_url, version)
+            self._version_shared = True
 
     def _version(self) -> Any:
         if self._server_version is None:
@@ -308,18 +334,28 @@ class EwsSession:
 
     def _default_folder(self, item_class: str) -> Any:
         """The mailbox's root and default folder of the class, as ``Account.root`` and
-        ``Account.contacts`` (calendar, tasks) would give them, without their lock.
+        ``Account.contacts`` (calendar, tasks) would give them, without their lock and
+        without fetching the root (one GetFolder per mailbox, not two).
 
         exchangelib caches these per account, but under a lock per property that every
         Account of the process shares: while one thread waits for the server's answer about
-        its mailbox's folders (two round trips), every other thread setting up another
+        its mailbox's folders, every other thread setting up another
         mailbox waits, so a process starting on many mailboxes set them up one at a time.
         This session's Account serves one thread, so the folders are fetched here and kept
         where exchangelib looks first (the instance's ``__dict__``)."""
         cache = vars(self._account)
         root = cache.get("root")
         if root is None:
-            root = cache.setdefault("root", Root.get_distinguished(account=self._account))
+            # Not fetched: the default folder is asked for by its distinguished id, and the root
+            # only passes the account on to it. Fetching it cost one round trip per mailbox.
+            unresolved = Root(
+                _distinguished_id=DistinguishedFolderId(
+                    id=Root.DISTINGUISHED_FOLDER_ID,
+                    mailbox=Mailbox(email_address=self._account.primary_smtp_address),
+                ),
+                account=self._account,
+            )
+            root = cache.setdefault("root", unresolved)
         attribute, folder_cls = {
             "contact": ("contacts", Contacts),
             "calendar": ("calendar", Calendar),
