@@ -46,3 +46,22 @@ def test_a_slow_folder_answer_for_one_mailbox_does_not_hold_up_another(sandbox, 
         alice.close()
         bob.close()
     assert outcome["alice"] is not None and not isinstance(outcome["alice"], Exception), outcome
+
+
+def test_a_new_mailbox_session_asks_the_server_once_for_its_folder(sandbox, backend):
+    """Set-up per mailbox is one GetFolder: the server version is probed once per server (not
+    per mailbox), and the mailbox root is not fetched just to reach the default folder."""
+    emails = ["alice@kanzlei.test", "bob@kanzlei.test", "carol@kanzlei.test"]
+    sessions = [backend.session(mailbox_account(sandbox, email)) for email in emails]
+    sandbox.clear_requests()
+    try:
+        for session in sessions:
+            assert session.find_all_ours("contact") == {}
+    finally:
+        for session in sessions:
+            session.close()
+    operations = [(r.mailbox, r.operation) for r in sandbox.requests()]
+    assert [op for _, op in operations].count("ConvertId") == 1, operations
+    for email in emails:
+        setup = [op for box, op in operations if box == email and op != "ConvertId"]
+        assert setup == ["GetFolder", "FindItem"], (email, operations)

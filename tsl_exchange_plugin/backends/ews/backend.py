@@ -269,6 +269,8 @@ class EwsSession:
             turns.resume()
             if slot is not None:
                 slot.check()  # a paused mailbox or server: nothing is sent
+            if not self._version_shared:
+                self._adopt_version()
             try:
                 result = fn()
             except passthrough:
@@ -283,6 +285,17 @@ class EwsSession:
             if not self._version_shared:
                 self._share_version()
             return result
+
+    def _adopt_version(self) -> None:
+        """Before a request: a version another session of this endpoint learned meanwhile spares
+        this one the probe (sessions of a worker's first claims are opened side by side)."""
+        config = self._account.protocol.config
+        if config.version is not None and config.version.build is not None:
+            return
+        version = self._backend.known_version(self._mailbox.ews_url)
+        if version is not None:
+            config.version = version
+            self._version_shared = True
 
     def _share_version(self) -> None:
         """After the first answer: the version exchangelib probed serves the endpoint's later sessions."""
