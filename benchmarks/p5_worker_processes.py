@@ -19,8 +19,9 @@ default here is 40, so that the run measures how pushing scales with processes; 
 ``--timeline`` adds where the time went to each row of the JSON output: from the sandbox's
 request log, per mailbox the first request after the enqueue, the set-up requests before the
 first CreateItem and the end of its last request; the requests by operation; how many were in
-flight at once; the CPU seconds (utime + stime from /proc) of each worker process, the sandbox
-and the PostgreSQL back-ends of the run; and the tail between the last answer and the empty
+flight at once; the CPU seconds (utime + stime from /proc) of each worker process, the sandbox,
+the PostgreSQL back-ends of the run (the host's enqueue included) and this harness (the host:
+enqueue, polling); and the tail between the last answer and the empty
 queue.
 """
 
@@ -209,7 +210,9 @@ def run(processes: int, args: argparse.Namespace, tmp: Path) -> dict:
             # NOTIFY wakes the listening workers at commit.
             sandbox_pids = pids_with(str(where / "sandbox"))
             pg_pids = backend_pids(schema)
-            cpu0 = {p: cpu_seconds(p) for p in [*(q.pid for q in procs), *sandbox_pids, *pg_pids]}
+            cpu0 = {
+                p: cpu_seconds(p) for p in [*(q.pid for q in procs), *sandbox_pids, *pg_pids, os.getpid()]
+            }
             wall0 = time.time()
             t0 = time.perf_counter()
             result = host.press(
@@ -237,6 +240,7 @@ def run(processes: int, args: argparse.Namespace, tmp: Path) -> dict:
                         "workers": [used[q.pid] for q in procs],
                         "sandbox": round(sum(used[p] for p in sandbox_pids), 2),
                         "postgres": round(sum(used[p] for p in pg_pids), 2),
+                        "host": used[os.getpid()],  # the enqueue and the polling of this harness
                         "wall": round(seconds, 2),
                     }
                 }
