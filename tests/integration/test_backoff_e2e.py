@@ -306,7 +306,7 @@ def test_outage_pauses_the_server_one_probe_per_step_then_everything_once(make_r
 def test_busy_mailbox_gets_no_request_inside_its_back_off(make_rig, side, workers, postgres):
     # Two workers (each with its own store handle and pause board, as two processes) learn of
     # each other's pauses only through the store.
-    per_mailbox = 30
+    per_mailbox = 60  # six slices a mailbox: enough requests that several meet a busy answer
     rig = make_rig(WorkerConfig(threads=2, batch_size=10, lanes=2), workers=workers, postgres=postgres)
     busy = side.busy(0.3)
     rig.enqueue(per_mailbox)
