@@ -90,6 +90,8 @@ def test_wheel_ships_manifest_and_model_but_no_test_fixtures(installed):
     names = set(zipfile.ZipFile(installed["wheel"]).namelist())
     assert "tsl_exchange_plugin/manifest.toml" in names
     assert "tsl_exchange_plugin/sandbox/ews_model.json.gz" in names
+    # PEP 561 markers: an installed copy's annotations are used by a type checker.
+    assert {"tsl_exchange_plugin/py.typed", "tsl_hostapi/py.typed"} <= names
     assert not {n for n in names if n.endswith("testing.py")}
     assert not {n for n in names if n.endswith(".xsd")}, "Microsoft's schema files are not ours to ship"
     shipped = installed["site"] / "tsl_exchange_plugin" / "manifest.toml"
