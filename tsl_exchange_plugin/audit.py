@@ -86,7 +86,7 @@ class AuditLog:
             conn.executescript(_SCHEMA)
         self._since_purge = 0
         self._listening = False
-        self._pending: list[tuple] = []
+        self._pending: list[tuple[Any, ...]] = []
         self._flushed_at = time.monotonic()
 
     def _connect(self) -> contextlib.closing[sqlite3.Connection]:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -92,17 +93,17 @@ class Kanzlei:
         jobs = self.runtime.outbox.jobs()
         raise AssertionError(f"queue not drained after {timeout}s: {jobs[:5]}")
 
-    def items(self, user: User, folder: str = "contacts") -> list[dict]:
+    def items(self, user: User, folder: str = "contacts") -> list[dict[str, Any]]:
         return self.server.engine.list_items(self.mailbox_of[user.id], folder)
 
-    def ours(self, user: User, record_key: str, folder: str = "contacts") -> list[dict]:
+    def ours(self, user: User, record_key: str, folder: str = "contacts") -> list[dict[str, Any]]:
         return [
             i
             for i in self.items(user, folder)
             if (i.get("extended_properties") or {}).get("tslRecordId") == record_key
         ]
 
-    def ours_any(self, user: User, folder: str = "contacts") -> list[dict]:
+    def ours_any(self, user: User, folder: str = "contacts") -> list[dict[str, Any]]:
         return [
             i for i in self.items(user, folder) if (i.get("extended_properties") or {}).get("tslRecordId")
         ]

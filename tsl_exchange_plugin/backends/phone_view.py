@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 from zoneinfo import ZoneInfo
 
 
@@ -69,11 +70,11 @@ def all_day_entry(subject: str, first: dt.date, end_exclusive: dt.date, categori
     return PhoneEntry(first, subject, None, None, last if last != first else None, tuple(categories or ()))
 
 
-def entry_order(entry: PhoneEntry) -> tuple:
+def entry_order(entry: PhoneEntry) -> tuple[Any, ...]:
     return (entry.day, not entry.all_day, entry.start or dt.time(0), sort_name(entry.subject), entry.subject)
 
 
-def task_order(task: PhoneTask) -> tuple:
+def task_order(task: PhoneTask) -> tuple[Any, ...]:
     return (task.due or dt.date.max, sort_name(task.subject), task.subject)
 
 

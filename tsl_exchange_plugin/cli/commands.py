@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 from .. import PLUGIN_ID, __version__
 from .args import GermanArgumentParser, add_verbose_everywhere, existing_file, float_range, int_range, port
@@ -459,7 +460,7 @@ def cmd_status_admin(args: argparse.Namespace) -> int:
             _print_parity(runtime, True)
             return 0
         if args.json:
-            data: dict | list = [r.as_dict() for r in rows]
+            data: dict[str, Any] | list[Any] = [r.as_dict() for r in rows]
             if args.audit:
                 data = {
                     "summary": summary(runtime),
@@ -530,7 +531,7 @@ def _queue_unavailable(data: str) -> str:
         host.close()
 
 
-def _print_audit(entries: list, addresses: dict[str, str] | None = None) -> None:
+def _print_audit(entries: list[Any], addresses: dict[str, str] | None = None) -> None:
     from ..audit import OP_LABELS
     from ..ui.status import Column
     from ..ui.tables import print_table
@@ -788,7 +789,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     try:
         firm = host.settings.get(PLUGIN_ID, FIRM_KEY, {}) or {}
         firm = dict(firm) if isinstance(firm, dict) else {}
-        changes: dict = {}
+        changes: dict[str, Any] = {}
         if args.queue_url is not None:
             problem = validate_queue_url(args.queue_url)
             if problem:

@@ -17,6 +17,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from tsl_hostapi.types import RecordRef, SettingsContext
 
@@ -25,7 +26,7 @@ from .. import PLUGIN_ID, licence, signals
 DEMO_PASSWORD_PREFIX = "Demo-Passwort-"
 
 
-def sandbox_tab_values(url: str, username: str, password: str) -> dict:
+def sandbox_tab_values(url: str, username: str, password: str) -> dict[str, Any]:
     """What an administrator enters on the Exchange tab for a sandbox mailbox."""
     return {
         "enabled": True,

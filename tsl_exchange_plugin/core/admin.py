@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from tsl_hostapi.types import Host
 
@@ -21,7 +22,7 @@ from .firm import FIRM_KEY, FIRM_KEYS_SHOWN
 from .publish import WorkerStatePublisher
 
 
-def _shown(s: ExchangeSettings) -> tuple:
+def _shown(s: ExchangeSettings) -> tuple[Any, ...]:
     """The user settings that change how items look in the mailbox."""
     return (
         s.timezone,
@@ -91,7 +92,7 @@ class Administration:
         self.worker.wake()
 
     # ------------------------------------------------------------------ settings
-    def save_firm_settings(self, values: dict) -> dict:
+    def save_firm_settings(self, values: dict[str, Any]) -> dict[str, Any]:
         before = self.config.firm_settings()
         merged = {**before, **values}
         self.host.settings.set(PLUGIN_ID, FIRM_KEY, merged)

@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 import time
+from typing import Any
 
 from tsl_hostapi.types import Host, User
 
@@ -33,7 +34,7 @@ class FirmConfig:
         self._enabled_cache: tuple[float, frozenset[str]] = (0.0, frozenset())
         self._cache_lock = threading.Lock()
 
-    def firm_settings(self) -> dict:
+    def firm_settings(self) -> dict[str, Any]:
         raw = self.host.settings.get(PLUGIN_ID, FIRM_KEY, {})
         return raw if isinstance(raw, dict) else {}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from tsl_hostapi import serialize
 from tsl_hostapi.types import Appointment, Deadline, Host, Record, RecordEvent, RecordRef, Reminder, User
@@ -240,7 +241,7 @@ class EnqueuePath:
         return len(changes)
 
     # ------------------------------------------------------------------ the journal's replay
-    def apply_journal(self, rec: dict) -> None:
+    def apply_journal(self, rec: dict[str, Any]) -> None:
         """Replay one journal record (see ``outbox/journal.py``) into the queue."""
         with self.recovery_lock:
             kind = rec.get("t")
@@ -253,7 +254,7 @@ class EnqueuePath:
             elif kind == "deleted":
                 self.record_deleted(event)
 
-    def _complete_intent(self, rec: dict) -> None:
+    def _complete_intent(self, rec: dict[str, Any]) -> None:
         """Queue what an interrupted subscription change causes, judged by the lists as they
         are now: a push for each of its users still subscribed, a removal for each of its
         removed users no longer subscribed (both are harmless when already done)."""
@@ -276,7 +277,7 @@ class EnqueuePath:
         self.put(changes)
 
 
-def event_to_journal(event: RecordEvent, hook: str) -> dict:
+def event_to_journal(event: RecordEvent, hook: str) -> dict[str, Any]:
     """A save (``hook`` "saved") or delete ("deleted") as a journal record."""
     return {
         "t": hook,
@@ -290,7 +291,7 @@ def event_to_journal(event: RecordEvent, hook: str) -> dict:
     }
 
 
-def event_from_journal(host: Host, rec: dict) -> RecordEvent:
+def event_from_journal(host: Host, rec: dict[str, Any]) -> RecordEvent:
     try:
         ref = RecordRef(str(rec["kind"]), str(rec["id"]))
         cls = snapshot.RECORD_TYPES.get(ref.kind)

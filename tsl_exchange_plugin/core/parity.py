@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .. import PLUGIN_ID, signals
 
@@ -67,11 +67,11 @@ class ParityReport:
             "timeSensor."
         )
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "clean": self.clean, "summary": self.summary()}
 
     @classmethod
-    def from_dict(cls, raw: dict) -> ParityReport:
+    def from_dict(cls, raw: dict[str, Any]) -> ParityReport:
         diffs = tuple(ParityDiff(**d) for d in raw.get("diffs", ()))
         return cls(float(raw["at"]), int(raw["checked"]), tuple(raw.get("mailboxes", ())), diffs)
 

@@ -503,13 +503,13 @@ class Reconciler:
             runtime.enqueue.put(changes)
 
     # ------------------------------------------------------------------ progress
-    def _progress(self, user_id: str) -> dict:
+    def _progress(self, user_id: str) -> dict[str, Any]:
         raw = self.runtime.host.settings.get(PLUGIN_ID, PROGRESS_KEY.format(user_id))
         if not isinstance(raw, dict) or not isinstance(raw.get("done"), list):
             return {}
         return dict(raw)
 
-    def _save_progress(self, user_id: str, progress: dict) -> None:
+    def _save_progress(self, user_id: str, progress: dict[str, Any]) -> None:
         self.runtime.host.settings.set(PLUGIN_ID, PROGRESS_KEY.format(user_id), progress)
 
     def last_summary(self, user_id: str) -> str:

@@ -23,6 +23,7 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from tsl_hostapi.types import Host, RecordEvent
 
@@ -252,7 +253,7 @@ class Recovery:
         return True
 
     def _replay(self, runtime: SyncRuntime) -> bool:
-        def rejected(rec: dict, exc: Exception) -> None:
+        def rejected(rec: dict[str, Any], exc: Exception) -> None:
             self.host.notify(
                 f"Exchange-Sync: Eine zwischengespeicherte Änderung ({rec.get('kind')}:{rec.get('id')}) kann "
                 f"nicht übertragen werden ({_reason(exc)}); sie liegt in {self.journal.rejected_path}. "

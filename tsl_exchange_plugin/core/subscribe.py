@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from tsl_hostapi.types import Host, Record, RecordRef
 
@@ -34,7 +35,7 @@ class QueueDeferred(Exception):
     """A subscription change was saved, but its pushes could not be queued yet; the journal
     holds the intent and the replay queues them when the queue is back."""
 
-    def __init__(self, changed: dict, reason: str) -> None:
+    def __init__(self, changed: dict[str, Any], reason: str) -> None:
         super().__init__(reason)
         self.changed = changed
 

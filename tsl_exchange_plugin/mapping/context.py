@@ -13,7 +13,7 @@ import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import quote
 
 from tsl_hostapi.types import Case, RecordRef, User
@@ -39,7 +39,7 @@ def is_known_zone(name: str) -> bool:
     return isinstance(name, str) and name in _known_zones()
 
 
-def _frozen(mapping: Mapping | None) -> Mapping:
+def _frozen(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(mapping or {}))
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections.abc import Iterator
+from typing import Any
 
 from tsl_hostapi.types import FREQUENCIES, Appointment, OccurrenceChange, Recurrence
 
@@ -233,7 +234,7 @@ def _edits(
         if chg.cancelled:
             out.append(OccurrenceEdit(index, chg.original_date, deleted=True))
             continue
-        fields: dict = {
+        fields: dict[str, Any] = {
             "subject": _subject(dataclasses.replace(appt, subject=chg.subject), az)
             if short(chg.subject)
             else "",

@@ -27,6 +27,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
@@ -1027,7 +1028,7 @@ class PostgresOutbox(PerThreadConnections):
 
     # -- sync state ----------------------------------------------------------------------------
     @staticmethod
-    def _sync_row(e: SyncEntry) -> tuple:
+    def _sync_row(e: SyncEntry) -> tuple[Any, ...]:
         updated = e.updated_at or None  # None: the server's clock
         return sync_params(e, updated)
 

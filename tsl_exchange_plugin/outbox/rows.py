@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from .base import Change, Claim, Job, LeaseLost, MailboxState, SyncEntry
 
@@ -39,7 +40,7 @@ def payload_hash(payload: str) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest() if payload else ""
 
 
-def job_from_row(row: Sequence) -> Job:
+def job_from_row(row: Sequence[Any]) -> Job:
     """A Job from a row in ``JOB_COLS`` order."""
     return Job(
         id=row[0],
@@ -60,12 +61,12 @@ def job_from_row(row: Sequence) -> Job:
     )
 
 
-def claimed_jobs(rows: Iterable[Sequence]) -> tuple[Job, ...]:
+def claimed_jobs(rows: Iterable[Sequence[Any]]) -> tuple[Job, ...]:
     """Jobs handed out by a claim, best first by (priority, due_at, id) (UPDATE ... RETURNING has no order)."""
     return tuple(sorted((job_from_row(r) for r in rows), key=lambda j: (j.priority, j.due_at, j.id)))
 
 
-def mailbox_state(row: Sequence) -> MailboxState:
+def mailbox_state(row: Sequence[Any]) -> MailboxState:
     """A MailboxState from a row of the stores' mailbox_states query."""
     return MailboxState(
         mailbox=row[0],
@@ -80,7 +81,7 @@ def mailbox_state(row: Sequence) -> MailboxState:
     )
 
 
-def sync_params(e: SyncEntry, updated_at: float | None) -> tuple:
+def sync_params(e: SyncEntry, updated_at: float | None) -> tuple[Any, ...]:
     """Parameters for a sync_state upsert in ``SYNC_COLS`` order; ``updated_at`` is
     the store's choice for an entry without one (its clock, or None for the server's)."""
     return (

@@ -712,7 +712,7 @@ class SQLiteOutbox(PerThreadConnections):
 
     # -- sync state --------------------------------------------------------------------
     @staticmethod
-    def _sync_row(e: SyncEntry) -> tuple:
+    def _sync_row(e: SyncEntry) -> tuple[Any, ...]:
         updated = e.updated_at or time.time()
         return sync_params(e, updated)
 

@@ -12,6 +12,7 @@ import logging
 import threading
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from lxml import etree
 
@@ -93,7 +94,7 @@ class SandboxEngine:
         self._uri_elements = any_uri_elements() if validate else frozenset()
         self.store = Store(data_dir)
         self._stats_lock = threading.Lock()
-        self._counts: dict[str, Counter] = {}
+        self._counts: dict[str, Counter[str]] = {}
         self.violations = 0
         self._violation_details: list[str] = []
         self._parser = threading.local()
@@ -240,7 +241,7 @@ class SandboxEngine:
             )
         return root, payload[0], headers
 
-    def _effective_mailbox(self, mailbox: str, headers: list) -> str:
+    def _effective_mailbox(self, mailbox: str, headers: list[Any]) -> str:
         for h in headers:
             if h.tag == TP + "ExchangeImpersonation":
                 smtp = h.findtext(f"{TP}ConnectingSID/{TP}PrimarySmtpAddress") or h.findtext(
@@ -354,7 +355,7 @@ class SandboxEngine:
         with self._stats_lock:
             if mailbox is not None:
                 return dict(self._counts.get(mailbox.strip().lower(), Counter()))
-            total: Counter = Counter()
+            total: Counter[str] = Counter()
             for c in self._counts.values():
                 total.update(c)
             return dict(total)
@@ -369,7 +370,7 @@ class SandboxEngine:
     def _ctx(self, mailbox: str) -> Ctx:
         return Ctx(self.store, self.model, mailbox.strip().lower(), "Inspect")
 
-    def list_folders(self, mailbox: str) -> list[dict]:
+    def list_folders(self, mailbox: str) -> list[dict[str, Any]]:
         with self.store.lock:
             ctx = self._ctx(mailbox)
             counts = self.store.item_counts(ctx.mailbox)
@@ -385,7 +386,7 @@ class SandboxEngine:
                 for f in ctx.folders().values()
             ]
 
-    def _folder(self, ctx: Ctx, folder: str) -> dict:
+    def _folder(self, ctx: Ctx, folder: str) -> dict[str, Any]:
         f = ctx.folders().get(folder)
         if f is None:
             try:
@@ -394,7 +395,7 @@ class SandboxEngine:
                 raise KeyError(f"no folder {folder!r} in mailbox {ctx.mailbox}") from None
         return f
 
-    def list_items(self, mailbox: str, folder: str = "contacts") -> list[dict]:
+    def list_items(self, mailbox: str, folder: str = "contacts") -> list[dict[str, Any]]:
         with self.store.lock:
             ctx = self._ctx(mailbox)
             f = self._folder(ctx, folder)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from lxml import etree
 
@@ -98,7 +99,7 @@ class Ctx:
     op: str
     tz: str | None = None
     request: etree._Element | None = None
-    _folders: dict[str, dict] | None = field(default=None, repr=False)
+    _folders: dict[str, dict[str, Any]] | None = field(default=None, repr=False)
     # Fields this server silently drops, as (EWS element name, "create" | "update") pairs: plays a
     # server that answers NoError but never stores them (SandboxEngine.ignore_field).
     ignored: frozenset[tuple[str, str]] = frozenset()
@@ -142,7 +143,7 @@ class Ctx:
         return [self.guarded(functools.partial(handle, el), container) for el in elements], container
 
     # -- folders ---------------------------------------------------------------------------------
-    def folders(self) -> dict[str, dict]:
+    def folders(self) -> dict[str, dict[str, Any]]:
         if self._folders is None:
             self._folders = {f["id"]: f for f in self.store.folders(self.mailbox)}
         return self._folders
@@ -150,13 +151,13 @@ class Ctx:
     def invalidate_folders(self) -> None:
         self._folders = None
 
-    def dist(self, name: str) -> dict:
+    def dist(self, name: str) -> dict[str, Any]:
         for f in self.folders().values():
             if f["distinguished"] == name:
                 return f
         raise MsgError("ErrorFolderNotFound")
 
-    def resolve_folder(self, el: etree._Element) -> dict:
+    def resolve_folder(self, el: etree._Element) -> dict[str, Any]:
         local = etree.QName(el).localname
         if local == "DistinguishedFolderId":
             mb = el.findtext(f"{TP}Mailbox/{TP}EmailAddress")
@@ -171,7 +172,7 @@ class Ctx:
             raise MsgError("ErrorFolderNotFound")
         return f
 
-    def folder_id_attrs(self, folder_id: str) -> dict:
+    def folder_id_attrs(self, folder_id: str) -> dict[str, Any]:
         f = self.folders().get(folder_id)
         return {"@Id": folder_id, "@ChangeKey": f["change_key"] if f else ""}
 
@@ -189,7 +190,7 @@ def folder_element_name(folder_class: str | None) -> str:
 
 def new_folder(
     mailbox: str, parent_id: str | None, name: str, folder_class: str | None, dist: str | None
-) -> dict:
+) -> dict[str, Any]:
     return {
         "id": ids.new_folder_id(),
         "mailbox": mailbox,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from lxml import etree
 
@@ -95,7 +96,7 @@ class Path:
     key: str = ""  # FieldIndex (indexed) or extended-property key
     sub: str = ""  # sub-field for physical addresses
     uri: str = ""  # the FieldURI text
-    attrs: tuple = ()  # ExtendedFieldURI attributes
+    attrs: tuple[Any, ...] = ()  # ExtendedFieldURI attributes
 
 
 def parse_path(el: etree._Element) -> Path:
@@ -124,7 +125,7 @@ def check_path(model: Model, kind: Kind, path: Path) -> None:
         raise PathError("ErrorInvalidPropertyRequest", "The property request was invalid.")
 
 
-def ext_key(attrs: dict) -> str:
+def ext_key(attrs: dict[str, Any]) -> str:
     pset = (attrs.get("DistinguishedPropertySetId") or attrs.get("PropertySetId") or "").lower()
     if attrs.get("PropertyName") is not None:
         ident = "n:" + attrs["PropertyName"]
@@ -156,12 +157,12 @@ def ext_scalar(ptype: str, text: str, tz: str | None = None):
     return text or ""
 
 
-def read_ext(el: etree._Element, tz: str | None = None) -> tuple[str, dict]:
+def read_ext(el: etree._Element, tz: str | None = None) -> tuple[str, dict[str, Any]]:
     """An ExtendedProperty element -> (key, stored entry)."""
     uri = el.find(TP + "ExtendedFieldURI")
     attrs = {k: v for k, v in uri.attrib.items() if not k.startswith("{")}
     ptype = attrs.get("PropertyType", "String")
-    entry: dict = {"uri": attrs}
+    entry: dict[str, Any] = {"uri": attrs}
     value = el.find(TP + "Value")
     if value is not None:
         entry["value"] = ext_scalar(ptype, value.text or "", tz)
@@ -170,7 +171,7 @@ def read_ext(el: etree._Element, tz: str | None = None) -> tuple[str, dict]:
     return ext_key(attrs), entry
 
 
-def write_ext(parent: etree._Element, entry: dict) -> None:
+def write_ext(parent: etree._Element, entry: dict[str, Any]) -> None:
     el = etree.SubElement(parent, TP + "ExtendedProperty")
     uri = etree.SubElement(el, TP + "ExtendedFieldURI")
     for k, v in entry["uri"].items():
@@ -183,7 +184,7 @@ def write_ext(parent: etree._Element, entry: dict) -> None:
             etree.SubElement(vals, TP + "Value").text = xmlio.from_scalar(v)
 
 
-def ext_plain_name(entry: dict) -> str:
+def ext_plain_name(entry: dict[str, Any]) -> str:
     uri = entry["uri"]
     return uri.get("PropertyName") or uri.get("PropertyId") or uri.get("PropertyTag") or ""
 
@@ -192,7 +193,7 @@ def ext_plain_name(entry: dict) -> str:
 # values for restrictions and sorting
 
 
-def values_of(view: dict, ext: dict, path: Path) -> list:
+def values_of(view: dict[str, Any], ext: dict[str, Any], path: Path) -> list[Any]:
     if path.kind == "ext":
         entry = ext.get(path.key)
         if entry is None:
@@ -213,7 +214,7 @@ def values_of(view: dict, ext: dict, path: Path) -> list:
     return scalars(v)
 
 
-def scalars(v) -> list:
+def scalars(v) -> list[Any]:
     if isinstance(v, dict):
         if "#" in v:
             return [v["#"]]

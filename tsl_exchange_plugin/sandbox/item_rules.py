@@ -16,6 +16,7 @@ generic store so each has its source next to it.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from . import xmlio
@@ -25,7 +26,7 @@ SHORT_TEXT_FIELDS = ("Subject",)
 ELLIPSIS = "..."
 
 
-def _zone(data: dict, key: str, fallback: str | None) -> ZoneInfo | None:
+def _zone(data: dict[str, Any], key: str, fallback: str | None) -> ZoneInfo | None:
     """The item's zone, or None for a Windows zone id the sandbox cannot map (then nothing is
     widened: guessing UTC would move the item's day)."""
     tz = (data.get(key) or {}).get("@Id") or fallback or "UTC"
@@ -37,7 +38,7 @@ def _midnight(day: dt.date, zone: ZoneInfo) -> str:
     return xmlio.format_datetime(dt.datetime.combine(day, dt.time()).replace(tzinfo=zone))
 
 
-def whole_days(data: dict, tz: str | None) -> None:
+def whole_days(data: dict[str, Any], tz: str | None) -> None:
     """Widen an all-day item's Start/End to local midnights (no change for a timed item)."""
     if not data.get("IsAllDayEvent") or not data.get("Start"):
         return
@@ -55,14 +56,14 @@ def whole_days(data: dict, tz: str | None) -> None:
     data["End"] = _midnight(day, end_zone)
 
 
-def short_texts(data: dict) -> None:
+def short_texts(data: dict[str, Any]) -> None:
     for name in SHORT_TEXT_FIELDS:
         value = data.get(name)
         if isinstance(value, str) and len(value) > SHORT_TEXT_LIMIT:
             data[name] = value[: SHORT_TEXT_LIMIT - len(ELLIPSIS)] + ELLIPSIS
 
 
-def apply(kind_element: str, data: dict, tz: str | None) -> None:
+def apply(kind_element: str, data: dict[str, Any], tz: str | None) -> None:
     short_texts(data)
     if kind_element == "CalendarItem":
         whole_days(data, tz)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from lxml import etree
 
 from . import xmlio
@@ -23,9 +25,9 @@ from .schema import t
 _DEFAULT_SHAPE = ("FolderId", "DisplayName", "TotalCount", "ChildFolderCount", "UnreadCount")
 
 
-def folder_view(ctx: Ctx, f: dict, counts: dict[str, int]) -> dict:
+def folder_view(ctx: Ctx, f: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
     folders = ctx.folders()
-    view: dict = {"FolderId": {"@Id": f["id"], "@ChangeKey": f["change_key"]}}
+    view: dict[str, Any] = {"FolderId": {"@Id": f["id"], "@ChangeKey": f["change_key"]}}
     if f["parent_id"]:
         view["ParentFolderId"] = ctx.folder_id_attrs(f["parent_id"])
     if f["folder_class"]:
@@ -52,7 +54,9 @@ def _shape(ctx: Ctx, shape_el: etree._Element | None) -> tuple[str, list[str]]:
     return base, extra
 
 
-def write_folder(ctx: Ctx, parent: etree._Element, f: dict, view: dict, base: str, extra: list[str]) -> None:
+def write_folder(
+    ctx: Ctx, parent: etree._Element, f: dict[str, Any], view: dict[str, Any], base: str, extra: list[str]
+) -> None:
     name = folder_element_name(f["folder_class"])
     type_name = t(name + "Type")
     info = ctx.model.type(type_name)
@@ -79,11 +83,11 @@ def get_folder(ctx: Ctx, req: etree._Element) -> tuple[list[Unit], str | None]:
     return ctx.each(req.iterfind(f"{M}FolderIds/*"), one, "Folders")
 
 
-def _descendants(ctx: Ctx, root_id: str, deep: bool) -> list[dict]:
-    children: dict[str, list[dict]] = {}
+def _descendants(ctx: Ctx, root_id: str, deep: bool) -> list[dict[str, Any]]:
+    children: dict[str, list[dict[str, Any]]] = {}
     for f in ctx.folders().values():
         children.setdefault(f["parent_id"], []).append(f)
-    out: list[dict] = []
+    out: list[dict[str, Any]] = []
 
     def walk(pid: str) -> None:
         for c in children.get(pid, []):
@@ -95,7 +99,7 @@ def _descendants(ctx: Ctx, root_id: str, deep: bool) -> list[dict]:
     return out
 
 
-def page(view_el: etree._Element | None, total: int, cap: int = 1000) -> tuple[int, int, dict]:
+def page(view_el: etree._Element | None, total: int, cap: int = 1000) -> tuple[int, int, dict[str, Any]]:
     """(start, end, RootFolder attributes) for an Indexed or Fractional page view."""
     if view_el is None:
         n = min(total, cap)

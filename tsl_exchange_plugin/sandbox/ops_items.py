@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from typing import Any
 
 from lxml import etree
 
@@ -33,7 +34,7 @@ _NOT_IN_ALL = frozenset({"MimeContent", "TextBody", "UniqueBody", "NormalizedBod
 # semantics shared by create, update and phone edits
 
 
-def normalize(kind: Kind, data: dict, changed: set[str]) -> None:
+def normalize(kind: Kind, data: dict[str, Any], changed: set[str]) -> None:
     """Keep dependent fields coherent the way Exchange does (task completion, calendar span)."""
     if kind.element == "Task":
         status = data.get("Status")
@@ -65,7 +66,7 @@ def normalize(kind: Kind, data: dict, changed: set[str]) -> None:
             raise MsgError("ErrorCalendarEndDateIsEarlierThanStartDate")
 
 
-def defaults(kind: Kind, data: dict) -> None:
+def defaults(kind: Kind, data: dict[str, Any]) -> None:
     data.setdefault("Sensitivity", "Normal")
     data.setdefault("Importance", "Normal")
     if kind.element == "CalendarItem":
@@ -76,7 +77,7 @@ def defaults(kind: Kind, data: dict) -> None:
         data.setdefault("PercentComplete", 0)
 
 
-def item_view(ctx: Ctx, row: dict) -> dict:
+def item_view(ctx: Ctx, row: dict[str, Any]) -> dict[str, Any]:
     """Stored fields plus the ones the server computes."""
     kind = KINDS[row["kind"]]
     view = dict(row["data"])
@@ -116,7 +117,7 @@ class Shape:
                 except PathError:
                     continue
 
-    def project(self, ctx: Ctx, row: dict, view: dict) -> dict:
+    def project(self, ctx: Ctx, row: dict[str, Any], view: dict[str, Any]) -> dict[str, Any]:
         kind = KINDS[row["kind"]]
         info = ctx.model.type(kind.type)
         if self.base in ("AllProperties", "Default"):
@@ -156,7 +157,7 @@ class Shape:
         return out
 
 
-def write_item(ctx: Ctx, parent: etree._Element, row: dict, data: dict) -> None:
+def write_item(ctx: Ctx, parent: etree._Element, row: dict[str, Any], data: dict[str, Any]) -> None:
     kind = KINDS[row["kind"]]
     ext = data.pop("ExtendedProperty", None)
     if ext:
@@ -183,10 +184,10 @@ def write_item(ctx: Ctx, parent: etree._Element, row: dict, data: dict) -> None:
 # reading item elements
 
 
-def read_item(ctx: Ctx, kind: Kind, el: etree._Element) -> tuple[dict, dict]:
+def read_item(ctx: Ctx, kind: Kind, el: etree._Element) -> tuple[dict[str, Any], dict[str, Any]]:
     info = ctx.model.type(kind.type)
-    data: dict = {}
-    ext: dict = {}
+    data: dict[str, Any] = {}
+    ext: dict[str, Any] = {}
     for child in el:
         if not isinstance(child.tag, str):
             continue
@@ -223,7 +224,7 @@ def _item_id(el: etree._Element) -> tuple[str, str | None]:
     return el.get("Id", ""), el.get("ChangeKey")
 
 
-def load_row(ctx: Ctx, item_id: str) -> dict:
+def load_row(ctx: Ctx, item_id: str) -> dict[str, Any]:
     if not ids.is_well_formed(item_id, ids.ITEM_TAG):
         raise MsgError("ErrorInvalidIdMalformed")
     row = ctx.store.item(ctx.mailbox, item_id)
@@ -289,7 +290,7 @@ def get_item(ctx: Ctx, req: etree._Element) -> tuple[list[Unit], str | None]:
     return ctx.each(req.iterfind(f"{M}ItemIds/*"), one, "Items")
 
 
-def _resolve_view(ctx: Ctx, el: etree._Element) -> tuple[dict, dict]:
+def _resolve_view(ctx: Ctx, el: etree._Element) -> tuple[dict[str, Any], dict[str, Any]]:
     """The row and view an ItemId, OccurrenceItemId or RecurringMasterItemId names."""
     ref = series.resolve(ctx, el)
     if ref is None:
@@ -302,7 +303,7 @@ def _resolve_view(ctx: Ctx, el: etree._Element) -> tuple[dict, dict]:
     return row, series.occurrence_view(item_view(ctx, row), row, occ)
 
 
-def _touch(ctx: Ctx, row: dict) -> None:
+def _touch(ctx: Ctx, row: dict[str, Any]) -> None:
     row["change_key"] = ids.new_change_key()
     row["modified"] = xmlio.utc_now()
     ctx.store.update_item(row)
@@ -325,7 +326,7 @@ def delete_item(ctx: Ctx, req: etree._Element) -> tuple[list[Unit], str | None]:
     return ctx.each(req.iterfind(f"{M}ItemIds/*"), one, None)
 
 
-def apply_updates(ctx: Ctx, row: dict, updates: etree._Element) -> set[str]:
+def apply_updates(ctx: Ctx, row: dict[str, Any], updates: etree._Element) -> set[str]:
     """Apply an ItemChange's updates to ``row`` (in place); returns the names of the fields set or
     deleted."""
     kind = KINDS[row["kind"]]
@@ -413,7 +414,7 @@ def _append(old, new):
     raise MsgError("ErrorInvalidPropertySet", "This property cannot be appended to.")
 
 
-def _delete(data: dict, ext: dict, path: Path) -> None:
+def _delete(data: dict[str, Any], ext: dict[str, Any], path: Path) -> None:
     # Deleting an absent field succeeds, as on Exchange.
     if path.kind == "ext":
         ext.pop(path.key, None)
@@ -476,7 +477,7 @@ def update_item(ctx: Ctx, req: etree._Element) -> tuple[list[Unit], str | None]:
     return ctx.each(req.iterfind(f"{M}ItemChanges/{TP}ItemChange"), one, "Items")
 
 
-def _insert_copy(ctx: Ctx, row: dict, data: dict) -> dict:
+def _insert_copy(ctx: Ctx, row: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     """A new item beside ``row`` with ``data`` and a copy of its extended properties."""
     now = xmlio.utc_now()
     new = {

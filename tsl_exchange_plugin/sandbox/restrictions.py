@@ -7,6 +7,7 @@ property makes every comparison false (MAPI semantics); ``Not`` and ``Exists`` s
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from lxml import etree
 
@@ -15,7 +16,7 @@ from .fields import Path, PathError, base_type_of, parse_path, values_of
 from .schema import T_NS, Model
 
 TP = f"{{{T_NS}}}"
-Predicate = Callable[[dict, dict], bool]
+Predicate = Callable[[dict[str, Any], dict[str, Any]], bool]
 
 _PATH_TAGS = {TP + "FieldURI", TP + "IndexedFieldURI", TP + "ExtendedFieldURI"}
 _OPS = {

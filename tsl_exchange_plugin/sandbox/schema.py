@@ -16,6 +16,7 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from lxml import etree
 
@@ -386,7 +387,7 @@ class Model:
 
     # -- snapshot --------------------------------------------------------------------------------
 
-    def export(self) -> dict:
+    def export(self) -> dict[str, Any]:
         """Every type built, as plain data (what ``from_snapshot`` reads)."""
         seen: set[str] = set()
         while True:

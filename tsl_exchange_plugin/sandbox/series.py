@@ -49,6 +49,7 @@ import binascii
 import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from lxml import etree
@@ -143,7 +144,7 @@ def _date(text: str) -> dt.date:
     return dt.date.fromisoformat(str(text)[:10])
 
 
-def parse(rec: dict) -> Pattern:
+def parse(rec: dict[str, Any]) -> Pattern:
     kind = next((k for k in PATTERNS if k in rec), None)
     rng_kind = next((k for k in RANGES if k in rec), None)
     if kind is None or rng_kind is None:
@@ -250,7 +251,7 @@ def nth(p: Pattern, index: int) -> dt.date | None:
 # times
 
 
-def zone_of(data: dict, fallback: str | None) -> ZoneInfo:
+def zone_of(data: dict[str, Any], fallback: str | None) -> ZoneInfo:
     tz = (data.get("StartTimeZone") or {}).get("@Id") or fallback or "UTC"
     return ZoneInfo(xmlio.WINDOWS_ZONES.get(tz, ("UTC", ""))[0])
 
@@ -275,7 +276,7 @@ class Clock:
         return xmlio.parse_datetime(utc_text).astimezone(self.zone).date()
 
 
-def clock(data: dict, fallback: str | None) -> Clock:
+def clock(data: dict[str, Any], fallback: str | None) -> Clock:
     zone = zone_of(data, fallback)
     start = xmlio.parse_datetime(data["Start"]).astimezone(zone).replace(tzinfo=None)
     end = xmlio.parse_datetime(data.get("End") or data["Start"]).astimezone(zone).replace(tzinfo=None)
@@ -296,16 +297,16 @@ def _offset_date(day: dt.date, zone: ZoneInfo) -> str:
 # masters
 
 
-def is_master(row: dict) -> bool:
+def is_master(row: dict[str, Any]) -> bool:
     return row["kind"] == "CalendarItem" and "Recurrence" in row["data"]
 
 
-def exceptions(data: dict) -> dict:
+def exceptions(data: dict[str, Any]) -> dict[str, Any]:
     box = data.get(SERIES_KEY) or {}
     return {"modified": dict(box.get("modified", {})), "deleted": list(box.get("deleted", []))}
 
 
-def normalize_master(data: dict, changed: set[str], tz: str | None) -> None:
+def normalize_master(data: dict[str, Any], changed: set[str], tz: str | None) -> None:
     """After a create or update: a new or removed recurrence drops the exceptions, and the
     master's Start/End move to the first occurrence of the pattern."""
     if "Recurrence" in changed:
@@ -335,11 +336,11 @@ def normalize_master(data: dict, changed: set[str], tz: str | None) -> None:
 class Occ:
     index: int
     original: dt.date
-    data: dict  # the occurrence's fields (master's plus its changes)
+    data: dict[str, Any]  # the occurrence's fields (master's plus its changes)
     modified: bool
 
 
-def occurrence(row: dict, index: int, tz: str | None, p: Pattern | None = None) -> Occ:
+def occurrence(row: dict[str, Any], index: int, tz: str | None, p: Pattern | None = None) -> Occ:
     data = row["data"]
     p = p or parse(data["Recurrence"])
     day = nth(p, index)
@@ -351,7 +352,7 @@ def occurrence(row: dict, index: int, tz: str | None, p: Pattern | None = None) 
     return _occ(row, index, day, clock(data, tz), exc)
 
 
-def _occ(row: dict, index: int, day: dt.date, c: Clock, exc: dict) -> Occ:
+def _occ(row: dict[str, Any], index: int, day: dt.date, c: Clock, exc: dict[str, Any]) -> Occ:
     data = {k: v for k, v in row["data"].items() if k not in _MASTER_ONLY}
     data["Start"], data["End"] = c.span(day)
     data["OriginalStart"] = data["Start"]
@@ -377,7 +378,7 @@ _MASTER_ONLY = frozenset(
 )
 
 
-def expand(row: dict, tz: str | None, lo: str, hi: str) -> Iterator[Occ]:
+def expand(row: dict[str, Any], tz: str | None, lo: str, hi: str) -> Iterator[Occ]:
     """The occurrences (exceptions included, deleted ones not) that overlap [lo, hi)."""
     data = row["data"]
     p = parse(data["Recurrence"])
@@ -401,7 +402,7 @@ def expand(row: dict, tz: str | None, lo: str, hi: str) -> Iterator[Occ]:
             yield occ
 
 
-def occurrence_view(base_view: dict, row: dict, occ: Occ) -> dict:
+def occurrence_view(base_view: dict[str, Any], row: dict[str, Any], occ: Occ) -> dict[str, Any]:
     view = {k: v for k, v in base_view.items() if k not in _MASTER_ONLY}
     view.update(occ.data)
     view["ItemId"] = {"@Id": occurrence_id(row["id"], occ.index), "@ChangeKey": row["change_key"]}
@@ -410,7 +411,7 @@ def occurrence_view(base_view: dict, row: dict, occ: Occ) -> dict:
     return view
 
 
-def master_view(view: dict, row: dict, tz: str | None) -> None:
+def master_view(view: dict[str, Any], row: dict[str, Any], tz: str | None) -> None:
     """Add what Exchange computes for a recurring master to its view."""
     data = row["data"]
     p = parse(data["Recurrence"])
@@ -444,7 +445,7 @@ def master_view(view: dict, row: dict, tz: str | None) -> None:
         view["DeletedOccurrences"] = {"DeletedOccurrence": starts}
 
 
-def recurrence_view(rec: dict, zone: ZoneInfo) -> dict:
+def recurrence_view(rec: dict[str, Any], zone: ZoneInfo) -> dict[str, Any]:
     """A stored Recurrence as Exchange writes it: the range dates with the zone's offset."""
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in rec.items()}
     for rng in RANGES:
@@ -454,7 +455,7 @@ def recurrence_view(rec: dict, zone: ZoneInfo) -> dict:
     return out
 
 
-def _info(row: dict, occ: Occ) -> dict:
+def _info(row: dict[str, Any], occ: Occ) -> dict[str, Any]:
     return {
         "ItemId": {"@Id": occurrence_id(row["id"], occ.index), "@ChangeKey": row["change_key"]},
         "Start": occ.data["Start"],
@@ -488,7 +489,7 @@ def resolve(ctx: Ctx, el: etree._Element) -> tuple[str, int | None] | None:
     return parsed
 
 
-def master_row(ctx: Ctx, master_id: str) -> dict:
+def master_row(ctx: Ctx, master_id: str) -> dict[str, Any]:
     if not ids.is_well_formed(master_id, ids.ITEM_TAG):
         raise MsgError("ErrorInvalidIdMalformed")
     row = ctx.store.item(ctx.mailbox, master_id)
@@ -500,7 +501,7 @@ def master_row(ctx: Ctx, master_id: str) -> dict:
     return row
 
 
-def delete_occurrence(ctx: Ctx, row: dict, index: int) -> None:
+def delete_occurrence(ctx: Ctx, row: dict[str, Any], index: int) -> None:
     occurrence(row, index, ctx.tz)  # raises for deleted / out of range
     exc = exceptions(row["data"])
     exc["modified"].pop(str(index), None)
@@ -529,7 +530,9 @@ EXCEPTION_FIELDS = frozenset(
 )
 
 
-def store_exception(ctx: Ctx, row: dict, index: int, before: dict, after: dict) -> None:
+def store_exception(
+    ctx: Ctx, row: dict[str, Any], index: int, before: dict[str, Any], after: dict[str, Any]
+) -> None:
     """Keep what an update changed on occurrence ``index`` as its exception."""
     data = row["data"]
     p = parse(data["Recurrence"])

@@ -10,6 +10,7 @@ import json
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS mailboxes (email TEXT PRIMARY KEY);
@@ -30,7 +31,7 @@ _ITEM_COLS = "id, mailbox, folder_id, kind, change_key, data, ext, created, modi
 _FOLDER_COLS = "id, mailbox, parent_id, distinguished, display_name, folder_class, change_key"
 
 
-def _item(row) -> dict:
+def _item(row) -> dict[str, Any]:
     return {
         "id": row[0],
         "mailbox": row[1],
@@ -44,7 +45,7 @@ def _item(row) -> dict:
     }
 
 
-def _folder(row) -> dict:
+def _folder(row) -> dict[str, Any]:
     return {
         "id": row[0],
         "mailbox": row[1],
@@ -92,25 +93,25 @@ class Store:
         self.db.execute("INSERT OR IGNORE INTO mailboxes(email) VALUES (?)", (email.lower(),))
 
     # folders
-    def folders(self, mailbox: str) -> list[dict]:
+    def folders(self, mailbox: str) -> list[dict[str, Any]]:
         rows = self.db.execute(
             f"SELECT {_FOLDER_COLS} FROM folders WHERE mailbox=? ORDER BY rowid", (mailbox,)
         )
         return [_folder(r) for r in rows]
 
-    def folder(self, mailbox: str, folder_id: str) -> dict | None:
+    def folder(self, mailbox: str, folder_id: str) -> dict[str, Any] | None:
         r = self.db.execute(
             f"SELECT {_FOLDER_COLS} FROM folders WHERE mailbox=? AND id=?", (mailbox, folder_id)
         ).fetchone()
         return _folder(r) if r else None
 
-    def distinguished(self, mailbox: str, name: str) -> dict | None:
+    def distinguished(self, mailbox: str, name: str) -> dict[str, Any] | None:
         r = self.db.execute(
             f"SELECT {_FOLDER_COLS} FROM folders WHERE mailbox=? AND distinguished=?", (mailbox, name)
         ).fetchone()
         return _folder(r) if r else None
 
-    def insert_folder(self, f: dict) -> None:
+    def insert_folder(self, f: dict[str, Any]) -> None:
         self.db.execute(
             f"INSERT INTO folders({_FOLDER_COLS}) VALUES (?,?,?,?,?,?,?)",
             (
@@ -135,20 +136,20 @@ class Store:
         return {r[0]: r[1] for r in rows}
 
     # items
-    def items(self, mailbox: str, folder_id: str) -> list[dict]:
+    def items(self, mailbox: str, folder_id: str) -> list[dict[str, Any]]:
         rows = self.db.execute(
             f"SELECT {_ITEM_COLS} FROM items WHERE mailbox=? AND folder_id=? ORDER BY seq",
             (mailbox, folder_id),
         )
         return [_item(r) for r in rows]
 
-    def item(self, mailbox: str, item_id: str) -> dict | None:
+    def item(self, mailbox: str, item_id: str) -> dict[str, Any] | None:
         r = self.db.execute(
             f"SELECT {_ITEM_COLS} FROM items WHERE mailbox=? AND id=?", (mailbox, item_id)
         ).fetchone()
         return _item(r) if r else None
 
-    def insert_item(self, it: dict) -> None:
+    def insert_item(self, it: dict[str, Any]) -> None:
         self.db.execute(
             f"INSERT INTO items({_ITEM_COLS}) VALUES (?,?,?,?,?,?,?,?,?)",
             (
@@ -164,7 +165,7 @@ class Store:
             ),
         )
 
-    def update_item(self, it: dict) -> None:
+    def update_item(self, it: dict[str, Any]) -> None:
         self.db.execute(
             "UPDATE items SET change_key=?, data=?, ext=?, modified=? WHERE id=?",
             (

@@ -41,6 +41,7 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from . import series, xmlio
@@ -69,7 +70,7 @@ class Regeneration:
     count: int | None
 
 
-def parse(rec: dict) -> series.Pattern | Regeneration:
+def parse(rec: dict[str, Any]) -> series.Pattern | Regeneration:
     kind = next((k for k in REGENERATING if k in rec), None)
     if kind is None:
         return series.parse(rec)
@@ -98,11 +99,11 @@ def _range_date(text: str) -> dt.date:
     return dt.date.fromisoformat(str(text)[:10])  # only the date counts, whatever offset it carries
 
 
-def is_recurring(data: dict) -> bool:
+def is_recurring(data: dict[str, Any]) -> bool:
     return "Recurrence" in data
 
 
-def _canon(rec: dict) -> dict:
+def _canon(rec: dict[str, Any]) -> dict[str, Any]:
     """A recurrence with its range dates reduced to the date, to compare what a client sends back."""
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in rec.items()}
     for rng in series.RANGES:
@@ -112,7 +113,7 @@ def _canon(rec: dict) -> dict:
     return out
 
 
-def same_recurrence(a: dict | None, b: dict | None) -> bool:
+def same_recurrence(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
     if a is None or b is None:
         return a is b
     return _canon(a) == _canon(b)
@@ -132,12 +133,12 @@ def _on(value: str, day: dt.date) -> str:
     return xmlio.format_datetime(old + dt.timedelta(days=(day - old.date()).days))
 
 
-def _anchor(data: dict) -> dt.date | None:
+def _anchor(data: dict[str, Any]) -> dt.date | None:
     """The current instance's date: the task's start date, else its due date."""
     return _day(data.get("StartDate")) or _day(data.get("DueDate"))
 
 
-def _place(data: dict, day: dt.date, *, move_reminder: bool) -> None:
+def _place(data: dict[str, Any], day: dt.date, *, move_reminder: bool) -> None:
     """Move the task to the instance on ``day``: start on it, due at the old distance (or due on
     it without a start), and for a generated instance the reminder along with the due date."""
     old_due = _day(data.get("DueDate"))
@@ -163,7 +164,7 @@ def _midnight(day: dt.date) -> str:
 # create and update
 
 
-def normalize(data: dict, changed: set[str], before: dict | None = None) -> None:
+def normalize(data: dict[str, Any], changed: set[str], before: dict[str, Any] | None = None) -> None:
     """After a create or update of a task: a new recurrence starts on its pattern's first date
     and places the task there (CreateItem operation (task), Comments)."""
     if "Recurrence" not in data:
@@ -193,7 +194,9 @@ def normalize(data: dict, changed: set[str], before: dict | None = None) -> None
     data[TASK_KEY] = {"instance": 1}
 
 
-def _next_instance(data: dict, p: series.Pattern | Regeneration, completed: dt.date) -> dt.date | None:
+def _next_instance(
+    data: dict[str, Any], p: series.Pattern | Regeneration, completed: dt.date
+) -> dt.date | None:
     """The next instance's date after the current one, or None when the current one is the last."""
     if isinstance(p, Regeneration):
         done = int((data.get(TASK_KEY) or {}).get("instance", 1))
@@ -222,7 +225,9 @@ def _add(day: dt.date, kind: str, n: int) -> dt.date:
     return dt.date(year, month + 1, min(day.day, last))
 
 
-def split(before: dict, data: dict, changed: set[str], zone: ZoneInfo) -> dict | None:
+def split(
+    before: dict[str, Any], data: dict[str, Any], changed: set[str], zone: ZoneInfo
+) -> dict[str, Any] | None:
     """What an update of a recurring task generates. Returns the one-off task's data (this
     instance, completed or moved) and turns ``data`` into the next instance; returns None when
     the update stays on the task itself (not recurring, nothing that splits, or the last
@@ -267,7 +272,7 @@ def split(before: dict, data: dict, changed: set[str], zone: ZoneInfo) -> dict |
 # reading
 
 
-def view(out: dict, data: dict, tz: str | None) -> None:
+def view(out: dict[str, Any], data: dict[str, Any], tz: str | None) -> None:
     """Add what Exchange shows for a task's recurrence to its view ``out``."""
     out["IsRecurring"] = is_recurring(data)
     if is_recurring(data):

@@ -9,6 +9,7 @@ A stored value is plain JSON: a scalar for simple elements, or a dict for comple
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from lxml import etree
@@ -146,7 +147,7 @@ def read(model: Model, elem: etree._Element, type_name: str, tz: str | None = No
         return {"$xml": etree.tostring(elem, encoding="unicode")}
     if not info.children and not info.attrs and info.simple is not None:
         return to_scalar(elem.text, info.simple, tz)
-    out: dict = {}
+    out: dict[str, Any] = {}
     for k, v in elem.attrib.items():
         if k.startswith("{"):
             continue

@@ -150,7 +150,11 @@ def run_cleanup(runtime: SyncRuntime, user: User, values: dict[str, Any]) -> Act
 
 
 def bulk_subscribe(
-    runtime: SyncRuntime, actor: User, action_id: str, selection: tuple[RecordRef, ...], values: dict
+    runtime: SyncRuntime,
+    actor: User,
+    action_id: str,
+    selection: tuple[RecordRef, ...],
+    values: dict[str, Any],
 ) -> ActionResult:
     """Set/remove Exchange Sync on every selected contact for the chosen users.
 

@@ -555,7 +555,9 @@ PHONE_EDIT_CHOICES = (
 )
 
 
-def _reconcile_fields(values: dict[str, Any], current: dict, new: dict, errors: list[FieldError]) -> None:
+def _reconcile_fields(
+    values: dict[str, Any], current: dict[str, Any], new: dict[str, Any], errors: list[FieldError]
+) -> None:
     from ..core.reconcile import parse_time
 
     when = str(values.get("reconcile_time", current.get("reconcile_time", "")) or "").strip()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tsl_hostapi.types import Host
 
@@ -64,7 +64,7 @@ class MailboxRow:
     server_note: str = ""  # German: fields the mailbox's server does not keep (fidelity probe)
     reconcile: str = ""  # German: the last reconcile sweep of this mailbox
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 

@@ -441,7 +441,7 @@ class EwsSession:
         return [r if r is not None else ItemRejected("Element wurde nicht verarbeitet.") for r in results]
 
     def _create_chunk(
-        self, folder: Any, chunk: list[tuple[int, Any]], version: Any, results: list
+        self, folder: Any, chunk: list[tuple[int, Any]], version: Any, results: list[Any]
     ) -> tuple[list[tuple[int, Any]], list[Any]]:
         """bulk_create one chunk; returns the members actually sent and exchangelib's answers.
 
@@ -630,7 +630,7 @@ class EwsSession:
 
         return self._call(run)
 
-    def _series_exceptions(self, items: Sequence[ExchangeItem], results: list) -> None:
+    def _series_exceptions(self, items: Sequence[ExchangeItem], results: list[Any]) -> None:
         """After recurring masters were written: their deleted and modified occurrences.
 
         Writing a master sends its whole Recurrence, which drops every exception the series

@@ -29,7 +29,7 @@ def read_phone_view(session: Any, zone: str, first_day: dt.date, days: int) -> P
         found = session.folder("contact").all().only("file_as", "display_name")
         return [str(c.file_as or c.display_name or "") for c in found if not isinstance(c, Exception)]
 
-    def calendar() -> list:
+    def calendar() -> list[Any]:
         found = session.folder("calendar").view(start=start, end=end)
         found = found.only("subject", "start", "end", "is_all_day", "categories")
         out = []

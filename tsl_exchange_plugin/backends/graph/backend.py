@@ -285,7 +285,9 @@ class GraphSession:
             "client-request-id": str(uuid.uuid4()),
         }
 
-    def _post_batch(self, requests: list[dict], *, writing: bool, creating: bool) -> dict[str, Answer]:
+    def _post_batch(
+        self, requests: list[dict[str, Any]], *, writing: bool, creating: bool
+    ) -> dict[str, Answer]:
         """One $batch HTTP request, inside the worker's guard; whole-request errors are raised.
 
         The guard learns the outcome before the next request to this mailbox may start: a
@@ -314,7 +316,7 @@ class GraphSession:
         finally:
             turns.resume()
 
-    def _send(self, requests: list[dict], *, writing: bool, creating: bool) -> dict[str, Answer]:
+    def _send(self, requests: list[dict[str, Any]], *, writing: bool, creating: bool) -> dict[str, Answer]:
         n = len(requests)
         refreshed = False
         shared = self._backend.shared_limit(self._account)
@@ -484,7 +486,7 @@ class GraphSession:
         return ItemRejected(f"Unerwartete Antwort von Microsoft 365 ({status}).")
 
     def _run(
-        self, requests: list[dict], *, writing: bool = False, creating: bool = False
+        self, requests: list[dict[str, Any]], *, writing: bool = False, creating: bool = False
     ) -> list[Answer | ExchangeError]:
         """Send requests in $batch chunks; one answer or per-item error per request, in order.
 
@@ -527,7 +529,7 @@ class GraphSession:
         return out
 
     @staticmethod
-    def _req(method: str, url: str, body: Any = None) -> dict:
+    def _req(method: str, url: str, body: Any = None) -> dict[str, Any]:
         r: dict[str, Any] = {"id": "", "method": method, "url": url, "headers": {"Prefer": PREFER}}
         if body is not None:
             r["body"] = body
@@ -664,17 +666,17 @@ class GraphSession:
     # item is addressed through it (/contacts/{id}, /events/{id}, /todo/lists/{l}/tasks/{id}) and
     # a delete gets only the id. A task's id also names its list ("task:<list id>:<task id>"). An id
     # without such a prefix came from the EWS backend.
-    def _id(self, item_class: str, data: dict, list_id: str = "") -> str:
+    def _id(self, item_class: str, data: dict[str, Any], list_id: str = "") -> str:
         if item_class == "task":
             return f"task:{list_id or self._todo_lists()[0]}:{data['id']}"
         return f"{item_class}:{data['id']}"
 
-    def _written(self, item_class: str, body: dict, list_id: str = "") -> Written:
+    def _written(self, item_class: str, body: dict[str, Any], list_id: str = "") -> Written:
         return Written(
             self._id(item_class, body, list_id), str(body.get("changeKey") or body.get("@odata.etag") or "")
         )
 
-    def _ref(self, item_class: str, data: dict, list_id: str = "") -> ItemRef:
+    def _ref(self, item_class: str, data: dict[str, Any], list_id: str = "") -> ItemRef:
         return ItemRef(
             self._id(item_class, data, list_id), str(data.get("changeKey") or data.get("@odata.etag") or "")
         )
@@ -781,7 +783,7 @@ class GraphSession:
 
     # ------------------------------------------------------------------ series
     def _series_instances(
-        self, todo: list[tuple[int, CalendarEntry]], results: list, *, rewrite: bool = True
+        self, todo: list[tuple[int, CalendarEntry]], results: list[Any], *, rewrite: bool = True
     ) -> None:
         """After series masters were written: read their instances back and make them equal to
         the host's series (``series.py``), for all masters of the batch together. A failure fails
@@ -798,7 +800,9 @@ class GraphSession:
                 if isinstance(results[pos], Written):
                     results[pos] = err
 
-    def _make_instances(self, todo: list[tuple[int, CalendarEntry]], results: list, *, rewrite: bool) -> None:
+    def _make_instances(
+        self, todo: list[tuple[int, CalendarEntry]], results: list[Any], *, rewrite: bool
+    ) -> None:
         wants = {pos: gseries.wanted(item) for pos, item in todo}
         urls = []
         for pos, item in todo:
@@ -832,7 +836,7 @@ class GraphSession:
             self._series_instances(again, results, rewrite=False)
         self._send_plans(plans, results)
 
-    def _rewrite(self, todo: list[tuple[int, CalendarEntry]], results: list) -> None:
+    def _rewrite(self, todo: list[tuple[int, CalendarEntry]], results: list[Any]) -> None:
         deletes = [self._req("DELETE", self._item_url(results[pos].item_id)) for pos, _ in todo]
         gone = self._run(deletes, writing=True)
         creates, owners = [], []
@@ -846,7 +850,7 @@ class GraphSession:
         for pos, ans in zip(owners, self._run(creates, writing=True, creating=True), strict=True):
             results[pos] = ans if isinstance(ans, ExchangeError) else self._written("calendar", ans.body)
 
-    def _send_plans(self, plans: dict[int, gseries.Plan], results: list) -> None:
+    def _send_plans(self, plans: dict[int, gseries.Plan], results: list[Any]) -> None:
         reqs, owners = [], []
         for pos, plan in plans.items():
             for inst in plan.deletes:
@@ -878,11 +882,11 @@ class GraphSession:
         for pos, ans in zip(done, self._run(gets), strict=True):
             results[pos] = ans if isinstance(ans, ExchangeError) else self._written("calendar", ans.body)
 
-    def _pages_each(self, first: list[str]) -> list[list[dict] | ExchangeError]:
+    def _pages_each(self, first: list[str]) -> list[list[dict[str, Any]] | ExchangeError]:
         """GET each url (in batches) and follow @odata.nextLink, verbatim but made relative for
         the batch (NOTES §5), until every collection is read; an error ends only its own."""
         base = self._account.graph_url.rstrip("/")
-        out: list[list[dict] | ExchangeError] = [[] for _ in first]
+        out: list[list[dict[str, Any]] | ExchangeError] = [[] for _ in first]
         pending = list(enumerate(first))
         while pending:
             answers = self._run([self._req("GET", url) for _, url in pending])
@@ -914,7 +918,7 @@ class GraphSession:
             out.append(ans if isinstance(ans, ExchangeError) else None)
         return out
 
-    def _pages(self, first: list[str]) -> list[list[dict]]:
+    def _pages(self, first: list[str]) -> list[list[dict[str, Any]]]:
         """GET each url (in batches) and follow @odata.nextLink until every collection is read."""
         pages = self._pages_each(first)
         for page in pages:
@@ -931,7 +935,7 @@ class GraphSession:
         q = lambda v: quote(v, safe="()'=,$")  # noqa: E731 - spaces as %20, never '+' (NOTES §6)
         return f"{self._collection(item_class)}?$filter={q(flt)}&$expand={q(exp)}&$select={select}&$top={top}"
 
-    def _page(self, url: str) -> tuple[list[dict], str]:
+    def _page(self, url: str) -> tuple[list[dict[str, Any]], str]:
         """One page of a collection and the (relative) link to the next one, or ""."""
         (ans,) = self._run([self._req("GET", url)])
         if isinstance(ans, ExchangeError):

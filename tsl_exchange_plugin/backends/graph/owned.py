@@ -58,7 +58,7 @@ def _head(body: str) -> str | None:
     return text or None
 
 
-def _sorted(values: list) -> list | None:
+def _sorted(values: list[Any]) -> list[Any] | None:
     out = sorted(v for v in values if v)
     return out or None
 

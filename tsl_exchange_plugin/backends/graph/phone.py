@@ -51,7 +51,7 @@ def _when(value: Any) -> dt.datetime:
     return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
 
 
-def _entry(event: dict, zone: str) -> PhoneEntry:
+def _entry(event: dict[str, Any], zone: str) -> PhoneEntry:
     subject = str(event.get("subject") or "")
     categories = tuple(event.get("categories") or ())
     if event.get("isAllDay"):
@@ -60,7 +60,7 @@ def _entry(event: dict, zone: str) -> PhoneEntry:
     return timed_entry(subject, _when(event["start"]), _when(event["end"]), zone, categories)
 
 
-def _task(task: dict) -> PhoneTask:
+def _task(task: dict[str, Any]) -> PhoneTask:
     due = task.get("dueDateTime")
     return PhoneTask(
         str(task.get("title") or ""),

@@ -47,7 +47,7 @@ class Wanted:
 @dataclass
 class Plan:
     deletes: list[str] = field(default_factory=list)  # instance ids
-    patches: list[tuple[str, dict]] = field(default_factory=list)  # (instance id, PATCH body)
+    patches: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (instance id, PATCH body)
     rewrite: bool = False  # an occurrence is missing: the series must be written anew
 
 
@@ -106,7 +106,7 @@ def _local_day(value: dt.date, zone: zoneinfo.ZoneInfo) -> dt.date:
     return value.astimezone(zone).date() if isinstance(value, dt.datetime) else value
 
 
-def _instant(value: dict | None) -> dt.datetime | None:
+def _instant(value: dict[str, Any] | None) -> dt.datetime | None:
     """A dateTimeTimeZone read with ``Prefer: outlook.timezone="UTC"``, or an ISO string."""
     if not value:
         return None
@@ -115,7 +115,7 @@ def _instant(value: dict | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
 
 
-def original_date(entry: CalendarEntry, inst: dict) -> dt.date:
+def original_date(entry: CalendarEntry, inst: dict[str, Any]) -> dt.date:
     """The date in the pattern of an instance: its originalStart in the series' zone."""
     when = _instant(inst.get("originalStart")) or _instant(inst.get("start"))
     assert when is not None
@@ -124,7 +124,7 @@ def original_date(entry: CalendarEntry, inst: dict) -> dt.date:
     return when.astimezone(_zone(entry)).date()
 
 
-def _matches(entry: CalendarEntry, inst: dict, w: Wanted) -> bool:
+def _matches(entry: CalendarEntry, inst: dict[str, Any], w: Wanted) -> bool:
     if (inst.get("subject") or "") != w.subject:
         return False
     if ((inst.get("location") or {}).get("displayName") or "") != w.location:
@@ -140,7 +140,7 @@ def _matches(entry: CalendarEntry, inst: dict, w: Wanted) -> bool:
     return _instant(inst.get("start")) == w.start and _instant(inst.get("end")) == w.end
 
 
-def patch_body(entry: CalendarEntry, w: Wanted) -> dict:
+def patch_body(entry: CalendarEntry, w: Wanted) -> dict[str, Any]:
     """Everything the plan owns on one instance, so a patch also undoes a phone's edit."""
     zone = _zone(entry)
     if entry.all_day:
@@ -154,7 +154,7 @@ def patch_body(entry: CalendarEntry, w: Wanted) -> dict:
     return {"subject": w.subject, "location": {"displayName": w.location}, **span}
 
 
-def plan(entry: CalendarEntry, want: dict[dt.date, Wanted], instances: list[dict]) -> Plan:
+def plan(entry: CalendarEntry, want: dict[dt.date, Wanted], instances: list[dict[str, Any]]) -> Plan:
     """What to send so that the instances equal ``want``."""
     out = Plan()
     seen: set[dt.date] = set()

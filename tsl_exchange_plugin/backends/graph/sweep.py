@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..base import ExchangeError, ItemClass, ItemRef, OwnedRef, OwnedValues
 from . import owned, wire
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 MAX_PAGE = 1000  # Graph's largest page for Outlook collections
 
 
-def _start_date(session: GraphSession, data: dict) -> str:
+def _start_date(session: GraphSession, data: dict[str, Any]) -> str:
     """The local date an event starts on in the mailbox's zone (all-day: the date it names)."""
     if data.get("isAllDay"):
         return owned.day(data.get("start")) or ""
@@ -68,11 +68,13 @@ def iter_ours(
         yield refs
 
 
-def _read(session: GraphSession, refs: Sequence[ItemRef], select: str) -> list[dict | ExchangeError]:
+def _read(
+    session: GraphSession, refs: Sequence[ItemRef], select: str
+) -> list[dict[str, Any] | ExchangeError]:
     urls = [session._item_url(r.item_id) for r in refs]
     gets = [session._req("GET", f"{url}?$select={select}") for url in urls if url is not None]
     answers = iter(session._run(gets) if gets else [])
-    out: list[dict | ExchangeError] = []
+    out: list[dict[str, Any] | ExchangeError] = []
     for url in urls:
         if url is None:
             out.append(wire.foreign_id())

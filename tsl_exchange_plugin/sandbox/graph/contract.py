@@ -104,9 +104,9 @@ def find_contract() -> Path:
 class Operation:
     method: str
     template: str
-    pattern: re.Pattern
-    request: dict | None  # schema of the JSON request body
-    response: dict | None  # schema of a 2XX JSON answer
+    pattern: re.Pattern[str]
+    request: dict[str, Any] | None  # schema of the JSON request body
+    response: dict[str, Any] | None  # schema of a 2XX JSON answer
 
 
 class Contract:
@@ -143,7 +143,7 @@ class Contract:
         self._validators: dict[int, Any] = {}
         self._lock = threading.Lock()
 
-    def _deref(self, node: dict) -> dict:
+    def _deref(self, node: dict[str, Any]) -> dict[str, Any]:
         ref = node.get("$ref") if isinstance(node, dict) else None
         if not ref:
             return node
@@ -164,7 +164,7 @@ class Contract:
                 )
         return None
 
-    def _validator(self, schema: dict):
+    def _validator(self, schema: dict[str, Any]):
         key = id(schema)
         with self._lock:
             v = self._validators.get(key)
@@ -175,7 +175,7 @@ class Contract:
                 self._validators[key] = v
         return v
 
-    def errors(self, schema: dict | None, instance: Any) -> list[str]:
+    def errors(self, schema: dict[str, Any] | None, instance: Any) -> list[str]:
         if schema is None or instance is None:
             return []
         out = []

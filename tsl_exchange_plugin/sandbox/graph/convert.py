@@ -41,7 +41,7 @@ ACCEPTED_IANA = frozenset(
 
 
 class GraphError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, Any] | None = None):
         super().__init__(message)
         self.status = status
         self.code = code
@@ -75,7 +75,7 @@ def etag(change_key: str) -> str:
 _EXT_ID = re.compile(r"^(String|Integer|Boolean|SystemTime) \{([0-9A-Fa-f-]{36})\} Name (\S.*)$")
 
 
-def parse_ext_id(prop_id: str) -> tuple[str, dict]:
+def parse_ext_id(prop_id: str) -> tuple[str, dict[str, Any]]:
     """Graph's ``"String {guid} Name x"`` -> the store's ext key and ExtendedFieldURI attributes."""
     m = _EXT_ID.match(prop_id or "")
     if not m:
@@ -93,7 +93,7 @@ def parse_ext_id(prop_id: str) -> tuple[str, dict]:
     return ext_key(uri), uri
 
 
-def ext_graph_id(uri: dict) -> str:
+def ext_graph_id(uri: dict[str, Any]) -> str:
     guid = (
         "{" + PS_PUBLIC_STRINGS.upper() + "}"
         if uri.get("DistinguishedPropertySetId") == "PublicStrings"
@@ -102,7 +102,7 @@ def ext_graph_id(uri: dict) -> str:
     return f"{uri.get('PropertyType', 'String')} {guid} Name {uri.get('PropertyName', '')}"
 
 
-def apply_ext(ext: dict, props: Any) -> None:
+def apply_ext(ext: dict[str, Any], props: Any) -> None:
     if not isinstance(props, list):
         raise bad("BadRequest", "singleValueExtendedProperties must be an array.")
     for p in props:
@@ -113,7 +113,7 @@ def apply_ext(ext: dict, props: Any) -> None:
         ext[key] = {"uri": uri, "value": value}
 
 
-def expanded_ext(ext: dict, wanted: str | None) -> list[dict]:
+def expanded_ext(ext: dict[str, Any], wanted: str | None) -> list[dict[str, Any]]:
     """``$expand=singleValueExtendedProperties($filter=id eq '...')``: only the named one."""
     if wanted is None:
         return []
@@ -150,7 +150,7 @@ def parse_dtz(value: Any, what: str) -> tuple[dt.datetime, str]:
     return naive.replace(tzinfo=zone), name
 
 
-def render(instant: dt.datetime, zone_name: str) -> dict:
+def render(instant: dt.datetime, zone_name: str) -> dict[str, Any]:
     local = instant.astimezone(zone_of(zone_name))
     return {"dateTime": local.strftime("%Y-%m-%dT%H:%M:%S") + ".0000000", "timeZone": zone_name}
 
@@ -166,7 +166,7 @@ def _fmt(instant: dt.datetime) -> str:
 # ------------------------------------------------------------------ common parts
 
 
-def _body_in(value: Any) -> dict | None:
+def _body_in(value: Any) -> dict[str, Any] | None:
     if value is None:
         return None
     if not isinstance(value, dict):
@@ -178,27 +178,27 @@ def _body_in(value: Any) -> dict | None:
     return {"@BodyType": kind, "#": str(content)}
 
 
-def _body_out(data: dict) -> dict:
+def _body_out(data: dict[str, Any]) -> dict[str, Any]:
     b = data.get("Body")
     if not isinstance(b, dict):
         return {"contentType": "text", "content": ""}
     return {"contentType": "html" if b.get("@BodyType") == "HTML" else "text", "content": b.get("#") or ""}
 
 
-def _set(data: dict, name: str, value: Any) -> None:
+def _set(data: dict[str, Any], name: str, value: Any) -> None:
     if value is None or value == "" or value == [] or value == {}:
         data.pop(name, None)
     else:
         data[name] = value
 
 
-def _categories_in(data: dict, value: Any) -> None:
+def _categories_in(data: dict[str, Any], value: Any) -> None:
     if value is not None and not isinstance(value, list):
         raise bad("BadRequest", "categories must be an array.")
     _set(data, "Categories", {"String": [str(c) for c in value]} if value else None)
 
 
-def _common_out(row: dict) -> dict:
+def _common_out(row: dict[str, Any]) -> dict[str, Any]:
     data = row["data"]
     return {
         "id": rest_id(row["id"]),
@@ -237,16 +237,18 @@ _ADDRESS_PARTS = {
 _PHONES = {"businessPhones": ("BusinessPhone", "BusinessPhone2"), "homePhones": ("HomePhone", "HomePhone2")}
 
 
-def _entries(data: dict, name: str) -> list[dict]:
+def _entries(data: dict[str, Any], name: str) -> list[dict[str, Any]]:
     return list((data.get(name) or {}).get("Entry", []))
 
 
-def _put_entries(data: dict, name: str, keep: list[dict], new: list[dict]) -> None:
+def _put_entries(
+    data: dict[str, Any], name: str, keep: list[dict[str, Any]], new: list[dict[str, Any]]
+) -> None:
     entries = keep + new
     _set(data, name, {"Entry": entries} if entries else None)
 
 
-def contact_apply(row: dict, body: dict) -> None:
+def contact_apply(row: dict[str, Any], body: dict[str, Any]) -> None:
     data = row["data"]
     for gname, ename in _CONTACT_TEXT.items():
         if gname in body:
@@ -294,7 +296,7 @@ def contact_apply(row: dict, body: dict) -> None:
         apply_ext(row["ext"], body["singleValueExtendedProperties"])
 
 
-def contact_out(row: dict, expand_ext: str | None) -> dict:
+def contact_out(row: dict[str, Any], expand_ext: str | None) -> dict[str, Any]:
     data = row["data"]
     out = _common_out(row)
     for gname, ename in _CONTACT_TEXT.items():
@@ -330,7 +332,7 @@ SHOW_AS = {
 SHOW_AS_OUT = {v: k for k, v in SHOW_AS.items()}
 
 
-def event_apply(row: dict, body: dict) -> None:
+def event_apply(row: dict[str, Any], body: dict[str, Any]) -> None:
     data = row["data"]
     if "subject" in body:
         _set(data, "Subject", body["subject"])
@@ -377,11 +379,13 @@ def event_apply(row: dict, body: dict) -> None:
         apply_ext(row["ext"], body["singleValueExtendedProperties"])
 
 
-def event_span(row: dict) -> tuple[dt.datetime, dt.datetime]:
+def event_span(row: dict[str, Any]) -> tuple[dt.datetime, dt.datetime]:
     return _utc(row["data"]["Start"]), _utc(row["data"]["End"])
 
 
-def event_out(row: dict, zone_name: str, expand_ext: str | None, transaction: str | None) -> dict:
+def event_out(
+    row: dict[str, Any], zone_name: str, expand_ext: str | None, transaction: str | None
+) -> dict[str, Any]:
     data = row["data"]
     out = _common_out(row)
     start, end = event_span(row)
@@ -435,7 +439,7 @@ def _date_only(value: Any, what: str) -> str | None:
     return f"{when.date().isoformat()}T00:00:00Z"
 
 
-def task_apply(row: dict, body: dict) -> None:
+def task_apply(row: dict[str, Any], body: dict[str, Any]) -> None:
     if "singleValueExtendedProperties" in body:
         raise bad(
             "BadRequest",
@@ -475,12 +479,12 @@ def _new_link_id() -> str:
     return str(uuid.uuid4())
 
 
-def task_links(row: dict) -> list[dict]:
+def task_links(row: dict[str, Any]) -> list[dict[str, Any]]:
     entry = row["ext"].get(LINKS_KEY)
     return json.loads(entry["value"]) if entry else []
 
 
-def task_out(row: dict, expand_links: bool) -> dict:
+def task_out(row: dict[str, Any], expand_links: bool) -> dict[str, Any]:
     data = row["data"]
     out = _common_out(row)
     out.pop("changeKey")

@@ -71,7 +71,7 @@ CROSSING = "Modified occurrence is crossing or overlapping adjacent occurrence."
 NOT_FOUND = "The specified object was not found in the store."
 
 
-def is_master(row: dict) -> bool:
+def is_master(row: dict[str, Any]) -> bool:
     return ews.is_master(row)
 
 
@@ -111,7 +111,7 @@ def _day_kind(days: list[str]) -> str:
     )
 
 
-def to_store(rec: Any, start_day: dt.date) -> dict:
+def to_store(rec: Any, start_day: dt.date) -> dict[str, Any]:
     """A patternedRecurrence -> the store's Recurrence; ``start_day``: the event start's local date."""
     if (
         not isinstance(rec, dict)
@@ -185,7 +185,7 @@ def to_store(rec: Any, start_day: dt.date) -> dict:
     return {ews_kind: out, _RANGES[rng_kind]: rng}
 
 
-def to_graph(data: dict) -> dict:
+def to_graph(data: dict[str, Any]) -> dict[str, Any]:
     """The store's Recurrence -> patternedRecurrence (a monthly pattern stays monthly)."""
     rec = data["Recurrence"]
     ews_kind = next(k for k in ews.PATTERNS if k in rec)
@@ -221,7 +221,7 @@ def to_graph(data: dict) -> dict:
 # ------------------------------------------------------------------ expansion
 
 
-def clock(data: dict) -> ews.Clock:
+def clock(data: dict[str, Any]) -> ews.Clock:
     """The master's wall-clock start and length, in its start zone as Graph names it."""
     zone = cv.zone_of((data.get("StartTimeZone") or {}).get("@Id") or "UTC")
     start = xmlio.parse_datetime(data["Start"]).astimezone(zone).replace(tzinfo=None)
@@ -229,7 +229,7 @@ def clock(data: dict) -> ews.Clock:
     return ews.Clock(zone, start.time(), end - start)
 
 
-def _pattern(data: dict) -> ews.Pattern:
+def _pattern(data: dict[str, Any]) -> ews.Pattern:
     try:
         return ews.parse(data["Recurrence"])
     except Exception:
@@ -245,7 +245,7 @@ _MASTER_ONLY = (
 )
 
 
-def _occ(row: dict, index: int, day: dt.date, c: ews.Clock, exc: dict) -> ews.Occ:
+def _occ(row: dict[str, Any], index: int, day: dt.date, c: ews.Clock, exc: dict[str, Any]) -> ews.Occ:
     data = {k: v for k, v in row["data"].items() if k not in _MASTER_ONLY and k != ews.SERIES_KEY}
     data["Start"], data["End"] = c.span(day)
     data["OriginalStart"] = data["Start"]
@@ -258,7 +258,7 @@ def _occ(row: dict, index: int, day: dt.date, c: ews.Clock, exc: dict) -> ews.Oc
     return ews.Occ(index, day, data, bool(changes))
 
 
-def expand(row: dict, lo: dt.datetime, hi: dt.datetime) -> Iterator[ews.Occ]:
+def expand(row: dict[str, Any], lo: dt.datetime, hi: dt.datetime) -> Iterator[ews.Occ]:
     """Occurrences and exceptions (not cancelled ones) overlapping [lo, hi), in order."""
     data = row["data"]
     p = _pattern(data)
@@ -282,7 +282,7 @@ def expand(row: dict, lo: dt.datetime, hi: dt.datetime) -> Iterator[ews.Occ]:
             yield occ
 
 
-def occurrence(row: dict, index: int) -> ews.Occ:
+def occurrence(row: dict[str, Any], index: int) -> ews.Occ:
     """Occurrence ``index`` of a master; 404 for a cancelled one or one beyond the series."""
     data = row["data"]
     p = _pattern(data)
@@ -293,7 +293,7 @@ def occurrence(row: dict, index: int) -> ews.Occ:
     return _occ(row, index, day, clock(data), exc)
 
 
-def occurrence_id(row: dict, index: int) -> str:
+def occurrence_id(row: dict[str, Any], index: int) -> str:
     return cv.rest_id(ews.occurrence_id(row["id"], index))
 
 
@@ -305,7 +305,7 @@ def parse_instance_id(ews_id: str) -> tuple[str, int] | None:
 # ------------------------------------------------------------------ writes
 
 
-def apply(row: dict, body: dict, before: dict, mode: str) -> None:
+def apply(row: dict[str, Any], body: dict[str, Any], before: dict[str, Any], mode: str) -> None:
     """After ``event_apply``: set, change or remove the recurrence of a master, and move its
     start to the first occurrence."""
     data = row["data"]
@@ -333,7 +333,7 @@ def apply(row: dict, body: dict, before: dict, mode: str) -> None:
     data["Start"], data["End"] = clock(data).span(first[1])
 
 
-def _carry_exceptions(data: dict, old: dict, new: dict, mode: str) -> None:
+def _carry_exceptions(data: dict[str, Any], old: dict[str, Any], new: dict[str, Any], mode: str) -> None:
     exc = ews.exceptions(data)
     data.pop(ews.SERIES_KEY, None)
     if mode == "reset" or not (exc["modified"] or exc["deleted"]):
@@ -382,7 +382,7 @@ INSTANCE_FIELDS = frozenset(
 )
 
 
-def update_instance(row: dict, index: int, body: dict, apply_event) -> ews.Occ:
+def update_instance(row: dict[str, Any], index: int, body: dict[str, Any], apply_event) -> ews.Occ:
     """PATCH on an instance: what differs from the pattern's occurrence becomes its exception."""
     if "recurrence" in body:
         raise _invalid("The recurrence can only be set on the series master.")
@@ -415,7 +415,7 @@ def update_instance(row: dict, index: int, body: dict, apply_event) -> ews.Occ:
     return occurrence(row, index)
 
 
-def cancel_instance(row: dict, index: int) -> None:
+def cancel_instance(row: dict[str, Any], index: int) -> None:
     occurrence(row, index)  # 404 for one already cancelled or beyond the series
     exc = ews.exceptions(row["data"])
     exc["modified"].pop(str(index), None)
@@ -426,7 +426,7 @@ def cancel_instance(row: dict, index: int) -> None:
 # ------------------------------------------------------------------ what a master shows
 
 
-def cancelled_ids(row: dict) -> list[str]:
+def cancelled_ids(row: dict[str, Any]) -> list[str]:
     data = row["data"]
     p = _pattern(data)
     master = cv.rest_id(row["id"])
@@ -437,13 +437,15 @@ def cancelled_ids(row: dict) -> list[str]:
     ]
 
 
-def exception_occurrences(row: dict) -> list[ews.Occ]:
+def exception_occurrences(row: dict[str, Any]) -> list[ews.Occ]:
     data = row["data"]
     exc = ews.exceptions(data)
     return [occurrence(row, int(k)) for k in sorted(exc["modified"], key=int) if int(k) not in exc["deleted"]]
 
 
-def event_view(row: dict, occ: ews.Occ | None, zone: str, expand_ext: str | None, txn: str | None) -> dict:
+def event_view(
+    row: dict[str, Any], occ: ews.Occ | None, zone: str, expand_ext: str | None, txn: str | None
+) -> dict[str, Any]:
     """The Graph JSON of a single event, a series master, or one instance (``occ``) of a master."""
     if occ is None:
         out = cv.event_out(row, zone, expand_ext, txn)

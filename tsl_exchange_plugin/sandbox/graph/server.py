@@ -168,7 +168,7 @@ class GraphSandbox:
         self._signing_key = secrets.token_bytes(32)
         self._lock = threading.Lock()
         self._in_flight: dict[tuple[str, str], int] = {}
-        self._window: dict[tuple[str, str], deque] = {}
+        self._window: dict[tuple[str, str], deque[Any]] = {}
         self._transactions: dict[tuple[str, str], str] = {}
         self._release = threading.Event()
         self._stopping = threading.Event()
@@ -248,7 +248,7 @@ class GraphSandbox:
             return [r for r in self.requests if mailbox is None or r.mailbox == mailbox.lower()]
 
     # ------------------------------------------------------------------ inspection / phone
-    def items(self, mailbox: str, kind: str) -> list[dict]:
+    def items(self, mailbox: str, kind: str) -> list[dict[str, Any]]:
         """Graph JSON of every item of ``kind`` (contacts, events, tasks) with our key expanded."""
         mb = mailbox.lower()
         with self.store.lock:
@@ -273,7 +273,7 @@ class GraphSandbox:
             self.store.delete_item(cv.ews_id(rest))
             self.store.commit()
 
-    def phone_edit(self, mailbox: str, rest: str, body: dict) -> None:
+    def phone_edit(self, mailbox: str, rest: str, body: dict[str, Any]) -> None:
         """Change an item as a phone would (Graph field names); it gets a new change key."""
         mb = mailbox.lower()
         with self.store.lock:
@@ -289,7 +289,7 @@ class GraphSandbox:
             self.store.commit()
 
     # ------------------------------------------------------------------ tokens
-    def _issue(self, app: GraphApp) -> dict:
+    def _issue(self, app: GraphApp) -> dict[str, Any]:
         import jwt
 
         now = int(self.clock())
@@ -313,7 +313,7 @@ class GraphSandbox:
             "access_token": token,
         }
 
-    def token(self, tenant: str, form: dict[str, str]) -> tuple[int, dict]:
+    def token(self, tenant: str, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
         with self._lock:
             self.token_requests += 1
         client_id = form.get("client_id", "")
@@ -534,11 +534,11 @@ class GraphSandbox:
         raise bad("BadRequest", f"Resource not found for the segment '{rest[-1]}'.", 400)
 
     # -------------------------------------------------------------- items
-    def _folder_for(self, mailbox: str, kind: str) -> dict:
+    def _folder_for(self, mailbox: str, kind: str) -> dict[str, Any]:
         name = {"Contact": "contacts", "CalendarItem": "calendar"}[kind]
         return self.store.distinguished(mailbox, name)
 
-    def _out(self, row: dict, call: _Call, occ: Any = None) -> dict:
+    def _out(self, row: dict[str, Any], call: _Call, occ: Any = None) -> dict[str, Any]:
         expand = _expand_ext(call.query.get("$expand"))
         if row["kind"] == "Contact":
             return cv.contact_out(row, expand)
@@ -557,15 +557,15 @@ class GraphSandbox:
             return out
         return cv.task_out(row, "linkedResources" in (call.query.get("$expand") or ""))
 
-    def _transaction_of(self, row: dict) -> str | None:
+    def _transaction_of(self, row: dict[str, Any]) -> str | None:
         for (mb, txn), item_id in self._transactions.items():
             if item_id == row["id"] and mb == row["mailbox"]:
                 return txn
         return None
 
     def _create(
-        self, call: _Call, mailbox: str, kind: str, folder: dict | None = None
-    ) -> tuple[int, dict, Any]:
+        self, call: _Call, mailbox: str, kind: str, folder: dict[str, Any] | None = None
+    ) -> tuple[int, dict[str, Any], Any]:
         if call.method != "POST":
             raise GraphError(405, "ErrorInvalidRequest", "The OData request is not supported.")
         body = call.body if isinstance(call.body, dict) else None
@@ -608,7 +608,7 @@ class GraphSandbox:
             self._transactions[(mailbox, txn)] = row["id"]
         return 201, {"Location": f"{call.base}{call.path}/{cv.rest_id(row['id'])}"}, self._out(row, call)
 
-    def _apply(self, row: dict, body: dict) -> None:
+    def _apply(self, row: dict[str, Any], body: dict[str, Any]) -> None:
         before = copy.deepcopy(row["data"])
         if row["kind"] == "Contact":
             cv.contact_apply(row, body)
@@ -623,7 +623,7 @@ class GraphSandbox:
         except Exception as exc:
             raise bad("ErrorInvalidRequest", str(exc)) from None
 
-    def _item(self, call: _Call, mailbox: str, kind: str, rest_id: str, folder: dict | None = None):
+    def _item(self, call: _Call, mailbox: str, kind: str, rest_id: str, folder: dict[str, Any] | None = None):
         if kind == "CalendarItem":
             instance = rc.parse_instance_id(cv.ews_id(rest_id))
             if instance is not None:
@@ -670,7 +670,7 @@ class GraphSandbox:
             return 200, {}, self._out(row, call)
         raise GraphError(405, "ErrorInvalidRequest", "The OData request is not supported.")
 
-    def _master(self, mailbox: str, master_id: str) -> dict:
+    def _master(self, mailbox: str, master_id: str) -> dict[str, Any]:
         row = self.store.item(mailbox, master_id)
         if row is None or row["kind"] != "CalendarItem" or not rc.is_master(row):
             raise GraphError(404, "ErrorItemNotFound", rc.NOT_FOUND)
@@ -729,7 +729,7 @@ class GraphSandbox:
         entries = [(row, o) for o in rc.expand(row, lo, hi)] if rc.is_master(row) else []
         return self._page(call, "instances", entries)
 
-    def _collection(self, call: _Call, mailbox: str, what: str, folder: dict | None = None):
+    def _collection(self, call: _Call, mailbox: str, what: str, folder: dict[str, Any] | None = None):
         if what == "tasks":
             rows = self.store.items(mailbox, folder["id"])
         else:
@@ -739,7 +739,7 @@ class GraphSandbox:
         if flt:
             test = _filter(flt)
             rows = [r for r in rows if test(r)]
-        entries: list[tuple[dict, Any]] = [(r, None) for r in rows]
+        entries: list[tuple[dict[str, Any], Any]] = [(r, None) for r in rows]
         if what == "calendarView":
             lo, hi = self._time_window(call)
             entries = []
@@ -752,7 +752,7 @@ class GraphSandbox:
             entries.sort(key=lambda e: (e[1].data if e[1] is not None else e[0]["data"]).get("Start") or "")
         return self._page(call, what, entries)
 
-    def _page(self, call: _Call, what: str, entries: list[tuple[dict, Any]]):
+    def _page(self, call: _Call, what: str, entries: list[tuple[dict[str, Any], Any]]):
         try:
             top = min(MAX_PAGE, int(call.query.get("$top") or DEFAULT_PAGE))
         except ValueError:
@@ -899,10 +899,10 @@ class GraphSandbox:
         raise bad("BadRequest", "Resource not found.", 400)
 
     # -------------------------------------------------------------- To Do
-    def _task_folders(self, mailbox: str) -> list[dict]:
+    def _task_folders(self, mailbox: str) -> list[dict[str, Any]]:
         return [f for f in self.store.folders(mailbox) if (f["folder_class"] or "").startswith("IPF.Task")]
 
-    def _list_out(self, folder: dict) -> dict:
+    def _list_out(self, folder: dict[str, Any]) -> dict[str, Any]:
         default = folder["distinguished"] == "tasks"
         return {
             "id": cv.rest_id(folder["id"]),
@@ -948,7 +948,7 @@ class GraphSandbox:
         raise bad("BadRequest", "Resource not found.", 400)
 
     # -------------------------------------------------------------- $batch
-    def batch(self, call: _Call) -> tuple[int, dict, Any]:
+    def batch(self, call: _Call) -> tuple[int, dict[str, Any], Any]:
         body = call.body
         if self.contract is not None:
             for problem in self.contract.request_errors("POST", "/$batch", body):
@@ -993,7 +993,7 @@ class GraphSandbox:
                 self._violation(f"Antwort POST /$batch: {problem}")
         return 200, {}, out
 
-    def _inner(self, outer: _Call, r: dict) -> tuple[int, dict, Any]:
+    def _inner(self, outer: _Call, r: dict[str, Any]) -> tuple[int, dict[str, Any], Any]:
         url = urlsplit(str(r.get("url", "")))
         path = unquote(url.path)
         mailbox = _mailbox_of(path)
@@ -1028,7 +1028,7 @@ def _kinds() -> None:
 _kinds()
 
 
-def _aad(status: int, error: str, code: int, text: str) -> tuple[int, dict]:
+def _aad(status: int, error: str, code: int, text: str) -> tuple[int, dict[str, Any]]:
     trace = uuid.uuid4()
     return status, {
         "error": error,
@@ -1067,7 +1067,7 @@ def _code_for(status: int) -> str:
     }.get(status, "UnknownError")
 
 
-def _error_body(err: GraphError, headers: dict[str, str]) -> dict:
+def _error_body(err: GraphError, headers: dict[str, str]) -> dict[str, Any]:
     return {
         "error": {
             "code": err.code,
