@@ -16,6 +16,7 @@ handler: two handlers rotating the same file would rename it under each other.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import threading
@@ -35,9 +36,11 @@ FORMAT = "%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"
 class _PrivateRotatingFileHandler(RotatingFileHandler):
     """Creates each file readable only by the host's user: the log names clients and cases."""
 
-    def _open(self):  # noqa: ANN202 - logging's signature
+    def _open(self) -> io.TextIOWrapper:
         fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        return open(fd, self.mode, encoding=self.encoding, errors=self.errors)  # noqa: SIM115
+        stream = open(fd, self.mode, encoding=self.encoding, errors=self.errors)  # noqa: SIM115
+        assert isinstance(stream, io.TextIOWrapper)  # a text mode, as logging opens it
+        return stream
 
 
 _lock = threading.Lock()

@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 VERBOSE_HELP = "ausführliche Protokollausgabe (überall in der Befehlszeile erlaubt)"
 
@@ -48,17 +48,22 @@ def german_message(message: str) -> str:
 
 
 class _GermanFormatter(argparse.HelpFormatter):
-    def add_usage(self, usage, actions, groups, prefix=None):  # noqa: ANN001 - argparse's signature
+    def add_usage(
+        self,
+        usage: str | None,
+        actions: Iterable[argparse.Action],
+        groups: Iterable[argparse._MutuallyExclusiveGroup],
+        prefix: str | None = None,
+    ) -> None:
         super().add_usage(usage, actions, groups, "Aufruf: " if prefix is None else prefix)
 
 
 class GermanArgumentParser(argparse.ArgumentParser):
     """An ArgumentParser that speaks German in its usage line, its headings and its errors."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *, add_help: bool = True, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", _GermanFormatter)
-        add_help = kwargs.pop("add_help", True)
-        super().__init__(*args, add_help=False, **kwargs)
+        super().__init__(add_help=False, **kwargs)
         self._positionals.title = "Argumente"
         self._optionals.title = "Optionen"
         if add_help:

@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..backends.phone_view import PhoneEntry, PhoneView
 from ..ui.status import Column
+
+if TYPE_CHECKING:
+    from ..core.runtime import SyncRuntime
 
 DAYS = 21
 CONTACT_NAMES = 5
 WEEKDAYS = ("Mo", "Di", "Mi", "Do", "Fr", "Sa", "So")
 
 
-def read(runtime, user_id: str, first_day: dt.date, days: int = DAYS) -> PhoneView:
+def read(runtime: SyncRuntime, user_id: str, first_day: dt.date, days: int = DAYS) -> PhoneView:
     """Read one lawyer's mailbox with a backend of its own (the worker keeps its sessions)."""
     from ..backends.routing import RoutingBackend
 

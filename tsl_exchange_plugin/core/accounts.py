@@ -13,12 +13,14 @@ from typing import Any
 from tsl_hostapi.types import SettingsStore, User
 
 from .. import PLUGIN_ID
-from ..backends.base import MailboxAccount
+from ..backends.base import AuthType, MailboxAccount
 from ..credentials import Vault
 from ..mapping.context import is_known_zone
 
 NAMESPACE = PLUGIN_ID
 _KEY = "user:{}"
+# A stored value outside these (an older or hand-edited row) falls back to "auto".
+_AUTH_TYPES: dict[str, AuthType] = {"auto": "auto", "ntlm": "ntlm", "basic": "basic"}
 
 
 class AccountError(Exception):
@@ -189,7 +191,7 @@ def mailbox_account(
         ews_url=url,
         username=s.username or user.email,
         password=vault.decrypt(s.password_token),
-        auth_type=s.auth_type if s.auth_type in ("auto", "ntlm", "basic") else "auto",
+        auth_type=_AUTH_TYPES.get(s.auth_type, "auto"),
         timezone=s.timezone or "Europe/Berlin",
         verify_tls=not s.allow_insecure,
     )

@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING
 from tsl_hostapi.types import User
 
 from .. import PLUGIN_ID
-from ..backends.base import ExchangeError, ItemNotFound, ItemRef
+from ..backends.base import ExchangeError, ItemClass, ItemNotFound, ItemRef, MailboxSession
 
 if TYPE_CHECKING:
     from .parts import CoreParts
 
 DEFAULT_MAX_PERCENT = 50
-ITEM_CLASSES = ("contact", "calendar", "task")
+ITEM_CLASSES: tuple[ItemClass, ...] = ("contact", "calendar", "task")
 FOLDER_LABELS = {"contact": "Kontakte", "calendar": "Kalender", "task": "Aufgaben"}
 
 
@@ -86,7 +86,7 @@ def candidates(runtime: CoreParts) -> list[Candidate]:
     return out
 
 
-def _session(runtime: CoreParts, user_id: str):
+def _session(runtime: CoreParts, user_id: str) -> MailboxSession:
     user = runtime.host.get_user(user_id) or User(id=user_id, name=user_id)
     settings = runtime.accounts.load(user_id)
     if not settings.uses_graph and (not settings.host or not settings.has_password):

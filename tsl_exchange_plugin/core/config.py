@@ -45,7 +45,7 @@ class FirmConfig:
         typo never leaves the queue without a worker."""
         mode = self.firm_settings().get("worker", "host")
         if mode in ("host", "external"):
-            return mode
+            return str(mode)
         log.warning("Exchange-Sync: unbekannte Worker-Einstellung %r, es gilt 'host'.", mode)
         return "host"
 

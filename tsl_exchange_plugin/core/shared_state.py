@@ -250,7 +250,10 @@ class StoreContext:
 
     def profile(self, mailbox: str, *, fresh: bool = False) -> MailboxProfile | None:
         try:
-            return self._read(MAILBOX_PREFIX + mailbox, MailboxProfile.load, fresh=fresh)
+            profile: MailboxProfile | None = self._read(
+                MAILBOX_PREFIX + mailbox, MailboxProfile.load, fresh=fresh
+            )
+            return profile
         except (ValueError, KeyError, TypeError) as exc:
             raise LookupError(
                 f"Die Exchange-Einstellungen von Benutzer {mailbox} in der Warteschlange sind nicht lesbar "

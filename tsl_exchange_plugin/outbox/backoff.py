@@ -24,7 +24,7 @@ def retry_delay(
     base: float = 2.0,
     cap: float = 900.0,
     server_hint: float | None = None,
-    rng: _Uniform = random,  # type: ignore[assignment]  # the module satisfies the protocol
+    rng: _Uniform = random,  # the module satisfies the protocol
 ) -> float:
     """Seconds to wait before the next try after ``attempts`` failed tries (1 = the first failure).
 
@@ -51,7 +51,7 @@ def pause_delay(
     *,
     base: float = 1.0,
     cap: float = 8.0,
-    rng: _Uniform = random,  # type: ignore[assignment]
+    rng: _Uniform = random,
 ) -> float:
     """How long a server rests after ``failures`` transport failures in a row (1 = the first).
 

@@ -681,7 +681,8 @@ class SQLiteOutbox(PerThreadConnections):
         return cur.rowcount
 
     def next_due_at(self) -> float | None:
-        return self._conn().execute(_NEXT_DUE).fetchone()[0]
+        due: float | None = self._conn().execute(_NEXT_DUE).fetchone()[0]
+        return due
 
     def wait_for_work(self, timeout: float) -> bool:
         deadline = time.monotonic() + max(0.0, timeout)
@@ -809,7 +810,7 @@ class SQLiteOutbox(PerThreadConnections):
 
     # -- inspection ------------------------------------------------------------------------
     def pending_count(self, mailbox: str | None = None) -> int:
-        return (
+        count: int = (
             self._conn()
             .execute(
                 "SELECT COUNT(*) FROM jobs WHERE status = 'pending' AND (? IS NULL OR mailbox = ?)",
@@ -817,6 +818,7 @@ class SQLiteOutbox(PerThreadConnections):
             )
             .fetchone()[0]
         )
+        return count
 
     def jobs(self, mailbox: str | None = None, status: str | None = None) -> list[Job]:
         rows = self._conn().execute(

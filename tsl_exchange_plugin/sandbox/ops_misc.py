@@ -17,7 +17,7 @@ def convert_id(ctx: Ctx, req: etree._Element) -> tuple[list[Unit], str | None]:
 def get_server_time_zones(ctx: Ctx, req: etree._Element) -> tuple[list[Unit], str | None]:
     wanted = [el.text for el in req.iterfind(f"{M}Ids/{TP}Id")]
 
-    def one():
+    def one() -> etree._Element:
         msg = ctx.message()
         box = E(M + "TimeZoneDefinitions", msg)
         for zid, (_, name) in WINDOWS_ZONES.items():

@@ -13,7 +13,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from tsl_hostapi.types import Host
+from tsl_hostapi.types import Host, User
 
 if TYPE_CHECKING:
     from ..core.runtime import SyncRuntime
@@ -151,7 +151,7 @@ def _failures(runtime: SyncRuntime, user_id: str) -> tuple[str, ...]:
     return tuple(f"{job.record_key}: {job.last_error}" for job in failed)
 
 
-def mailbox_address(runtime: SyncRuntime, user) -> str:
+def mailbox_address(runtime: SyncRuntime, user: User) -> str:
     """The Exchange mailbox an administrator recognises: the account's username (an e-mail
     address), else the user's e-mail."""
     try:

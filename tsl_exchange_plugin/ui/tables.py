@@ -12,7 +12,7 @@ import sys
 from typing import IO
 
 from rich import box
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.table import Table
 from rich.text import Text
 
@@ -45,7 +45,7 @@ def print_table(
     table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, show_edge=False, expand=False)
     last = len(columns) - 1
     for i, col in enumerate(columns):
-        justify = "right" if col.align == ">" else "left"
+        justify: JustifyMethod = "right" if col.align == ">" else "left"
         if i == last:
             table.add_column(col.title, justify=justify, overflow="fold", width=widths[i])
         else:

@@ -50,7 +50,7 @@ class TslRecordId(ExtendedProperty):
     property_type = "String"
 
 
-_ITEM_CLASSES: dict[str, type] = {"contact": Contact, "calendar": CalendarItem, "task": Task}
+_ITEM_CLASSES: dict[str, type[Any]] = {"contact": Contact, "calendar": CalendarItem, "task": Task}
 _register_lock = threading.Lock()
 
 
@@ -282,7 +282,7 @@ def _plain_value(name: str, value: Any) -> Any:
     if isinstance(value, str):
         return value.strip() or None
     if isinstance(value, list | tuple):
-        out = []
+        out: list[tuple[str, ...] | str] = []
         for v in value:
             if isinstance(v, EmailAddress):
                 out.append((v.label, (v.email or "").strip().lower()))

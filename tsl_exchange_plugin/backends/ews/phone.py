@@ -63,4 +63,5 @@ def read_phone_view(session: Any, zone: str, first_day: dt.date, days: int) -> P
 def _date(value: Any) -> dt.date:
     if isinstance(value, EWSDate | dt.date) and not isinstance(value, dt.datetime):
         return dt.date(value.year, value.month, value.day)
-    return value.date()
+    day: dt.date = value.date()  # an EWSDateTime
+    return day

@@ -204,9 +204,9 @@ def recurrence(series: Series, iana: str) -> dict[str, Any]:
 def _event(entry: CalendarEntry) -> dict[str, Any]:
     if entry.all_day:
         start_date = entry.start_date or (entry.start.date() if entry.start else None)
-        end_date = entry.end_date or start_date
         if start_date is None:
             raise ValueError("Ganztägiger Eintrag ohne Datum")
+        end_date = entry.end_date or start_date
         start = _midnight(start_date, entry.timezone)
         end = _midnight(end_date + dt.timedelta(days=1), entry.timezone)
     else:
