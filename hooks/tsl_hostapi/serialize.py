@@ -64,7 +64,7 @@ def _is_union(hint: Any) -> bool:
 
 
 def _union_dataclasses(hint: Any) -> list[type]:
-    return [a for a in typing.get_args(hint) if dataclasses.is_dataclass(a)]
+    return [a for a in typing.get_args(hint) if isinstance(a, type) and dataclasses.is_dataclass(a)]
 
 
 @functools.cache
@@ -140,7 +140,7 @@ def _place(where: Where) -> str:
     while isinstance(where, tuple):
         where, suffix = where
         parts.append(suffix)
-    return where + "".join(reversed(parts))
+    return str(where) + "".join(reversed(parts))
 
 
 def _fail(where: Where, expected: str, data: Any) -> ValueError:
@@ -234,7 +234,7 @@ def _decoder(hint: Any) -> Decoder:
             return data
 
         return decode_literal
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _dataclass_decoder(hint)
     if origin in (tuple, list) or hint in (tuple, list):
         return _sequence_decoder(hint, (origin or hint) is tuple)
@@ -260,6 +260,7 @@ def _decoder(hint: Any) -> Decoder:
 def _sequence_decoder(hint: Any, as_tuple: bool) -> Decoder:
     args = typing.get_args(hint)
     fixed: list[Decoder] | None = None
+    same: Decoder
     if not args:
         same = _identity
     elif typing.get_origin(hint) is tuple and not (len(args) == 2 and args[1] is Ellipsis):

@@ -79,7 +79,9 @@ class MsgError(Exception):
         self.xml = xml
 
 
-def E(tag: str, parent: etree._Element | None = None, text: str | None = None, **attrs) -> etree._Element:
+def E(
+    tag: str, parent: etree._Element | None = None, text: str | None = None, **attrs: str
+) -> etree._Element:
     el = etree.Element(tag, nsmap=NSMAP) if parent is None else etree.SubElement(parent, tag)
     for k, v in attrs.items():
         el.set(k, v)

@@ -60,6 +60,7 @@ def write_folder(
     name = folder_element_name(f["folder_class"])
     type_name = t(name + "Type")
     info = ctx.model.type(type_name)
+    assert info is not None, type_name  # every folder class has its type in the schema model
     if base == "AllProperties":
         wanted = set(view)
     elif base == "Default":

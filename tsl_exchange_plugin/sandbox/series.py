@@ -545,7 +545,10 @@ def store_exception(
     next_day = nth(p, index + 1)
     if (prev_day is not None and new_day <= prev_day) or (next_day is not None and new_day >= next_day):
         raise _err("ErrorOccurrenceCrossingBoundary")
-    base = _occ(row, index, nth(p, index), c, {"modified": {}, "deleted": []}).data
+    day = nth(p, index)
+    if day is None:  # the caller found the occurrence; a pattern that lost it is out of range
+        raise _err("ErrorCalendarOccurrenceIndexIsOutOfRecurrenceRange")
+    base = _occ(row, index, day, c, {"modified": {}, "deleted": []}).data
     changes = {k: after.get(k) for k in set(base) | set(after) if base.get(k) != after.get(k)}
     changes.pop("OriginalStart", None)
     exc = exceptions(data)

@@ -97,7 +97,7 @@ def _impersonated_address(body: bytes) -> str | None:
         for tag in ("PrimarySmtpAddress", "SmtpAddress", "PrincipalName"):
             el = imp.find(f".//{{{tns}}}{tag}")
             if el is not None and el.text:
-                return el.text.strip()
+                return str(el.text).strip()
     return ""
 
 
@@ -582,7 +582,8 @@ def _response_class(status: int, body: bytes) -> str:
         return "no answer"
     codes = _RESPONSE_CODE.findall(body)
     if codes:
-        return next((c for c in codes if c != b"NoError"), codes[0]).decode()
+        code: bytes = next((c for c in codes if c != b"NoError"), codes[0])
+        return code.decode()
     fault = _FAULT_CODE.search(body)
     if fault:
         return fault.group(1).decode()
@@ -640,6 +641,7 @@ class SandboxServer:
             self.cert_pem_path = files.cert_pem_path
         self._httpd = _HTTPServer((host, port), self)
         bound_host, bound_port = self._httpd.server_address[:2]
+        assert isinstance(bound_host, str)  # an IPv4 or IPv6 socket's address
         self.port: int = bound_port
         self.host_port = f"[{bound_host}]:{bound_port}" if ":" in bound_host else f"{bound_host}:{bound_port}"
         self.url = f"{'https' if tls else 'http'}://{self.host_port}/EWS/Exchange.asmx"

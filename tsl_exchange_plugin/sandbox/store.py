@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ _ITEM_COLS = "id, mailbox, folder_id, kind, change_key, data, ext, created, modi
 _FOLDER_COLS = "id, mailbox, parent_id, distinguished, display_name, folder_class, change_key"
 
 
-def _item(row) -> dict[str, Any]:
+def _item(row: Sequence[Any]) -> dict[str, Any]:
     return {
         "id": row[0],
         "mailbox": row[1],
@@ -45,7 +46,7 @@ def _item(row) -> dict[str, Any]:
     }
 
 
-def _folder(row) -> dict[str, Any]:
+def _folder(row: Sequence[Any]) -> dict[str, Any]:
     return {
         "id": row[0],
         "mailbox": row[1],

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import sqlite3
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ from tsl_hostapi.types import (
     SettingsContext,
     SettingsTab,
     User,
+    _Record,
 )
 
 if TYPE_CHECKING:
@@ -62,7 +64,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RECORD_CLASSES: dict[str, type] = {
+RECORD_CLASSES: dict[str, type[_Record]] = {
     "contact": Contact,
     "case": Case,
     "appointment": Appointment,
@@ -100,13 +102,14 @@ CREATE TABLE IF NOT EXISTS licences (
 """
 
 
-def _next_revision(conn, ref: RecordRef) -> int:
+def _next_revision(conn: sqlite3.Connection, ref: RecordRef) -> int:
     """Raise and return ``ref``'s revision, inside the caller's transaction."""
-    return conn.execute(
+    rev: int = conn.execute(
         "INSERT INTO revisions(kind, id, rev) VALUES (?, ?, 1) "
         "ON CONFLICT(kind, id) DO UPDATE SET rev = rev + 1 RETURNING rev",
         (ref.kind, ref.id),
     ).fetchone()[0]
+    return rev
 
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -304,7 +307,13 @@ class ReferenceHost:
                 "INSERT INTO users(id, data) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET data=excluded.data",
                 [(u.id, to_json(u)) for u in firm.users],
             )
-        records = [*firm.contacts, *firm.cases, *firm.appointments, *firm.deadlines, *firm.reminders]
+        records: list[Record] = [
+            *firm.contacts,
+            *firm.cases,
+            *firm.appointments,
+            *firm.deadlines,
+            *firm.reminders,
+        ]
         if events:
             self.save_many(records)
             return

@@ -388,7 +388,9 @@ def _contacts(gen: _Gen, count: int) -> tuple[Contact, ...]:
 # --------------------------------------------------------------------------- cases and calendar
 
 
-def _cases(gen: _Gen, contacts: tuple[Contact, ...], lawyers, clerks, count: int) -> tuple[Case, ...]:
+def _cases(
+    gen: _Gen, contacts: tuple[Contact, ...], lawyers: list[User], clerks: list[User], count: int
+) -> tuple[Case, ...]:
     rng = gen.rng
     yy = gen.today.year % 100
     cases = []
@@ -419,7 +421,9 @@ def _workday_near(gen: _Gen, lo: int, hi: int) -> dt.date:
     return next_working_day(gen.today + dt.timedelta(days=gen.rng.randint(lo, hi)))
 
 
-def _appointments(gen: _Gen, cases: tuple[Case, ...], lawyers, clerks, count: int) -> tuple[Appointment, ...]:
+def _appointments(
+    gen: _Gen, cases: tuple[Case, ...], lawyers: list[User], clerks: list[User], count: int
+) -> tuple[Appointment, ...]:
     rng = gen.rng
     out = []
     for i in range(count):
@@ -482,7 +486,7 @@ def _nth_weekday(year: int, month: int, weekday: int, nth: int) -> dt.date:
     return _on_or_after(dt.date(year, month, 1), weekday) + dt.timedelta(weeks=nth - 1)
 
 
-def _series(today: dt.date, lawyers, clerks) -> tuple[Appointment, ...]:
+def _series(today: dt.date, lawyers: list[User], clerks: list[User]) -> tuple[Appointment, ...]:
     """Serientermine of every kind, with moved and cancelled occurrences (host API 1.2).
 
     Deterministic from ``today`` alone (no random numbers are drawn), so asking for them does

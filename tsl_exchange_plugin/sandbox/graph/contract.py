@@ -12,7 +12,10 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from jsonschema.protocols import Validator
 
 CONTRACT_FILE = "openapi-v1.0-subset.sandbox.yaml"
 # Documented operations the subset leaves out, checked against the operation whose bodies they
@@ -140,7 +143,7 @@ class Contract:
         self._error_schema = self._deref(self.components["responses"]["error"])["content"][
             "application/json"
         ]["schema"]
-        self._validators: dict[int, Any] = {}
+        self._validators: dict[int, Validator] = {}
         self._lock = threading.Lock()
 
     def _deref(self, node: dict[str, Any]) -> dict[str, Any]:
@@ -150,7 +153,8 @@ class Contract:
         target: Any = self.doc
         for part in ref.lstrip("#/").split("/"):
             target = target[part]
-        return target
+        resolved: dict[str, Any] = target
+        return resolved
 
     def operation(self, method: str, path: str) -> Operation | None:
         for op in self.operations:
@@ -164,7 +168,7 @@ class Contract:
                 )
         return None
 
-    def _validator(self, schema: dict[str, Any]):
+    def _validator(self, schema: dict[str, Any]) -> Validator:
         key = id(schema)
         with self._lock:
             v = self._validators.get(key)

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .. import series as ews
@@ -351,13 +351,13 @@ def _carry_exceptions(data: dict[str, Any], old: dict[str, Any], new: dict[str, 
         return
     kept: dict[str, Any] = {"modified": {}, "deleted": []}
     for key, changes in exc["modified"].items():
-        day = old_dates.get(int(key))
-        if day in new_index:
-            kept["modified"][str(new_index[day])] = changes
+        old_day = old_dates.get(int(key))
+        if old_day in new_index:
+            kept["modified"][str(new_index[old_day])] = changes
     for index in exc["deleted"]:
-        day = old_dates.get(index)
-        if day in new_index:
-            kept["deleted"].append(new_index[day])
+        old_day = old_dates.get(index)
+        if old_day in new_index:
+            kept["deleted"].append(new_index[old_day])
     if kept["modified"] or kept["deleted"]:
         kept["deleted"].sort()
         data[ews.SERIES_KEY] = kept
@@ -382,7 +382,12 @@ INSTANCE_FIELDS = frozenset(
 )
 
 
-def update_instance(row: dict[str, Any], index: int, body: dict[str, Any], apply_event) -> ews.Occ:
+def update_instance(
+    row: dict[str, Any],
+    index: int,
+    body: dict[str, Any],
+    apply_event: Callable[[dict[str, Any], dict[str, Any]], object],
+) -> ews.Occ:
     """PATCH on an instance: what differs from the pattern's occurrence becomes its exception."""
     if "recurrence" in body:
         raise _invalid("The recurrence can only be set on the series master.")
