@@ -8,6 +8,7 @@ and a test can compare two runs. Times are the mailbox owner's local wall-clock 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -44,12 +45,17 @@ class PhoneView:
     tasks: tuple[PhoneTask, ...]  # by due date
 
 
+_BASE_LETTERS = str.maketrans({"ä": "a", "ö": "o", "ü": "u", "ß": "ss"})
+
+
 def sort_name(text: str) -> str:
     """Umlauts sort with their base letter, as a German phone list does."""
-    return text.casefold().translate(str.maketrans({"ä": "a", "ö": "o", "ü": "u", "ß": "ss"}))
+    return text.casefold().translate(_BASE_LETTERS)
 
 
-def timed_entry(subject: str, start: dt.datetime, end: dt.datetime, zone: str, categories=()) -> PhoneEntry:
+def timed_entry(
+    subject: str, start: dt.datetime, end: dt.datetime, zone: str, categories: Iterable[str] = ()
+) -> PhoneEntry:
     """An entry from two aware instants, shown in ``zone``."""
     tz = ZoneInfo(zone)
     local_start, local_end = start.astimezone(tz), end.astimezone(tz)
@@ -64,7 +70,9 @@ def timed_entry(subject: str, start: dt.datetime, end: dt.datetime, zone: str, c
     )
 
 
-def all_day_entry(subject: str, first: dt.date, end_exclusive: dt.date, categories=()) -> PhoneEntry:
+def all_day_entry(
+    subject: str, first: dt.date, end_exclusive: dt.date, categories: Iterable[str] = ()
+) -> PhoneEntry:
     """An all-day entry from its calendar dates (Exchange's end is the next midnight)."""
     last = max(first, end_exclusive - dt.timedelta(days=1))
     return PhoneEntry(first, subject, None, None, last if last != first else None, tuple(categories or ()))
@@ -78,7 +86,9 @@ def task_order(task: PhoneTask) -> tuple[Any, ...]:
     return (task.due or dt.date.max, sort_name(task.subject), task.subject)
 
 
-def view(via: str, contacts, entries, tasks) -> PhoneView:
+def view(
+    via: str, contacts: Iterable[str | None], entries: Iterable[PhoneEntry], tasks: Iterable[PhoneTask]
+) -> PhoneView:
     return PhoneView(
         via,
         tuple(sorted((c for c in contacts if c), key=lambda c: (sort_name(c), c))),

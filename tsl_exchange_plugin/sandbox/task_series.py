@@ -144,7 +144,7 @@ def _place(data: dict[str, Any], day: dt.date, *, move_reminder: bool) -> None:
     old_due = _day(data.get("DueDate"))
     if data.get("StartDate"):
         start = _day(data["StartDate"])
-        span = (old_due - start) if old_due is not None else dt.timedelta(0)
+        span = (old_due - start) if old_due is not None and start is not None else dt.timedelta(0)
         data["StartDate"] = _on(data["StartDate"], day)
         due = day + span
         data["DueDate"] = _on(data.get("DueDate") or data["StartDate"], due)

@@ -111,7 +111,11 @@ def utc_now() -> str:
     return format_datetime(datetime.now(UTC))
 
 
-def to_scalar(text: str | None, base: str, tz: str | None = None):
+Scalar = bool | int | float | str
+JsonValue = Any  # a stored value: a scalar, or dicts and lists of them as the schema nests them
+
+
+def to_scalar(text: str | None, base: str, tz: str | None = None) -> Scalar:
     """Lexical form -> Python value for a builtin XSD base."""
     text = text or ""
     if base == "boolean":
@@ -130,7 +134,7 @@ def to_scalar(text: str | None, base: str, tz: str | None = None):
     return text
 
 
-def from_scalar(value) -> str:
+def from_scalar(value: object) -> str:
     if value is True:
         return "true"
     if value is False:
@@ -140,7 +144,7 @@ def from_scalar(value) -> str:
     return str(value)
 
 
-def read(model: Model, elem: etree._Element, type_name: str, tz: str | None = None):
+def read(model: Model, elem: etree._Element, type_name: str, tz: str | None = None) -> JsonValue:
     """Element -> stored value (typed, canonical)."""
     info = model.type(type_name)
     if info is None:
@@ -172,7 +176,9 @@ def read(model: Model, elem: etree._Element, type_name: str, tz: str | None = No
     return out
 
 
-def write(model: Model, parent: etree._Element, name: str, value, type_name: str, ns: str = T_NS) -> None:
+def write(
+    model: Model, parent: etree._Element, name: str, value: JsonValue, type_name: str, ns: str = T_NS
+) -> None:
     """Stored value -> child element of ``parent``, children in schema order."""
     if isinstance(value, dict) and "$xml" in value:
         parent.append(etree.fromstring(value["$xml"]))
@@ -181,7 +187,7 @@ def write(model: Model, parent: etree._Element, name: str, value, type_name: str
     fill(model, el, value, model.type(type_name))
 
 
-def fill(model: Model, el: etree._Element, value, info: TypeInfo | None) -> None:
+def fill(model: Model, el: etree._Element, value: JsonValue, info: TypeInfo | None) -> None:
     if not isinstance(value, dict):
         el.text = from_scalar(value)
         return

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tsl_hostapi.types import ActionResult, Host, MenuAction, RecordOutcome, RecordRef, SettingsField, User
@@ -203,15 +204,15 @@ def bulk_subscribe(
     except Exception as exc:  # nothing was written (one transaction); say so per record
         log.exception("Exchange-Sync: Sammeländerung fehlgeschlagen")
         reason = f"nicht geändert: {exc}"
-        outcomes = tuple(
+        failures = tuple(
             RecordOutcome(ref, "failed", reason if ref.kind == "contact" else "Kein Kontakt")
             for ref in selection
         )
         return ActionResult(
-            False, "Exchange-Sync konnte nicht geändert werden; nichts wurde gespeichert.", outcomes
+            False, "Exchange-Sync konnte nicht geändert werden; nichts wurde gespeichert.", failures
         )
     bulk_progress.send(runtime, action_id=action_id, done=len(valid), total=len(valid))
-    outcomes = []
+    outcomes: list[RecordOutcome] = []
     reported: set[str] = set()
     for ref in selection:
         if ref.kind != "contact":
@@ -252,7 +253,9 @@ class BulkNotices:
     (never more than nine; the result says the rest), with counts and the rate. In-process
     observers get every step on ``bulk_progress``."""
 
-    def __init__(self, host: Host, user: User, label: str, *, clock=time.monotonic) -> None:
+    def __init__(
+        self, host: Host, user: User, label: str, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._host, self._user, self._label, self._clock = host, user, label, clock
         self._started = clock()
         self._tenth = 0

@@ -328,7 +328,8 @@ def _save_user(runtime: SyncRuntime, actor: User, user_id: str, values: dict[str
         if name in values:
             empty = values[name] is None or str(values[name]).strip() == ""
             number = None if empty else _int_field(values, name, lo, hi, errors, label)
-            new = replace(new, **{name: number})
+            lead_time: dict[str, Any] = {name: number}
+            new = replace(new, **lead_time)
     if new.enabled and not current.enabled:
         problem = runtime.admin.seat_problem(user_id)
         if problem:
@@ -385,7 +386,9 @@ def interfaces_values(host: Host, runtime: SyncRuntime) -> SettingsValues:
     )
 
 
-def _int_field(values: dict[str, Any], name: str, lo: int, hi: int, errors: list[FieldError], label: str):
+def _int_field(
+    values: dict[str, Any], name: str, lo: int, hi: int, errors: list[FieldError], label: str
+) -> int | None:
     raw = values.get(name)
     try:
         if isinstance(raw, bool):

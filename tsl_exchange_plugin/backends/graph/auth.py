@@ -16,6 +16,7 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,7 +143,14 @@ def _http_client(verify: bool | str, timeout: float) -> Any:
     import requests
 
     class _Session(requests.Session):
-        def merge_environment_settings(self, url, proxies, stream, verify, cert):  # type: ignore[override]
+        def merge_environment_settings(
+            self,
+            url: str,
+            proxies: dict[str, str] | None,
+            stream: bool | None,
+            verify: bool | str | None,
+            cert: str | tuple[str, str] | None,
+        ) -> dict[str, Any]:
             merged = super().merge_environment_settings(url, proxies, stream, verify, cert)
             if isinstance(self.verify, str):
                 merged["verify"] = self.verify
@@ -157,7 +165,9 @@ def _http_client(verify: bool | str, timeout: float) -> Any:
 class TokenSource:
     """Tokens per app credential, shared by every session of a backend."""
 
-    def __init__(self, *, verify: bool | str = True, timeout: float = 30.0, clock=time.monotonic):
+    def __init__(
+        self, *, verify: bool | str = True, timeout: float = 30.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._verify = verify
         self._timeout = timeout
         self._clock = clock
@@ -226,7 +236,7 @@ class TokenSource:
         if result.get("token_source") == "identity_provider":
             with self._lock:
                 self.requests += 1
-        token = result["access_token"]
+        token: str = result["access_token"]
         if not token_roles(token):
             err = AuthFailed(
                 "Microsoft 365 hat die Anmeldung angenommen, aber die App hat keine Berechtigungen "

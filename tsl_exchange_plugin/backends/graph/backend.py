@@ -49,7 +49,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -136,7 +136,7 @@ class _Slots:
 class _Budget:
     """Requests sent to one mailbox in the sliding window."""
 
-    def __init__(self, limit: int, window: float, clock):
+    def __init__(self, limit: int, window: float, clock: Callable[[], float]) -> None:
         self.limit, self.window, self.clock = limit, window, clock
         self._sent: deque[float] = deque()
         self._lock = threading.Lock()
@@ -167,10 +167,10 @@ class GraphBackend:
         batch_size: int = BATCH_LIMIT,
         concurrency: int = MAILBOX_CONCURRENCY,
         budget: tuple[int, float] = BUDGET,
-        clock=time.monotonic,
+        clock: Callable[[], float] = time.monotonic,
         todo_list: str = wire.TODO_LIST_NAME,
         shared_slots: ServerSlots | None = None,
-    ):
+    ) -> None:
         """``shared_slots``: the queue's store, when several processes push (see the module doc)."""
         if verify is None:
             # A firm behind a TLS-inspecting proxy (and the test sandbox) names its CA bundle here.
@@ -718,6 +718,13 @@ class GraphSession:
         )
         return [r if r is not None else ItemRejected("Element wurde nicht verarbeitet.") for r in results]
 
+    def _own_url(self, item_id: str) -> str:
+        """The URL of an item this session has just written (its id is always a Graph id)."""
+        url = self._item_url(item_id)
+        if url is None:
+            raise wire.foreign_id()
+        return url
+
     def _item_url(self, item_id: str) -> str | None:
         """The URL of one of our items, or None for an id that is not one of this backend's."""
         item_class, sep, rest = item_id.partition(":")
@@ -837,7 +844,7 @@ class GraphSession:
         self._send_plans(plans, results)
 
     def _rewrite(self, todo: list[tuple[int, CalendarEntry]], results: list[Any]) -> None:
-        deletes = [self._req("DELETE", self._item_url(results[pos].item_id)) for pos, _ in todo]
+        deletes = [self._req("DELETE", self._own_url(results[pos].item_id)) for pos, _ in todo]
         gone = self._run(deletes, writing=True)
         creates, owners = [], []
         for (pos, item), ans in zip(todo, gone, strict=True):
@@ -932,7 +939,10 @@ class GraphSession:
         prop = wire.odata_quote(wire.RECORD_ID_PROPERTY)
         flt = f"singleValueExtendedProperties/Any(ep: ep/id eq {prop} and {condition})"
         exp = f"singleValueExtendedProperties($filter=id eq {prop})"
-        q = lambda v: quote(v, safe="()'=,$")  # noqa: E731 - spaces as %20, never '+' (NOTES §6)
+
+        def q(v: str) -> str:
+            return quote(v, safe="()'=,$")  # spaces as %20, never '+' (NOTES §6)
+
         return f"{self._collection(item_class)}?$filter={q(flt)}&$expand={q(exp)}&$select={select}&$top={top}"
 
     def _page(self, url: str) -> tuple[list[dict[str, Any]], str]:
