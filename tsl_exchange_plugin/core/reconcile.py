@@ -412,9 +412,9 @@ class Reconciler:
                         dataclasses.replace(sync, change_key=ref.change_key, content_hash="")
                     )
                     plan.upserts[base_key(key)] = wanted[key].record
-                    for n, diff in enumerate(plan.parity):
-                        if diff.record_key == key:
-                            plan.parity[n] = dataclasses.replace(diff, repairing=True)
+                    for n, parity_diff in enumerate(plan.parity):
+                        if parity_diff.record_key == key:
+                            plan.parity[n] = dataclasses.replace(parity_diff, repairing=True)
         orphans = [k for k in found if k not in wanted and base_key(k) not in busy]
         removals = sum(len(found[k]) for k in orphans) + len(plan.surplus)
         if removals:

@@ -19,6 +19,7 @@ import socket
 import ssl
 import time
 import uuid
+import warnings
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -40,6 +41,7 @@ from ..mapping.items import ContactItem
 from .permissions import may_edit_user
 
 if TYPE_CHECKING:
+    from ..core.fidelity import FidelityResult
     from ..core.runtime import SyncRuntime
 
 MAX_CLOCK_SKEW = 300.0  # seconds; Kerberos/NTLM and reminders go wrong beyond a few minutes
@@ -158,8 +160,8 @@ def _probe_endpoint(url: str, verify: bool) -> float | None:
     import urllib3
 
     try:
-        with urllib3.warnings.catch_warnings():
-            urllib3.warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
             resp = requests.get(url, timeout=STEP_TIMEOUT, verify=verify, allow_redirects=False)
     except requests.RequestException as exc:
         raise _Failed("endpoint", f"Der Exchange-Webdienst antwortet nicht ({type(exc).__name__}).") from None
@@ -332,7 +334,7 @@ def _check_graph(runtime: SyncRuntime, account: MailboxAccount) -> float | None:
             session.folder_count(item_class)
             step = "folders"
         received_at = _local_now()
-        server_time = getattr(session, "server_time", lambda: None)()
+        server_time: float | None = getattr(session, "server_time", lambda: None)()
         step = "probe"
         probe = ContactItem(
             record_key=f"probe:{uuid.uuid4().hex}",
@@ -382,7 +384,8 @@ def _account_from_values(
     settings = replace(current, enabled=True)
     for name in ("host", "username", "email", "auth_type", "timezone", "backend"):
         if values.get(name):
-            settings = replace(settings, **{name: str(values[name]).strip()})
+            typed: dict[str, Any] = {name: str(values[name]).strip()}
+            settings = replace(settings, **typed)
     if "allow_insecure" in values and actor.is_admin:
         settings = replace(settings, allow_insecure=bool(values["allow_insecure"]))
     password = values.get("password") or None
@@ -496,7 +499,7 @@ def _matches_saved(runtime: SyncRuntime, actor: User, user_id: str, values: dict
 # --- server fidelity probe
 
 
-def _fidelity_step(runtime: SyncRuntime, account: MailboxAccount):
+def _fidelity_step(runtime: SyncRuntime, account: MailboxAccount) -> FidelityResult | None:
     """Write, change, read back and delete probe items: does the server keep every field we write?
     A field it drops even at create has no workaround: the test fails with its German name."""
     from ..core.fidelity import check_account

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import IO, Literal
+from typing import IO, Literal, Protocol
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
@@ -64,7 +64,7 @@ class _RateColumn(ProgressColumn):
     def render(self, task: Task) -> Text:
         elapsed = task.elapsed or 0.0
         unit = task.fields.get("items_unit") or task.fields.get("unit", "")
-        done = task.fields.get("items") if task.fields.get("items_unit") else task.completed
+        done: float = task.fields.get("items", 0) if task.fields.get("items_unit") else task.completed
         if elapsed <= 0:
             return Text(f"– {unit}/s")
         extra = f"{number(done)} {unit}, " if task.fields.get("items_unit") else ""
@@ -186,9 +186,17 @@ class ProgressBar:
             self._console.print(self.line(), soft_wrap=True, markup=False)
 
 
+class _Drains(Protocol):
+    def drain(self, timeout: float = ...) -> bool: ...
+
+
+class _Counts(Protocol):
+    def pending_count(self, mailbox: str | None = None) -> int: ...
+
+
 def drain(
-    worker,
-    outbox,
+    worker: _Drains,
+    outbox: _Counts,
     *,
     timeout: float,
     mailbox: str | None = None,
