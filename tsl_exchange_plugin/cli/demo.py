@@ -15,13 +15,22 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tsl_hostapi.types import RecordRef, SettingsContext
+from tsl_hostapi.types import Host, RecordRef, SettingsContext, User
 
 from .. import PLUGIN_ID, licence, signals
+
+if TYPE_CHECKING:
+    from tsl_hostapi.reference import ReferenceHost
+    from tsl_hostapi.reference.sample_firm import Firm
+
+    from ..core.runtime import SyncRuntime
+    from ..sandbox.graph import GraphApp, GraphSandbox
+    from ..sandbox.server import SandboxServer
 
 DEMO_PASSWORD_PREFIX = "Demo-Passwort-"
 
@@ -42,7 +51,7 @@ def _say(text: str = "") -> None:
     print(text, flush=True)
 
 
-def _install_demo_licence(host) -> None:
+def _install_demo_licence(host: ReferenceHost) -> None:
     """A development licence signed with a key made now; its public half is recorded in the
     plugin's data directory, so every later command on this directory accepts it, and says that
     it is a development licence. A real installation trusts only the vendor's keys."""
@@ -60,7 +69,7 @@ def _install_demo_licence(host) -> None:
     host.install_licence(PLUGIN_ID, licence.sign(claims, key, key_id))
 
 
-def _progress(runtime, timeout: float = 300.0) -> bool:
+def _progress(runtime: SyncRuntime, timeout: float = 300.0) -> bool:
     """Wait until the queue is empty (or the timeout passes). On a terminal a live bar shows it
     draining (counts, rate); otherwise (a log, a pipe) only the outcome is printed, so two runs
     print the same."""
@@ -68,7 +77,7 @@ def _progress(runtime, timeout: float = 300.0) -> bool:
 
     done = threading.Event()
 
-    def on_drained(sender, **extra):
+    def on_drained(sender: object, **extra: object) -> None:
         done.set()
 
     signals.queue_drained.connect(on_drained, weak=False)
@@ -94,7 +103,7 @@ def _progress(runtime, timeout: float = 300.0) -> bool:
         signals.queue_drained.disconnect(on_drained)
 
 
-def _phones(runtime, lawyers, today: dt.date) -> None:
+def _phones(runtime: SyncRuntime, lawyers: list[User], today: dt.date) -> None:
     """Each mailbox as the lawyer's phone shows it, read back through EWS or Graph."""
     from ..ui.tables import print_table
     from . import demo_phone
@@ -109,7 +118,7 @@ def _phones(runtime, lawyers, today: dt.date) -> None:
         demo_phone.show(_say, print_table, lawyer.email, lawyer.name, phone, today)
 
 
-def _start_graph(server):
+def _start_graph(server: SandboxServer) -> tuple[GraphSandbox, GraphApp]:
     """The Graph sandbox over the EWS sandbox's mailboxes, with an app registration made up now."""
     import secrets
     import uuid
@@ -197,7 +206,19 @@ def _run(root: Path, *, keep: bool, contacts: int, port: int, kept: bool) -> int
         server.stop()
 
 
-def _story(host, server, graph, app, firm, lawyers, mailboxes, root: Path, *, keep: bool, runtime_for) -> int:
+def _story(
+    host: ReferenceHost,
+    server: SandboxServer,
+    graph: GraphSandbox,
+    app: GraphApp,
+    firm: Firm,
+    lawyers: list[User],
+    mailboxes: dict[str, str],
+    root: Path,
+    *,
+    keep: bool,
+    runtime_for: Callable[[Host], SyncRuntime | None],
+) -> int:
     host.load_firm(firm)
     admin = next(u for u in firm.users if u.is_admin)
     _say(
@@ -212,6 +233,9 @@ def _story(host, server, graph, app, firm, lawyers, mailboxes, root: Path, *, ke
     if not host.started:
         host.startup()
     runtime = runtime_for(host)
+    if runtime is None:  # enabled and started above: the plugin runs unless its start failed
+        _say("Exchange-Sync läuft im Host nicht; bitte die Meldungen oben und das Protokoll prüfen.")
+        return 1
     _say(
         "3. Exchange-Sync unter Admin › Erweitert › System › Schnittstellen aktiviert "
         "(Entwicklungslizenz der Vorführung, 30 Tage; nicht vom Hersteller)"
@@ -256,10 +280,10 @@ def _story(host, server, graph, app, firm, lawyers, mailboxes, root: Path, *, ke
     per_lawyer = max(10, len(contact_ids) // 4)
     for i, lawyer in enumerate(lawyers):
         chosen = contact_ids[i * per_lawyer // 2 : i * per_lawyer // 2 + per_lawyer]
-        result = host.press(
+        pressed = host.press(
             admin, f"{PLUGIN_ID}.set_sync", [RecordRef("contact", c) for c in chosen], {"users": [lawyer.id]}
         )
-        _say(f"5. {lawyer.name}: {_without_duration(result.message)}")
+        _say(f"5. {lawyer.name}: {_without_duration(pressed.message)}")
 
     _say("6. Kontakte werden übertragen …")
     _progress(runtime)
