@@ -13,7 +13,17 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from tsl_hostapi import serialize
-from tsl_hostapi.types import Appointment, Deadline, Host, Record, RecordEvent, RecordRef, Reminder, User
+from tsl_hostapi.types import (
+    Appointment,
+    Case,
+    Deadline,
+    Host,
+    Record,
+    RecordEvent,
+    RecordRef,
+    Reminder,
+    User,
+)
 
 from .. import signals
 from ..outbox import snapshot
@@ -66,11 +76,12 @@ class EnqueuePath:
     def snapshot_payload(self, record: Record) -> str:
         """The record frozen with what its mapping needs (case, people), as the queue stores it."""
         kind = record.ref.kind
-        case = None
+        case: Case | None = None
         users: dict[str, User] = {}
         if isinstance(record, (Appointment, Deadline, Reminder)):
             if record.case_id:
-                case = self.host.get_record(RecordRef("case", record.case_id))
+                found = self.host.get_record(RecordRef("case", record.case_id))
+                case = found if isinstance(found, Case) else None
             ids = set(getattr(record, "participant_ids", ())) | set(getattr(record, "responsible_ids", ()))
             if case is not None:
                 ids |= {case.lawyer_id, case.clerk_id} - {""}

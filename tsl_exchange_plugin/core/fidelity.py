@@ -24,7 +24,14 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from .. import PLUGIN_ID
-from ..backends.base import ExchangeError, ItemRef, MailboxAccount, OutcomeUnknown, PerItem, Written
+from ..backends.base import (
+    ExchangeError,
+    ItemRef,
+    MailboxAccount,
+    OutcomeUnknown,
+    PerItem,
+    Written,
+)
 from ..mapping.common import compose_body, merge_body
 from ..mapping.items import CalendarEntry, ExchangeItem, TaskEntry
 
@@ -111,50 +118,45 @@ def _probe_items(tag: str, tz: str) -> tuple[list[ExchangeItem], list[ExchangeIt
     body = compose_body(["Verbindungstest von timeSensor LEGAL; wird sofort wieder gelöscht."])
     cats = (PROBE_CATEGORY,)
     at8 = dt.datetime.combine(day, dt.time(8, 0), zone)
-    created: list[ExchangeItem] = [
-        TaskEntry(f"probe:{tag}-t1", "timeSensor Test (Aufgabe)", day, day, body, cats, False, at8, tz),
-        TaskEntry(f"probe:{tag}-t2", "timeSensor Test (Aufgabe)", day, None, body, cats, False, None, tz),
-        CalendarEntry(
-            f"probe:{tag}-c1",
-            "timeSensor Test (Frist)",
-            tz,
-            None,
-            None,
-            True,
-            day,
-            day,
-            "",
-            body,
-            cats,
-            "Free",
-            600,
-        ),
-        CalendarEntry(
-            f"probe:{tag}-c2",
-            "timeSensor Test (Frist)",
-            tz,
-            None,
-            None,
-            True,
-            day,
-            day,
-            "",
-            body,
-            cats,
-            "Free",
-            None,
-        ),
-    ]
+    task_1 = TaskEntry(f"probe:{tag}-t1", "timeSensor Test (Aufgabe)", day, day, body, cats, False, at8, tz)
+    task_2 = TaskEntry(f"probe:{tag}-t2", "timeSensor Test (Aufgabe)", day, None, body, cats, False, None, tz)
+    frist_1 = CalendarEntry(
+        f"probe:{tag}-c1",
+        "timeSensor Test (Frist)",
+        tz,
+        None,
+        None,
+        True,
+        day,
+        day,
+        "",
+        body,
+        cats,
+        "Free",
+        600,
+    )
+    frist_2 = CalendarEntry(
+        f"probe:{tag}-c2",
+        "timeSensor Test (Frist)",
+        tz,
+        None,
+        None,
+        True,
+        day,
+        day,
+        "",
+        body,
+        cats,
+        "Free",
+        None,
+    )
+    created: list[ExchangeItem] = [task_1, task_2, frist_1, frist_2]
     later = day + dt.timedelta(days=1)
     changed: list[ExchangeItem] = [
-        dataclasses.replace(created[0], reminder_at=None, completed=True),  # a done Wiedervorlage
-        dataclasses.replace(
-            created[1], due_date=later, reminder_at=dt.datetime.combine(later, dt.time(9), zone)
-        ),
-        dataclasses.replace(
-            created[2], reminder_minutes=None, start_date=later, end_date=later
-        ),  # done Frist
-        dataclasses.replace(created[3], reminder_minutes=1440),
+        dataclasses.replace(task_1, reminder_at=None, completed=True),  # a done Wiedervorlage
+        dataclasses.replace(task_2, due_date=later, reminder_at=dt.datetime.combine(later, dt.time(9), zone)),
+        dataclasses.replace(frist_1, reminder_minutes=None, start_date=later, end_date=later),  # done Frist
+        dataclasses.replace(frist_2, reminder_minutes=1440),
     ]
     return created, changed
 
@@ -243,7 +245,8 @@ class RecreatingSession:
     server that keeps a field at create but drops it on update. Everything else passes through.
     The stored probe result is read at each update, so a "Testen" takes effect at once."""
 
-    def __init__(self, inner: Any, runtime: CoreParts, server: str):
+    def __init__(self, inner: Any, runtime: CoreParts, server: str) -> None:
+        # Any: whichever backend's session (mailbox and sweep calls), passed through by __getattr__.
         self.inner = inner  # "inner": the worker hands its request guard through to it
         self._runtime = runtime
         self._server = server
@@ -255,7 +258,8 @@ class RecreatingSession:
         result = stored(self._runtime, self._server)
         recreate = result.recreate_classes if result is not None else frozenset()
         if not recreate:
-            return self.inner.update(changes)
+            updated: list[PerItem] = self.inner.update(changes)
+            return updated
         results: list[PerItem | None] = [None] * len(changes)
         plain = [(n, c) for n, c in enumerate(changes) if c[1].item_class not in recreate]
         again = [(n, c) for n, c in enumerate(changes) if c[1].item_class in recreate]

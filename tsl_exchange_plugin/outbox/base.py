@@ -153,8 +153,45 @@ class MailboxState:
     failed: int = 0
 
 
-class Outbox(Protocol):
-    """The one outbox interface. Every method is one short transaction."""
+@dataclass(frozen=True)
+class ServerPause:
+    """An Exchange server (host:port) that failed: how often in a row, and until when it rests."""
+
+    server: str
+    failures: int
+    paused_until: float
+    counted: bool = True  # False: the failure fell into a pause already running (same step)
+
+
+class Pauses(Protocol):
+    """Back-off that belongs to a mailbox or a server, not to a job (both stores implement it).
+
+    Claims skip a mailbox while it or its server is paused, and while another worker's
+    probe of its server is out; ``next_due_at`` counts the pause in."""
+
+    def note_server(self, mailbox: str, server: str) -> None:
+        """Remember which server (host:port) a mailbox lives on, so a server pause covers it."""
+
+    def pause_mailbox(self, mailbox: str, seconds: float) -> float:
+        """No request to this mailbox for ``seconds`` (a longer pause already set stays); returns its end."""
+
+    def server_failed(self, server: str, delay_for: Callable[[int], float]) -> ServerPause:
+        """A transport failure: unless a pause is already running, count one more failure and
+        pause the server for ``delay_for(failures)`` seconds."""
+
+    def server_ok(self, server: str) -> None:
+        """A request to the server succeeded: forget its failures, open it for every claim."""
+
+    def end_probe(self, server: str, worker_id: str) -> None:
+        """The probe claim ended without an answer either way: the next claim may probe."""
+
+    def server_pauses(self) -> list[ServerPause]: ...
+
+    def mailbox_pauses(self) -> dict[str, float]: ...
+
+
+class Outbox(Pauses, Protocol):
+    """The one outbox interface (with the pauses). Every method is one short transaction."""
 
     # -- producers (the host's save path) --------------------------------------
     def enqueue(self, changes: Sequence[Change]) -> None:
@@ -290,43 +327,6 @@ class Outbox(Protocol):
 
     def superseded_count(self, mailbox: str | None = None) -> int:
         """How many enqueued changes were dropped because a newer version was queued or synced."""
-
-
-@dataclass(frozen=True)
-class ServerPause:
-    """An Exchange server (host:port) that failed: how often in a row, and until when it rests."""
-
-    server: str
-    failures: int
-    paused_until: float
-    counted: bool = True  # False: the failure fell into a pause already running (same step)
-
-
-class Pauses(Protocol):
-    """Back-off that belongs to a mailbox or a server, not to a job (both stores implement it).
-
-    Claims skip a mailbox while it or its server is paused, and while another worker's
-    probe of its server is out; ``next_due_at`` counts the pause in."""
-
-    def note_server(self, mailbox: str, server: str) -> None:
-        """Remember which server (host:port) a mailbox lives on, so a server pause covers it."""
-
-    def pause_mailbox(self, mailbox: str, seconds: float) -> float:
-        """No request to this mailbox for ``seconds`` (a longer pause already set stays); returns its end."""
-
-    def server_failed(self, server: str, delay_for: Callable[[int], float]) -> ServerPause:
-        """A transport failure: unless a pause is already running, count one more failure and
-        pause the server for ``delay_for(failures)`` seconds."""
-
-    def server_ok(self, server: str) -> None:
-        """A request to the server succeeded: forget its failures, open it for every claim."""
-
-    def end_probe(self, server: str, worker_id: str) -> None:
-        """The probe claim ended without an answer either way: the next claim may probe."""
-
-    def server_pauses(self) -> list[ServerPause]: ...
-
-    def mailbox_pauses(self) -> dict[str, float]: ...
 
 
 class LeaseLost(RuntimeError):

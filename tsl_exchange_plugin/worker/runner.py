@@ -329,7 +329,11 @@ class Worker:
                 tries, claims = self._tries, self._claims
                 self._kicks += 1
                 self._cv.notify_all()
-                self._cv.wait_for(lambda t=tries: stop.is_set() or self._tries != t, self.config.idle_wait)
+
+                def tried(t: int = tries) -> bool:
+                    return stop.is_set() or self._tries != t
+
+                self._cv.wait_for(tried, self.config.idle_wait)
                 fruitless = self._claims == claims
 
     # ------------------------------------------------------------------ leases
@@ -536,8 +540,7 @@ class Worker:
             # Slices not begun: the server said stop, so they wait as long as the failed ones.
             rest = [job for jobs in todo for job in jobs]
             fatal = stopped[0]
-            paused = isinstance(fatal, TransientError) and fatal.pause
-            if rest and paused:
+            if rest and isinstance(fatal, TransientError) and fatal.pause:
                 self._waiting(rest, fatal, self._resting_for(mailbox, server))
             elif rest and not isinstance(fatal, (AuthFailed, ConfigError)):
                 try:
