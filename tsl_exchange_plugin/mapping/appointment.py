@@ -36,6 +36,7 @@ Formats (shared with deadline.py and reminder.py):
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import zoneinfo
 
 from tsl_hostapi.types import Appointment
@@ -146,7 +147,8 @@ def map_appointment(appt: Appointment, ctx: MappingContext) -> CalendarEntry:
     if not [p for p in appt.participant_ids if p]:
         raise MappingError("Der Termin hat keine Teilnehmer; er würde in kein Postfach übertragen")
     az, case_body = case_refs(ctx, appt.case_id)
-    shared = dict(
+    entry = functools.partial(
+        CalendarEntry,
         record_key=appt.ref.key,
         subject=_subject(appt, az),
         location=short(appt.location),
@@ -171,9 +173,7 @@ def map_appointment(appt: Appointment, ctx: MappingContext) -> CalendarEntry:
             raise MappingError(
                 f"Das Terminende {german_date(end_date)} liegt vor dem Beginn {german_date(start_date)}"
             )
-        return CalendarEntry(
-            **shared, timezone=ctx.timezone, all_day=True, start_date=start_date, end_date=end_date
-        )
+        return entry(timezone=ctx.timezone, all_day=True, start_date=start_date, end_date=end_date)
 
     if appt.start is None:
         raise MappingError("Der Termin hat keinen Beginn")
@@ -186,4 +186,4 @@ def map_appointment(appt: Appointment, ctx: MappingContext) -> CalendarEntry:
             f"Das Terminende ({german_date(end.date())} {end:%H:%M}) liegt vor dem Beginn "
             f"({german_date(start.date())} {start:%H:%M})"
         )
-    return CalendarEntry(**shared, timezone=appt.timezone, start=start, end=end)
+    return entry(timezone=appt.timezone, start=start, end=end)

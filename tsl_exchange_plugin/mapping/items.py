@@ -139,6 +139,18 @@ class CalendarEntry:
 
     item_class = "calendar"
 
+    def day_span(self) -> tuple[dt.date, dt.date]:
+        """(first, last day) of an all-day entry; a missing end is its first day."""
+        if self.start_date is None:
+            raise ValueError(f"{self.record_key}: all-day entry without a start date")
+        return self.start_date, self.end_date or self.start_date
+
+    def time_span(self) -> tuple[dt.datetime, dt.datetime]:
+        """(start, end) of a timed entry."""
+        if self.start is None or self.end is None:
+            raise ValueError(f"{self.record_key}: timed entry without start or end")
+        return self.start, self.end
+
 
 @dataclass(frozen=True)
 class TaskEntry:

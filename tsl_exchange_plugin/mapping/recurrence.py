@@ -244,8 +244,9 @@ def _edits(
         next_day = dates[index] if index < len(dates) else None
         if entry.all_day:
             if chg.start_date is not None or chg.end_date is not None:
+                first_day, last_day = entry.day_span()
                 s = chg.start_date or chg.original_date
-                e = chg.end_date or s + ((entry.end_date or entry.start_date) - entry.start_date)
+                e = chg.end_date or s + (last_day - first_day)
                 check_date(s, "Der verschobene Termin")
                 check_date(e, "Das Ende des verschobenen Termins")
                 if e < s:
@@ -257,15 +258,18 @@ def _edits(
         elif chg.start is not None or chg.end is not None:
             zone = _zone(appt.timezone)
             what = f"Der verschobene Termin vom {german_date(chg.original_date)}:"
-            length = entry.end - entry.start
-            s = _wall_clock(chg.start, zone, appt.timezone, what + " Beginn") if chg.start else None
-            e = _wall_clock(chg.end, zone, appt.timezone, what + " Ende") if chg.end else None
-            s = s or (e - length)
-            e = e or (s + length)
-            if e < s:
+            entry_start, entry_end = entry.time_span()
+            length = entry_end - entry_start
+            new_start = _wall_clock(chg.start, zone, appt.timezone, what + " Beginn") if chg.start else None
+            new_end = _wall_clock(chg.end, zone, appt.timezone, what + " Ende") if chg.end else None
+            if new_start is None:
+                assert new_end is not None  # this branch has a new start or a new end
+                new_start = new_end - length
+            new_end = new_end or (new_start + length)
+            if new_end < new_start:
                 raise MappingError(f"{what} das Ende liegt vor dem Beginn; bitte die Uhrzeiten korrigieren")
-            fields.update(start=s, end=e)
-            _no_crossing(chg.original_date, s.date(), prev_day, next_day)
+            fields.update(start=new_start, end=new_end)
+            _no_crossing(chg.original_date, new_start.date(), prev_day, next_day)
         out.append(OccurrenceEdit(index, chg.original_date, **fields))
     return tuple(out)
 
@@ -293,20 +297,21 @@ def map_appointment_series(appt: Appointment, ctx: MappingContext) -> CalendarEn
     entry = map_appointment(appt if rec is None else dataclasses.replace(appt, recurrence=None), ctx)
     if rec is None:
         return entry
-    start = entry.start_date if entry.all_day else entry.start.date()
+    start = entry.day_span()[0] if entry.all_day else entry.time_span()[0].date()
     pattern = _range(rec, pattern_of(rec, start), start)
     first = pattern.start_date
+    assert first is not None  # _range starts the pattern on its first occurrence
     shift = first - start
     if entry.all_day:
-        entry = dataclasses.replace(
-            entry, start_date=entry.start_date + shift, end_date=entry.end_date + shift
-        )
+        first_day, last_day = entry.day_span()
+        entry = dataclasses.replace(entry, start_date=first_day + shift, end_date=last_day + shift)
     elif shift:
         zone = _zone(appt.timezone)
         what = f"Der erste Termin der Serie am {german_date(first)}:"
+        entry_start, entry_end = entry.time_span()
         entry = dataclasses.replace(
             entry,
-            start=_wall_clock(entry.start + shift, zone, appt.timezone, what + " Beginn"),
-            end=_wall_clock(entry.end + shift, zone, appt.timezone, what + " Ende"),
+            start=_wall_clock(entry_start + shift, zone, appt.timezone, what + " Beginn"),
+            end=_wall_clock(entry_end + shift, zone, appt.timezone, what + " Ende"),
         )
     return dataclasses.replace(entry, recurrence=Series(pattern, _edits(appt, entry, pattern, ctx)))
