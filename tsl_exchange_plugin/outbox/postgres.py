@@ -589,6 +589,14 @@ _PAUSE_Q = {
 }
 
 
+def _one(cur: psycopg.Cursor[tuple[Any, ...]]) -> tuple[Any, ...]:
+    """The row of a statement that always returns one (an aggregate, an upsert's RETURNING)."""
+    row = cur.fetchone()
+    if row is None:
+        raise RuntimeError("Die Warteschlange hat auf eine Abfrage keine Zeile geliefert.")
+    return row
+
+
 def _rounds(pairs: list[tuple[Change, str]]) -> list[list[tuple[Change, str]]]:
     """A sorted batch of (change, payload hash) in parts that name each record at most once
     (one statement cannot write a row twice): the n-th change of a record goes into the n-th
@@ -647,7 +655,8 @@ class PostgresOutbox(PerThreadConnections):
         self.channel = f"{schema}_work"
         self._url = url
         # The schema in the name: an operator (and a test) can tell whose connections are whose.
-        self._connect_kwargs: dict[str, object] = {"application_name": f"tsl-exchange:{schema}"}
+        # libpq connection parameters, passed on as keywords
+        self._connect_kwargs: dict[str, Any] = {"application_name": f"tsl-exchange:{schema}"}
         if "connect_timeout" not in conninfo_to_dict(url):
             self._connect_kwargs["connect_timeout"] = connect_timeout
         self._init_conns()
@@ -1000,7 +1009,7 @@ class PostgresOutbox(PerThreadConnections):
         return count
 
     def _next_due_and_now(self) -> tuple[float | None, float]:
-        due, server_now = self._conn().execute(self._sql["next_due"]).fetchone()
+        due, server_now = _one(self._conn().execute(self._sql["next_due"]))
         return due, server_now
 
     def next_due_at(self) -> float | None:
@@ -1084,7 +1093,7 @@ class PostgresOutbox(PerThreadConnections):
 
     # -- inspection --------------------------------------------------------------------------------
     def pending_count(self, mailbox: str | None = None) -> int:
-        return int(self._conn().execute(self._sql["pending_count"], {"mailbox": mailbox}).fetchone()[0])
+        return int(_one(self._conn().execute(self._sql["pending_count"], {"mailbox": mailbox}))[0])
 
     def jobs(self, mailbox: str | None = None, status: str | None = None) -> list[Job]:
         rows = self._conn().execute(self._sql["jobs"], {"mailbox": mailbox, "status": status})
@@ -1212,21 +1221,21 @@ class PostgresOutbox(PerThreadConnections):
                 )
 
     def superseded_count(self, mailbox: str | None = None) -> int:
-        return int(self._conn().execute(self._sql["superseded"], {"mailbox": mailbox}).fetchone()[0])
+        return int(_one(self._conn().execute(self._sql["superseded"], {"mailbox": mailbox}))[0])
 
     # -- pauses of mailboxes and servers ---------------------------------------------------------
     def note_server(self, mailbox: str, server: str) -> None:
         self._conn().execute(self._sql["note_server"], (mailbox, server))
 
     def pause_mailbox(self, mailbox: str, seconds: float) -> float:
-        row = self._conn().execute(self._sql["pause_mailbox"], (mailbox, max(0.0, seconds))).fetchone()
+        row = _one(self._conn().execute(self._sql["pause_mailbox"], (mailbox, max(0.0, seconds))))
         return float(row[0])
 
     def server_failed(self, server: str, delay_for: Callable[[int], float]) -> ServerPause:
         conn = self._conn()
         with conn.transaction():
             conn.execute(self._sql["know_server"], (server,))
-            failures, paused_until, now = conn.execute(self._sql["lock_server"], (server,)).fetchone()
+            failures, paused_until, now = _one(conn.execute(self._sql["lock_server"], (server,)))
             if paused_until > now:
                 # A request that was already out when the pause began: the same step, not a new one.
                 return ServerPause(server, failures, paused_until, counted=False)
