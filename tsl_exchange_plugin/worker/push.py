@@ -40,6 +40,7 @@ from .. import signals
 from ..backends.base import (
     Conflict,
     ExchangeError,
+    ItemClass,
     ItemNotFound,
     ItemRef,
     ItemRejected,
@@ -84,6 +85,22 @@ class _Action:
     lookup: bool = False  # a create that must first look for an earlier copy
     keep: str = ""  # a surplus sweep: the ItemId (named by the sync state) that stays
 
+    def written_item(self) -> ExchangeItem:
+        """What a create or an update writes (planning sets it for both)."""
+        if self.item is None:
+            raise ValueError(f"{self.key}: nothing to write")
+        return self.item
+
+    def target(self) -> ItemRef:
+        """The item an update writes to (its sync entry, or the copy a lookup found)."""
+        if self.sync is None:
+            raise ValueError(f"{self.key}: update without a sync entry")
+        return ItemRef(self.sync.item_id, self.sync.change_key)
+
+
+# The folders a key can live in, from the names the queue stores.
+_ITEM_CLASSES: dict[str, ItemClass] = {"contact": "contact", "calendar": "calendar", "task": "task"}
+
 
 def item_class_of(key: str) -> str:
     kind = key.split(":", 1)[0]
@@ -125,7 +142,9 @@ class Pusher:
         self.mapper = mapper
 
     # ------------------------------------------------------------------ planning
-    def _plan(self, mailbox: str, jobs: Sequence[Job]):
+    def _plan(
+        self, mailbox: str, jobs: Sequence[Job]
+    ) -> tuple[list[JobState], list[_Action], list[_Action], list[_Action]]:
         states = [JobState(j) for j in jobs]
         known = self.outbox.get_sync(mailbox, [j.record_key for j in jobs])
         creates: list[_Action] = []
@@ -149,7 +168,9 @@ class Pusher:
             deletes.extend(planned[2])
         return states, creates, updates, deletes
 
-    def _plan_job(self, mailbox: str, st: JobState, known: dict[str, SyncEntry]):
+    def _plan_job(
+        self, mailbox: str, st: JobState, known: dict[str, SyncEntry]
+    ) -> tuple[list[_Action], list[_Action], list[_Action]] | None:
         """The actions of one job (creates, updates, deletes), or None if it failed in mapping."""
         creates: list[_Action] = []
         updates: list[_Action] = []
@@ -300,7 +321,9 @@ class Pusher:
         if keys:
             self.outbox.note_verify(mailbox, keys)
 
-    def _lookups(self, session, creates, deletes, updates) -> bool:
+    def _lookups(
+        self, session: MailboxSession, creates: list[_Action], deletes: list[_Action], updates: list[_Action]
+    ) -> bool:
         """Look keys up where needed; True if the mailbox was asked (so a re-write must check the lease)."""
         by_class: dict[str, list[_Action]] = defaultdict(list)
         for act in creates:
@@ -309,7 +332,7 @@ class Pusher:
         for act in deletes:
             by_class[act.item_class].append(act)
         for item_class, acts in by_class.items():
-            found = session.find_by_keys(item_class, sorted({a.key for a in acts}))
+            found = session.find_by_keys(_ITEM_CLASSES[item_class], sorted({a.key for a in acts}))
             for act in acts:
                 act.found = list(found.get(act.key, []))
         self._sweep_deleted_deadlines(session, deletes)
@@ -328,7 +351,7 @@ class Pusher:
         return bool(by_class)
 
     @staticmethod
-    def _sweep_deleted_deadlines(session, deletes) -> None:
+    def _sweep_deleted_deadlines(session: MailboxSession, deletes: list[_Action]) -> None:
         """A deleted deadline takes every Vorfrist item with it, also those whose create never
         answered (no sync entry, so their keys are unknown here): find them by key prefix."""
         jobs = {a.state.job.record_key: a.state for a in deletes if a.state.job.op == "delete"}
@@ -342,7 +365,9 @@ class Pusher:
                 state.pending += 1
                 deletes.append(_Action(state, key, "calendar", found=list(refs)))
 
-    def _do_deletes(self, mailbox, session, deletes, removed) -> None:
+    def _do_deletes(
+        self, mailbox: str, session: MailboxSession, deletes: list[_Action], removed: list[tuple[str, str]]
+    ) -> None:
         if not deletes:
             return
         refs: list[ItemRef] = []
@@ -377,13 +402,23 @@ class Pusher:
                     signals.push_succeeded, self, mailbox=mailbox, record_key=act.key, op="delete", item_id=""
                 )
 
-    def _do_updates(self, mailbox, session, updates, creates, new_sync, guard, *, refreshed=False) -> None:
+    def _do_updates(
+        self,
+        mailbox: str,
+        session: MailboxSession,
+        updates: list[_Action],
+        creates: list[_Action],
+        new_sync: list[SyncEntry],
+        guard: _Fence,
+        *,
+        refreshed: bool = False,
+    ) -> None:
         if not updates:
             return
         guard.sent.extend(a.state.job.record_key for a in updates)
         outcomes = self._isolating(
             updates,
-            lambda acts: session.update([(ItemRef(a.sync.item_id, a.sync.change_key), a.item) for a in acts]),
+            lambda acts: session.update([(a.target(), a.written_item()) for a in acts]),
         )
         conflicts: list[_Action] = []
         for act, outcome in outcomes:
@@ -404,11 +439,11 @@ class Pusher:
                 by_class[act.item_class].append(act)
             retry: list[_Action] = []
             for item_class, acts in by_class.items():
-                found = session.find_by_keys(item_class, [a.key for a in acts])
+                found = session.find_by_keys(_ITEM_CLASSES[item_class], [a.key for a in acts])
                 for act in acts:
                     refs = found.get(act.key) or []
                     match = next(
-                        (r for r in refs if r.item_id == act.sync.item_id), refs[0] if refs else None
+                        (r for r in refs if r.item_id == act.target().item_id), refs[0] if refs else None
                     )
                     if match is None:
                         act.sync = None
@@ -422,11 +457,18 @@ class Pusher:
             guard.check()
             self._do_updates(mailbox, session, retry, creates, new_sync, guard, refreshed=True)
 
-    def _do_creates(self, mailbox, session, creates, new_sync, guard) -> None:
+    def _do_creates(
+        self,
+        mailbox: str,
+        session: MailboxSession,
+        creates: list[_Action],
+        new_sync: list[SyncEntry],
+        guard: _Fence,
+    ) -> None:
         if not creates:
             return
         guard.sent.extend(a.state.job.record_key for a in creates)
-        outcomes = self._isolating(creates, lambda acts: session.create([a.item for a in acts]))
+        outcomes = self._isolating(creates, lambda acts: session.create([a.written_item() for a in acts]))
         for act, outcome in outcomes:
             if isinstance(outcome, Written):
                 self._written(mailbox, act, outcome, new_sync)
@@ -440,7 +482,7 @@ class Pusher:
                 act.key,
                 w.item_id,
                 w.change_key,
-                content_hash(act.item),
+                content_hash(act.written_item()),
                 act.item_class,
                 time.time(),
                 act.state.job.source_version,
@@ -487,12 +529,12 @@ class Pusher:
             else:
                 pairs.append((act, outcome))
         if len(refused) == 1:
-            act, err = refused[0]
+            act, rejected = refused[0]
             pairs.append(
                 (
                     act,
                     ItemRejected(
-                        f"{err} Nur dieser Eintrag ist betroffen: bitte die Angaben im Datensatz prüfen "
+                        f"{rejected} Nur dieser Eintrag ist betroffen: bitte die Angaben im Datensatz prüfen "
                         "und korrigieren; nach der Änderung wird er erneut übertragen."
                     ),
                 )
