@@ -73,13 +73,15 @@ def wanted(entry: CalendarEntry) -> dict[dt.date, Wanted]:
         subject = (edit.subject if edit else "") or entry.subject
         location = (edit.location if edit else "") or entry.location
         if entry.all_day:
-            length = (entry.end_date or entry.start_date) - entry.start_date
+            first_day, last_day = entry.day_span()
+            length = last_day - first_day
             start, end = day, day + length
             if edit is not None and edit.start_date is not None:
                 start, end = edit.start_date, edit.end_date or edit.start_date
         else:
-            length = entry.end - entry.start
-            start = dt.datetime.combine(day, entry.start.time())
+            entry_start, entry_end = entry.time_span()
+            length = entry_end - entry_start
+            start = dt.datetime.combine(day, entry_start.time())
             end = start + length
             if edit is not None and edit.start is not None:
                 start, end = edit.start, edit.end or edit.start + length
@@ -137,7 +139,7 @@ def _matches(entry: CalendarEntry, inst: dict[str, Any], w: Wanted) -> bool:
             w.start.isoformat(),
             (w.end + dt.timedelta(days=1)).isoformat(),
         )
-    return _instant(inst.get("start")) == w.start and _instant(inst.get("end")) == w.end
+    return _instant(inst.get("start")) == w.start and bool(_instant(inst.get("end")) == w.end)
 
 
 def patch_body(entry: CalendarEntry, w: Wanted) -> dict[str, Any]:
