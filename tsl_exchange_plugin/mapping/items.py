@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from dataclasses import dataclass, field
+from typing import ClassVar, Literal
 
 # Exchange labels, as EWS spells them (EmailAddressKeyType, PhoneNumberKeyType, PhysicalAddressKeyType).
 EMAIL_LABELS = ("EmailAddress1", "EmailAddress2", "EmailAddress3")
@@ -62,7 +63,7 @@ class ContactItem:
     body: str = ""
     categories: tuple[str, ...] = ()
 
-    item_class = "contact"
+    item_class: ClassVar[Literal["contact"]] = "contact"
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ class CalendarEntry:
     # before series existed and are not all rewritten once after an upgrade.
     recurrence: Series | None = field(default=None, repr=False)
 
-    item_class = "calendar"
+    item_class: ClassVar[Literal["calendar"]] = "calendar"
 
     def day_span(self) -> tuple[dt.date, dt.date]:
         """(first, last day) of an all-day entry; a missing end is its first day."""
@@ -166,7 +167,7 @@ class TaskEntry:
     reminder_at: dt.datetime | None = None  # aware datetime, or None for no reminder
     timezone: str = "Europe/Berlin"
 
-    item_class = "task"
+    item_class: ClassVar[Literal["task"]] = "task"
 
 
 ExchangeItem = ContactItem | CalendarEntry | TaskEntry

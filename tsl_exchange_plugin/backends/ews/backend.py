@@ -71,7 +71,7 @@ from exchangelib.properties import DistinguishedFolderId, Mailbox, OccurrenceIte
 
 from ... import logredact
 from ...mapping.common import merge_body
-from ...mapping.items import CalendarEntry, ExchangeItem
+from ...mapping.items import CalendarEntry, ExchangeItem, OccurrenceEdit
 from ...mapping.reminder import TODO_LIST_NAME, linked_record_key
 from .. import turns
 from ..base import (
@@ -392,7 +392,7 @@ class EwsSession:
 
     def create(self, items: Sequence[ExchangeItem]) -> list[PerItem]:
         results: list[PerItem | None] = [None] * len(items)
-        groups: dict[str, list[tuple[int, Any]]] = {}
+        groups: dict[ItemClass, list[tuple[int, Any]]] = {}
         for pos, item in enumerate(items):
             try:
                 obj = to_exchangelib(item, account=self._account)
@@ -406,7 +406,7 @@ class EwsSession:
 
         written_any = False
         for item_class, members in groups.items():
-            folder = self.folder(item_class)  # type: ignore[arg-type]
+            folder = self.folder(item_class)
             version = self._version()
             for _, obj in members:
                 obj.folder = folder
@@ -435,14 +435,14 @@ class EwsSession:
                     )
                 written_any = True
                 for (pos, _), res in zip(chunk, created, strict=True):
-                    err = self._per_item(res)
-                    results[pos] = err if err is not None else Written(res.id, res.changekey)
+                    problem = self._per_item(res)
+                    results[pos] = problem if problem is not None else Written(res.id, res.changekey)
         self._series_exceptions(items, results)
         return [r if r is not None else ItemRejected("Element wurde nicht verarbeitet.") for r in results]
 
     def _create_chunk(
-        self, folder: Any, chunk: list[tuple[int, Any]], version: Any, results: list[Any]
-    ) -> tuple[list[tuple[int, Any]], list[Any]]:
+        self, folder: Any, chunk: Sequence[tuple[int, Any]], version: Any, results: list[Any]
+    ) -> tuple[Sequence[tuple[int, Any]], list[Any]]:
         """bulk_create one chunk; returns the members actually sent and exchangelib's answers.
 
         exchangelib validates each item while it builds the request (before anything goes on
@@ -451,14 +451,17 @@ class EwsSession:
         only a failed build is followed by item-by-item validation: the bad items are
         rejected and the rest sent again.
         """
-        send = lambda members: list(  # noqa: E731
-            CreateItems(account=self._account, chunk_size=len(members)).call(
-                items=[obj for _, obj in members],
-                folder=folder,
-                message_disposition=SAVE_ONLY,
-                send_meeting_invitations=SEND_TO_NONE,
+
+        def send(members: Sequence[tuple[int, Any]]) -> list[Any]:
+            return list(
+                CreateItems(account=self._account, chunk_size=len(members)).call(
+                    items=[obj for _, obj in members],
+                    folder=folder,
+                    message_disposition=SAVE_ONLY,
+                    send_meeting_invitations=SEND_TO_NONE,
+                )
             )
-        )
+
         try:
             return chunk, self._call(lambda: send(chunk), creating=True, passthrough=(ValueError, TypeError))
         except (ValueError, TypeError):
@@ -489,11 +492,11 @@ class EwsSession:
             # 1. Current bodies, to keep the user's notes below the marker (one GetItem per chunk).
             ids = [(ref.item_id, None) for _, (ref, _) in chunk]
             folder = self.folder(chunk[0][1][1].item_class)  # validates the 'body' field path only
-            current = self._call(
-                lambda ids=ids, folder=folder: list(
-                    self._account.fetch(ids, folder=folder, only_fields=["body"])
-                )
-            )
+
+            def fetch_bodies(ids: list[tuple[str, None]] = ids, folder: Any = folder) -> list[Any]:
+                return list(self._account.fetch(ids, folder=folder, only_fields=["body"]))
+
+            current = self._call(fetch_bodies)
             todo: list[tuple[int, Any, list[str]]] = []
             for (pos, (ref, item)), cur in zip(chunk, current, strict=True):
                 if isinstance(cur, BaseException):
@@ -514,8 +517,9 @@ class EwsSession:
                 continue
             pairs = [(obj, fields) for _, obj, fields in todo]
             try:
-                answers = self._call(
-                    lambda pairs=pairs: list(
+
+                def send_updates(pairs: list[tuple[Any, list[str]]] = pairs) -> list[Any]:
+                    return list(
                         UpdateItems(account=self._account, chunk_size=len(pairs)).call(
                             items=pairs,
                             conflict_resolution=NEVER_OVERWRITE,
@@ -523,16 +527,16 @@ class EwsSession:
                             send_meeting_invitations_or_cancellations=SEND_TO_NONE,
                             suppress_read_receipts=True,
                         )
-                    ),
-                    writing=True,
-                )
+                    )
+
+                answers = self._call(send_updates, writing=True)
             except (Conflict, RequestRejected) as err:
                 for pos, _, _ in todo:
                     results[pos] = err
                 continue
             for (pos, _, _), res in zip(todo, answers, strict=True):
-                err = self._per_item(res)
-                results[pos] = err if err is not None else Written(res[0], res[1])
+                problem = self._per_item(res)
+                results[pos] = problem if problem is not None else Written(res[0], res[1])
         self._series_exceptions([item for _, item in changes], results)
         return [r if r is not None else ItemRejected("Element wurde nicht verarbeitet.") for r in results]
 
@@ -668,7 +672,7 @@ class EwsSession:
         def occ(master: Written, index: int) -> OccurrenceItemId:
             return OccurrenceItemId(id=master.item_id, changekey=master.change_key, instance_index=index)
 
-        gone = [(pos, occ(w, e.index)) for pos, item, w in todo for e in item.recurrence.edits if e.deleted]
+        gone = [(pos, occ(w, e.index)) for pos, item, w in todo for e in _edits(item) if e.deleted]
         if gone:
             answers = self._call(
                 lambda: acc.bulk_delete([g for _, g in gone], chunk_size=chunk), writing=True
@@ -680,7 +684,7 @@ class EwsSession:
         changes: list[tuple[Any, list[str]]] = []
         owners: list[int] = []
         for pos, item, w in todo:
-            for edit in item.recurrence.edits:
+            for edit in _edits(item):
                 if edit.deleted or pos in out:
                     continue
                 values, fields = series_ews.occurrence_fields(item, edit)
@@ -754,11 +758,17 @@ class EwsSession:
         out: list[str | ExchangeError] = []
         for chunk in _chunks(list(refs), self._backend.chunk_size):
             ids = [(r.item_id, None) for r in chunk]
-            got = self._call(
-                lambda ids=ids: list(self._account.fetch(ids, folder=folder, only_fields=["body"]))
-            )
+
+            def fetch_bodies(ids: list[tuple[str, None]] = ids) -> list[Any]:
+                return list(self._account.fetch(ids, folder=folder, only_fields=["body"]))
+
+            got = self._call(fetch_bodies)
             out += [self._fail(r) if isinstance(r, BaseException) else body_text(r.body) for r in got]
         return out
+
+
+def _edits(item: CalendarEntry) -> tuple[OccurrenceEdit, ...]:
+    return item.recurrence.edits if item.recurrence is not None else ()
 
 
 def _merge_refs(
@@ -853,11 +863,11 @@ def _sweep_read_owned(
     out: list[OwnedValues | ExchangeError] = []
     for chunk in _chunks(list(refs), self._backend.chunk_size):
         ids = [(r.item_id, None) for r in chunk]
-        got = self._call(
-            lambda ids=ids: list(
-                self._account.fetch(ids, folder=folder, only_fields=read_only_fields(item_class))
-            )
-        )
+
+        def fetch_owned(ids: list[tuple[str, None]] = ids) -> list[Any]:
+            return list(self._account.fetch(ids, folder=folder, only_fields=read_only_fields(item_class)))
+
+        got = self._call(fetch_owned)
         for res in got:
             out.append(self._fail(res) if isinstance(res, BaseException) else plain_owned(res, item_class))
     return out
