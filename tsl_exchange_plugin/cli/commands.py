@@ -13,11 +13,21 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import PLUGIN_ID, __version__
 from .args import GermanArgumentParser, add_verbose_everywhere, existing_file, float_range, int_range, port
+
+if TYPE_CHECKING:
+    from tsl_hostapi.reference import ReferenceHost
+    from tsl_hostapi.types import Host, User
+
+    from ..core.runtime import SyncRuntime
+    from ..licence import LicenceClaims
+    from ..outbox.base import Outbox
+    from ..worker.runner import Worker, WorkerConfig
 
 
 def host_data_dir(data: str) -> Path:
@@ -38,7 +48,7 @@ def host_data_dir(data: str) -> Path:
 _warned_dirs: set[Path] = set()
 
 
-def _host(data: str):
+def _host(data: str) -> ReferenceHost:
     from tsl_hostapi.reference import ReferenceHost
 
     from ..licence import dev_warnings
@@ -53,7 +63,7 @@ def _host(data: str):
 
 
 @contextlib.contextmanager
-def _opened(data: str, **runtime_options):
+def _opened(data: str, **runtime_options: Any) -> Iterator[tuple[ReferenceHost, SyncRuntime]]:
     """The reference host on ``data`` and the plugin's runtime on it (worker not started)."""
     from ..core.runtime import SyncRuntime
 
@@ -66,7 +76,7 @@ def _opened(data: str, **runtime_options):
         host.close()
 
 
-def _user(host, ident: str):
+def _user(host: Host, ident: str) -> User:
     for user in host.list_users():
         if ident in (user.id, user.email, user.name):
             return user
@@ -119,7 +129,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
         signals.mailbox_status_changed.disconnect(_report_status)
 
 
-def _report_status(sender, mailbox: str = "", status: str = "", reason: str = "", **_) -> None:
+def _report_status(
+    sender: object, mailbox: str = "", status: str = "", reason: str = "", **_: object
+) -> None:
     """Operators see the gate and parked mailboxes on the worker's console."""
     if mailbox == "*" and status == "held":
         print(f"Angehalten: {reason}", flush=True)
@@ -129,7 +141,7 @@ def _report_status(sender, mailbox: str = "", status: str = "", reason: str = ""
         print(f"Postfach {mailbox} angehalten: {reason}", flush=True)
 
 
-def _hostless_worker(args: argparse.Namespace, config) -> int:
+def _hostless_worker(args: argparse.Namespace, config: WorkerConfig) -> int:
     """``tsl-exchange worker --queue URL``: a worker on any machine, with only the queue and the key.
 
     Everything else (accounts, the users' time zones and lead times, the firm's rules, the
@@ -191,7 +203,9 @@ def _hostless_worker(args: argparse.Namespace, config) -> int:
         outbox.close()
 
 
-def _run_worker(args: argparse.Namespace, worker, outbox, gate=None) -> int:
+def _run_worker(
+    args: argparse.Namespace, worker: Worker, outbox: Outbox, gate: Callable[[], str | None] | None = None
+) -> int:
     from ..ui import progress
 
     held = gate() if gate is not None else None
@@ -216,7 +230,7 @@ def _run_worker(args: argparse.Namespace, worker, outbox, gate=None) -> int:
     return 0
 
 
-def _initial_sync(outbox, stop: threading.Event, every: float = 0.5) -> None:
+def _initial_sync(outbox: Outbox, stop: threading.Event, every: float = 0.5) -> None:
     """What waited when the worker started (a first sync, a backlog after a pause), as a bar
     until the queue is empty for the first time; after that only the status lines."""
     from ..ui import progress
@@ -571,7 +585,7 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
         users = [_user(host, u).id for u in args.user]
         bar = progress.ProgressBar("Aufräumen", None, "Postfächer", items_unit="Elemente")
 
-        def on_mailbox(sender, *, done: int, total: int, removed: int = 0, **_) -> None:
+        def on_mailbox(sender: object, *, done: int, total: int, removed: int = 0, **_: object) -> None:
             bar.update(done, total=total, items=bar.items + removed)  # items: elements removed
 
         cleanup_progress.connect(on_mailbox, weak=False)
@@ -626,7 +640,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         return 0 if all(r.outcome == "done" for r in reports) else 1
 
 
-def _print_parity(runtime, as_json: bool) -> None:
+def _print_parity(runtime: SyncRuntime, as_json: bool) -> None:
     from ..core.parity import stored
 
     report = stored(runtime)
@@ -642,7 +656,7 @@ def _print_parity(runtime, as_json: bool) -> None:
         print("  " + diff.describe())
 
 
-def _admin_commands(sub) -> None:
+def _admin_commands(sub: argparse._SubParsersAction[GermanArgumentParser]) -> None:
     p = sub.choices["status"]
     p.add_argument("--audit", action="store_true", help="auch das Protokoll der Übertragungen zeigen")
     p.add_argument(
@@ -741,6 +755,7 @@ def cmd_licence_install(args: argparse.Namespace) -> int:
         if not decision.allowed:
             print(f"Fehler: Lizenz nicht eingespielt. {decision.reason}", file=sys.stderr)
             return 1
+        assert claims is not None  # a licence that verifies has its claims
         host.install_licence(PLUGIN_ID, document)
         runtime.publisher.publish()  # worker processes verify the licence from the store
         enabled = PLUGIN_ID in host.enabled_plugin_ids()
@@ -750,7 +765,7 @@ def cmd_licence_install(args: argparse.Namespace) -> int:
     return 0
 
 
-def _licence_line(document: str, claims) -> str:
+def _licence_line(document: str, claims: LicenceClaims) -> str:
     from .. import licence
 
     kind = (
@@ -818,7 +833,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _setup_commands(sub) -> None:
+def _setup_commands(sub: argparse._SubParsersAction[GermanArgumentParser]) -> None:
     p = sub.add_parser("licence", help="Lizenz einspielen oder anzeigen")
     lic = p.add_subparsers(dest="licence_command", required=True, title="Befehle", metavar="BEFEHL")
     q = lic.add_parser("install", help="eine Lizenzdatei des Herstellers einspielen")
