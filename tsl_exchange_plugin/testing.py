@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -30,13 +30,18 @@ from tsl_hostapi.reference import ReferenceHost
 from tsl_hostapi.reference.sample_firm import Firm, generate_firm
 from tsl_hostapi.types import SettingsContext, User
 
+if TYPE_CHECKING:
+    from tsl_exchange_plugin.sandbox.graph import GraphSandbox
+
+T = TypeVar("T")
+
 USER_TAB = f"{PLUGIN_ID}.user"
 INTERFACES_TAB = f"{PLUGIN_ID}.interfaces"
 
 
 def wait_for(
-    predicate: Callable[[], object], timeout: float = 30.0, what: str = "condition", *, step: float = 0.02
-):
+    predicate: Callable[[], T], timeout: float = 30.0, what: str = "condition", *, step: float = 0.02
+) -> T:
     """Poll ``predicate`` until it returns something truthy (returned), or fail after ``timeout``:
     tests wait for a state, never sleep for luck."""
     deadline = time.monotonic() + timeout
@@ -49,13 +54,15 @@ def wait_for(
 
 
 @pytest.fixture
-def licence_key(monkeypatch) -> Callable[..., str]:
+def licence_key(monkeypatch: pytest.MonkeyPatch) -> Callable[..., str]:
     """Trust a fresh test key; returns a function that issues licence documents with it."""
     key = Ed25519PrivateKey.generate()
     monkeypatch.setenv(licence.DEV_KEYS_ENV, "1")  # development keys count only behind this switch
     monkeypatch.setenv(licence.TRUSTED_KEYS_ENV, f"test={licence.public_key_b64(key)}")
 
-    def issue(*, seats: int = 10, modules=(licence.MODULE,), expires: dt.date | None = None) -> str:
+    def issue(
+        *, seats: int = 10, modules: Iterable[str] = (licence.MODULE,), expires: dt.date | None = None
+    ) -> str:
         claims = licence.LicenceClaims(
             customer="Kanzlei Test",
             modules=tuple(modules),
@@ -108,7 +115,7 @@ class Kanzlei:
             i for i in self.items(user, folder) if (i.get("extended_properties") or {}).get("tslRecordId")
         ]
 
-    def configure(self, user: User, *, password: str | None = None, **values) -> None:
+    def configure(self, user: User, *, password: str | None = None, **values: Any) -> None:
         data = sandbox_tab_values(self.server.url, self.mailbox_of[user.id], password or "")
         if password is None:
             del data["password"]  # keep the stored one
@@ -118,7 +125,7 @@ class Kanzlei:
 
 
 @pytest.fixture
-def kanzlei(tmp_path: Path, sandbox: SandboxServer, licence_key) -> Iterator[Kanzlei]:
+def kanzlei(tmp_path: Path, sandbox: SandboxServer, licence_key: Callable[..., str]) -> Iterator[Kanzlei]:
     firm = generate_firm(seed=7, contacts=40)
     host = ReferenceHost(tmp_path / "host")
     host.load_firm(firm)
@@ -149,11 +156,12 @@ def kanzlei(tmp_path: Path, sandbox: SandboxServer, licence_key) -> Iterator[Kan
 
 
 class GraphKanzlei(Kanzlei):
-    graph: object = None
+    graph: GraphSandbox | None = None  # set by make_kanzlei
     backend_name: str = "graph"
 
-    def configure_graph(self, user: User, **values) -> None:
+    def configure_graph(self, user: User, **values: Any) -> None:
         """The Exchange tab for a Microsoft 365 mailbox: Host "graph" (here the sandbox's Graph URL)."""
+        assert self.graph is not None, "make_kanzlei sets the Graph sandbox"
         data = {
             "enabled": True,
             "host": self.graph.graph_url,
@@ -164,7 +172,7 @@ class GraphKanzlei(Kanzlei):
         result = self.host.save_tab(self.admin, "user", USER_TAB, SettingsContext("user", user.id), data)
         assert result.ok, result
 
-    def configure_app(self, **values) -> None:
+    def configure_app(self, **values: Any) -> None:
         from tsl_exchange_plugin.sandbox.graph.testing import CLIENT_ID, CLIENT_SECRET, TENANT
 
         data = {"graph_tenant_id": TENANT, "graph_client_id": CLIENT_ID, "graph_secret": CLIENT_SECRET}
@@ -175,7 +183,14 @@ class GraphKanzlei(Kanzlei):
         assert result.ok, result
 
 
-def make_kanzlei(tmp_path: Path, sandbox, graph, licence_key, *, backend: str) -> GraphKanzlei:
+def make_kanzlei(
+    tmp_path: Path,
+    sandbox: SandboxServer,
+    graph: GraphSandbox,
+    licence_key: Callable[..., str],
+    *,
+    backend: str,
+) -> GraphKanzlei:
     firm = generate_firm(seed=7, contacts=40)
     host = ReferenceHost(tmp_path / "host")
     host.load_firm(firm)
@@ -206,7 +221,9 @@ def make_kanzlei(tmp_path: Path, sandbox, graph, licence_key, *, backend: str) -
     return k
 
 
-def kanzlei_on(backend: str, tmp_path: Path, sandbox, graph, licence_key) -> GraphKanzlei:
+def kanzlei_on(
+    backend: str, tmp_path: Path, sandbox: SandboxServer, graph: GraphSandbox, licence_key: Callable[..., str]
+) -> GraphKanzlei:
     """The firm with its lawyers on ``backend`` ("ews" or "graph"), for suites that run their
     end-to-end scenarios against both: on Graph, a test's change to a lawyer's Exchange tab
     (``configure``) keeps the mailbox on Microsoft 365. The caller closes ``k.host``."""

@@ -43,20 +43,31 @@ _original_adapter: Any = None
 
 
 def _trust_adapter_cls() -> type:
+    import requests
     import requests.adapters
 
     class SandboxTrustAdapter(requests.adapters.HTTPAdapter):
         """Verifies sandbox endpoints against their own certificate; everything else as usual."""
 
-        def send(self, request: Any, **kwargs: Any) -> Any:
+        def send(
+            self,
+            request: requests.PreparedRequest,
+            stream: bool = False,
+            timeout: float | tuple[float | None, float | None] | None = None,
+            verify: bool | str = True,
+            cert: str | tuple[str, str] | None = None,
+            proxies: dict[str, str] | None = None,
+        ) -> requests.Response:
             from urllib.parse import urlsplit
 
             with _trust_lock:
-                cert = _trusted.get(urlsplit(request.url).netloc)
+                own = _trusted.get(urlsplit(request.url or "").netloc)
             # verify may already be a path (REQUESTS_CA_BUNDLE); only an explicit False is left alone.
-            if cert is not None and kwargs.get("verify", True) is not False:
-                kwargs["verify"] = cert
-            return super().send(request, **kwargs)
+            if own is not None and verify is not False:
+                verify = own
+            return super().send(
+                request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies
+            )
 
     return SandboxTrustAdapter
 
