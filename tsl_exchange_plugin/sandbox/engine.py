@@ -11,14 +11,15 @@ import copy
 import logging
 import threading
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from lxml import etree
 
 from . import ids, uris, xmlio
-from .engine_ctx import DISTINGUISHED, NSMAP, TP, Ctx, M, MsgError, new_folder
-from .faults import FaultPlan
+from .engine_ctx import DISTINGUISHED, NSMAP, TP, Ctx, M, MsgError, Unit, new_folder
+from .faults import Fault, FaultPlan
 from .fields import KINDS, camel, ext_plain_name, from_plain, snake, to_plain
 from .ops_folders import create_folder, delete_folder, find_folder, get_folder
 from .ops_items import create_item, delete_item, find_item, get_item, item_view, normalize, update_item
@@ -44,7 +45,9 @@ _S = f"{{{S_NS}}}"
 _SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
 _PARSER_OPTS = dict(resolve_entities=False, no_network=True, huge_tree=False, remove_comments=True)
 
-OPERATIONS = {
+Handler = Callable[[Ctx, etree._Element], tuple[list[Unit], str | None]]
+
+OPERATIONS: dict[str, Handler] = {
     "GetFolder": get_folder,
     "FindFolder": find_folder,
     "CreateFolder": create_folder,
@@ -60,7 +63,14 @@ OPERATIONS = {
 
 
 class _Fault(Exception):
-    def __init__(self, code: str, text: str, status: int = 500, faultcode: str | None = None, xml=None):
+    def __init__(
+        self,
+        code: str,
+        text: str,
+        status: int = 500,
+        faultcode: str | None = None,
+        xml: etree._Element | None = None,
+    ) -> None:
         super().__init__(text)
         self.code, self.text, self.status, self.faultcode, self.xml = code, text, status, faultcode, xml
 
@@ -204,7 +214,7 @@ class SandboxEngine:
                     err = ValidationError(text, el.sourceline or 0, 0)
                     raise _Fault("ErrorSchemaValidation", text, xml=_schema_xml(err))
 
-    def _parse(self, body: bytes):
+    def _parse(self, body: bytes) -> tuple[etree._Element, etree._Element, list[etree._Element]]:
         try:
             root = etree.fromstring(body, self._xml_parser())
         except etree.XMLSyntaxError as exc:
@@ -257,7 +267,15 @@ class SandboxEngine:
             )
         return mailbox
 
-    def _run(self, mailbox, op_name, handler, payload, headers, fault) -> etree._Element:
+    def _run(
+        self,
+        mailbox: str,
+        op_name: str,
+        handler: Handler,
+        payload: etree._Element,
+        headers: list[etree._Element],
+        fault: Fault | None,
+    ) -> etree._Element:
         tz = None
         for h in headers:
             if h.tag == TP + "TimeZoneContext":
@@ -276,7 +294,7 @@ class SandboxEngine:
                         and fault.kind in ("busy_in_message", "response_code")
                         and (fault.index is None and fault.kind == "response_code" or fault.index == i)
                     )
-                    if hit:
+                    if hit and fault is not None:
                         code = "ErrorServerBusy" if fault.kind == "busy_in_message" else fault.code
                         mx = None
                         if code == "ErrorServerBusy":
@@ -319,7 +337,8 @@ class SandboxEngine:
                         f"{etree.QName(payload).localname}: {err.message} (line {err.line})",
                         etree.tostring(payload, encoding="unicode")[:4000],
                     )
-        return etree.tostring(env, xml_declaration=True, encoding="utf-8")
+        out: bytes = etree.tostring(env, xml_declaration=True, encoding="utf-8")
+        return out
 
     def _violation(self, summary: str, body: str) -> None:
         log.error("sandbox response failed schema validation: %s", summary)
@@ -342,7 +361,8 @@ class SandboxEngine:
         etree.SubElement(detail, f"{{{E_NS}}}Message", nsmap={"e": E_NS}).text = f.text
         if f.xml is not None:
             detail.append(f.xml)
-        return etree.tostring(env, xml_declaration=True, encoding="utf-8")
+        out: bytes = etree.tostring(env, xml_declaration=True, encoding="utf-8")
+        return out
 
     # ------------------------------------------------------------------------------------------
     # statistics
@@ -418,7 +438,7 @@ class SandboxEngine:
                 out.append(plain)
             return out
 
-    def phone_edit(self, mailbox: str, item_id: str, **fields) -> str:
+    def phone_edit(self, mailbox: str, item_id: str, **fields: Any) -> str:
         with self.store.lock:
             ctx = self._ctx(mailbox)
             row = self.store.item(ctx.mailbox, item_id)
@@ -439,7 +459,7 @@ class SandboxEngine:
                 normalize(kind, row["data"], changed)
             except MsgError as exc:
                 raise ValueError(exc.text) from None
-            row["change_key"] = ids.new_change_key()
+            change_key = row["change_key"] = ids.new_change_key()
             row["modified"] = xmlio.utc_now()
             self.store.begin()
             try:
@@ -448,7 +468,7 @@ class SandboxEngine:
             except BaseException:
                 self.store.rollback()
                 raise
-            return row["change_key"]
+            return change_key
 
     def phone_delete(self, mailbox: str, item_id: str) -> None:
         with self.store.lock:
@@ -476,7 +496,7 @@ class SandboxEngine:
             self._ignored = frozenset()
 
 
-def _schema_xml(err) -> etree._Element:
+def _schema_xml(err: ValidationError) -> etree._Element:
     mx = etree.Element(f"{{{T_NS}}}MessageXml", nsmap={"t": T_NS})
     etree.SubElement(mx, TP + "LineNumber").text = str(err.line)
     etree.SubElement(mx, TP + "LinePosition").text = str(err.column)

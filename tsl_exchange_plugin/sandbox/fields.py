@@ -121,6 +121,7 @@ def check_path(model: Model, kind: Kind, path: Path) -> None:
         return
     prefix = path.uri.split(":", 1)[0]
     info = model.type(kind.type)
+    assert info is not None, kind.type  # every item kind has its type in the schema model
     if prefix not in ("item", kind.prefix) or path.name not in info.index:
         raise PathError("ErrorInvalidPropertyRequest", "The property request was invalid.")
 
@@ -144,7 +145,7 @@ _EXT_INT = {"Integer", "Long", "Short", "Currency"}
 _EXT_FLOAT = {"Double", "Float", "ApplicationTime"}
 
 
-def ext_scalar(ptype: str, text: str, tz: str | None = None):
+def ext_scalar(ptype: str, text: str, tz: str | None = None) -> xmlio.Scalar:
     base = ptype.removesuffix("Array")
     if base in _EXT_BOOL:
         return xmlio.to_scalar(text, "boolean")
@@ -214,7 +215,7 @@ def values_of(view: dict[str, Any], ext: dict[str, Any], path: Path) -> list[Any
     return scalars(v)
 
 
-def scalars(v) -> list[Any]:
+def scalars(v: xmlio.JsonValue) -> list[Any]:
     if isinstance(v, dict):
         if "#" in v:
             return [v["#"]]
@@ -270,9 +271,9 @@ def camel(name: str) -> str:
     return "".join(p[:1].upper() + p[1:] for p in name.split("_"))
 
 
-def to_plain(name: str, v):
+def to_plain(name: str, v: xmlio.JsonValue) -> xmlio.JsonValue:
     if name in DICT_FIELDS and isinstance(v, dict):
-        out = {}
+        out: dict[str, Any] = {}
         for e in v.get("Entry", []):
             if "#" in e:
                 out[e["@Key"]] = e["#"]
@@ -294,9 +295,10 @@ def to_plain(name: str, v):
     return v
 
 
-def from_plain(model: Model, kind: Kind, name: str, value):
+def from_plain(model: Model, kind: Kind, name: str, value: xmlio.JsonValue) -> xmlio.JsonValue:
     """Inverse of ``to_plain`` for phone edits; typed by the schema."""
     info = model.type(kind.type)
+    assert info is not None, kind.type  # every item kind has its type in the schema model
     child = info.index.get(name)
     if child is None or name in READ_ONLY:
         raise KeyError(f"{kind.element} has no settable field {snake(name)!r}")

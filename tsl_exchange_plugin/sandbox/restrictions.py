@@ -19,7 +19,8 @@ TP = f"{{{T_NS}}}"
 Predicate = Callable[[dict[str, Any], dict[str, Any]], bool]
 
 _PATH_TAGS = {TP + "FieldURI", TP + "IndexedFieldURI", TP + "ExtendedFieldURI"}
-_OPS = {
+# Values are stored (JSON-like) values of any property type.
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
     "IsEqualTo": lambda a, b: a == b,
     "IsNotEqualTo": lambda a, b: a != b,
     "IsGreaterThan": lambda a, b: a > b,
@@ -29,7 +30,7 @@ _OPS = {
 }
 
 
-def _norm(v):
+def _norm(v: Any) -> Any:
     return v.casefold() if isinstance(v, str) else v
 
 
@@ -69,7 +70,7 @@ def _compile(model: Model, type_name: str, el: etree._Element, tz: str | None) -
     path = _path_of(el)
     base = base_type_of(model, type_name, path)
 
-    def typed(text: str):
+    def typed(text: str) -> Any:
         try:
             return _norm(xmlio.to_scalar(text, base, tz))
         except (ValueError, TypeError) as exc:
@@ -84,7 +85,7 @@ def _compile(model: Model, type_name: str, el: etree._Element, tz: str | None) -
         if const is not None:
             want = typed(const.get("Value", ""))
 
-            def pred(view, ext, want=want):
+            def pred(view: dict[str, Any], ext: dict[str, Any], want: Any = want) -> bool:
                 try:
                     return any(cmp(_norm(v), want) for v in values_of(view, ext, path))
                 except TypeError:
@@ -95,7 +96,7 @@ def _compile(model: Model, type_name: str, el: etree._Element, tz: str | None) -
         if other is None:
             raise PathError("ErrorInvalidRequest", "The comparison has no constant.")
 
-        def pred2(view, ext):
+        def pred2(view: dict[str, Any], ext: dict[str, Any]) -> bool:
             rights = [_norm(v) for v in values_of(view, ext, other)]
             try:
                 return any(cmp(_norm(v), r) for v in values_of(view, ext, path) for r in rights)
@@ -112,7 +113,7 @@ def _compile(model: Model, type_name: str, el: etree._Element, tz: str | None) -
         if fold:
             needle = needle.casefold()
 
-        def contains(view, ext):
+        def contains(view: dict[str, Any], ext: dict[str, Any]) -> bool:
             for v in values_of(view, ext, path):
                 s = str(v).casefold() if fold else str(v)
                 if mode == "FullString" and s == needle:
@@ -138,8 +139,10 @@ def _compile(model: Model, type_name: str, el: etree._Element, tz: str | None) -
     raise PathError("ErrorUnsupportedQueryFilter", f"The restriction {op} is not supported.")
 
 
-def sort_key(path: Path, descending: bool):
-    def key(pair):
+def sort_key(
+    path: Path, descending: bool
+) -> Callable[[tuple[dict[str, Any], dict[str, Any]]], tuple[bool, Any]]:
+    def key(pair: tuple[dict[str, Any], dict[str, Any]]) -> tuple[bool, Any]:
         view, ext = pair
         vals = values_of(view, ext, path)
         v = _norm(vals[0]) if vals else None
