@@ -59,8 +59,7 @@ def write_folder(
 ) -> None:
     name = folder_element_name(f["folder_class"])
     type_name = t(name + "Type")
-    info = ctx.model.type(type_name)
-    assert info is not None, type_name  # every folder class has its type in the schema model
+    info = ctx.model.type_of(type_name)
     if base == "AllProperties":
         wanted = set(view)
     elif base == "Default":

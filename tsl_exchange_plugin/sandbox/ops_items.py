@@ -22,7 +22,7 @@ from .fields import (
     write_ext,
 )
 from .ops_folders import page
-from .restrictions import compile_restriction, sort_key
+from .restrictions import Predicate, SortKey, compile_restriction, sort_key
 from .schema import t
 
 _DEFAULT_FOLDER = {"Contact": "contacts", "CalendarItem": "calendar", "Task": "tasks"}
@@ -119,7 +119,7 @@ class Shape:
 
     def project(self, ctx: Ctx, row: dict[str, Any], view: dict[str, Any]) -> dict[str, Any]:
         kind = KINDS[row["kind"]]
-        info = ctx.model.type(kind.type)
+        info = ctx.model.type_of(kind.type)
         if self.base in ("AllProperties", "Default"):
             out = {k: v for k, v in view.items() if k in info.index and k not in _NOT_IN_ALL}
         else:
@@ -165,7 +165,7 @@ def write_item(ctx: Ctx, parent: etree._Element, row: dict[str, Any], data: dict
         # a placeholder keeps their schema position.
         data["ExtendedProperty"] = {"$ext": True}
     el = E(TP + kind.element, parent)
-    info = ctx.model.type(kind.type)
+    info = ctx.model.type_of(kind.type)
     keys = sorted(data, key=lambda k: info.order.get(k, 10_000))
     for k in keys:
         if k == "ExtendedProperty":
@@ -185,7 +185,7 @@ def write_item(ctx: Ctx, parent: etree._Element, row: dict[str, Any], data: dict
 
 
 def read_item(ctx: Ctx, kind: Kind, el: etree._Element) -> tuple[dict[str, Any], dict[str, Any]]:
-    info = ctx.model.type(kind.type)
+    info = ctx.model.type_of(kind.type)
     data: dict[str, Any] = {}
     ext: dict[str, Any] = {}
     for child in el:
@@ -207,7 +207,7 @@ def read_item(ctx: Ctx, kind: Kind, el: etree._Element) -> tuple[dict[str, Any],
     return data, ext
 
 
-def _read_value(ctx: Ctx, el: etree._Element, type_name: str, name: str):
+def _read_value(ctx: Ctx, el: etree._Element, type_name: str, name: str) -> xmlio.JsonValue:
     """One property's stored value; a value the mailbox cannot hold is that item's error."""
     try:
         value = xmlio.read(ctx.model, el, type_name, ctx.tz)
@@ -330,7 +330,7 @@ def apply_updates(ctx: Ctx, row: dict[str, Any], updates: etree._Element) -> set
     """Apply an ItemChange's updates to ``row`` (in place); returns the names of the fields set or
     deleted."""
     kind = KINDS[row["kind"]]
-    info = ctx.model.type(kind.type)
+    info = ctx.model.type_of(kind.type)
     data, ext = row["data"], row["ext"]
     before = copy.deepcopy(data)
     changed: set[str] = set()
@@ -403,7 +403,7 @@ def apply_updates(ctx: Ctx, row: dict[str, Any], updates: etree._Element) -> set
     return changed
 
 
-def _append(old, new):
+def _append(old: xmlio.JsonValue, new: xmlio.JsonValue) -> xmlio.JsonValue:
     if isinstance(old, dict) and isinstance(new, dict):
         if "String" in old:
             return {**old, "String": old["String"] + new.get("String", [])}
@@ -524,9 +524,9 @@ def find_item(ctx: Ctx, req: etree._Element) -> tuple[list[Unit], str | None]:
     for name in ("IndexedPageItemView", "FractionalPageItemView", "ContactsView"):
         if req.find(M + name) is not None:
             view_el = req.find(M + name)
-    preds: dict[str, object] = {}
+    preds: dict[str, Predicate] = {}
 
-    def pred_for(kind_name: str):
+    def pred_for(kind_name: str) -> Predicate:
         if kind_name not in preds:
             preds[kind_name] = compile_restriction(ctx.model, KINDS[kind_name].type, restriction, ctx.tz)
         return preds[kind_name]
@@ -553,7 +553,8 @@ def find_item(ctx: Ctx, req: etree._Element) -> tuple[list[Unit], str | None]:
                     # A CalendarView shows a series as its occurrences, never the master.
                     views = [series.occurrence_view(view, row, o) for o in series.expand(row, ctx.tz, lo, hi)]
                 else:
-                    s, e = view.get("Start"), view.get("End") or view.get("Start")
+                    s = view.get("Start")
+                    e = view.get("End") or s
                     if not s or not (s < hi and e > lo or s == e == lo):
                         continue
             for view in views:
@@ -564,7 +565,12 @@ def find_item(ctx: Ctx, req: etree._Element) -> tuple[list[Unit], str | None]:
                 if ok:
                     matched.append((row, view))
         for path, desc in reversed(sort_paths):
-            matched.sort(key=lambda rv, p=path: sort_key(p, desc)((rv[1], rv[0]["ext"])), reverse=desc)
+            by = sort_key(path, desc)
+
+            def order(rv: tuple[dict[str, Any], dict[str, Any]], by: SortKey = by) -> tuple[bool, Any]:
+                return by((rv[1], rv[0]["ext"]))
+
+            matched.sort(key=order, reverse=desc)
         if cal is not None:
             n = min(int(cal.get("MaxEntriesReturned") or 1000), 1000)
             start, end = 0, min(n, len(matched))

@@ -139,9 +139,10 @@ def _compile(model: Model, type_name: str, el: etree._Element, tz: str | None) -
     raise PathError("ErrorUnsupportedQueryFilter", f"The restriction {op} is not supported.")
 
 
-def sort_key(
-    path: Path, descending: bool
-) -> Callable[[tuple[dict[str, Any], dict[str, Any]]], tuple[bool, Any]]:
+SortKey = Callable[[tuple[dict[str, Any], dict[str, Any]]], tuple[bool, Any]]
+
+
+def sort_key(path: Path, descending: bool) -> SortKey:
     def key(pair: tuple[dict[str, Any], dict[str, Any]]) -> tuple[bool, Any]:
         view, ext = pair
         vals = values_of(view, ext, path)

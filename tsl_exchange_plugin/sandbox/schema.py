@@ -243,6 +243,13 @@ class Model:
         ns = node.nsmap.get(prefix or None)
         return f"{{{ns}}}{local}"
 
+    def type_of(self, name: str) -> TypeInfo:
+        """``type`` for a name the sandbox itself uses (an item kind's, a folder's): always there."""
+        info = self.type(name)
+        if info is None:
+            raise KeyError(f"schema type {name!r} is not in the model")
+        return info
+
     def type(self, name: str) -> TypeInfo | None:
         if not name:
             return None
