@@ -554,8 +554,10 @@ def find_item(ctx: Ctx, req: etree._Element) -> tuple[list[Unit], str | None]:
                     views = [series.occurrence_view(view, row, o) for o in series.expand(row, ctx.tz, lo, hi)]
                 else:
                     s = view.get("Start")
+                    if not s:
+                        continue
                     e = view.get("End") or s
-                    if not s or not (s < hi and e > lo or s == e == lo):
+                    if not (s < hi and e > lo or s == e == lo):
                         continue
             for view in views:
                 try:
