@@ -37,10 +37,12 @@ import time
 import traceback
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from .. import ids, xmlio
@@ -49,6 +51,12 @@ from ..ops_items import defaults, normalize
 from . import convert as cv
 from . import recurrence as rc
 from .convert import GraphError, bad
+
+if TYPE_CHECKING:
+    from ..engine import SandboxEngine
+    from ..fields import Kind
+
+Answer = tuple[int, dict[str, str], Any]  # status, headers, JSON body (or None)
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +134,7 @@ class GraphSandbox:
 
     def __init__(
         self,
-        engine: Any,
+        engine: SandboxEngine,
         *,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -136,8 +144,8 @@ class GraphSandbox:
         delay_ms: float = 0.0,
         concurrency: int = 4,
         budget: tuple[int, float] = (10_000, 600.0),
-        clock: Any = time.time,
-    ):
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.engine = engine
         self.store = engine.store
         self.validate = validate
@@ -260,8 +268,8 @@ class GraphSandbox:
                         item["listId"] = cv.rest_id(folder["id"])
                         out.append(item)
                 return out
-            folder = self.store.distinguished(mb, "contacts" if kind == "contacts" else "calendar")
-            rows = self.store.items(mb, folder["id"])
+            known = self._distinguished(mb, "contacts" if kind == "contacts" else "calendar")
+            rows = self.store.items(mb, known["id"])
         prop = "String {00020329-0000-0000-C000-000000000046} Name tslRecordId"
         if kind == "contacts":
             return [cv.contact_out(r, prop) for r in rows]
@@ -352,16 +360,21 @@ class GraphSandbox:
     def _check_assertion(self, app: GraphApp, tenant: str, form: dict[str, str]) -> str:
         import jwt
         from cryptography import x509
+        from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
         if form.get("client_assertion_type") != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer":
             return "Invalid client assertion type."
         if not app.certificate_pem:
             return "No certificate is registered for this application."
         cert = x509.load_pem_x509_certificate(app.certificate_pem.encode())
+        key = cert.public_key()
+        if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+            # RS256, PS256 and ES256 are the algorithms accepted below.
+            return "Client assertion failed signature validation. (the certificate has neither an RSA nor an EC key)"
         try:
             claims = jwt.decode(
                 form["client_assertion"],
-                cert.public_key(),
+                key,
                 algorithms=["RS256", "PS256", "ES256"],
                 audience=[f"{self.url}/{tenant}/oauth2/v2.0/token"],
                 options={"require": ["exp", "aud", "iss", "sub"]},
@@ -462,7 +475,7 @@ class GraphSandbox:
         return None
 
     # ------------------------------------------------------------------ Graph dispatch
-    def handle(self, call: _Call) -> tuple[int, dict[str, str], Any]:
+    def handle(self, call: _Call) -> Answer:
         """One Graph request (outer or inside a $batch) -> (status, headers, JSON body)."""
         try:
             if self.contract is not None and call.body is not None and call.method in ("POST", "PATCH"):
@@ -481,7 +494,7 @@ class GraphSandbox:
         with self._lock:
             self.violations.append(text)
 
-    def _route(self, call: _Call) -> tuple[int, dict[str, str], Any]:
+    def _route(self, call: _Call) -> Answer:
         parts = [unquote(p) for p in call.path.strip("/").split("/")]
         if len(parts) < 3 or parts[0] != "users":
             raise bad("BadRequest", f"Resource not found for the segment '{parts[0] if parts else ''}'.", 400)
@@ -536,7 +549,14 @@ class GraphSandbox:
     # -------------------------------------------------------------- items
     def _folder_for(self, mailbox: str, kind: str) -> dict[str, Any]:
         name = {"Contact": "contacts", "CalendarItem": "calendar"}[kind]
-        return self.store.distinguished(mailbox, name)
+        return self._distinguished(mailbox, name)
+
+    def _distinguished(self, mailbox: str, name: str) -> dict[str, Any]:
+        """A well-known folder; every sandbox mailbox is made with all of them."""
+        folder = self.store.distinguished(mailbox, name)
+        if folder is None:
+            raise GraphError(404, "ErrorItemNotFound", "The specified folder was not found in the store.")
+        return folder
 
     def _out(self, row: dict[str, Any], call: _Call, occ: Any = None) -> dict[str, Any]:
         expand = _expand_ext(call.query.get("$expand"))
@@ -574,14 +594,15 @@ class GraphSandbox:
         txn = body.get("transactionId") if kind == "CalendarItem" else None
         if txn:
             existing = self._transactions.get((mailbox, txn))
-            if existing and self.store.item(mailbox, existing) is not None:
+            earlier = self.store.item(mailbox, existing) if existing else None
+            if earlier is not None:
                 if self.duplicate_transaction == 409:
                     raise GraphError(
                         409,
                         "ErrorDuplicateTransactionId",
                         "A request with this transactionId was already processed.",
                     )
-                return 201, {}, self._out(self.store.item(mailbox, existing), call)
+                return 201, {}, self._out(earlier, call)
         folder = folder or self._folder_for(mailbox, kind)
         now = xmlio.utc_now()
         row = {
@@ -623,7 +644,9 @@ class GraphSandbox:
         except Exception as exc:
             raise bad("ErrorInvalidRequest", str(exc)) from None
 
-    def _item(self, call: _Call, mailbox: str, kind: str, rest_id: str, folder: dict[str, Any] | None = None):
+    def _item(
+        self, call: _Call, mailbox: str, kind: str, rest_id: str, folder: dict[str, Any] | None = None
+    ) -> Answer:
         if kind == "CalendarItem":
             instance = rc.parse_instance_id(cv.ews_id(rest_id))
             if instance is not None:
@@ -676,7 +699,7 @@ class GraphSandbox:
             raise GraphError(404, "ErrorItemNotFound", rc.NOT_FOUND)
         return row
 
-    def _instance(self, call: _Call, mailbox: str, master_id: str, index: int):
+    def _instance(self, call: _Call, mailbox: str, master_id: str, index: int) -> Answer:
         """GET, PATCH (makes an exception) or DELETE (cancels) one instance of a series."""
         row = self._master(mailbox, master_id)
         if call.method == "GET":
@@ -706,7 +729,7 @@ class GraphSandbox:
         return 200, {}, self._out(row, call, occ)
 
     @staticmethod
-    def _time_window(call: _Call):
+    def _time_window(call: _Call) -> tuple[datetime, datetime]:
         start = call.query.get("startDateTime")
         end = call.query.get("endDateTime")
         if not start or not end:
@@ -719,7 +742,7 @@ class GraphSandbox:
         except ValueError:
             raise bad("ErrorInvalidParameter", "Invalid startDateTime or endDateTime.") from None
 
-    def _instances(self, call: _Call, mailbox: str, rest_id: str):
+    def _instances(self, call: _Call, mailbox: str, rest_id: str) -> Answer:
         """``/events/{id}/instances``: a master's occurrences and exceptions in the window."""
         lo, hi = self._time_window(call)
         ews = cv.ews_id(rest_id)
@@ -729,11 +752,14 @@ class GraphSandbox:
         entries = [(row, o) for o in rc.expand(row, lo, hi)] if rc.is_master(row) else []
         return self._page(call, "instances", entries)
 
-    def _collection(self, call: _Call, mailbox: str, what: str, folder: dict[str, Any] | None = None):
+    def _collection(
+        self, call: _Call, mailbox: str, what: str, folder: dict[str, Any] | None = None
+    ) -> Answer:
         if what == "tasks":
+            assert folder is not None  # a To Do list's tasks
             rows = self.store.items(mailbox, folder["id"])
         else:
-            f = folder or self.store.distinguished(mailbox, "contacts" if what == "contacts" else "calendar")
+            f = folder or self._distinguished(mailbox, "contacts" if what == "contacts" else "calendar")
             rows = self.store.items(mailbox, f["id"])
         flt = call.query.get("$filter")
         if flt:
@@ -752,7 +778,7 @@ class GraphSandbox:
             entries.sort(key=lambda e: (e[1].data if e[1] is not None else e[0]["data"]).get("Start") or "")
         return self._page(call, what, entries)
 
-    def _page(self, call: _Call, what: str, entries: list[tuple[dict[str, Any], Any]]):
+    def _page(self, call: _Call, what: str, entries: list[tuple[dict[str, Any], Any]]) -> Answer:
         try:
             top = min(MAX_PAGE, int(call.query.get("$top") or DEFAULT_PAGE))
         except ValueError:
@@ -912,7 +938,7 @@ class GraphSandbox:
             "wellknownListName": "defaultList" if default else "none",
         }
 
-    def _todo(self, call: _Call, mailbox: str, rest: list[str]):
+    def _todo(self, call: _Call, mailbox: str, rest: list[str]) -> Answer:
         m = call.method
         if not rest:
             if m == "GET":
@@ -922,13 +948,15 @@ class GraphSandbox:
                 name = str((call.body or {}).get("displayName") or "").strip()
                 if not name:
                     raise bad("BadRequest", "displayName is required.")
-                root = self.store.distinguished(mailbox, "msgfolderroot")
-                folder = new_folder(mailbox, root["id"], name, "IPF.Task", None)
+                root = self._distinguished(mailbox, "msgfolderroot")
+                created = new_folder(mailbox, root["id"], name, "IPF.Task", None)
                 self.store.begin()
-                self.store.insert_folder(folder)
+                self.store.insert_folder(created)
                 self.store.commit()
-                return 201, {}, self._list_out(folder)
-        folder = next((f for f in self._task_folders(mailbox) if cv.rest_id(f["id"]) == rest[0]), None)
+                return 201, {}, self._list_out(created)
+        folder: dict[str, Any] | None = next(
+            (f for f in self._task_folders(mailbox) if cv.rest_id(f["id"]) == rest[0]), None
+        )
         if folder is None:
             raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the store.")
         if len(rest) == 1:
@@ -974,6 +1002,7 @@ class GraphSandbox:
             rid = str(r["id"])
             failed_dep = [d for d in r.get("dependsOn") or () if not 200 <= status_of.get(str(d), 0) < 300]
             if failed_dep:
+                headers: dict[str, Any]
                 status, headers, rbody = (
                     424,
                     {},
@@ -1016,7 +1045,7 @@ class GraphSandbox:
         return self.handle(call)
 
 
-_KIND = {}
+_KIND: dict[str, Kind] = {}
 
 
 def _kinds() -> None:
@@ -1163,7 +1192,7 @@ def _literal_at(text: str, pos: int) -> tuple[str, int]:
     raise bad("BadRequest", "Invalid filter clause: unterminated literal.")
 
 
-def _filter(text: str):
+def _filter(text: str) -> Callable[[dict[str, Any]], bool]:
     """The extended-property filters Graph documents (NOTES §6) -> a row predicate."""
     t = text.strip()
     low = t.lower()
@@ -1214,7 +1243,7 @@ class _Server(ThreadingHTTPServer):
         self.sandbox = sandbox
         super().__init__(address, _Handler)
 
-    def get_request(self):
+    def get_request(self) -> tuple[Any, Any]:
         sock, addr = super().get_request()
         if self.sandbox._ssl is not None:
             sock = self.sandbox._ssl.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
@@ -1227,6 +1256,7 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
+    _entry: LoggedRequest | None = None  # the request being answered, for its log entry
 
     def setup(self) -> None:
         super().setup()
@@ -1329,25 +1359,27 @@ class _Handler(BaseHTTPRequestHandler):
         if not path.startswith("/v1.0/"):
             return self._send(404, _error_body(GraphError(404, "BadRequest", "Invalid version."), headers))
         gpath = path[len("/v1.0") :]
-        body = None
+        payload: Any = None  # the parsed JSON request body
         if raw:
             try:
-                body = json.loads(raw)
+                payload = json.loads(raw)
             except ValueError:
                 return self._send(
                     400, _error_body(bad("BadRequest", "Unable to read JSON request payload."), headers)
                 )
         mailbox = _mailbox_of(gpath)
         inner = (
-            len((body or {}).get("requests") or []) if gpath == "/$batch" and isinstance(body, dict) else 0
+            len((payload or {}).get("requests") or [])
+            if gpath == "/$batch" and isinstance(payload, dict)
+            else 0
         )
         if inner:
             # A batch is logged (and faults match) by the mailbox of its first request.
-            first = (body or {}).get("requests")[0]
+            first = payload["requests"][0]
             mailbox = _mailbox_of(unquote(urlsplit(str((first or {}).get("url", ""))).path))
         parts = [
             (str(r.get("method", "")).upper(), unquote(urlsplit(str(r.get("url", ""))).path))
-            for r in ((body or {}).get("requests") or [] if inner else [])
+            for r in ((payload or {}).get("requests") or [] if inner else [])
             if isinstance(r, dict)
         ]
         entry = self._entry = LoggedRequest(self.command, gpath, mailbox, inner, parts=parts)
@@ -1375,11 +1407,11 @@ class _Handler(BaseHTTPRequestHandler):
         except GraphError as err:
             entry.status = err.status
             return self._send(err.status, _error_body(err, headers), err.headers)
-        call = _Call(app, self.command, gpath, _query(url.query), headers, body, sb.graph_url)
+        call = _Call(app, self.command, gpath, _query(url.query), headers, payload, sb.graph_url)
         # Throttling: one slot per plain request; a batch holds one per inner request up to 4 (NOTES §4).
         mailboxes: dict[str, int] = {}
         if gpath == "/$batch":
-            for r in (body or {}).get("requests") or []:
+            for r in (payload or {}).get("requests") or []:
                 mb = _mailbox_of(unquote(urlsplit(str(r.get("url", ""))).path))
                 mailboxes[mb] = mailboxes.get(mb, 0) + 1
         else:
@@ -1388,11 +1420,11 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             for mb, n in mailboxes.items():
                 slots = min(sb.concurrency, n)
-                err = sb._admit(app, mb, slots, n)
-                if err is not None:
+                refused = sb._admit(app, mb, slots, n)
+                if refused is not None:
                     entry.status = 429
-                    entry.back_off = float(err.headers.get("Retry-After", 0)) or None
-                    return self._send(429, _error_body(err, headers), err.headers)
+                    entry.back_off = float(refused.headers.get("Retry-After", 0)) or None
+                    return self._send(429, _error_body(refused, headers), refused.headers)
                 admitted.append((mb, slots))
             if sb.delay:
                 time.sleep(sb.delay)  # the round trip of a hosted service (benchmarks, --delay-ms)
