@@ -229,5 +229,5 @@ def kanzlei_on(
     (``configure``) keeps the mailbox on Microsoft 365. The caller closes ``k.host``."""
     k = make_kanzlei(tmp_path, sandbox, graph, licence_key, backend=backend)
     if backend == "graph":
-        k.configure = lambda user, password=None, **values: k.configure_graph(user, **values)  # type: ignore[method-assign]
+        k.configure = lambda user, password=None, **values: k.configure_graph(user, **values)  # type: ignore[method-assign]  # the Graph variant of the same step
     return k

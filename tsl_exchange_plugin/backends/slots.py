@@ -89,7 +89,7 @@ class ServerLimit:
         deadline = time.monotonic() + SLOT_PATIENCE
         while True:
             try:
-                slot = self.shared.acquire_server_slot(  # type: ignore[union-attr]
+                slot = self.shared.acquire_server_slot(  # type: ignore[union-attr]  # only with shared slots (__enter__)
                     self.server, self.limit, holder, lease_seconds=SLOT_LEASE_SECONDS
                 )
             except Exception as exc:

@@ -34,7 +34,7 @@ from typing import Any
 try:  # only to keep two processes on one data directory from interleaving (POSIX)
     import fcntl
 except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
+    fcntl = None  # type: ignore[assignment]  # the module is absent there; checked before use
 
 log = logging.getLogger(__name__)
 

@@ -138,7 +138,7 @@ class Validator:
                 first = errors[0] if errors else err
                 return ValidationError(first.message, first.line, first.column)
         try:
-            self._xs.validate(element)  # type: ignore[union-attr]
+            self._xs.validate(element)  # type: ignore[union-attr]  # one of the two validators is always set
             return None
         except Exception as exc:  # xmlschema raises XMLSchemaValidationError
             line = getattr(getattr(exc, "elem", None), "sourceline", None) or 0

@@ -36,7 +36,7 @@ from .auth import (
     parse_basic,
     www_authenticate,
 )
-from .faults import Fault, FaultPlan
+from .faults import Fault, FaultKind, FaultPlan
 
 log = logging.getLogger(__name__)
 
@@ -695,8 +695,8 @@ class SandboxServer:
         """Change a mailbox password; connections NTLM-authenticated with the old one must authenticate again."""
         self.credentials.set_password(email, password)
 
-    def inject(self, kind: str, **kw: Any) -> Fault:
-        return self.faults.add(Fault(kind, **kw))  # type: ignore[arg-type]
+    def inject(self, kind: FaultKind, **kw: Any) -> Fault:
+        return self.faults.add(Fault(kind, **kw))
 
     def mailboxes(self) -> list[dict[str, str]]:
         out = []

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from tsl_hostapi.types import ActionResult, Host, MenuAction, RecordOutcome, RecordRef, SettingsField, User
 
@@ -133,9 +133,14 @@ def run_cleanup(runtime: SyncRuntime, user: User, values: dict[str, Any]) -> Act
         all_mailboxes=all_mailboxes,
         progress=progress,
     )
-    status = {"done": "done", "nothing": "unchanged", "refused": "failed", "failed": "failed"}
+    status: dict[str, Literal["done", "unchanged", "failed"]] = {
+        "done": "done",
+        "nothing": "unchanged",
+        "refused": "failed",
+        "failed": "failed",
+    }
     outcomes = tuple(
-        RecordOutcome(RecordRef("user", r.user_id), status[r.outcome], f"{r.user_name}: {r.message}")  # type: ignore[arg-type]
+        RecordOutcome(RecordRef("user", r.user_id), status[r.outcome], f"{r.user_name}: {r.message}")
         for r in results
     )
     removed = sum(r.removed for r in results)

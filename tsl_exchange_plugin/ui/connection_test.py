@@ -21,7 +21,7 @@ import time
 import uuid
 import warnings
 from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from tsl_hostapi.types import ActionResult, User
@@ -65,7 +65,7 @@ class TestOutcome:
     skew_seconds: float | None = None
 
     @property
-    def icon(self) -> str:
+    def icon(self) -> Literal["green", "red"]:
         return "green" if self.ok else "red"
 
 
@@ -468,7 +468,7 @@ def run_test(runtime: SyncRuntime, actor: User, values: dict[str, Any]) -> Actio
     if _matches_saved(runtime, actor, user_id, values):
         _store(runtime, user_id, outcome)
     prefix = "" if outcome.ok else "Verbindungstest fehlgeschlagen: "
-    return ActionResult(outcome.ok, prefix + outcome.message, status_icon=outcome.icon)  # type: ignore[arg-type]
+    return ActionResult(outcome.ok, prefix + outcome.message, status_icon=outcome.icon)
 
 
 def _transport_words(account: MailboxAccount) -> str:

@@ -771,7 +771,7 @@ def _attach_guard(session: MailboxSession, guard: object) -> None:
     while isinstance(getattr(target, "__dict__", None), dict) and "inner" in vars(target):
         target = vars(target)["inner"]
     if "guard" in getattr(target, "__dict__", {}):
-        target.guard = guard  # type: ignore[attr-defined]
+        target.guard = guard  # type: ignore[attr-defined]  # checked in its __dict__ just above
 
 
 class _LaneCrew:

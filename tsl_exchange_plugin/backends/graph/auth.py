@@ -158,7 +158,7 @@ def _http_client(verify: bool | str, timeout: float) -> Any:
 
     session = _Session()
     session.verify = verify
-    session.request = functools.partial(session.request, timeout=timeout)  # type: ignore[method-assign]
+    session.request = functools.partial(session.request, timeout=timeout)  # type: ignore[method-assign]  # a default timeout
     return session
 
 

@@ -927,11 +927,12 @@ class GraphSession:
 
     def _pages(self, first: list[str]) -> list[list[dict[str, Any]]]:
         """GET each url (in batches) and follow @odata.nextLink until every collection is read."""
-        pages = self._pages_each(first)
-        for page in pages:
+        pages: list[list[dict[str, Any]]] = []
+        for page in self._pages_each(first):
             if isinstance(page, ExchangeError):
                 raise page
-        return pages  # type: ignore[return-value]
+            pages.append(page)
+        return pages
 
     def _filter_url(
         self, item_class: str, condition: str, *, select: str = "id,changeKey", top: int = PAGE
