@@ -56,7 +56,7 @@ _CONTACT_FOLDER = {
 _CALENDAR = {"$ref": "#/components/schemas/microsoft.graph.calendar"}
 
 
-def _listing(schema: dict) -> dict:
+def _listing(schema: dict[str, Any]) -> dict[str, Any]:
     return {
         "type": "object",
         "properties": {

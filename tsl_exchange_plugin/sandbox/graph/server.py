@@ -800,14 +800,14 @@ class GraphSandbox:
     # -------------------------------------------------------------- folders
     # Contact folders and calendars are folders of the one store behind both sandboxes: a
     # subfolder made over EWS is the same folder here, and the other way round.
-    def _child_folders(self, mailbox: str, parent: dict, prefix: str) -> list[dict]:
+    def _child_folders(self, mailbox: str, parent: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
         return [
             f
             for f in self.store.folders(mailbox)
             if f["parent_id"] == parent["id"] and (f["folder_class"] or "").startswith(prefix)
         ]
 
-    def _new_child(self, mailbox: str, parent: dict, name: str, prefix: str) -> dict:
+    def _new_child(self, mailbox: str, parent: dict[str, Any], name: str, prefix: str) -> dict[str, Any]:
         name = name.strip()
         if not name:
             raise bad("ErrorInvalidRequest", "The folder name is missing.")
@@ -824,30 +824,31 @@ class GraphSandbox:
         self.store.commit()
         return folder
 
-    def _delete_folder(self, folder: dict) -> tuple[int, dict, Any]:
+    def _delete_folder(self, folder: dict[str, Any]) -> Answer:
         """A folder deleted (in Outlook, on a phone), with what it holds."""
         self.store.begin()
         self.store.delete_folder(folder["id"])
         self.store.commit()
         return 204, {}, None
 
-    def _contact_folder_out(self, folder: dict) -> dict:
+    def _contact_folder_out(self, folder: dict[str, Any]) -> dict[str, Any]:
         return {
             "id": cv.rest_id(folder["id"]),
             "displayName": folder["display_name"],
             "parentFolderId": cv.rest_id(folder["parent_id"]),
         }
 
-    def _contact_folders(self, call: _Call, mailbox: str, rest: list[str]):
+    def _contact_folders(self, call: _Call, mailbox: str, rest: list[str]) -> Answer:
         """``/contactFolders`` (the children of the default contacts folder), one folder, its
         ``childFolders`` and its ``contacts``."""
         m = call.method
-        default = self.store.distinguished(mailbox, "contacts")
+        default = self._distinguished(mailbox, "contacts")
         parent = default
         if rest:
-            parent = next((f for f in self.store.folders(mailbox) if cv.rest_id(f["id"]) == rest[0]), None)
-            if parent is None or not (parent["folder_class"] or "").startswith("IPF.Contact"):
+            found = next((f for f in self.store.folders(mailbox) if cv.rest_id(f["id"]) == rest[0]), None)
+            if found is None or not (found["folder_class"] or "").startswith("IPF.Contact"):
                 raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the store.")
+            parent = found
         if not rest or rest[1:] == ["childFolders"]:
             if m == "GET":
                 values = [
@@ -873,7 +874,7 @@ class GraphSandbox:
             return self._item(call, mailbox, "Contact", rest[2], parent)
         raise bad("BadRequest", "Resource not found.", 400)
 
-    def _calendar_out(self, folder: dict) -> dict:
+    def _calendar_out(self, folder: dict[str, Any]) -> dict[str, Any]:
         default = folder["distinguished"] == "calendar"
         return {
             "id": cv.rest_id(folder["id"]),
@@ -887,11 +888,11 @@ class GraphSandbox:
             "isRemovable": not default,
         }
 
-    def _calendars(self, call: _Call, mailbox: str, rest: list[str]):
+    def _calendars(self, call: _Call, mailbox: str, rest: list[str]) -> Answer:
         """``/calendars``: the default calendar and its subfolders (Exchange Online shows them in the
         default calendar group); one calendar's ``events`` and ``calendarView``."""
         m = call.method
-        default = self.store.distinguished(mailbox, "calendar")
+        default = self._distinguished(mailbox, "calendar")
         if not rest:
             if m == "GET":
                 folders = [default] + self._child_folders(mailbox, default, "IPF.Appointment")
