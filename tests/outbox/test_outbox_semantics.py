@@ -413,8 +413,8 @@ def test_wait_for_work_times_out_without_work(outbox):
 def test_wait_for_work_returns_at_once_when_work_is_due(outbox):
     outbox.enqueue([up("anna", "contact:1")])
     t = time.monotonic()
-    assert outbox.wait_for_work(10) is True
-    assert time.monotonic() - t < 2
+    assert outbox.wait_for_work(120) is True
+    assert time.monotonic() - t < 30  # at once, not after the 120 s timeout
 
 
 def test_wait_for_work_ignores_parked_and_leased_work(outbox):

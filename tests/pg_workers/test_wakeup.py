@@ -17,7 +17,10 @@ from tsl_exchange_plugin.worker.dispatch import make_mapper
 from tsl_exchange_plugin.worker.runner import IDLE_WAIT_ENV, Worker, WorkerConfig
 
 SET_SYNC = f"{PLUGIN_ID}.set_sync"
-IDLE = 10.0  # an idle thread's own timeout; every bound below is far under it
+IDLE = 120.0  # an idle thread's own timeout; every bound below is far under it
+# A wake-up through the store arrives at once; polling would take IDLE. The bound sits far
+# between the two, so a loaded machine cannot fail the test and polling cannot pass it.
+BOUND = IDLE / 4
 
 
 def push_latency(k, contact, user) -> float:
@@ -48,7 +51,7 @@ def test_sqlite_in_host_worker_wakes_at_once_on_enqueue(monkeypatch, request):
     assert k.runtime.worker.running
     latencies = [push_latency(k, c, k.lawyers[0]) for c in k.firm.contacts[:3]]
     print("SQLite in-host wake-up latencies:", [f"{x:.3f}s" for x in latencies])
-    assert max(latencies) < 1.5, latencies
+    assert max(latencies) < BOUND, latencies
 
 
 def test_sqlite_worker_wakes_through_the_store_alone_and_stops_promptly(kanzlei):
@@ -59,13 +62,13 @@ def test_sqlite_worker_wakes_through_the_store_alone_and_stops_promptly(kanzlei)
     try:
         wait_for(lambda: worker._idle_threads == worker.config.threads, what="all threads idle")
         latency = push_latency(k, k.firm.contacts[0], k.lawyers[1])
-        assert latency < 1.5, latency
+        assert latency < BOUND, latency
     finally:
         began = time.monotonic()
         worker.stop()
         stopped_in = time.monotonic() - began
         store.close()
-    assert stopped_in < 1.0, f"stop() took {stopped_in:.2f}s while idle"
+    assert stopped_in < BOUND, f"stop() took {stopped_in:.2f}s while idle"
 
 
 @pytest.mark.postgres
@@ -79,13 +82,13 @@ def test_postgres_notify_from_another_connection_wakes_a_worker(pg_kanzlei, pg_q
         wait_for(lambda: worker._idle_threads == worker.config.threads, what="all threads idle")
         latencies = [push_latency(k, c, k.lawyers[2]) for c in k.contacts[:3]]
         print("PostgreSQL in-process NOTIFY latencies:", [f"{x:.3f}s" for x in latencies])
-        assert max(latencies) < 1.5, latencies
+        assert max(latencies) < BOUND, latencies
     finally:
         began = time.monotonic()
         worker.stop()
         stopped_in = time.monotonic() - began
         store.close()
-    assert stopped_in < 1.0, f"stop() took {stopped_in:.2f}s while idle"
+    assert stopped_in < BOUND, f"stop() took {stopped_in:.2f}s while idle"
 
 
 def test_worker_mode_defaults_to_host_and_a_bad_value_falls_back(kanzlei):
