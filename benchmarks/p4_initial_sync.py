@@ -5,8 +5,9 @@ process (as a real Exchange server would be). It measures, side by side:
 
 * P4, memory: the host's peak RSS (goal < 250 MB) and whether it stays flat after the
   first 20,000 items (RSS at 20,000 vs at the end);
-* P4, queue on disk (the SQLite file with its WAL): at its peak (goal < 100 MB) and after
-  the drain (goal < 10 MB);
+* P4, queue on disk (the SQLite queue file with its WAL): at its peak (goal < 100 MB) and
+  after the drain (goal < 10 MB); the sync-state file beside it (ItemId, ChangeKey and hash of
+  every item written, which stays) is reported on its own, with the total of both;
 * P4, cost per item: seconds for the first 20,000 delivered vs the last 20,000 (goal:
   last <= 1.2 x first);
 * P3 under load: while the initial sync drains, other contacts are saved at 5 per second;
@@ -161,7 +162,9 @@ def main() -> int:
         wait_empty(60)
 
         path = getattr(runtime.outbox, "path", "")
-        samples: list[tuple[float, float, float, int]] = []  # (t, rss, disk, delivered)
+        sync_path = getattr(runtime.outbox, "sync_path", "")
+        samples: list[tuple[float, float, float, int]] = []  # (t, rss, queue disk, delivered)
+        sync_samples: list[float] = []  # the sync-state file, at the same moments
         stop = threading.Event()
 
         def sampler() -> None:
@@ -169,6 +172,7 @@ def main() -> int:
                 with lock:
                     d = delivered
                 samples.append((time.monotonic(), rss_mb(), disk_mb(path) if path else 0.0, d))
+                sync_samples.append(disk_mb(sync_path) if sync_path else 0.0)
 
         busy_saves: list[float] = []
         latencies: list[float] = []
@@ -215,6 +219,7 @@ def main() -> int:
             runtime.outbox.pending_count()  # let the store run its after-drain housekeeping
         time.sleep(2.0)
         disk_after = disk_mb(path) if path else 0.0
+        sync_after = disk_mb(sync_path) if sync_path else 0.0
         host.close()
 
     with lock:
@@ -239,6 +244,11 @@ def main() -> int:
         "rss_end_mb": round(samples[-1][1], 1) if samples else None,
         "disk_peak_mb": round(max((dk for _, _, dk, _ in samples), default=0.0), 1),
         "disk_after_drain_mb": round(disk_after, 1),
+        "syncstate_peak_mb": round(max(sync_samples, default=0.0), 1),
+        "syncstate_after_drain_mb": round(sync_after, 1),
+        "both_files_peak_mb": round(
+            max((q + st for (_, _, q, _), st in zip(samples, sync_samples, strict=True)), default=0.0), 1
+        ),
         "first_20k_s": round(first_s, 2),
         "last_20k_s": round(last_s, 2),
         "last_vs_first": round(last_s / first_s, 2) if first and last_start else None,

@@ -32,6 +32,7 @@ from ..outbox.journal import JournalRecordUnusable
 from . import subscriptions
 
 SYNCED_KINDS = ("contact", "appointment", "deadline", "reminder")
+BULK_CHUNK = 5000  # changes per queue transaction of a bulk (see EnqueuePath.put)
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -113,14 +114,23 @@ class EnqueuePath:
                 changes.append(Change(u, key, "delete", "", version, priority))
         return changes
 
-    def put(self, changes: list[Change]) -> None:
-        """Write changes to the queue in one transaction and wake the worker."""
+    def put(self, changes: list[Change], *, bulk: bool = False) -> None:
+        """Write changes to the queue in one transaction and wake the worker; with ``bulk`` in
+        transactions of BULK_CHUNK each.
+
+        ``bulk`` only for callers whose work survives a crash half-way by other means (a journal
+        intent still open, the unclean-stop marker, or work that is simply repeated): a
+        transaction of 200,000 changes holds the queue's write lock for many seconds, so the
+        host's saves wait that long, and it grows the SQLite WAL to the size of the whole queue."""
         changes = self._reachable(changes)
         if not changes:
             return
-        self.outbox.enqueue(changes)
-        signals.emit(signals.enqueued, self, changes=changes)  # a failing receiver must not undo a save
-        self._wake()
+        step = BULK_CHUNK if bulk else len(changes)
+        for start in range(0, len(changes), step):
+            part = changes[start : start + step]
+            self.outbox.enqueue(part)
+            signals.emit(signals.enqueued, self, changes=part)  # a failing receiver must not undo a save
+            self._wake()
 
     def _reachable(self, changes: list[Change]) -> list[Change]:
         """Drop removals for mailboxes that have nothing of ours and no account: such a job
@@ -222,7 +232,7 @@ class EnqueuePath:
                     changes += [
                         c for c in self.changes_for(record, priority=PRIORITY_BULK) if c.mailbox in wanted
                     ]
-        self.put(changes)
+        self.put(changes, bulk=True)  # a resync cut short is simply run again
         return len(changes)
 
     def requeue_host_view(self) -> int:
@@ -248,7 +258,7 @@ class EnqueuePath:
             changes += [
                 Change(mailbox, key, "delete") for key in sorted(held) if (mailbox, key) not in wanted
             ]
-        self.put(changes)
+        self.put(changes, bulk=True)  # the marker stays until a clean stop: a crash repeats it
         return len(changes)
 
     # ------------------------------------------------------------------ the journal's replay
@@ -285,7 +295,7 @@ class EnqueuePath:
                 payload = self.snapshot_payload(record)
                 changes += [Change(u, key, "upsert", payload) for u in users]
             changes += [Change(u, key, "delete") for u in gone]
-        self.put(changes)
+        self.put(changes, bulk=True)  # the intent stays open until the replay is through
 
 
 def event_to_journal(event: RecordEvent, hook: str) -> dict[str, Any]:

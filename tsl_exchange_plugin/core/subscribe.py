@@ -75,17 +75,19 @@ class SubscriptionChanges:
         """``change`` for thousands of contacts (the bulk menu actions).
 
         The subscription lists are written in ONE host transaction; then the contacts are read
-        and every snapshot built, outside any transaction, and the pushes queued in ONE outbox
-        transaction, so the host's own saves are never queued behind a long write. The
+        and every snapshot built, outside any transaction, and the pushes queued in outbox
+        transactions of BULK_CHUNK changes each, so the host's own saves are never queued behind
+        a long write (in ONE transaction without a journal, see below). The
         snapshots come after the write (``records``, read earlier by the caller, are not used
         for them): a save of another host instance that committed before the write saw the old
         list, so only a snapshot from after the write carries it to the new subscribers.
 
         The two stores cannot share a transaction, so the change is recorded first: an intent
-        in the journal (on disk) before the lists are written, closed once the pushes are
+        in the journal (on disk) before the lists are written, closed once all pushes are
         queued. A crash in between, or a queue that cannot be written, leaves the intent open
         and the replay completes it (``QueueDeferred`` is raised for the latter; the lists stay).
-        Without a writable journal it falls back to putting the lists back on a queue error.
+        Without a writable journal it queues in one transaction and falls back to putting the
+        lists back on a queue error.
 
         Every selected user who is (now) subscribed gets a push, also where nothing changed:
         pressing "Exchange-Sync setzen" again repairs a missing item, and an unchanged content
@@ -116,7 +118,7 @@ class SubscriptionChanges:
             raise
         try:
             # Snapshots only now, after the write (see above).
-            self._enqueue_changes(contact_ids, changed, pushed, progress, chunk)
+            self._enqueue_changes(contact_ids, changed, pushed, progress, chunk, bulk=intent is not None)
         except Exception as exc:
             if intent is None:
                 subscriptions.write_subscriptions(self.host.settings, changed, undo=True)
@@ -171,9 +173,12 @@ class SubscriptionChanges:
         pushed: list[str],
         progress: Callable[[int], None] | None,
         chunk: int,
+        *,
+        bulk: bool = False,
     ) -> None:
         """Queue the pushes and removals of a subscription change whose lists are written, each
         contact read from the host now (records read before the write may be older, or deleted).
+        With ``bulk`` (an intent is open in the journal) in several transactions (EnqueuePath.put).
 
         These pushes carry no source version (a read has none), so they replace whatever is
         queued. A save of another instance that commits after the read and queues (it sees the
@@ -183,7 +188,7 @@ class SubscriptionChanges:
         after that read queues after this, with its version."""
         wanted = [cid for cid in dict.fromkeys(contact_ids) if cid in changed or pushed]
         current = self._read_contacts(wanted)
-        self.enqueue.put(self._changes(wanted, current, changed, pushed, progress, chunk))
+        self.enqueue.put(self._changes(wanted, current, changed, pushed, progress, chunk), bulk=bulk)
         for _ in range(SUBSCRIPTION_REREADS):
             again = self._read_contacts(wanted)
             moved = [cid for cid in wanted if again.get(cid) != current.get(cid)]
@@ -196,7 +201,7 @@ class SubscriptionChanges:
                 for record in gone.values()
                 for u in pushed
             ]
-            self.enqueue.put(changes)
+            self.enqueue.put(changes, bulk=bulk)
             current = again
         log.warning("Exchange-Sync: Kontakte ändern sich laufend; die Abonnements werden nachgeholt.")
 

@@ -315,7 +315,7 @@ _MIGRATE_V1 = [
     "ALTER TABLE {s}.jobs SET (fillfactor = 70)",
 ]
 
-JOB_COLS = job_cols("{s}.")
+JOB_COLS = job_cols("COALESCE((SELECT p.body FROM {s}.payloads AS p WHERE p.hash = jobs.payload_hash), '')")
 
 _Q = {
     # See the function {s}.enqueue; the casts name the array types.

@@ -13,19 +13,16 @@ from typing import Any
 from .base import Change, Claim, Job, LeaseLost, MailboxState, SyncEntry
 
 
-def job_cols(schema: str = "") -> str:
+def job_cols(payload: str) -> str:
     """Column order of every query that returns jobs from the table ``jobs`` (not aliased);
-    ``job_from_row`` reads rows in this order. The snapshot is read from ``payloads``
-    (``schema`` is the table prefix, e.g. "{s}." for the PostgreSQL store)."""
+    ``job_from_row`` reads rows in this order. ``payload`` is the store's expression for the
+    job's snapshot text (the stores keep snapshots once per content, referenced differently)."""
     return (
-        "jobs.id, jobs.mailbox, jobs.record_key, jobs.op, "
-        f"COALESCE((SELECT p.body FROM {schema}payloads AS p WHERE p.hash = jobs.payload_hash), ''), "
+        f"jobs.id, jobs.mailbox, jobs.record_key, jobs.op, {payload}, "
         "jobs.version, jobs.attempts, jobs.status, jobs.last_error, jobs.due_at, jobs.enqueued_at, jobs.claims, "
         "jobs.source_version, jobs.priority, jobs.verify"
     )
 
-
-JOB_COLS = job_cols()
 
 # Column order of sync_state reads and writes; ``sync_params`` and ``SyncEntry(*row)`` follow it.
 SYNC_COLS = "mailbox, record_key, item_id, change_key, content_hash, item_class, updated_at, source_version"

@@ -1,16 +1,31 @@
-"""The outbox in one SQLite file (the default; no server needed).
+"""The outbox in SQLite (the default; no server needed): two files side by side.
+
+* The queue file (``outbox.sqlite3``): jobs, their snapshots, leases, mailboxes, pauses. It
+  runs empty when the queue drains and then gives its pages back to the file system.
+* The sync-state file (``syncstate.sqlite3`` beside it, ``sync_state_path``): what was
+  written where (ItemId, ChangeKey, hash, version) and the tombstones of pushed deletes. It
+  never drains, so it lives apart and the queue file can shrink; every connection ATTACHes it
+  as the schema ``syncstate``, so one connection (and one transaction) reads both.
 
 Concurrency model: every thread gets its own connection (``threading.local``);
-writes run in ``BEGIN IMMEDIATE`` transactions, so the write lock is taken up front
-and a claim's read-then-lease can never interleave with another writer, whether it
-sits in another thread or another process on the same file. WAL mode lets readers
+writes run in ``BEGIN IMMEDIATE`` transactions, which take the write lock of both files
+up front, so a claim's read-then-lease can never interleave with another writer, whether it
+sits in another thread or another process on the same files. WAL mode lets readers
 (status views, ``jobs()``) run while a writer commits.
+
+Crash atomicity across the two files: in WAL mode a transaction that writes both is atomic
+per file only, so no transaction writes both. An ack first writes the sync state (fenced,
+one transaction on the sync-state file) and then deletes the jobs (fenced again, one
+transaction on the queue file). A crash in between leaves jobs whose outcome the sync state
+already holds: they are pushed again and find an unchanged hash, so nothing is lost or
+written twice.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -22,13 +37,13 @@ from typing import Any
 from .base import Change, Claim, Job, MailboxState, ServerPause, SyncEntry
 from .conns import PerThreadConnections
 from .rows import (
-    JOB_COLS,
     SYNC_COLS,
     TOMBSTONE_SECONDS,
     check_changes,
     check_complete,
     check_worker_id,
     claimed_jobs,
+    job_cols,
     job_from_row,
     lease_lost,
     mailbox_state,
@@ -36,7 +51,18 @@ from .rows import (
     sync_params,
 )
 
-SCHEMA_VERSION = 2
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 3
+
+# The schema name the sync-state file is attached under, in every connection.
+SYNC = "syncstate"
+SYNC_FILE_NAME = "syncstate.sqlite3"
+
+# The WAL files are cut back to this size whenever a checkpoint has copied them into their
+# database: a bulk enqueue or a drain may grow a WAL far beyond it for a moment, and without
+# a limit SQLite keeps a WAL at the largest size it ever had.
+WAL_LIMIT = 4 * 1024 * 1024
 
 _JOBS_TABLE = """CREATE TABLE IF NOT EXISTS jobs (
         -- AUTOINCREMENT: ids are never reused, so a stale Job object (id, version)
@@ -45,8 +71,9 @@ _JOBS_TABLE = """CREATE TABLE IF NOT EXISTS jobs (
         mailbox TEXT NOT NULL,
         record_key TEXT NOT NULL,
         op TEXT NOT NULL CHECK (op IN ('upsert', 'delete', 'verify')),
-        -- the snapshot lives once in payloads (empty for deletes and verifies)
-        payload_hash TEXT NOT NULL DEFAULT '',
+        -- the snapshot lives once in payloads (0 for deletes and verifies); an integer, not
+        -- the 64-character hash: a bulk of 200,000 jobs would carry it in its row and index
+        payload_id INTEGER NOT NULL DEFAULT 0,
         version INTEGER NOT NULL,
         attempts INTEGER NOT NULL DEFAULT 0,
         status TEXT NOT NULL CHECK (status IN ('pending', 'failed')),
@@ -64,9 +91,11 @@ _JOBS_TABLE = """CREATE TABLE IF NOT EXISTS jobs (
 
 _TABLES = [
     _JOBS_TABLE,
-    # A plain rowid table: snapshots are a few KB, too big for WITHOUT ROWID's B-tree pages.
+    # One row per distinct snapshot text, found by its SHA-256 (``hash``) and referenced by
+    # ``id``; an explicit INTEGER PRIMARY KEY, so VACUUM never renumbers it.
     """CREATE TABLE IF NOT EXISTS payloads (
-        hash TEXT PRIMARY KEY,
+        id INTEGER PRIMARY KEY,
+        hash TEXT NOT NULL UNIQUE,
         body TEXT NOT NULL
     )""",
     """CREATE TABLE IF NOT EXISTS leases (
@@ -76,7 +105,20 @@ _TABLES = [
         -- the fencing token: raised by every claim, kept when the lease is released
         token INTEGER NOT NULL DEFAULT 0
     ) WITHOUT ROWID""",
-    """CREATE TABLE IF NOT EXISTS sync_state (
+    """CREATE TABLE IF NOT EXISTS mailboxes (
+        mailbox TEXT PRIMARY KEY,
+        parked INTEGER NOT NULL DEFAULT 0,
+        parked_reason TEXT NOT NULL DEFAULT '',
+        last_success_at REAL,
+        last_error TEXT NOT NULL DEFAULT '',
+        last_error_at REAL,
+        superseded INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID""",
+]
+
+# In the sync-state file.
+_SYNC_TABLES = [
+    f"""CREATE TABLE IF NOT EXISTS {SYNC}.sync_state (
         mailbox TEXT NOT NULL,
         record_key TEXT NOT NULL,
         item_id TEXT NOT NULL,
@@ -90,22 +132,15 @@ _TABLES = [
     # A pushed delete's version, kept for a while: a save of an older version whose hook
     # runs (or whose journal entry is replayed) after the delete was pushed must not bring
     # the item back, and the sync state of a deleted record is gone.
-    """CREATE TABLE IF NOT EXISTS tombstones (
+    f"""CREATE TABLE IF NOT EXISTS {SYNC}.tombstones (
         mailbox TEXT NOT NULL,
         record_key TEXT NOT NULL,
         source_version INTEGER NOT NULL,
         deleted_at REAL NOT NULL,
         PRIMARY KEY (mailbox, record_key)
     ) WITHOUT ROWID""",
-    """CREATE TABLE IF NOT EXISTS mailboxes (
-        mailbox TEXT PRIMARY KEY,
-        parked INTEGER NOT NULL DEFAULT 0,
-        parked_reason TEXT NOT NULL DEFAULT '',
-        last_success_at REAL,
-        last_error TEXT NOT NULL DEFAULT '',
-        last_error_at REAL,
-        superseded INTEGER NOT NULL DEFAULT 0
-    ) WITHOUT ROWID""",
+    f"""CREATE INDEX IF NOT EXISTS {SYNC}.sync_state_record ON sync_state (record_key)""",
+    f"""CREATE INDEX IF NOT EXISTS {SYNC}.tombstones_age ON tombstones (deleted_at)""",
 ]
 
 _INDEXES = [
@@ -117,10 +152,25 @@ _INDEXES = [
     # holders() runs on the host's save path: find a record's mailboxes without a scan.
     """CREATE INDEX IF NOT EXISTS jobs_record ON jobs (record_key)""",
     # garbage collection of payloads: "is this snapshot still referenced?"
-    """CREATE INDEX IF NOT EXISTS jobs_payload ON jobs (payload_hash)""",
-    """CREATE INDEX IF NOT EXISTS sync_state_record ON sync_state (record_key)""",
-    """CREATE INDEX IF NOT EXISTS tombstones_age ON tombstones (deleted_at)""",
+    """CREATE INDEX IF NOT EXISTS jobs_payload ON jobs (payload_id)""",
 ]
+
+# Columns a queue of schema 1 lacks (schema 2 added them in place).
+_V1_COLUMNS = [("leases", "token"), ("mailboxes", "superseded")]
+
+JOB_COLS = job_cols("COALESCE((SELECT p.body FROM payloads AS p WHERE p.id = jobs.payload_id), '')")
+
+
+def sync_state_path(queue_path: str | os.PathLike[str]) -> str:
+    """The sync-state file beside a queue file: ``syncstate.sqlite3`` beside the default
+    ``outbox.sqlite3``, ``NAME.syncstate.sqlite3`` beside any other ``NAME.sqlite3``."""
+    path = os.fspath(queue_path)
+    folder, name = os.path.split(path)
+    if name == "outbox.sqlite3":
+        return os.path.join(folder, SYNC_FILE_NAME)
+    stem = name[: -len(".sqlite3")] if name.endswith(".sqlite3") else name
+    return os.path.join(folder, f"{stem}.syncstate.sqlite3")
+
 
 # A file is vacuumed once during the migration to schema 2 (to switch auto_vacuum on) only
 # up to this size; a bigger queue keeps auto_vacuum off (documented in the README) rather
@@ -129,23 +179,23 @@ _MIGRATION_VACUUM_LIMIT = 256 * 1024 * 1024
 
 # Insert, or coalesce into the queued row when the change is not older than it (see
 # "Order" in base.py). The SELECT drops a versioned change older than what the sync
-# state already reflects. Parameters: mailbox, record_key, op, payload_hash, version,
-# priority, now (twice).
-_ENQUEUE = """
-INSERT INTO jobs (mailbox, record_key, op, payload_hash, version, source_version, priority,
+# state already reflects. Parameters: mailbox, record_key, op, payload (id), version,
+# priority, now.
+_ENQUEUE = f"""
+INSERT INTO jobs (mailbox, record_key, op, payload_id, version, source_version, priority,
                   attempts, status, last_error, due_at, enqueued_at)
-SELECT :mailbox, :key, :op, :hash, 1, :version, :priority, 0, 'pending', '', :now, :now
+SELECT :mailbox, :key, :op, :payload, 1, :version, :priority, 0, 'pending', '', :now, :now
 WHERE :version = 0 OR (
     NOT EXISTS (
-        SELECT 1 FROM sync_state AS s
+        SELECT 1 FROM {SYNC}.sync_state AS s
         WHERE s.mailbox = :mailbox AND s.record_key = :key AND s.source_version > :version)
     AND NOT EXISTS (
-        SELECT 1 FROM tombstones AS t
+        SELECT 1 FROM {SYNC}.tombstones AS t
         WHERE t.mailbox = :mailbox AND t.record_key = :key
           AND (t.source_version > :version OR (t.source_version = :version AND :op = 'upsert'))))
 ON CONFLICT (mailbox, record_key) DO UPDATE SET
     op = excluded.op,
-    payload_hash = excluded.payload_hash,
+    payload_id = excluded.payload_id,
     version = jobs.version + 1,
     source_version = max(jobs.source_version, excluded.source_version),
     priority = min(jobs.priority, excluded.priority),
@@ -165,20 +215,21 @@ INSERT INTO mailboxes (mailbox, superseded) VALUES (?, ?)
 ON CONFLICT (mailbox) DO UPDATE SET superseded = mailboxes.superseded + excluded.superseded
 """
 _PUT_PAYLOAD = "INSERT INTO payloads (hash, body) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING"
+_PAYLOAD_IDS = "SELECT hash, id FROM payloads WHERE hash IN (SELECT value FROM json_each(?))"
 # The snapshots the queued rows of a batch refer to now (candidates for collection once replaced).
-_QUEUED_HASHES = """
-SELECT DISTINCT j.payload_hash FROM json_each(?) AS p
+_QUEUED_PAYLOADS = """
+SELECT DISTINCT j.payload_id FROM json_each(?) AS p
 JOIN jobs AS j ON j.mailbox = json_extract(p.value, '$[0]') AND j.record_key = json_extract(p.value, '$[1]')
-WHERE j.payload_hash <> ''
+WHERE j.payload_id <> 0
 """
 _COLLECT_PAYLOADS = """
-DELETE FROM payloads WHERE hash IN (SELECT value FROM json_each(?))
-  AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.payload_hash = payloads.hash)
+DELETE FROM payloads WHERE id IN (SELECT value FROM json_each(?))
+  AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.payload_id = payloads.id)
 """
 _NOTE_VERIFY = """
-INSERT INTO jobs (mailbox, record_key, op, payload_hash, version, source_version, priority, verify,
+INSERT INTO jobs (mailbox, record_key, op, payload_id, version, source_version, priority, verify,
                   attempts, status, last_error, due_at, enqueued_at)
-VALUES (?, ?, 'verify', '', 1, 0, 0, 1, 0, 'pending', '', ?, ?)
+VALUES (?, ?, 'verify', 0, 1, 0, 0, 1, 0, 'pending', '', ?, ?)
 ON CONFLICT (mailbox, record_key) DO UPDATE SET
     verify = 1,
     version = jobs.version + 1,
@@ -276,16 +327,17 @@ WHERE excluded.source_version = 0 OR excluded.source_version >= sync_state.sourc
 # Acknowledging a batch is one statement each, not one per job: each statement lets the
 # other threads of the process in (the GIL), and a batch holds hundreds of jobs.
 _ACKED = """
-SELECT j.id, j.payload_hash, j.op, j.mailbox, j.record_key, j.source_version FROM json_each(?) AS p
+SELECT j.id, j.payload_id, j.op, j.mailbox, j.record_key, j.source_version FROM json_each(?) AS p
 JOIN jobs AS j ON j.id = json_extract(p.value, '$[0]') AND j.version = json_extract(p.value, '$[1]')
 """
 _DELETE_JOBS = "DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?))"
-_PUT_TOMBSTONE = """
-INSERT INTO tombstones (mailbox, record_key, source_version, deleted_at) VALUES (?, ?, ?, ?)
+_PUT_TOMBSTONE = f"""
+INSERT INTO {SYNC}.tombstones (mailbox, record_key, source_version, deleted_at) VALUES (?, ?, ?, ?)
 ON CONFLICT (mailbox, record_key) DO UPDATE SET
     source_version = max(tombstones.source_version, excluded.source_version), deleted_at = excluded.deleted_at
 """
-_PRUNE_TOMBSTONES = "DELETE FROM tombstones WHERE deleted_at < ?"
+_PRUNE_TOMBSTONES = f"DELETE FROM {SYNC}.tombstones WHERE deleted_at < ?"
+_DELETE_SYNC = f"DELETE FROM {SYNC}.sync_state WHERE mailbox = ? AND record_key = ?"
 # Parameters: the error, then [[id, version, due_at], ...]; a superseded job is left alone.
 _RETRY_MANY = """
 UPDATE jobs SET attempts = attempts + 1, last_error = ?1, status = 'pending',
@@ -295,7 +347,7 @@ WHERE jobs.id = json_extract(r.value, '$[0]') AND jobs.version = json_extract(r.
 """
 _PUT_SYNC_MANY = (
     f"""
-INSERT INTO sync_state ({SYNC_COLS})
+INSERT INTO {SYNC}.sync_state ({SYNC_COLS})
 SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
     json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
     json_extract(value, '$[6]'), json_extract(value, '$[7]')
@@ -306,7 +358,7 @@ FROM json_each(?) WHERE true
 
 _PUT_SYNC = (
     f"""
-INSERT INTO sync_state ({SYNC_COLS})
+INSERT INTO {SYNC}.sync_state ({SYNC_COLS})
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 """
     + _SYNC_CONFLICT
@@ -357,8 +409,12 @@ class SQLiteOutbox(PerThreadConnections):
 
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 30.0) -> None:
         self.path = os.fspath(path)
+        self.sync_path = sync_state_path(self.path)
         parent = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(parent, exist_ok=True)
+        # A queue file of schema 3 or later whose sync-state file is gone lost what was written
+        # where; noticed before the connection creates an empty one (see _init_schema).
+        self._sync_was_missing = os.path.exists(self.path) and not os.path.exists(self.sync_path)
         self._busy_timeout = busy_timeout
         self._init_conns()
         self._write_lock = threading.Lock()
@@ -386,12 +442,16 @@ class SQLiteOutbox(PerThreadConnections):
             cached_statements=64,
         )
         conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-        # synchronous=FULL: in WAL mode, NORMAL survives a crash of the process but
-        # can lose the last commits on an OS crash or power cut. The host has told
-        # the user "saved" when it calls enqueue, and a law firm's server room does
-        # lose power; a lost change would leave a phone showing a stale deadline
-        # with nobody knowing. FULL syncs the WAL on every commit.
-        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute(f"ATTACH DATABASE ? AS {SYNC}", (self.sync_path,))
+        for schema in ("main", SYNC):
+            # synchronous=FULL: in WAL mode, NORMAL survives a crash of the process but
+            # can lose the last commits on an OS crash or power cut. The host has told
+            # the user "saved" when it calls enqueue, and a law firm's server room does
+            # lose power; a lost change would leave a phone showing a stale deadline
+            # with nobody knowing. FULL syncs the WAL on every commit. For the sync state
+            # it also keeps the order of an ack: its sync state is on disk before the jobs go.
+            conn.execute(f"PRAGMA {schema}.synchronous = FULL")
+            conn.execute(f"PRAGMA {schema}.journal_size_limit = {WAL_LIMIT}")
         return conn
 
     def _conn(self) -> sqlite3.Connection:
@@ -430,81 +490,133 @@ class SQLiteOutbox(PerThreadConnections):
 
     def _init_schema(self) -> None:
         conn = self._conn()
-        # Only possible while the file has no tables: a new queue gives pages back on its own
-        # (``incremental_vacuum`` when it runs empty) instead of keeping the size of its peak.
-        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise ValueError(
-                f"Die Warteschlange {self.path!r} kann den SQLite-WAL-Modus nicht einschalten "
-                f"(Modus {mode!r}). Liegt das Datenverzeichnis auf einem Netzlaufwerk? "
-                "Bitte ein lokales Verzeichnis oder PostgreSQL verwenden."
-            )
-        migrated = False
+        for schema in ("main", SYNC):
+            # Only possible while a file has no tables: a new file gives pages back on its own
+            # (``incremental_vacuum``, e.g. when the queue runs empty) instead of keeping the
+            # size of its peak.
+            conn.execute(f"PRAGMA {schema}.auto_vacuum = INCREMENTAL")
+            mode = conn.execute(f"PRAGMA {schema}.journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise ValueError(
+                    f"Die Warteschlange {self.path!r} kann den SQLite-WAL-Modus nicht einschalten "
+                    f"(Modus {mode!r}). Liegt das Datenverzeichnis auf einem Netzlaufwerk? "
+                    "Bitte ein lokales Verzeichnis oder PostgreSQL verwenden."
+                )
+        # Two transactions, sync state first (see the module docstring): a crash between them
+        # leaves the old tables in the queue file, and the next start copies them again.
         with self._write() as c:
-            found = c.execute("PRAGMA user_version").fetchone()[0]
+            found = c.execute("PRAGMA main.user_version").fetchone()[0]
             if found > SCHEMA_VERSION:
                 raise ValueError(
                     f"Die Warteschlange {self.path!r} stammt von einer neueren Plugin-Version "
                     f"(Schema {found}, unterstützt bis {SCHEMA_VERSION}). Bitte das Plugin aktualisieren."
                 )
-            old_jobs = c.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs' AND sql NOT LIKE '%payload_hash%'"
-            ).fetchone()
-            if old_jobs is not None:
-                self._migrate_v1(c)
-                migrated = True
+            for statement in _SYNC_TABLES:
+                c.execute(statement)
+            self._move_sync_state(c)
+        with self._write() as c:
+            migrated = self._migrate_jobs(c)
+            for table in ("sync_state", "tombstones"):  # copied into the sync-state file above
+                c.execute(f"DROP TABLE IF EXISTS main.{table}")
             for statement in _TABLES + _INDEXES:
                 c.execute(statement)
             self._add_pause_schema(c)
             if found < SCHEMA_VERSION:
-                c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        if migrated:
-            self._vacuum_after_migration(conn)
+                c.execute(f"PRAGMA main.user_version = {SCHEMA_VERSION}")
+        if found >= SCHEMA_VERSION and self._sync_was_missing:
+            log.warning(
+                "Exchange-Sync: Die Datei %s mit dem Stand der Synchronisation fehlt; sie wurde leer "
+                "neu angelegt. Bitte die Sicherung zurückspielen (beide Dateien zusammen) oder "
+                "„tsl-exchange reconcile“ ausführen, damit keine Einträge doppelt angelegt werden.",
+                self.sync_path,
+            )
+        if 0 < found < SCHEMA_VERSION:
+            self._vacuum_after_migration(conn, rebuilt=migrated)
 
     @staticmethod
-    def _migrate_v1(c: sqlite3.Connection) -> None:
-        """Schema 1 -> 2 in place, in the caller's transaction: snapshots move into ``payloads``
-        (one row per distinct text), jobs gain source version, priority and the verify flag,
-        leases their fencing token, sync state its source version."""
+    def _columns(c: sqlite3.Connection, table: str) -> list[str]:
+        return [r[1] for r in c.execute(f"PRAGMA main.table_info({table})")]
+
+    def _move_sync_state(self, c: sqlite3.Connection) -> None:
+        """Schema 1 and 2 kept the sync state in the queue file: copy it into the sync-state file
+        (in the caller's transaction, which writes only that file). A row already there wins: it
+        was written after an earlier copy, by a worker that ran before the old table was dropped."""
+        columns = self._columns(c, "sync_state")
+        if columns:
+            version = "source_version" if "source_version" in columns else "0"  # schema 1 had none
+            c.execute(
+                f"INSERT INTO {SYNC}.sync_state ({SYNC_COLS}) SELECT mailbox, record_key, item_id, "
+                f"change_key, content_hash, item_class, updated_at, {version} FROM main.sync_state "
+                "WHERE true ON CONFLICT (mailbox, record_key) DO NOTHING"
+            )
+        if self._columns(c, "tombstones"):
+            c.execute(
+                f"INSERT INTO {SYNC}.tombstones (mailbox, record_key, source_version, deleted_at) "
+                "SELECT mailbox, record_key, source_version, deleted_at FROM main.tombstones "
+                "WHERE true ON CONFLICT (mailbox, record_key) DO NOTHING"
+            )
+
+    def _migrate_jobs(self, c: sqlite3.Connection) -> bool:
+        """Jobs of schema 1 (snapshot in the row) or 2 (snapshot by hash) -> schema 3 (snapshot by
+        id), in the caller's transaction; True if the table was rebuilt. Schema 2 also gave jobs
+        source version, priority and the verify flag, leases their fencing token, and mailboxes
+        their superseded count; a schema 1 queue gets them here."""
+        columns = self._columns(c, "jobs")
+        if not columns or "payload_id" in columns:
+            return False
+        v1 = "payload" in columns
         c.create_function("tsl_payload_hash", 1, payload_hash, deterministic=True)
         seq = c.execute("SELECT seq FROM sqlite_sequence WHERE name = 'jobs'").fetchone()
-        c.execute("ALTER TABLE jobs RENAME TO jobs_v1")
+        c.execute("ALTER TABLE jobs RENAME TO jobs_old")
+        if not v1:
+            c.execute("ALTER TABLE payloads RENAME TO payloads_old")
         for statement in _TABLES:
             c.execute(statement)
-        c.execute(
-            "INSERT INTO payloads (hash, body) SELECT tsl_payload_hash(payload), payload FROM jobs_v1 "
-            "WHERE payload <> '' ON CONFLICT (hash) DO NOTHING"
+        common = (
+            "id, mailbox, record_key, op, version, attempts, status, last_error, due_at, enqueued_at, claims"
         )
-        c.execute(
-            "INSERT INTO jobs (id, mailbox, record_key, op, payload_hash, version, attempts, status, "
-            "last_error, due_at, enqueued_at, claims) "
-            "SELECT id, mailbox, record_key, op, tsl_payload_hash(payload), version, attempts, status, "
-            "last_error, due_at, enqueued_at, claims FROM jobs_v1"
-        )
-        c.execute("DROP TABLE jobs_v1")
+        if v1:
+            c.execute(
+                "INSERT INTO payloads (hash, body) SELECT DISTINCT tsl_payload_hash(payload), payload "
+                "FROM jobs_old WHERE payload <> '' ON CONFLICT (hash) DO NOTHING"
+            )
+            c.execute(
+                f"INSERT INTO jobs ({common}, payload_id) SELECT {common}, COALESCE("
+                "(SELECT p.id FROM payloads AS p WHERE p.hash = tsl_payload_hash(jobs_old.payload)), 0) "
+                "FROM jobs_old"
+            )
+        else:
+            c.execute("INSERT INTO payloads (hash, body) SELECT hash, body FROM payloads_old")
+            more = "source_version, priority, verify"
+            c.execute(
+                f"INSERT INTO jobs ({common}, {more}, payload_id) SELECT {common}, {more}, COALESCE("
+                "(SELECT p.id FROM payloads AS p WHERE p.hash = jobs_old.payload_hash), 0) FROM jobs_old"
+            )
+            c.execute("DROP TABLE payloads_old")
+        c.execute("DROP TABLE jobs_old")  # with its indexes; the caller makes the new ones
         if seq is not None:
             # Ids stay never reused: the new table continues the old one's sequence.
-            c.execute("DELETE FROM sqlite_sequence WHERE name IN ('jobs', 'jobs_v1')")
+            c.execute("DELETE FROM sqlite_sequence WHERE name IN ('jobs', 'jobs_old')")
             c.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('jobs', ?)", (seq[0],))
-        for table, column in (
-            ("leases", "token"),
-            ("sync_state", "source_version"),
-            ("mailboxes", "superseded"),
-        ):
-            c.execute(f"ALTER TABLE {table} ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
+        for table, column in _V1_COLUMNS:
+            if column not in self._columns(c, table):
+                c.execute(f"ALTER TABLE {table} ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
+        return True
 
-    def _vacuum_after_migration(self, conn: sqlite3.Connection) -> None:
-        """Switch auto_vacuum on for a migrated file: that takes one VACUUM, done only for a
-        small file (a big one keeps working without it; see the README)."""
-        if conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:
-            return
-        if os.path.getsize(self.path) > _MIGRATION_VACUUM_LIMIT:
-            return
+    def _vacuum_after_migration(self, conn: sqlite3.Connection, *, rebuilt: bool) -> None:
+        """Give the pages of the old tables back. A file with auto_vacuum does that in place; one
+        without (schema 1) needs one VACUUM to switch it on, done only for a small file (a big
+        one keeps working without it; see the README)."""
         try:
+            if conn.execute("PRAGMA main.auto_vacuum").fetchone()[0] == 2:
+                with self._write_lock:
+                    conn.executescript("PRAGMA main.incremental_vacuum;")
+                return
+            if not rebuilt or os.path.getsize(self.path) > _MIGRATION_VACUUM_LIMIT:
+                return
             with self._write_lock:
-                conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-                conn.execute("VACUUM")
+                conn.execute("PRAGMA main.auto_vacuum = INCREMENTAL")
+                conn.execute("VACUUM main")
         except sqlite3.OperationalError:  # another process holds the file: next start tries again
             pass
 
@@ -519,14 +631,17 @@ class SQLiteOutbox(PerThreadConnections):
         pairs = json.dumps([[c.mailbox, c.record_key] for c in changes])
         superseded: dict[str, int] = {}
         with self._write() as conn:
-            replaced = [r[0] for r in conn.execute(_QUEUED_HASHES, (pairs,))]
-            conn.executemany(_PUT_PAYLOAD, list(bodies.items()))
+            replaced = [r[0] for r in conn.execute(_QUEUED_PAYLOADS, (pairs,))]
+            ids: dict[str, int] = {}
+            if bodies:
+                conn.executemany(_PUT_PAYLOAD, list(bodies.items()))
+                ids = dict(conn.execute(_PAYLOAD_IDS, (json.dumps(list(bodies)),)).fetchall())
             for change, h in zip(changes, hashes, strict=True):
                 params = {
                     "mailbox": change.mailbox,
                     "key": change.record_key,
                     "op": change.op,
-                    "hash": h,
+                    "payload": ids.get(h, 0),
                     "version": change.version,
                     "priority": change.priority,
                     "now": now,
@@ -540,7 +655,7 @@ class SQLiteOutbox(PerThreadConnections):
             if superseded:
                 conn.executemany(_COUNT_SUPERSEDED, list(superseded.items()))
             # Snapshots replaced, or offered only by superseded changes, may be referenced by nobody now.
-            candidates = set(replaced) | set(bodies) if superseded else set(replaced)
+            candidates = set(replaced) | set(ids.values()) if superseded else set(replaced)
             if candidates:
                 conn.execute(_COLLECT_PAYLOADS, (json.dumps(sorted(candidates)),))
         self._signal.notify()
@@ -620,26 +735,41 @@ class SQLiteOutbox(PerThreadConnections):
         *,
         fence: Claim | None = None,
     ) -> list[bool]:
-        # Entries are written before removals, so a pair named in both ends up removed.
+        # Two transactions, the sync state first (see the module docstring), each fenced: a crash
+        # or a lost lease between them leaves jobs whose outcome is recorded, pushed again later
+        # with nothing to write. The second one checks every version again, because another
+        # process may have enqueued a newer one in between.
         pairs = json.dumps([[j.id, j.version] for j in jobs])
         now = time.time()
+        deletes = any(j.op == "delete" for j in jobs)
+        synced = bool(entries or removed or deletes)
+        if synced:
+            with self._write() as conn:
+                self._fenced(conn, fence)
+                if deletes:
+                    # A pushed delete's version becomes a tombstone (read here, while the job is
+                    # still queued with the version that was pushed).
+                    rows = conn.execute(_ACKED, (pairs,)).fetchall()
+                    tomb = [(r[3], r[4], r[5], now) for r in rows if r[2] == "delete" and r[5] > 0]
+                    if tomb:
+                        conn.executemany(_PUT_TOMBSTONE, tomb)
+                        conn.execute(_PRUNE_TOMBSTONES, (now - TOMBSTONE_SECONDS,))
+                # Entries are written before removals, so a pair named in both ends up removed.
+                if entries:
+                    conn.execute(_PUT_SYNC_MANY, (json.dumps([self._sync_row(e) for e in entries]),))
+                if removed:
+                    conn.executemany(_DELETE_SYNC, list(removed))
+        if not jobs and (synced or fence is None):
+            return []
         with self._write() as conn:
             self._fenced(conn, fence)
             acked = conn.execute(_ACKED, (pairs,)).fetchall()
             found = {row[0] for row in acked}
             if found:
                 conn.execute(_DELETE_JOBS, (json.dumps(sorted(found)),))
-                stones = [(r[3], r[4], r[5], now) for r in acked if r[2] == "delete" and r[5] > 0]
-                if stones:
-                    conn.executemany(_PUT_TOMBSTONE, stones)
-                    conn.execute(_PRUNE_TOMBSTONES, (now - TOMBSTONE_SECONDS,))
-                hashes = sorted({row[1] for row in acked if row[1]})
-                if hashes:
-                    conn.execute(_COLLECT_PAYLOADS, (json.dumps(hashes),))
-            if entries:
-                conn.execute(_PUT_SYNC_MANY, (json.dumps([self._sync_row(e) for e in entries]),))
-            if removed:
-                conn.executemany("DELETE FROM sync_state WHERE mailbox = ? AND record_key = ?", list(removed))
+                payloads = sorted({row[1] for row in acked if row[1]})
+                if payloads:
+                    conn.execute(_COLLECT_PAYLOADS, (json.dumps(payloads),))
             drained = bool(found) and conn.execute("SELECT NOT EXISTS (SELECT 1 FROM jobs)").fetchone()[0]
         if drained:
             self._give_back_space()
@@ -647,14 +777,22 @@ class SQLiteOutbox(PerThreadConnections):
 
     def _give_back_space(self) -> None:
         """The queue ran empty: return its free pages to the file system (a no-op for a file
-        without auto_vacuum; see the migration)."""
+        without auto_vacuum; see the migration), and cut a WAL that a bulk left large back
+        to nothing, unless a reader still needs it (then the next drain tries again)."""
         conn = self._conn()
         try:
             with self._write_lock:
                 # executescript runs the pragma to the end in its own transaction (execute()
                 # would step it once and free a single page).
-                conn.executescript("PRAGMA incremental_vacuum;")
-        except sqlite3.OperationalError:  # busy: the next drain tries again
+                conn.executescript("PRAGMA main.incremental_vacuum;")
+                if os.path.getsize(self.path + "-wal") > WAL_LIMIT:
+                    # Without waiting: a busy checkpoint must not hold up the worker's next claim.
+                    conn.execute("PRAGMA busy_timeout = 0")
+                    try:
+                        conn.execute("PRAGMA main.wal_checkpoint(TRUNCATE)").fetchall()
+                    finally:
+                        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+        except (sqlite3.OperationalError, OSError):  # busy, or no WAL file: the next drain tries again
             pass
 
     def retry(self, job: Job, error: str, delay: float, *, fence: Claim | None = None) -> None:
@@ -722,7 +860,7 @@ class SQLiteOutbox(PerThreadConnections):
             return {}
         rows = self._conn().execute(
             f"SELECT {SYNC_COLS} "
-            "FROM sync_state WHERE mailbox = ? AND record_key IN (SELECT value FROM json_each(?))",
+            f"FROM {SYNC}.sync_state WHERE mailbox = ? AND record_key IN (SELECT value FROM json_each(?))",
             (mailbox, json.dumps(list(record_keys))),
         )
         return {r[1]: SyncEntry(*r) for r in rows}
@@ -743,11 +881,11 @@ class SQLiteOutbox(PerThreadConnections):
     def delete_sync(self, mailbox: str, record_key: str, *, fence: Claim | None = None) -> None:
         with self._write() as conn:
             self._fenced(conn, fence)
-            conn.execute("DELETE FROM sync_state WHERE mailbox = ? AND record_key = ?", (mailbox, record_key))
+            conn.execute(_DELETE_SYNC, (mailbox, record_key))
 
     def sync_keys(self, mailbox: str, prefix: str = "") -> list[str]:
         rows = self._conn().execute(
-            "SELECT record_key FROM sync_state WHERE mailbox = ? AND substr(record_key, 1, ?) = ? "
+            f"SELECT record_key FROM {SYNC}.sync_state WHERE mailbox = ? AND substr(record_key, 1, ?) = ? "
             "ORDER BY record_key",
             (mailbox, len(prefix), prefix),
         )
@@ -759,7 +897,7 @@ class SQLiteOutbox(PerThreadConnections):
         # Failed upserts count too: they are retried when the record changes.
         lo, hi = record_key + "#", record_key + "$"
         rows = self._conn().execute(
-            "SELECT mailbox FROM sync_state WHERE record_key = :k OR (record_key >= :lo AND record_key < :hi) "
+            f"SELECT mailbox FROM {SYNC}.sync_state WHERE record_key = :k OR (record_key >= :lo AND record_key < :hi) "
             "UNION SELECT mailbox FROM jobs WHERE op = 'upsert' "
             "AND (record_key = :k OR (record_key >= :lo AND record_key < :hi)) ORDER BY 1",
             {"k": record_key, "lo": lo, "hi": hi},
