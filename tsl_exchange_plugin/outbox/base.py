@@ -48,7 +48,10 @@ Priority
 0 interactive save/delete, 1 bulk (resync, bulk subscription actions, initial sync),
 2 reconcile sweep. A claim takes the mailbox whose best due job ranks first by
 (priority, due_at, id) and hands its jobs out in that order; coalescing keeps the
-better (lower) priority.
+better (lower) priority. A running claim does not make better work wait for its end:
+``claim_urgent`` adds its own mailbox's newer, better jobs under the same lease, and
+``urgent_waiting`` tells a worker that another mailbox's better work waits, so that a
+bulk claim may end early (``release`` with the jobs it never sent).
 
 Payloads
 --------
@@ -216,8 +219,25 @@ class Outbox(Pauses, Protocol):
     def renew(self, claim: Claim, *, lease_seconds: float = 60.0) -> Claim:
         """Extend the lease; raises LeaseLost if another worker took the mailbox."""
 
-    def release(self, claim: Claim) -> None:
-        """Give the mailbox lease back (jobs not acked stay as they are)."""
+    def release(self, claim: Claim, *, unsent: Sequence[Job] = ()) -> None:
+        """Give the mailbox lease back (jobs not acked stay as they are). ``unsent``: jobs of the
+        claim that were never sent (it ended early); while the lease is still ours their hand-out
+        is uncounted, so their next claim need not look their keys up before creating."""
+
+    def claim_urgent(
+        self, claim: Claim, *, below: int, skip: Sequence[int] = (), limit: int = 100
+    ) -> tuple[Job, ...]:
+        """More of the claim's mailbox: its due pending jobs that rank above ``below`` (priority
+        less than it), except the ids in ``skip`` (those the claim has begun), up to ``limit``,
+        handed out under the claim's lease (fenced: raises LeaseLost) and counted like a claim.
+        Lets a save made while a bulk claim runs go out with the claim's next slice."""
+
+    def urgent_waiting(
+        self, *, below: int, exclude: Sequence[str] = (), limit: int = 1, now: float | None = None
+    ) -> int:
+        """How many other mailboxes (not in ``exclude``; counted up to ``limit``) could be claimed
+        now for due work that ranks above ``below``: as many bulk claims may end early for them
+        when no thread is free. Reads only."""
 
     def complete(
         self, job: Job, sync: SyncEntry | None, *, remove_sync: bool = False, fence: Claim | None = None

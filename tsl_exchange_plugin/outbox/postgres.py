@@ -451,6 +451,46 @@ _Q = {
         SELECT pick.mailbox, lease.token, lease.lease_until, pick.recovering, go.probe, taken.*
         FROM pick LEFT JOIN lease ON true LEFT JOIN go ON true LEFT JOIN taken ON true
     """,
+    # ``claim_urgent``: more due jobs of a leased mailbox that rank above ``below``, except those
+    # the claim has begun; handed out under the lease (the caller's transaction is fenced).
+    "urgent_ids": f"""
+        SELECT id FROM {{s}}.jobs
+        WHERE mailbox = %(mailbox)s AND status = 'pending' AND due_at <= {_NOW} AND priority < %(below)s
+          AND id <> ALL(%(skip)s::bigint[])
+        ORDER BY priority, due_at, id
+        LIMIT %(limit)s
+    """,
+    "take_urgent": f"""
+        UPDATE {{s}}.jobs SET claims = claims + 1
+        WHERE id IN (
+            SELECT id FROM {{s}}.jobs
+            WHERE mailbox = %(mailbox)s AND status = 'pending' AND due_at <= {_NOW} AND priority < %(below)s
+              AND id <> ALL(%(skip)s::bigint[])
+            ORDER BY priority, due_at, id
+            LIMIT %(limit)s)
+          AND (jobs.payload_hash = ''
+               OR EXISTS (SELECT 1 FROM {{s}}.payloads AS p WHERE p.hash = jobs.payload_hash))
+        RETURNING {JOB_COLS}
+    """,
+    # ``urgent_waiting``: the claim's pick, restricted to a priority, without taking anything:
+    # how many mailboxes (up to a limit) it could take.
+    "urgent_waiting": f"""
+        SELECT count(*) FROM (SELECT DISTINCT j.mailbox FROM {{s}}.jobs AS j
+        JOIN {{s}}.mailboxes AS m ON m.mailbox = j.mailbox
+        WHERE j.status = 'pending' AND j.priority < %(below)s
+          AND j.due_at <= COALESCE(%(now)s::float8, {_NOW})
+          AND NOT m.parked
+          AND m.paused_until <= COALESCE(%(now)s::float8, {_NOW})
+          AND NOT EXISTS (
+              SELECT 1 FROM {{s}}.servers AS s WHERE s.server = m.server
+                AND (s.paused_until > COALESCE(%(now)s::float8, {_NOW})
+                     OR s.probe_until > COALESCE(%(now)s::float8, {_NOW})))
+          AND m.mailbox <> ALL(%(exclude)s::text[])
+          AND NOT EXISTS (
+              SELECT 1 FROM {{s}}.leases AS l
+              WHERE l.mailbox = m.mailbox AND l.lease_until > COALESCE(%(now)s::float8, {_NOW}))
+        LIMIT %(limit)s) AS waiting
+    """,
     "renew": f"""
         UPDATE {{s}}.leases SET lease_until = {_NOW} + %s
         WHERE mailbox = %s AND worker_id = %s AND token = %s
@@ -460,11 +500,16 @@ _Q = {
     # One statement: free the lease (keeping its token) and wake other workers if the
     # mailbox still has due work (the releasing worker stopped early, e.g. on shutdown
     # or after its batch limit).
+    # Hand-outs that were never sent give their count back, while the lease is still ours
+    # (so nobody was handed those jobs since).
     "release": f"""
         WITH r AS (
             UPDATE {{s}}.leases SET worker_id = '', lease_until = 0
             WHERE mailbox = %(mailbox)s AND worker_id = %(worker)s AND token = %(token)s
-            RETURNING mailbox)
+            RETURNING mailbox
+        ), u AS (
+            UPDATE {{s}}.jobs SET claims = claims - 1
+            WHERE id = ANY(%(unsent)s::bigint[]) AND claims > 0 AND EXISTS (SELECT 1 FROM r))
         SELECT pg_notify(%(channel)s, '') FROM r WHERE EXISTS (
             SELECT 1 FROM {{s}}.jobs
             WHERE mailbox = %(mailbox)s AND status = 'pending' AND due_at <= {_NOW})
@@ -875,9 +920,14 @@ class PostgresOutbox(PerThreadConnections):
             raise lease_lost(claim)
         return dataclasses.replace(claim, lease_until=row[0])
 
-    def release(self, claim: Claim) -> None:
+    def release(self, claim: Claim, *, unsent: Sequence[Job] = ()) -> None:
         conn = self._wconn()
-        params = {"mailbox": claim.mailbox, "worker": claim.worker_id, "token": claim.token}
+        params = {
+            "mailbox": claim.mailbox,
+            "worker": claim.worker_id,
+            "token": claim.token,
+            "unsent": sorted({j.id for j in unsent}),
+        }
         pending = self._deferred_gc()
         if len(pending) < GC_BATCH:
             conn.execute(self._sql["release"], params | {"channel": self.channel})
@@ -887,6 +937,29 @@ class PostgresOutbox(PerThreadConnections):
         with conn.pipeline(), conn.transaction():
             conn.execute(self._sql["release"], params | {"channel": self.channel})
             self._collect(conn, hashes)
+
+    def claim_urgent(
+        self, claim: Claim, *, below: int, skip: Sequence[int] = (), limit: int = 100
+    ) -> tuple[Job, ...]:
+        params = {
+            "mailbox": claim.mailbox,
+            "below": below,
+            "skip": sorted(set(skip)),
+            "limit": max(1, limit),
+        }
+        # A read first: almost always there is nothing, and then no transaction is needed.
+        if not self._wconn().execute(self._sql["urgent_ids"], params).fetchall():
+            return ()
+        with self._tx(claim) as conn:
+            cur = conn.execute(self._sql["take_urgent"], params)
+        return claimed_jobs(cur.fetchall())
+
+    def urgent_waiting(
+        self, *, below: int, exclude: Sequence[str] = (), limit: int = 1, now: float | None = None
+    ) -> int:
+        params = {"below": below, "exclude": list(exclude), "limit": max(1, limit), "now": now}
+        # The worker's connection: a lane asks this, and a lane holds no other one.
+        return int(self._wconn().execute(self._sql["urgent_waiting"], params).fetchone()[0])
 
     def _deferred_gc(self) -> set[str]:
         """Snapshots this thread's fenced acks may have freed. They are collected with a release

@@ -265,18 +265,19 @@ _KNOW_MAILBOX = "INSERT INTO mailboxes (mailbox) VALUES (?) ON CONFLICT (mailbox
 # The oldest due pending job whose mailbox is neither parked, nor leased by a live
 # worker, nor excluded by the caller. Walks jobs_status_due in due order and stops
 # at the first hit.
-_PICK_MAILBOX = """
-SELECT j.mailbox FROM jobs AS j
-WHERE j.status = 'pending' AND j.due_at <= :now
+_CLAIMABLE = """
+FROM jobs AS j
+WHERE j.status = 'pending' AND j.due_at <= :now AND j.priority < :below
   AND NOT EXISTS (SELECT 1 FROM mailboxes AS m WHERE m.mailbox = j.mailbox AND m.parked)
   AND NOT EXISTS (SELECT 1 FROM leases AS l WHERE l.mailbox = j.mailbox AND l.lease_until > :now)
   AND NOT EXISTS (SELECT 1 FROM mailboxes AS p LEFT JOIN servers AS s ON s.server = p.server
                   WHERE p.mailbox = j.mailbox
                     AND (p.paused_until > :now OR s.paused_until > :now OR s.probe_until > :now))
   AND j.mailbox NOT IN (SELECT value FROM json_each(:exclude))
-ORDER BY j.priority, j.due_at, j.id
-LIMIT 1
 """
+_PICK_MAILBOX = f"SELECT j.mailbox {_CLAIMABLE} ORDER BY j.priority, j.due_at, j.id LIMIT 1"
+# How many mailboxes could be claimed for work better than :below (``urgent_waiting``).
+_URGENT_MAILBOXES = f"SELECT count(*) FROM (SELECT DISTINCT j.mailbox {_CLAIMABLE} LIMIT :limit)"
 
 _TAKE_LEASE = """
 INSERT INTO leases (mailbox, worker_id, lease_until, token) VALUES (?, ?, ?, 1)
@@ -287,6 +288,24 @@ RETURNING token
 
 # Hands out the mailbox's due jobs and counts the hand-out (RETURNING has no
 # order; the caller sorts).
+# More due jobs of a leased mailbox that rank above a priority, except those the claim has begun
+# (``claim_urgent``). Parameters: mailbox, now, below, skip (JSON ids), limit.
+_URGENT_IDS = """
+SELECT id FROM jobs
+WHERE mailbox = ? AND status = 'pending' AND due_at <= ? AND priority < ?
+  AND id NOT IN (SELECT value FROM json_each(?))
+ORDER BY priority, due_at, id
+LIMIT ?
+"""
+_TAKE_IDS = f"""
+UPDATE jobs SET claims = claims + 1
+WHERE id IN (SELECT value FROM json_each(?)) AND mailbox = ? AND status = 'pending' AND priority < ?
+RETURNING {JOB_COLS}
+"""
+# Give back the count of hand-outs that were never sent (``release``).
+_UNCOUNT = "UPDATE jobs SET claims = claims - 1 WHERE id IN (SELECT value FROM json_each(?)) AND claims > 0"
+_ANY_PRIORITY = 99
+
 _TAKE_JOBS = f"""
 UPDATE jobs SET claims = claims + 1
 WHERE id IN (
@@ -675,7 +694,9 @@ class SQLiteOutbox(PerThreadConnections):
         now = time.time() if now is None else now
         until = now + lease_seconds
         with self._write() as conn:
-            row = conn.execute(_PICK_MAILBOX, {"now": now, "exclude": json.dumps(list(exclude))}).fetchone()
+            row = conn.execute(
+                _PICK_MAILBOX, {"now": now, "exclude": json.dumps(list(exclude)), "below": _ANY_PRIORITY}
+            ).fetchone()
             if row is None:
                 return None
             mailbox = row[0]
@@ -702,12 +723,39 @@ class SQLiteOutbox(PerThreadConnections):
             raise lease_lost(claim)
         return dataclasses.replace(claim, lease_until=until)
 
-    def release(self, claim: Claim) -> None:
+    def release(self, claim: Claim, *, unsent: Sequence[Job] = ()) -> None:
         # The row stays (with its token), so the next claim's token is higher still.
-        self._write_one(
-            "UPDATE leases SET worker_id = '', lease_until = 0 WHERE mailbox = ? AND worker_id = ? AND token = ?",
-            (claim.mailbox, claim.worker_id, claim.token),
-        )
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE leases SET worker_id = '', lease_until = 0 WHERE mailbox = ? AND worker_id = ? AND token = ?",
+                (claim.mailbox, claim.worker_id, claim.token),
+            )
+            if cur.rowcount == 1 and unsent:
+                # Still ours, so nobody was handed these since: this hand-out wrote nothing.
+                conn.execute(_UNCOUNT, (json.dumps(sorted({j.id for j in unsent})),))
+        if unsent:
+            self._signal.notify()  # due work is left for this process's other threads
+
+    def claim_urgent(
+        self, claim: Claim, *, below: int, skip: Sequence[int] = (), limit: int = 100
+    ) -> tuple[Job, ...]:
+        now = time.time()
+        params = (claim.mailbox, now, below, json.dumps(sorted(set(skip))), max(1, limit))
+        # A read first: almost always there is nothing, and then no write lock is taken.
+        if not self._conn().execute(_URGENT_IDS, params).fetchall():
+            return ()
+        with self._write() as conn:
+            self._fenced(conn, claim)
+            ids = [r[0] for r in conn.execute(_URGENT_IDS, params)]
+            rows = conn.execute(_TAKE_IDS, (json.dumps(ids), claim.mailbox, below)).fetchall()
+        return claimed_jobs(rows)
+
+    def urgent_waiting(
+        self, *, below: int, exclude: Sequence[str] = (), limit: int = 1, now: float | None = None
+    ) -> int:
+        now = time.time() if now is None else now
+        params = {"now": now, "exclude": json.dumps(list(exclude)), "below": below, "limit": max(1, limit)}
+        return int(self._conn().execute(_URGENT_MAILBOXES, params).fetchone()[0])
 
     @staticmethod
     def _fenced(conn: sqlite3.Connection, fence: Claim | None) -> None:

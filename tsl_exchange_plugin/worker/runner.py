@@ -30,6 +30,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -47,7 +48,7 @@ from ..backends.base import (
 from ..backends.turns import Turns
 from ..credentials import VaultError
 from ..outbox.backoff import pause_delay, retry_delay
-from ..outbox.base import Claim, Job, LeaseLost, Outbox
+from ..outbox.base import PRIORITY_INTERACTIVE, Claim, Job, LeaseLost, Outbox
 from .pauses import PauseBoard
 from .push import BatchResult, Mapper, Pusher
 
@@ -118,6 +119,7 @@ class _Held:
     # Set when the lease is gone or about to run out unrenewed: the claim's lanes stop
     # before another worker may take the mailbox, and the pusher re-writes nothing.
     lost: threading.Event = field(default_factory=threading.Event)
+    plan: _ClaimPlan | None = None  # the claim's slices, once they are being pushed
 
 
 class Worker:
@@ -153,6 +155,7 @@ class Worker:
         # One session per (mailbox, lane): a session serves one thread at a time.
         self._sessions: dict[tuple[str, int], tuple[MailboxAccount, MailboxSession]] = {}
         self._idle_threads = 0
+        self._yielding = 0  # claims of this worker ending early to make room (see _makes_room)
         # Leases held right now, extended by the keeper while a batch runs: a batch that
         # takes longer than the lease must not let another worker into the mailbox.
         self._held: dict[str, _Held] = {}
@@ -421,6 +424,8 @@ class Worker:
         except BaseException:
             self._tried(False)
             raise
+        finally:
+            self._yielded_claimed()
         self._tried(claim is not None)
         if claim is None:
             return False
@@ -432,11 +437,15 @@ class Worker:
         try:
             self._process(claim, held)
         finally:
+            plan = held.plan
+            if plan is not None and plan.ended_early:
+                self._crew_local.yielded = True  # this thread's next claim lets others make room
+            unsent = plan.unsent if plan is not None and not held.lost.is_set() else []
             with self._lease_lock:
                 with self._lock:
                     self._busy.discard(claim.mailbox)
                     self._held.pop(claim.mailbox, None)
-                self.outbox.release(claim)
+                self.outbox.release(claim, unsent=unsent)
             signals.emit(signals.batch_done, self, mailbox=claim.mailbox)
         return True
 
@@ -479,9 +488,9 @@ class Worker:
     def _process(self, claim: Claim, held: _Held | None = None) -> None:
         held = held or _Held(claim, time.monotonic())
         mailbox = claim.mailbox
-        size = max(1, self.config.batch_size)
-        slices = [claim.jobs[i : i + size] for i in range(0, len(claim.jobs), size)]
-        lanes = max(1, min(self.config.lanes, len(slices)))
+        plan = _ClaimPlan(claim.jobs, max(1, self.config.batch_size))
+        held.plan = plan
+        lanes = max(1, min(self.config.lanes, plan.slice_count()))
         server = ""
         try:
             account = self.resolve(mailbox)
@@ -507,22 +516,25 @@ class Worker:
         for session in sessions:
             _attach_guard(session, guard)
         answers = guard.answers
-        todo = iter(slices)
-        taken = threading.Lock()
         stopped: list[ExchangeError] = []  # the whole-request error that ended this claim early
         turns = Turns()
 
         def lane(session: MailboxSession) -> None:
             with turns.taking_part():
                 while not stopped and not held.lost.is_set():
-                    with taken:
-                        jobs = next(todo, None)
-                    if jobs is None:
-                        return
+                    if plan.next_priority() is None:
+                        return  # all slices are out (a lane with nothing to do asks the store nothing)
                     # Before each slice: a lease lost meanwhile stops the claim, untouched jobs
                     # stay as they are for the next holder.
-                    if held.lost.is_set() or not self.outbox.check_lease(claim):
+                    if not self.outbox.check_lease(claim):
                         held.lost.set()
+                        return
+                    try:
+                        jobs = self._next_slice(claim, plan)
+                    except LeaseLost:
+                        held.lost.set()
+                        return
+                    if jobs is None:
                         return
                     fatal = self._push_slice(mailbox, server, jobs, session, held)
                     if held.lost.is_set():
@@ -538,7 +550,7 @@ class Worker:
             return
         if stopped:
             # Slices not begun: the server said stop, so they wait as long as the failed ones.
-            rest = [job for jobs in todo for job in jobs]
+            rest = plan.stop()
             fatal = stopped[0]
             if rest and isinstance(fatal, TransientError) and fatal.pause:
                 self._waiting(rest, fatal, self._resting_for(mailbox, server))
@@ -548,6 +560,51 @@ class Worker:
                 except LeaseLost:
                     held.lost.set()
         self._probe_done(claim, server, answered=guard.answers > answers)
+
+    # ------------------------------------------------------------------ better work first
+    def _next_slice(self, claim: Claim, plan: _ClaimPlan) -> list[Job] | None:
+        """The next slice of a claim, or None when it is done or makes room (LeaseLost propagates).
+
+        A job of better priority than the next slice does not wait for the claim to end: one of
+        the claim's own mailbox is handed out under its lease and goes next, in a slice of its
+        own; one of another mailbox that no thread of this worker is free to take ends the claim
+        here (one claim at a time makes room), and its unsent jobs go back to the queue."""
+        with plan.checking:  # one lane looks at a time, so a job is never handed to both
+            below = plan.next_priority()
+            if below is None:
+                return None
+            if below > PRIORITY_INTERACTIVE and not claim.probe:
+                urgent = self.outbox.claim_urgent(claim, below=below, skip=plan.begun(), limit=plan.size)
+                if urgent:
+                    plan.put_first(urgent)
+                elif self._makes_room(claim, below):
+                    plan.end_early()
+                    return None
+            return plan.take()
+
+    def _makes_room(self, claim: Claim, below: int) -> bool:
+        """Whether this claim should end for better work waiting in other mailboxes: no thread of
+        this worker is free to claim it, and fewer claims of this worker are making room already
+        than there are such mailboxes (one claim per mailbox, not every claim for each)."""
+        with self._lock:
+            if len(self._threads) > len(self._busy):
+                return False  # a free thread takes it
+            making = self._yielding
+            busy = tuple(self._busy)
+        waiting = self.outbox.urgent_waiting(below=below, exclude=busy, limit=making + 1)
+        with self._lock:
+            if waiting <= self._yielding:
+                return False
+            self._yielding += 1  # until the claiming thread has claimed again (run_once)
+        return True
+
+    def _yielded_claimed(self) -> None:
+        """The thread that ended a claim to make room has claimed again (or found nothing):
+        its share of the room is taken."""
+        if getattr(self._crew_local, "yielded", False):
+            self._crew_local.yielded = False
+            with self._lock:
+                self._yielding = max(0, self._yielding - 1)
 
     @staticmethod
     def _lane_guard(lane: Callable[[MailboxSession], None], session: MailboxSession) -> None:
@@ -762,6 +819,78 @@ class Worker:
             if crew not in self._crews:  # new, or stopped by stop() and claiming again
                 self._crews.append(crew)
         return crew
+
+
+class _ClaimPlan:
+    """A claim's slices, shared by its lanes: best priority first, each slice of one priority
+    (a save is not sent in a request with 99 bulk items), and jobs handed out during the claim
+    (``claim_urgent``) placed first."""
+
+    def __init__(self, jobs: Sequence[Job], size: int) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._slices: deque[list[Job]] = deque(_slices(jobs, size))
+        self._begun: set[int] = set()
+        self.checking = threading.Lock()  # held by the lane looking for better work
+        self.unsent: list[Job] = []  # jobs the claim ended without sending (end_early)
+        self.ended_early = False
+
+    def slice_count(self) -> int:
+        with self._lock:
+            return len(self._slices)
+
+    def next_priority(self) -> int | None:
+        with self._lock:
+            return self._slices[0][0].priority if self._slices else None
+
+    def begun(self) -> list[int]:
+        """Ids of the jobs whose slice has begun: not to be handed out again in this claim (their
+        row may be queued with a newer version while the older one is out)."""
+        with self._lock:
+            return list(self._begun)
+
+    def take(self) -> list[Job] | None:
+        with self._lock:
+            if not self._slices:
+                return None
+            jobs = self._slices.popleft()
+            self._begun.update(j.id for j in jobs)
+            return jobs
+
+    def put_first(self, jobs: Sequence[Job]) -> None:
+        """Jobs handed out during the claim go next; a job the claim held but had not begun is
+        replaced by its newer version. A newer version of a begun job is left for the next
+        claim: two lanes must never push one record at the same time."""
+        with self._lock:
+            jobs = [j for j in jobs if j.id not in self._begun]
+            ids = {j.id for j in jobs}
+            rest = [[j for j in part if j.id not in ids] for part in self._slices]
+            self._slices = deque(_slices(jobs, self.size) + [part for part in rest if part])
+
+    def end_early(self) -> None:
+        """Stop handing out slices; what was not begun goes back to the queue unsent."""
+        with self._lock:
+            self.unsent = [j for part in self._slices for j in part]
+            self._slices.clear()
+            self.ended_early = True
+
+    def stop(self) -> list[Job]:
+        """Stop handing out slices; returns the jobs not begun."""
+        with self._lock:
+            rest = [j for part in self._slices for j in part]
+            self._slices.clear()
+            return rest
+
+
+def _slices(jobs: Sequence[Job], size: int) -> list[list[Job]]:
+    """Jobs (best priority first) cut into slices of up to ``size`` jobs of one priority each."""
+    out: list[list[Job]] = []
+    for job in jobs:
+        if out and len(out[-1]) < size and out[-1][0].priority == job.priority:
+            out[-1].append(job)
+        else:
+            out.append([job])
+    return out
 
 
 def _attach_guard(session: MailboxSession, guard: object) -> None:
