@@ -112,7 +112,11 @@ def test_threads_and_connections_stay_bounded_over_a_thousand_claims(store, sand
     finally:
         worker.stop()
     # Stopped: the lane helper and the lease keeper have ended and given their connections back;
-    # what is left is this (claiming) thread's own.
+    # what is left in use is this (claiming) thread's own (PostgreSQL's pool may keep those given
+    # back open, idle, for the next thread that asks).
     assert not [t.name for t in threading.enumerate() if t.name.startswith("MainThread-lane")]
     threads, listed, server = _held(store)
-    assert threads <= baseline - 2 and 1 <= listed <= PER_THREAD and server in (None, 1, 2)
+    assert threads <= baseline - 2 and 1 <= listed <= PER_THREAD
+    if server is not None:
+        idle = store._pool.get_stats().get("pool_available", 0)
+        assert 1 <= server - idle <= PER_THREAD and server <= PER_THREAD * config.lanes

@@ -50,6 +50,7 @@ from .rows import (
     payload_hash,
     sync_params,
 )
+from .writegate import WriteGate
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,30 @@ _SYNC_TABLES = [
     f"""CREATE INDEX IF NOT EXISTS {SYNC}.tombstones_age ON tombstones (deleted_at)""",
 ]
 
+# Bookkeeping that follows every change of a job row, done by SQLite itself inside the statement
+# that changes it (see _ACKED on why fewer statements matter): a snapshot no job refers to any
+# more is deleted (replaced by a newer one, or its last job acknowledged), and every mailbox that
+# ever had work gets a row, so the status view lists it (with its last success) even after its
+# queue ran empty.
+_TRIGGERS = [
+    """CREATE TRIGGER IF NOT EXISTS jobs_payload_replaced AFTER UPDATE OF payload_id ON jobs
+    WHEN old.payload_id <> 0 AND old.payload_id <> new.payload_id
+    BEGIN
+        DELETE FROM payloads WHERE id = old.payload_id
+          AND NOT EXISTS (SELECT 1 FROM jobs WHERE payload_id = old.payload_id);
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS jobs_payload_released AFTER DELETE ON jobs
+    WHEN old.payload_id <> 0
+    BEGIN
+        DELETE FROM payloads WHERE id = old.payload_id
+          AND NOT EXISTS (SELECT 1 FROM jobs WHERE payload_id = old.payload_id);
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS jobs_know_mailbox AFTER INSERT ON jobs
+    BEGIN
+        INSERT INTO mailboxes (mailbox) VALUES (new.mailbox) ON CONFLICT (mailbox) DO NOTHING;
+    END""",
+]
+
 _INDEXES = [
     # claim and next_due_at walk pending jobs in (priority, due) order; id ends the key so
     # ORDER BY ... LIMIT 1 reads the first entry instead of sorting jobs of one due time.
@@ -214,14 +239,13 @@ _COUNT_SUPERSEDED = """
 INSERT INTO mailboxes (mailbox, superseded) VALUES (?, ?)
 ON CONFLICT (mailbox) DO UPDATE SET superseded = mailboxes.superseded + excluded.superseded
 """
-_PUT_PAYLOAD = "INSERT INTO payloads (hash, body) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING"
-_PAYLOAD_IDS = "SELECT hash, id FROM payloads WHERE hash IN (SELECT value FROM json_each(?))"
-# The snapshots the queued rows of a batch refer to now (candidates for collection once replaced).
-_QUEUED_PAYLOADS = """
-SELECT DISTINCT j.payload_id FROM json_each(?) AS p
-JOIN jobs AS j ON j.mailbox = json_extract(p.value, '$[0]') AND j.record_key = json_extract(p.value, '$[1]')
-WHERE j.payload_id <> 0
-"""
+# Stores a snapshot once and answers its id in one step (a snapshot stored before is rewritten
+# unchanged: rare, and cheaper than a second statement on the save path).
+_PUT_PAYLOAD = (
+    "INSERT INTO payloads (hash, body) VALUES (?, ?) ON CONFLICT (hash) DO UPDATE SET hash = excluded.hash "
+    "RETURNING id"
+)
+# Snapshots offered only by superseded changes (no job took them).
 _COLLECT_PAYLOADS = """
 DELETE FROM payloads WHERE id IN (SELECT value FROM json_each(?))
   AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.payload_id = payloads.id)
@@ -260,7 +284,6 @@ SELECT s.server FROM mailboxes AS p JOIN servers AS s ON s.server = p.server
 WHERE p.mailbox = ? AND s.failures > 0
 """
 
-_KNOW_MAILBOX = "INSERT INTO mailboxes (mailbox) VALUES (?) ON CONFLICT (mailbox) DO NOTHING"
 
 # The oldest due pending job whose mailbox is neither parked, nor leased by a live
 # worker, nor excluded by the caller. Walks jobs_status_due in due order and stops
@@ -286,8 +309,6 @@ ON CONFLICT (mailbox) DO UPDATE SET worker_id = excluded.worker_id, lease_until 
 RETURNING token
 """
 
-# Hands out the mailbox's due jobs and counts the hand-out (RETURNING has no
-# order; the caller sorts).
 # More due jobs of a leased mailbox that rank above a priority, except those the claim has begun
 # (``claim_urgent``). Parameters: mailbox, now, below, skip (JSON ids), limit.
 _URGENT_IDS = """
@@ -306,15 +327,22 @@ RETURNING {JOB_COLS}
 _UNCOUNT = "UPDATE jobs SET claims = claims - 1 WHERE id IN (SELECT value FROM json_each(?)) AND claims > 0"
 _ANY_PRIORITY = 99
 
-_TAKE_JOBS = f"""
-UPDATE jobs SET claims = claims + 1
-WHERE id IN (
+# A claim picks the mailbox's due jobs (their ids as one JSON array) and counts the hand-out;
+# the jobs themselves are read after the commit (_JOBS_BY_ID), so the write lock is not held
+# while hundreds of rows and snapshots are copied out (see _ACKED). Nobody else changes a
+# leased mailbox's jobs meanwhile but an enqueue with a newer version, which is then what
+# is read (the hand-out counted for the row, whatever its version).
+_TAKE_IDS_JSON = """
+SELECT json_group_array(id) FROM (
     SELECT id FROM jobs
     WHERE mailbox = ? AND status = 'pending' AND due_at <= ?
     ORDER BY priority, due_at, id
-    LIMIT ?
-)
-RETURNING {JOB_COLS}
+    LIMIT ?)
+"""
+_COUNT_CLAIMS = "UPDATE jobs SET claims = claims + 1 WHERE id IN (SELECT value FROM json_each(?))"
+_JOBS_BY_ID = f"""
+SELECT json_group_array(json_array({JOB_COLS})) FROM jobs
+WHERE id IN (SELECT value FROM json_each(?)) AND status = 'pending'
 """
 
 # A leased mailbox becomes claimable when its lease runs out, so its jobs count
@@ -343,20 +371,30 @@ ON CONFLICT (mailbox, record_key) DO UPDATE SET
 WHERE excluded.source_version = 0 OR excluded.source_version >= sync_state.source_version
 """
 
-# Acknowledging a batch is one statement each, not one per job: each statement lets the
-# other threads of the process in (the GIL), and a batch holds hundreds of jobs.
+# Inside a write transaction every statement is one step and every result ONE row: each
+# step lets the other threads of the process in (the GIL), and under a busy worker getting
+# back in takes milliseconds, all of them with the write lock held and the host's save
+# waiting. So a batch is acknowledged in a few statements, not one per job, and rows come
+# back as one JSON array, not row by row.
 _ACKED = """
-SELECT j.id, j.payload_id, j.op, j.mailbox, j.record_key, j.source_version FROM json_each(?) AS p
+SELECT json_group_array(json_array(j.id, j.payload_id, j.op, j.mailbox, j.record_key, j.source_version))
+FROM json_each(?) AS p
 JOIN jobs AS j ON j.id = json_extract(p.value, '$[0]') AND j.version = json_extract(p.value, '$[1]')
 """
 _DELETE_JOBS = "DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?))"
-_PUT_TOMBSTONE = f"""
-INSERT INTO {SYNC}.tombstones (mailbox, record_key, source_version, deleted_at) VALUES (?, ?, ?, ?)
+_PUT_TOMBSTONES = f"""
+INSERT INTO {SYNC}.tombstones (mailbox, record_key, source_version, deleted_at)
+SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), ?1
+FROM json_each(?2) WHERE true
 ON CONFLICT (mailbox, record_key) DO UPDATE SET
     source_version = max(tombstones.source_version, excluded.source_version), deleted_at = excluded.deleted_at
 """
 _PRUNE_TOMBSTONES = f"DELETE FROM {SYNC}.tombstones WHERE deleted_at < ?"
 _DELETE_SYNC = f"DELETE FROM {SYNC}.sync_state WHERE mailbox = ? AND record_key = ?"
+_DELETE_SYNC_MANY = f"""
+DELETE FROM {SYNC}.sync_state WHERE (mailbox, record_key) IN (
+    SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))
+"""
 # Parameters: the error, then [[id, version, due_at], ...]; a superseded job is left alone.
 _RETRY_MANY = """
 UPDATE jobs SET attempts = attempts + 1, last_error = ?1, status = 'pending',
@@ -436,7 +474,7 @@ class SQLiteOutbox(PerThreadConnections):
         self._sync_was_missing = os.path.exists(self.path) and not os.path.exists(self.sync_path)
         self._busy_timeout = busy_timeout
         self._init_conns()
-        self._write_lock = threading.Lock()
+        self._gate = WriteGate()
         self._signal = _signal_for(self.path)
         try:
             self._init_schema()
@@ -484,15 +522,14 @@ class SQLiteOutbox(PerThreadConnections):
         return conn
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, *, first: bool = False) -> Iterator[sqlite3.Connection]:
         """One write transaction; IMMEDIATE takes the write lock before the first read.
 
-        Writers of this process queue on a Python lock first: SQLite's busy handler
-        polls a held lock in sleeps of up to 100 ms, the lock hands over at once, and
-        the worker's threads write often. Other processes still meet the busy handler.
+        Writers of this process queue at the gate first (``writegate.py``): the host's save
+        path (``first``) ahead of the worker's writes. Other processes meet SQLite's busy handler.
         """
         conn = self._conn()
-        with self._write_lock:
+        with self._gate.hold(first=first):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -537,7 +574,7 @@ class SQLiteOutbox(PerThreadConnections):
             migrated = self._migrate_jobs(c)
             for table in ("sync_state", "tombstones"):  # copied into the sync-state file above
                 c.execute(f"DROP TABLE IF EXISTS main.{table}")
-            for statement in _TABLES + _INDEXES:
+            for statement in _TABLES + _INDEXES + _TRIGGERS:
                 c.execute(statement)
             self._add_pause_schema(c)
             if found < SCHEMA_VERSION:
@@ -628,12 +665,12 @@ class SQLiteOutbox(PerThreadConnections):
         one keeps working without it; see the README)."""
         try:
             if conn.execute("PRAGMA main.auto_vacuum").fetchone()[0] == 2:
-                with self._write_lock:
+                with self._gate.hold():
                     conn.executescript("PRAGMA main.incremental_vacuum;")
                 return
             if not rebuilt or os.path.getsize(self.path) > _MIGRATION_VACUUM_LIMIT:
                 return
-            with self._write_lock:
+            with self._gate.hold():
                 conn.execute("PRAGMA main.auto_vacuum = INCREMENTAL")
                 conn.execute("VACUUM main")
         except sqlite3.OperationalError:  # another process holds the file: next start tries again
@@ -647,14 +684,11 @@ class SQLiteOutbox(PerThreadConnections):
         now = time.time()
         hashes = [payload_hash(c.payload) for c in changes]
         bodies = {h: c.payload for h, c in zip(hashes, changes, strict=True) if h}
-        pairs = json.dumps([[c.mailbox, c.record_key] for c in changes])
         superseded: dict[str, int] = {}
-        with self._write() as conn:
-            replaced = [r[0] for r in conn.execute(_QUEUED_PAYLOADS, (pairs,))]
-            ids: dict[str, int] = {}
-            if bodies:
-                conn.executemany(_PUT_PAYLOAD, list(bodies.items()))
-                ids = dict(conn.execute(_PAYLOAD_IDS, (json.dumps(list(bodies)),)).fetchall())
+        # The host's save waits for this: few statements (the triggers collect replaced snapshots
+        # and note new mailboxes), and it goes through the gate before the worker's writes.
+        with self._write(first=True) as conn:
+            ids = {h: conn.execute(_PUT_PAYLOAD, (h, body)).fetchone()[0] for h, body in bodies.items()}
             for change, h in zip(changes, hashes, strict=True):
                 params = {
                     "mailbox": change.mailbox,
@@ -667,16 +701,10 @@ class SQLiteOutbox(PerThreadConnections):
                 }
                 if conn.execute(_ENQUEUE, params).rowcount == 0:
                     superseded[change.mailbox] = superseded.get(change.mailbox, 0) + 1
-            # Every mailbox that ever had work gets a row, so the status view lists
-            # it (with its last success) even after its queue ran empty; the
-            # PostgreSQL store needs these rows as claim locks anyway.
-            conn.executemany(_KNOW_MAILBOX, [(m,) for m in dict.fromkeys(c.mailbox for c in changes)])
             if superseded:
                 conn.executemany(_COUNT_SUPERSEDED, list(superseded.items()))
-            # Snapshots replaced, or offered only by superseded changes, may be referenced by nobody now.
-            candidates = set(replaced) | set(ids.values()) if superseded else set(replaced)
-            if candidates:
-                conn.execute(_COLLECT_PAYLOADS, (json.dumps(sorted(candidates)),))
+                # A snapshot offered only by superseded changes is referenced by nobody.
+                conn.execute(_COLLECT_PAYLOADS, (json.dumps(sorted(ids.values())),))
         self._signal.notify()
 
     # -- workers ---------------------------------------------------------------------
@@ -693,10 +721,13 @@ class SQLiteOutbox(PerThreadConnections):
         check_worker_id(worker_id)
         now = time.time() if now is None else now
         until = now + lease_seconds
+        pick = {"now": now, "exclude": json.dumps(list(exclude)), "below": _ANY_PRIORITY}
+        # A read first: an idle worker woken for work another thread took asks often, and a
+        # question that finds nothing needs no write lock (new work wakes it again).
+        if self._conn().execute(_PICK_MAILBOX, pick).fetchone() is None:
+            return None
         with self._write() as conn:
-            row = conn.execute(
-                _PICK_MAILBOX, {"now": now, "exclude": json.dumps(list(exclude)), "below": _ANY_PRIORITY}
-            ).fetchone()
+            row = conn.execute(_PICK_MAILBOX, pick).fetchone()
             if row is None:
                 return None
             mailbox = row[0]
@@ -704,10 +735,16 @@ class SQLiteOutbox(PerThreadConnections):
             probe = self._take_probe(conn, mailbox, worker_id, until)
             if probe and probe_limit is not None:
                 limit = min(limit, probe_limit)
-            rows = conn.execute(_TAKE_JOBS, (mailbox, now, max(1, limit))).fetchall()
-        jobs = claimed_jobs(rows)
+            ids = conn.execute(_TAKE_IDS_JSON, (mailbox, now, max(1, limit))).fetchone()[0]
+            conn.execute(_COUNT_CLAIMS, (ids,))
+        rows = json.loads(self._conn().execute(_JOBS_BY_ID, (ids,)).fetchone()[0])
         return Claim(
-            mailbox=mailbox, worker_id=worker_id, lease_until=until, jobs=jobs, token=token, probe=probe
+            mailbox=mailbox,
+            worker_id=worker_id,
+            lease_until=until,
+            jobs=claimed_jobs(rows),
+            token=token,
+            probe=probe,
         )
 
     def renew(self, claim: Claim, *, lease_seconds: float = 60.0) -> Claim:
@@ -797,31 +834,32 @@ class SQLiteOutbox(PerThreadConnections):
                 if deletes:
                     # A pushed delete's version becomes a tombstone (read here, while the job is
                     # still queued with the version that was pushed).
-                    rows = conn.execute(_ACKED, (pairs,)).fetchall()
-                    tomb = [(r[3], r[4], r[5], now) for r in rows if r[2] == "delete" and r[5] > 0]
+                    tomb = [r[3:6] for r in self._acked(conn, pairs) if r[2] == "delete" and r[5] > 0]
                     if tomb:
-                        conn.executemany(_PUT_TOMBSTONE, tomb)
+                        conn.execute(_PUT_TOMBSTONES, (now, json.dumps(tomb)))
                         conn.execute(_PRUNE_TOMBSTONES, (now - TOMBSTONE_SECONDS,))
                 # Entries are written before removals, so a pair named in both ends up removed.
                 if entries:
                     conn.execute(_PUT_SYNC_MANY, (json.dumps([self._sync_row(e) for e in entries]),))
                 if removed:
-                    conn.executemany(_DELETE_SYNC, list(removed))
+                    conn.execute(_DELETE_SYNC_MANY, (json.dumps([list(pair) for pair in removed]),))
         if not jobs and (synced or fence is None):
             return []
         with self._write() as conn:
             self._fenced(conn, fence)
-            acked = conn.execute(_ACKED, (pairs,)).fetchall()
+            acked = self._acked(conn, pairs)
             found = {row[0] for row in acked}
-            if found:
+            if found:  # (their snapshots go with the last job that refers to them: a trigger)
                 conn.execute(_DELETE_JOBS, (json.dumps(sorted(found)),))
-                payloads = sorted({row[1] for row in acked if row[1]})
-                if payloads:
-                    conn.execute(_COLLECT_PAYLOADS, (json.dumps(payloads),))
-            drained = bool(found) and conn.execute("SELECT NOT EXISTS (SELECT 1 FROM jobs)").fetchone()[0]
-        if drained:
+        if found and self._conn().execute("SELECT NOT EXISTS (SELECT 1 FROM jobs)").fetchone()[0]:
             self._give_back_space()
         return [j.id in found for j in jobs]
+
+    @staticmethod
+    def _acked(conn: sqlite3.Connection, pairs: str) -> list[list[Any]]:
+        """[id, payload_id, op, mailbox, record_key, source_version] of the jobs still queued with
+        the (id, version) ``pairs`` name."""
+        return json.loads(conn.execute(_ACKED, (pairs,)).fetchone()[0])
 
     def _give_back_space(self) -> None:
         """The queue ran empty: return its free pages to the file system (a no-op for a file
@@ -829,7 +867,7 @@ class SQLiteOutbox(PerThreadConnections):
         to nothing, unless a reader still needs it (then the next drain tries again)."""
         conn = self._conn()
         try:
-            with self._write_lock:
+            with self._gate.hold():
                 # executescript runs the pragma to the end in its own transaction (execute()
                 # would step it once and free a single page).
                 conn.executescript("PRAGMA main.incremental_vacuum;")
@@ -1092,7 +1130,6 @@ class SQLiteOutbox(PerThreadConnections):
         now = time.time()
         with self._write() as conn:
             conn.executemany(_NOTE_VERIFY, [(mailbox, key, now, now) for key in dict.fromkeys(record_keys)])
-            conn.execute(_KNOW_MAILBOX, (mailbox,))
         self._signal.notify()
 
     def retry_many(
