@@ -1,4 +1,4 @@
-"""Lanes take turns at the CPU (pure unit: threads and the turn, no server)."""
+"""Lanes take turns at the CPU, a lane pushing saves first (pure unit: threads and the turn, no server)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import threading
 
 from tsl_exchange_plugin.backends import turns
 from tsl_exchange_plugin.backends.turns import Turns
+from tsl_exchange_plugin.testing import wait_for
 
 
 def test_outside_a_turn_pause_and_resume_do_nothing():
@@ -65,7 +66,7 @@ def test_a_turn_never_held_back_longer_than_patience(monkeypatch):
     a_leave.set()
     a.join(5)
     # B never had the turn, so it gave nothing back; A gave back its own: the turn is free.
-    assert shared._lock.acquire(timeout=1)
+    assert shared.free()
 
 
 def test_sitting_out_frees_the_turn_and_takes_it_back():
@@ -93,3 +94,55 @@ def test_sitting_out_frees_the_turn_and_takes_it_back():
     t.join(5)
     o.join(5)
     assert seen == [True, True]
+
+
+def test_a_lane_pushing_saves_gets_the_turn_before_the_bulk_lanes_waiting_for_it():
+    shared = Turns()
+    a_in, a_leave, a_pause = threading.Event(), threading.Event(), threading.Event()
+    a = lane(shared, a_in, a_leave, pause_first=a_pause)  # holds the turn
+    assert a_in.wait(5)
+    order: list[str] = []
+    done = {name: threading.Event() for name in ("bulk", "saves")}
+
+    def waiting_lane(name: str, first: bool) -> threading.Thread:
+        def run() -> None:
+            with shared.taking_part(first=first):
+                order.append(name)
+                done[name].wait(5)
+
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        return t
+
+    bulk = waiting_lane("bulk", False)
+    wait_for(lambda: shared._rest._waiters, 5, "the bulk lane waiting")
+    saves = waiting_lane("saves", True)
+    wait_for(lambda: shared._waiting_first == 1, 5, "the lane of saves waiting")
+    a_pause.set()  # A's request goes out: the turn is handed on
+    wait_for(lambda: order, 5, "a lane to get the turn")
+    assert order == ["saves"]
+    done["saves"].set()
+    wait_for(lambda: len(order) == 2, 5, "the bulk lane to get the turn")
+    assert order == ["saves", "bulk"]
+    done["bulk"].set()
+    a_leave.set()
+    for t in (a, bulk, saves):
+        t.join(5)
+    assert shared.free()
+
+
+def test_a_slice_of_saves_takes_its_turns_first_and_later_slices_do_not():
+    shared = Turns()
+    seen: list[bool] = []
+
+    def run() -> None:
+        with shared.taking_part(first=True):
+            seen.append(turns._mine.first)  # the start went first, the lane itself does not
+            with turns.going_first():
+                seen.append(turns._mine.first)
+            seen.append(turns._mine.first)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(5)
+    assert seen == [False, True, False]

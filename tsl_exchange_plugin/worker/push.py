@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from .. import signals
+from ..backends import turns
 from ..backends.base import (
     Conflict,
     ExchangeError,
@@ -285,7 +286,8 @@ class Pusher:
             done_jobs = [st.job for st in states if not st.failed and not st.transient and st.pending == 0]
             if not result.lost and (new_sync or removed or done_jobs):
                 try:
-                    acked = self.outbox.complete_many(done_jobs, new_sync, removed, fence=fence)
+                    with turns.waiting():  # the disk, not the CPU: another lane may build meanwhile
+                        acked = self.outbox.complete_many(done_jobs, new_sync, removed, fence=fence)
                 except LeaseLost:
                     result.lost = True
                 else:

@@ -32,9 +32,11 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 from .. import signals
+from ..backends import turns
 from ..backends.base import (
     AuthFailed,
     ConfigError,
@@ -55,6 +57,8 @@ from .push import BatchResult, Mapper, Pusher
 log = logging.getLogger(__name__)
 
 WATCH_SLICE = 0.25  # longest single wait of the watcher inside the store, in seconds
+# A mailbox's "last success" is written at most this often (seconds) while its pushes succeed.
+SUCCESS_NOTE_EVERY = 5.0
 # A lease the keeper could not renew is given up when less than this share of it is left,
 # so its lanes stop before it runs out and another worker may claim the mailbox.
 LEASE_SAFETY_SHARE = 0.25
@@ -156,6 +160,10 @@ class Worker:
         self._sessions: dict[tuple[str, int], tuple[MailboxAccount, MailboxSession]] = {}
         self._idle_threads = 0
         self._yielding = 0  # claims of this worker ending early to make room (see _makes_room)
+        self._success_noted: dict[str, float] = {}  # mailbox -> when its success was last recorded
+        # The lanes of all claims take turns at the CPU (exchange/turns.py): the host's own
+        # threads then compete with one lane for Python, not with all of them.
+        self._turns = Turns()
         # Leases held right now, extended by the keeper while a batch runs: a batch that
         # takes longer than the lease must not let another worker into the mailbox.
         self._held: dict[str, _Held] = {}
@@ -507,7 +515,7 @@ class Worker:
             reason = f"Vorübergehender Fehler beim Lesen der Einstellungen: {exc}"
             try:
                 self._retry_all(claim.jobs, reason, None, fence=claim)
-                self.outbox.record_error(mailbox, reason, fence=claim)
+                self._note_error(mailbox, reason, fence=claim)
             except LeaseLost:
                 held.lost.set()
             self._probe_done(claim, server, answered=False)
@@ -517,10 +525,10 @@ class Worker:
             _attach_guard(session, guard)
         answers = guard.answers
         stopped: list[ExchangeError] = []  # the whole-request error that ended this claim early
-        turns = Turns()
+        starts_with_saves = plan.next_priority() == PRIORITY_INTERACTIVE
 
         def lane(session: MailboxSession) -> None:
-            with turns.taking_part():
+            with self._turns.taking_part(first=starts_with_saves):
                 while not stopped and not held.lost.is_set():
                     if plan.next_priority() is None:
                         return  # all slices are out (a lane with nothing to do asks the store nothing)
@@ -536,7 +544,9 @@ class Worker:
                         return
                     if jobs is None:
                         return
-                    fatal = self._push_slice(mailbox, server, jobs, session, held)
+                    saves = jobs[0].priority == PRIORITY_INTERACTIVE
+                    with turns.going_first() if saves else nullcontext():
+                        fatal = self._push_slice(mailbox, server, jobs, session, held)
                     if held.lost.is_set():
                         return
                     if fatal is not None:
@@ -647,13 +657,31 @@ class Worker:
             self._waiting(result.interrupted, fatal, self._pause(mailbox, server, fatal, fence=fence))
             return fatal
         if fatal is not None:
-            self.outbox.record_error(mailbox, str(fatal), fence=fence)
+            self._note_error(mailbox, str(fatal), fence=fence)
             signals.emit(
                 signals.mailbox_status_changed, self, mailbox=mailbox, status="error", reason=str(fatal)
             )
         elif result.done or not result.retry:
-            self.outbox.record_success(mailbox, fence=fence)
+            self._note_success(mailbox, fence=fence)
         return fatal
+
+    def _note_success(self, mailbox: str, *, fence: Claim | None = None) -> None:
+        """Record a mailbox's success, at most every SUCCESS_NOTE_EVERY seconds: every slice
+        succeeds during a bulk, and each write is a transaction the host's saves may wait for.
+        After an error the next success is recorded at once (``_note_error``)."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._success_noted.get(mailbox)
+        if last is not None and now - last < SUCCESS_NOTE_EVERY:
+            return
+        self.outbox.record_success(mailbox, fence=fence)
+        with self._lock:
+            self._success_noted[mailbox] = now
+
+    def _note_error(self, mailbox: str, error: str, *, fence: Claim | None = None) -> None:
+        with self._lock:
+            self._success_noted.pop(mailbox, None)
+        self.outbox.record_error(mailbox, error, fence=fence)
 
     def _failed(self, job: Job, error: str, *, retry_in: float | None, paused: bool = False) -> None:
         """Tell the listeners (status, audit); ``retry_in`` None means permanently failed;
@@ -758,7 +786,7 @@ class Worker:
             back_off = error.back_off if error.back_off and error.back_off > 0 else self.config.busy_back_off
             until = self.outbox.pause_mailbox(mailbox, back_off)
             self.pauses.pause_mailbox(mailbox, until)
-            self.outbox.record_error(mailbox, str(error), fence=fence)
+            self._note_error(mailbox, str(error), fence=fence)
             signals.emit(
                 signals.mailbox_status_changed,
                 self,
@@ -769,7 +797,7 @@ class Worker:
             )
             return max(0.0, until - time.time())
         cfg = self.config
-        self.outbox.record_error(mailbox, str(error), fence=fence)
+        self._note_error(mailbox, str(error), fence=fence)
         step = self.outbox.server_failed(
             server,
             lambda failures: pause_delay(failures, base=cfg.server_back_off, cap=cfg.server_max_back_off),
