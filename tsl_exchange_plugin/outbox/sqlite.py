@@ -64,6 +64,8 @@ SYNC_FILE_NAME = "syncstate.sqlite3"
 # database: a bulk enqueue or a drain may grow a WAL far beyond it for a moment, and without
 # a limit SQLite keeps a WAL at the largest size it ever had.
 WAL_LIMIT = 4 * 1024 * 1024
+VACUUM_STEP = 256  # pages (1 MB) a drained queue gives back per write transaction
+_WAL_KEPT = 1024 * 1024  # a drained queue truncates a WAL larger than this
 
 _JOBS_TABLE = """CREATE TABLE IF NOT EXISTS jobs (
         -- AUTOINCREMENT: ids are never reused, so a stale Job object (id, version)
@@ -285,9 +287,9 @@ WHERE p.mailbox = ? AND s.failures > 0
 """
 
 
-# The oldest due pending job whose mailbox is neither parked, nor leased by a live
-# worker, nor excluded by the caller. Walks jobs_status_due in due order and stops
-# at the first hit.
+# Due pending jobs (better than :below) whose mailbox is neither parked, nor paused, nor leased
+# by a live worker, nor excluded by the caller. The pick walks jobs_claim in (priority, due)
+# order and stops at the first hit.
 _CLAIMABLE = """
 FROM jobs AS j
 WHERE j.status = 'pending' AND j.due_at <= :now AND j.priority < :below
@@ -500,6 +502,9 @@ class SQLiteOutbox(PerThreadConnections):
         )
         conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
         conn.execute(f"ATTACH DATABASE ? AS {SYNC}", (self.sync_path,))
+        # Each schema of each thread's connection keeps its own page cache (2 MB by default); the
+        # sync state is read by key, so its B-tree's inner pages are what a cache is good for.
+        conn.execute(f"PRAGMA {SYNC}.cache_size = -1024")
         for schema in ("main", SYNC):
             # synchronous=FULL: in WAL mode, NORMAL survives a crash of the process but
             # can lose the last commits on an OS crash or power cut. The host has told
@@ -509,6 +514,11 @@ class SQLiteOutbox(PerThreadConnections):
             # it also keeps the order of an ack: its sync state is on disk before the jobs go.
             conn.execute(f"PRAGMA {schema}.synchronous = FULL")
             conn.execute(f"PRAGMA {schema}.journal_size_limit = {WAL_LIMIT}")
+            # Deleted content is zeroed where the page is written anyway, but freed pages are not
+            # written again only to be zeroed: some SQLite builds zero them all (secure_delete on),
+            # and a queue that deletes every row it ever held would write itself twice, its WAL
+            # and fsyncs growing with it (the drain's vacuum alone would rewrite the whole file).
+            conn.execute(f"PRAGMA {schema}.secure_delete = FAST")
         return conn
 
     def _conn(self) -> sqlite3.Connection:
@@ -665,8 +675,7 @@ class SQLiteOutbox(PerThreadConnections):
         one keeps working without it; see the README)."""
         try:
             if conn.execute("PRAGMA main.auto_vacuum").fetchone()[0] == 2:
-                with self._gate.hold():
-                    conn.executescript("PRAGMA main.incremental_vacuum;")
+                self._give_back_space()
                 return
             if not rebuilt or os.path.getsize(self.path) > _MIGRATION_VACUUM_LIMIT:
                 return
@@ -864,22 +873,37 @@ class SQLiteOutbox(PerThreadConnections):
     def _give_back_space(self) -> None:
         """The queue ran empty: return its free pages to the file system (a no-op for a file
         without auto_vacuum; see the migration), and cut a WAL that a bulk left large back
-        to nothing, unless a reader still needs it (then the next drain tries again)."""
+        to nothing, unless a reader still needs it (then the next drain tries again).
+
+        In steps of VACUUM_STEP pages, each its own short write (a save may come in between)
+        followed by a checkpoint that does not wait, so the WAL is reused rather than grown to
+        the size of the queue's peak."""
         conn = self._conn()
         try:
-            with self._gate.hold():
-                # executescript runs the pragma to the end in its own transaction (execute()
-                # would step it once and free a single page).
-                conn.executescript("PRAGMA main.incremental_vacuum;")
-                if os.path.getsize(self.path + "-wal") > WAL_LIMIT:
-                    # Without waiting: a busy checkpoint must not hold up the worker's next claim.
-                    conn.execute("PRAGMA busy_timeout = 0")
-                    try:
-                        conn.execute("PRAGMA main.wal_checkpoint(TRUNCATE)").fetchall()
-                    finally:
-                        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+            free = conn.execute("PRAGMA main.freelist_count").fetchone()[0]
+            while free:
+                with self._gate.hold():
+                    # executescript runs the pragma to the end in its own transaction (execute()
+                    # would step it once and free a single page).
+                    conn.executescript(f"PRAGMA main.incremental_vacuum({VACUUM_STEP});")
+                self._checkpoint("PASSIVE")
+                free, before = conn.execute("PRAGMA main.freelist_count").fetchone()[0], free
+                if free >= before:
+                    break  # no auto_vacuum (see the migration), or new work took the pages
+            if os.path.getsize(self.path + "-wal") > _WAL_KEPT:
+                self._checkpoint("TRUNCATE")
         except (sqlite3.OperationalError, OSError):  # busy, or no WAL file: the next drain tries again
             pass
+
+    def _checkpoint(self, mode: str) -> None:
+        """Copy the queue file's WAL into it, without waiting for readers or writers: a busy
+        checkpoint must not hold up the worker's next claim."""
+        conn = self._conn()
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            conn.execute(f"PRAGMA main.wal_checkpoint({mode})").fetchall()
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
 
     def retry(self, job: Job, error: str, delay: float, *, fence: Claim | None = None) -> None:
         self.retry_many([job], error, [delay], fence=fence)
