@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from tsl_hostapi import serialize
@@ -114,20 +114,19 @@ class EnqueuePath:
                 changes.append(Change(u, key, "delete", "", version, priority))
         return changes
 
-    def put(self, changes: list[Change], *, bulk: bool = False) -> None:
+    def put(self, changes: Iterable[Change], *, bulk: bool = False) -> None:
         """Write changes to the queue in one transaction and wake the worker; with ``bulk`` in
-        transactions of BULK_CHUNK each.
+        transactions of BULK_CHUNK each, taken from ``changes`` as they come (a generator need
+        not hold 200,000 changes at once).
 
         ``bulk`` only for callers whose work survives a crash half-way by other means (a journal
         intent still open, the unclean-stop marker, or work that is simply repeated): a
         transaction of 200,000 changes holds the queue's write lock for many seconds, so the
         host's saves wait that long, and it grows the SQLite WAL to the size of the whole queue."""
-        changes = self._reachable(changes)
-        if not changes:
-            return
-        step = BULK_CHUNK if bulk else len(changes)
-        for start in range(0, len(changes), step):
-            part = changes[start : start + step]
+        for part in _chunks(changes, BULK_CHUNK) if bulk else [list(changes)]:
+            part = self._reachable(part)
+            if not part:
+                continue
             self.outbox.enqueue(part)
             signals.emit(signals.enqueued, self, changes=part)  # a failing receiver must not undo a save
             self._wake()
@@ -296,6 +295,18 @@ class EnqueuePath:
                 changes += [Change(u, key, "upsert", payload) for u in users]
             changes += [Change(u, key, "delete") for u in gone]
         self.put(changes, bulk=True)  # the intent stays open until the replay is through
+
+
+def _chunks(items: Iterable[Change], size: int) -> Iterator[list[Change]]:
+    """Lists of up to ``size`` items, taken from ``items`` as they come."""
+    part: list[Change] = []
+    for item in items:
+        part.append(item)
+        if len(part) >= size:
+            yield part
+            part = []
+    if part:
+        yield part
 
 
 def event_to_journal(event: RecordEvent, hook: str) -> dict[str, Any]:

@@ -195,7 +195,7 @@ class SubscriptionChanges:
             if not moved:
                 return
             gone = {cid: current[cid] for cid in moved if cid not in again and cid in current}
-            changes = self._changes(moved, again, changed, pushed, None, chunk)
+            changes = list(self._changes(moved, again, changed, pushed, None, chunk))
             changes += [
                 Change(u, record.ref.key, "delete", priority=PRIORITY_BULK)
                 for record in gone.values()
@@ -213,8 +213,8 @@ class SubscriptionChanges:
         pushed: list[str],
         progress: Callable[[int], None] | None,
         chunk: int,
-    ) -> list[Change]:
-        changes: list[Change] = []
+    ) -> Iterator[Change]:
+        """The changes contact by contact, as they are consumed (see ``EnqueuePath.put``)."""
         for n, cid in enumerate(contact_ids, start=1):
             # ``pushed`` users are on every selected contact's list afterwards, changed or not.
             record = current.get(cid)
@@ -222,11 +222,10 @@ class SubscriptionChanges:
                 key = record.ref.key
                 if pushed:
                     payload = self.enqueue.snapshot_payload(record)
-                    changes += [Change(u, key, "upsert", payload, priority=PRIORITY_BULK) for u in pushed]
+                    yield from (Change(u, key, "upsert", payload, priority=PRIORITY_BULK) for u in pushed)
                 before, after = changed.get(cid, ((), ()))
-                changes += [
+                yield from (
                     Change(u, key, "delete", priority=PRIORITY_BULK) for u in before if u not in after
-                ]
+                )
             if progress is not None and n % chunk == 0:
                 progress(n)
-        return changes
