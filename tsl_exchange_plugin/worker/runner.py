@@ -3,7 +3,10 @@
 Several threads share one process; each holds at most one mailbox, so a slow or
 broken mailbox occupies one thread and never holds up the others. Within a
 mailbox, a claim is pushed in slices of one request each, a few slices at a time
-(``lanes``): while one request waits for the server, the next is being built.
+(``lanes``): while one request waits for the server, the next is being built. The lanes
+of all claims take turns at the CPU (``backends/turns.py``). A save does not wait for a bulk
+claim to end: at each slice boundary a lane takes its mailbox's better jobs into the next
+slice, or ends the claim when another mailbox's better work finds no free thread.
 The backend caps requests in flight per Exchange server. Wrong credentials park a mailbox
 (no retry storm that locks the account in Active Directory) until its
 credentials change.
@@ -30,7 +33,6 @@ import socket
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -51,6 +53,8 @@ from ..backends.turns import Turns
 from ..credentials import VaultError
 from ..outbox.backoff import pause_delay, retry_delay
 from ..outbox.base import PRIORITY_INTERACTIVE, Claim, Job, LeaseLost, Outbox
+from . import switching
+from .claimplan import ClaimPlan
 from .pauses import PauseBoard
 from .push import BatchResult, Mapper, Pusher
 
@@ -123,7 +127,7 @@ class _Held:
     # Set when the lease is gone or about to run out unrenewed: the claim's lanes stop
     # before another worker may take the mailbox, and the pusher re-writes nothing.
     lost: threading.Event = field(default_factory=threading.Event)
-    plan: _ClaimPlan | None = None  # the claim's slices, once they are being pushed
+    plan: ClaimPlan | None = None  # the claim's slices, once they are being pushed
 
 
 class Worker:
@@ -161,9 +165,10 @@ class Worker:
         self._idle_threads = 0
         self._yielding = 0  # claims of this worker ending early to make room (see _makes_room)
         self._success_noted: dict[str, float] = {}  # mailbox -> when its success was last recorded
-        # The lanes of all claims take turns at the CPU (exchange/turns.py): the host's own
+        # The lanes of all claims take turns at the CPU (backends/turns.py): the host's own
         # threads then compete with one lane for Python, not with all of them.
         self._turns = Turns()
+        self._switching = False  # holds switching.py's short interval (between start and stop)
         # Leases held right now, extended by the keeper while a batch runs: a batch that
         # takes longer than the lease must not let another worker into the mailbox.
         self._held: dict[str, _Held] = {}
@@ -179,6 +184,9 @@ class Worker:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> Worker:
         self._stop.clear()
+        if not self._switching:  # the host's threads get the CPU back sooner (switching.py)
+            switching.hold()
+            self._switching = True
         for n in range(self.config.threads):
             t = threading.Thread(target=self._loop, name=f"tsl-exchange-worker-{n}", daemon=True)
             t.start()
@@ -196,6 +204,9 @@ class Worker:
     def stop(self, timeout: float = 30.0) -> None:
         """Finish the batches in hand, then stop. Unfinished work stays queued."""
         self._stop.set()
+        if self._switching:
+            switching.release()
+            self._switching = False
         watcher, self._watcher = self._watcher, None
         if watcher is not None:
             watcher[1].set()
@@ -496,7 +507,7 @@ class Worker:
     def _process(self, claim: Claim, held: _Held | None = None) -> None:
         held = held or _Held(claim, time.monotonic())
         mailbox = claim.mailbox
-        plan = _ClaimPlan(claim.jobs, max(1, self.config.batch_size))
+        plan = ClaimPlan(claim.jobs, max(1, self.config.batch_size))
         held.plan = plan
         lanes = max(1, min(self.config.lanes, plan.slice_count()))
         server = ""
@@ -572,13 +583,13 @@ class Worker:
         self._probe_done(claim, server, answered=guard.answers > answers)
 
     # ------------------------------------------------------------------ better work first
-    def _next_slice(self, claim: Claim, plan: _ClaimPlan) -> list[Job] | None:
+    def _next_slice(self, claim: Claim, plan: ClaimPlan) -> list[Job] | None:
         """The next slice of a claim, or None when it is done or makes room (LeaseLost propagates).
 
         A job of better priority than the next slice does not wait for the claim to end: one of
         the claim's own mailbox is handed out under its lease and goes next, in a slice of its
         own; one of another mailbox that no thread of this worker is free to take ends the claim
-        here (one claim at a time makes room), and its unsent jobs go back to the queue."""
+        here (one claim per such mailbox), and its unsent jobs go back to the queue."""
         with plan.checking:  # one lane looks at a time, so a job is never handed to both
             below = plan.next_priority()
             if below is None:
@@ -847,78 +858,6 @@ class Worker:
             if crew not in self._crews:  # new, or stopped by stop() and claiming again
                 self._crews.append(crew)
         return crew
-
-
-class _ClaimPlan:
-    """A claim's slices, shared by its lanes: best priority first, each slice of one priority
-    (a save is not sent in a request with 99 bulk items), and jobs handed out during the claim
-    (``claim_urgent``) placed first."""
-
-    def __init__(self, jobs: Sequence[Job], size: int) -> None:
-        self.size = size
-        self._lock = threading.Lock()
-        self._slices: deque[list[Job]] = deque(_slices(jobs, size))
-        self._begun: set[int] = set()
-        self.checking = threading.Lock()  # held by the lane looking for better work
-        self.unsent: list[Job] = []  # jobs the claim ended without sending (end_early)
-        self.ended_early = False
-
-    def slice_count(self) -> int:
-        with self._lock:
-            return len(self._slices)
-
-    def next_priority(self) -> int | None:
-        with self._lock:
-            return self._slices[0][0].priority if self._slices else None
-
-    def begun(self) -> list[int]:
-        """Ids of the jobs whose slice has begun: not to be handed out again in this claim (their
-        row may be queued with a newer version while the older one is out)."""
-        with self._lock:
-            return list(self._begun)
-
-    def take(self) -> list[Job] | None:
-        with self._lock:
-            if not self._slices:
-                return None
-            jobs = self._slices.popleft()
-            self._begun.update(j.id for j in jobs)
-            return jobs
-
-    def put_first(self, jobs: Sequence[Job]) -> None:
-        """Jobs handed out during the claim go next; a job the claim held but had not begun is
-        replaced by its newer version. A newer version of a begun job is left for the next
-        claim: two lanes must never push one record at the same time."""
-        with self._lock:
-            jobs = [j for j in jobs if j.id not in self._begun]
-            ids = {j.id for j in jobs}
-            rest = [[j for j in part if j.id not in ids] for part in self._slices]
-            self._slices = deque(_slices(jobs, self.size) + [part for part in rest if part])
-
-    def end_early(self) -> None:
-        """Stop handing out slices; what was not begun goes back to the queue unsent."""
-        with self._lock:
-            self.unsent = [j for part in self._slices for j in part]
-            self._slices.clear()
-            self.ended_early = True
-
-    def stop(self) -> list[Job]:
-        """Stop handing out slices; returns the jobs not begun."""
-        with self._lock:
-            rest = [j for part in self._slices for j in part]
-            self._slices.clear()
-            return rest
-
-
-def _slices(jobs: Sequence[Job], size: int) -> list[list[Job]]:
-    """Jobs (best priority first) cut into slices of up to ``size`` jobs of one priority each."""
-    out: list[list[Job]] = []
-    for job in jobs:
-        if out and len(out[-1]) < size and out[-1][0].priority == job.priority:
-            out[-1].append(job)
-        else:
-            out.append([job])
-    return out
 
 
 def _attach_guard(session: MailboxSession, guard: object) -> None:
