@@ -959,7 +959,7 @@ class PostgresOutbox(PerThreadConnections):
     ) -> int:
         params = {"below": below, "exclude": list(exclude), "limit": max(1, limit), "now": now}
         # The worker's connection: a lane asks this, and a lane holds no other one.
-        return int(self._wconn().execute(self._sql["urgent_waiting"], params).fetchone()[0])
+        return int(_one(self._wconn().execute(self._sql["urgent_waiting"], params))[0])
 
     def _deferred_gc(self) -> set[str]:
         """Snapshots this thread's fenced acks may have freed. They are collected with a release

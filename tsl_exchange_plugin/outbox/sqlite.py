@@ -868,7 +868,8 @@ class SQLiteOutbox(PerThreadConnections):
     def _acked(conn: sqlite3.Connection, pairs: str) -> list[list[Any]]:
         """[id, payload_id, op, mailbox, record_key, source_version] of the jobs still queued with
         the (id, version) ``pairs`` name."""
-        return json.loads(conn.execute(_ACKED, (pairs,)).fetchone()[0])
+        rows: list[list[Any]] = json.loads(conn.execute(_ACKED, (pairs,)).fetchone()[0])
+        return rows
 
     def _give_back_space(self) -> None:
         """The queue ran empty: return its free pages to the file system (a no-op for a file
