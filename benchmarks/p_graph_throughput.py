@@ -126,6 +126,7 @@ def main() -> int:
 
         # -- the plugin, one lawyer on Graph and one on EWS
         key = Ed25519PrivateKey.generate()
+        os.environ[licence.DEV_KEYS_ENV] = "1"  # the benchmark's own licence key is a development key
         os.environ[licence.TRUSTED_KEYS_ENV] = f"bench={licence.public_key_b64(key)}"
         host = ReferenceHost(tmp / "host")
         host.load_firm(firm)
