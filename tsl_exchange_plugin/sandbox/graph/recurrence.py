@@ -18,8 +18,8 @@ event-update):
   ``ErrorOccurrenceCrossingBoundary``); DELETE on an instance cancels it (a cancelled one is
   gone: 404). ``recurrence: null`` on a master makes it a single event.
 - What a changed pattern does to existing exceptions Graph does not document, and Exchange keeps
-  deleted occurrences when a series' range is extended over EWS (OfficeDev/ews-managed-api
-  issue 235). ``RECURRENCE_EDITS`` picks: "keep" (default) keeps the exceptions and cancellations
+  deleted occurrences when a series' range is extended over EWS (as reported against the EWS
+  Managed API on GitHub). ``RECURRENCE_EDITS`` picks: "keep" (default) keeps the exceptions and cancellations
   whose original date is still a date of the new pattern, "reset" drops them all whenever a
   different recurrence is written. A PATCH that repeats the same recurrence keeps them in both.
 - ``cancelledOccurrences`` (on ``$select``) and ``exceptionOccurrences`` (on ``$expand``) are

@@ -277,9 +277,8 @@ class GraphSandbox:
 
     def phone_delete(self, mailbox: str, rest: str) -> None:
         with self.store.lock:
-            self.store.begin()
-            self.store.delete_item(cv.ews_id(rest))
-            self.store.commit()
+            with self.store.transaction():
+                self.store.delete_item(cv.ews_id(rest))
 
     def phone_edit(self, mailbox: str, rest: str, body: dict[str, Any]) -> None:
         """Change an item as a phone would (Graph field names); it gets a new change key."""
@@ -292,9 +291,8 @@ class GraphSandbox:
             apply[row["kind"]](row, body)
             row["change_key"] = ids.new_change_key()
             row["modified"] = xmlio.utc_now()
-            self.store.begin()
-            self.store.update_item(row)
-            self.store.commit()
+            with self.store.transaction():
+                self.store.update_item(row)
 
     # ------------------------------------------------------------------ tokens
     def _issue(self, app: GraphApp) -> dict[str, Any]:
@@ -618,13 +616,8 @@ class GraphSandbox:
         }
         self._apply(row, body)
         defaults(_KIND[kind], row["data"])
-        self.store.begin()
-        try:
+        with self.store.transaction():
             self.store.insert_item(row)
-            self.store.commit()
-        except BaseException:
-            self.store.rollback()
-            raise
         if txn:
             self._transactions[(mailbox, txn)] = row["id"]
         return 201, {"Location": f"{call.base}{call.path}/{cv.rest_id(row['id'])}"}, self._out(row, call)
@@ -664,9 +657,8 @@ class GraphSandbox:
                     "ErrorIrresolvableConflict",
                     "The send or update operation could not be performed because the change key passed in the request does not match the current change key for the item.",
                 )
-            self.store.begin()
-            self.store.delete_item(row["id"])
-            self.store.commit()
+            with self.store.transaction():
+                self.store.delete_item(row["id"])
             return 204, {}, None
         if call.method == "PATCH":
             if not isinstance(call.body, dict):
@@ -683,13 +675,8 @@ class GraphSandbox:
             self._apply(row, call.body)
             row["change_key"] = ids.new_change_key()
             row["modified"] = xmlio.utc_now()
-            self.store.begin()
-            try:
+            with self.store.transaction():
                 self.store.update_item(row)
-                self.store.commit()
-            except BaseException:
-                self.store.rollback()
-                raise
             return 200, {}, self._out(row, call)
         raise GraphError(405, "ErrorInvalidRequest", "The OData request is not supported.")
 
@@ -717,13 +704,8 @@ class GraphSandbox:
         # An exception lives in its master: the master's change key moves.
         row["change_key"] = ids.new_change_key()
         row["modified"] = xmlio.utc_now()
-        self.store.begin()
-        try:
+        with self.store.transaction():
             self.store.update_item(row)
-            self.store.commit()
-        except BaseException:
-            self.store.rollback()
-            raise
         if occ is None:
             return 204, {}, None
         return 200, {}, self._out(row, call, occ)
@@ -819,16 +801,14 @@ class GraphSandbox:
         ):
             raise GraphError(409, "ErrorFolderExists", "A folder with the specified name already exists.")
         folder = new_folder(mailbox, parent["id"], name, prefix, None)
-        self.store.begin()
-        self.store.insert_folder(folder)
-        self.store.commit()
+        with self.store.transaction():
+            self.store.insert_folder(folder)
         return folder
 
     def _delete_folder(self, folder: dict[str, Any]) -> Answer:
         """A folder deleted (in Outlook, on a phone), with what it holds."""
-        self.store.begin()
-        self.store.delete_folder(folder["id"])
-        self.store.commit()
+        with self.store.transaction():
+            self.store.delete_folder(folder["id"])
         return 204, {}, None
 
     def _contact_folder_out(self, folder: dict[str, Any]) -> dict[str, Any]:
@@ -951,9 +931,8 @@ class GraphSandbox:
                     raise bad("BadRequest", "displayName is required.")
                 root = self._distinguished(mailbox, "msgfolderroot")
                 created = new_folder(mailbox, root["id"], name, "IPF.Task", None)
-                self.store.begin()
-                self.store.insert_folder(created)
-                self.store.commit()
+                with self.store.transaction():
+                    self.store.insert_folder(created)
                 return 201, {}, self._list_out(created)
         folder: dict[str, Any] | None = next(
             (f for f in self._task_folders(mailbox) if cv.rest_id(f["id"]) == rest[0]), None
@@ -964,9 +943,8 @@ class GraphSandbox:
             if m == "GET":
                 return 200, {}, self._list_out(folder)
             if m == "DELETE":
-                self.store.begin()
-                self.store.delete_folder(folder["id"])
-                self.store.commit()
+                with self.store.transaction():
+                    self.store.delete_folder(folder["id"])
                 return 204, {}, None
         if rest[1:] == ["tasks"]:
             if m == "GET":
